@@ -1,0 +1,28 @@
+# The first commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test bench eval clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Serves a generated multi-page site on 127.0.0.1 (or ../shared's git docs), crawls, tags, queries, exports.
+demo: $(STAMP)
+	$(BIN)/python -m provenance.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/crawl.py
+
+clean:
+	rm -rf $(VENV) demo-output provenance-store .pytest_cache

@@ -1,0 +1,317 @@
+"""The ``provenance`` command line: crawl | ingest | tag | query | export | plugins.
+
+A contract users script against: every command takes ``--store DIR`` (default
+from provenance.toml, then ./provenance-store), never prompts, prints progress
+only on a terminal, ends with a one-line summary, and exits with a code from
+provenance.exitcodes. Errors are one line on stderr: ``provenance: error: ...``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+import provenance
+from provenance import config as config_mod
+from provenance import exitcodes
+from provenance.store import Store, StoreError, StoreLocked
+
+
+class Failure(click.ClickException):
+    def __init__(self, message: str, code: int = exitcodes.FAILURE):
+        super().__init__(message)
+        self.exit_code = code
+
+    def show(self, file=None):
+        click.echo(f"provenance: error: {self.format_message()}", err=True)
+
+
+def handle_errors(fn):
+    """Known failures become one clear line and a meaningful exit code, not a traceback."""
+    from provenance.detectors import DetectorError
+    from provenance.export import ExportError
+    from provenance.ingest import IngestError
+    from provenance.pluginmanager import PluginLoadError
+    from provenance.runner import TagRunError
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except StoreLocked as exc:
+            raise Failure(str(exc), exitcodes.LOCKED) from None
+        except (config_mod.ConfigError, TagRunError, DetectorError) as exc:
+            raise Failure(str(exc), exitcodes.USAGE) from None
+        except (StoreError, IngestError, ExportError, PluginLoadError) as exc:
+            raise Failure(str(exc)) from None
+        except KeyboardInterrupt:
+            raise Failure("interrupted; committed work is kept and the next run resumes", 130) from None
+
+    return wrapper
+
+
+def store_option(fn):
+    fn = click.option("--store", "store_dir", metavar="DIR", envvar="PROVENANCE_STORE",
+                      help="Store directory [default: from provenance.toml, else ./provenance-store].")(fn)
+    fn = click.option("--config", "config_file", metavar="FILE", type=click.Path(dir_okay=False),
+                      help="Settings file [default: ./provenance.toml if present].")(fn)
+    return fn
+
+
+def settings_and_store(config_file, store_dir, create: bool = False) -> tuple[dict, Store]:
+    settings = config_mod.load(config_file)
+    root = config_mod.resolve_store(store_dir, settings)
+    return settings, Store.open(root, create=create)
+
+
+def progress_bar(description: str):
+    """A rich progress bar on a terminal; a silent stand-in under cron/CI."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    transient=True, disable=not sys.stderr.isatty(), console=None)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(provenance.__version__, prog_name="provenance")
+def cli():
+    """Provenance Guard: crawl with provenance, tag with detector plugins, export clean sets with SQL.
+
+    Exit codes: 0 ok, 1 failure, 2 usage, 3 partial (some inputs or batches failed), 75 store locked.
+    """
+
+
+# ----- ingest ---------------------------------------------------------------------------------
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@store_option
+@click.option("--crawl-id", help="Name this import [default: ingest-<file name>].")
+@handle_errors
+def ingest(paths, store_dir, config_file, crawl_id):
+    """Import documents from JSONL, Parquet, WARC or WET files (or directories of them).
+
+    JSONL/Parquet records need `url` and `text` and/or `html`; `fetched_at`
+    (ISO 8601 or unix seconds) and `title` are optional, other fields are kept
+    as metadata. Bad records are reported with file and line; good ones are kept.
+    """
+    from provenance.ingest import run_ingest
+
+    settings, store = settings_and_store(config_file, store_dir, create=True)
+    with progress_bar("ingest") as bar:
+        task = bar.add_task("records", total=None)
+        result = run_ingest(store, list(paths), crawl_id=crawl_id,
+                            flush_rows=settings["ingest"]["flush_rows"],
+                            on_problem=lambda p: click.echo(f"provenance: bad input: {p}", err=True),
+                            on_record=lambda: bar.advance(task))
+    click.echo(f"ingest: {result.records} records in {len(result.files)} file(s): {result.stored} stored, "
+               f"{result.already_stored} already stored, {len(result.problems)} bad -> {store.root}")
+    sys.exit(exitcodes.PARTIAL if result.problems else exitcodes.OK)
+
+
+# ----- crawl ----------------------------------------------------------------------------------
+@cli.command()
+@click.argument("urls", nargs=-1)
+@store_option
+@click.option("--urls", "url_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Fetch the URLs listed in FILE (one per line, optionally 'URL SHA256'); no link following.")
+@click.option("--sitemap", "sitemaps", multiple=True, help="Crawl the pages listed by this sitemap (repeatable).")
+@click.option("--crawl-id", help="Name this crawl [default: derived from the start URLs].")
+@click.option("--max-pages", type=int, help="Stop after this many pages.")
+@click.option("--max-depth", type=int, help="Follow links at most this deep.")
+@click.option("--allow-private", is_flag=True, default=None,
+              help="Allow private, loopback and link-local addresses (refused by default).")
+@click.option("--ignore-robots", is_flag=True, default=False, help="Do not obey robots.txt.")
+@click.option("--stats-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the run's JSON stats here.")
+@handle_errors
+def crawl(urls, store_dir, config_file, url_file, sitemaps, crawl_id, max_pages, max_depth, allow_private,
+          ignore_robots, stats_file):
+    """Crawl a site (same-site links), sitemaps or a URL list into the store, with full provenance.
+
+    Re-crawls are incremental: unchanged pages are recorded as such, changed
+    pages become new versions linked to the old ones.
+    """
+    from provenance.crawlers import CrawlRequest, run_crawl
+
+    if not (urls or url_file or sitemaps):
+        raise click.UsageError("give start URLs, --urls FILE or --sitemap URL")
+    settings, store = settings_and_store(config_file, store_dir, create=True)
+    overrides = {k: v for k, v in {"max_pages": max_pages, "max_depth": max_depth,
+                                   "allow_private": allow_private}.items() if v is not None}
+    if ignore_robots:
+        overrides["obey_robots"] = False
+    request = CrawlRequest(start_urls=list(urls), url_file=url_file, sitemaps=list(sitemaps), crawl_id=crawl_id,
+                           settings={**settings["crawl"], **overrides})
+    result = run_crawl(store, request)
+    if stats_file:
+        stats_file.write_text(json.dumps(result.stats, indent=2, default=str) + "\n")
+    click.echo(result.summary_line())
+    sys.exit(result.exit_code)
+
+
+# ----- tag ------------------------------------------------------------------------------------
+@cli.command()
+@store_option
+@click.option("--plugins", "enable", help="Comma-separated detector or plugin names to run [default: all].")
+@click.option("--disable", help="Comma-separated detector or plugin names not to run.")
+@click.option("--batch-size", type=int, help="Documents per batch.")
+@click.option("--time-budget", type=float, help="Seconds a detector may spend on one batch before it is stopped.")
+@click.option("--isolation", type=click.Choice(["process", "inline"]),
+              help="Run detectors in worker processes (default; enforces the time budget) or inline.")
+@click.option("--plugin-module", "plugin_modules", multiple=True, metavar="MODULE_OR_FILE",
+              help="Also load a plugin from an importable module or a .py file (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
+@handle_errors
+def tag(store_dir, config_file, enable, disable, batch_size, time_budget, isolation, plugin_modules, as_json):
+    """Run detector plugins over documents not yet tagged by the same detector version and options."""
+    from provenance.pluginmanager import get_plugin_manager, load_plugin_modules
+    from provenance.runner import print_summary, run_tag, summary_json
+
+    settings, store = settings_and_store(config_file, store_dir)
+    for key, value in (("batch_size", batch_size), ("time_budget_s", time_budget), ("isolation", isolation)):
+        if value is not None:
+            settings["tag"][key] = value
+    pm = get_plugin_manager()
+    load_plugin_modules(pm, plugin_modules)
+    split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
+    with progress_bar("tag") as bar:
+        task = bar.add_task("documents", total=None)
+        summary = run_tag(store, pm, settings, enable=split(enable), disable=split(disable),
+                          progress=lambda n: bar.advance(task, n), on_total=lambda n: bar.update(task, total=n))
+    if as_json:
+        click.echo(summary_json(summary))
+    print_summary(summary)
+    n_tags = sum(s.tags for s in summary.detectors.values())
+    click.echo(f"tag: run {summary.run_id}: {len(summary.detectors)} detector(s), {n_tags} tags, "
+               f"{summary.errors} error(s) -> {store.root}", err=as_json)
+    sys.exit(exitcodes.PARTIAL if summary.errors else exitcodes.OK)
+
+
+# ----- query ----------------------------------------------------------------------------------
+@cli.command()
+@click.argument("sql")
+@store_option
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--max-rows", type=int, default=100, show_default=True, help="Rows shown in table format (0: all).")
+@handle_errors
+def query(sql, store_dir, config_file, fmt, max_rows):
+    """Run SQL over the views documents, tags, doc_flags, errors, fetches and runs.
+
+    --format json prints a JSON array with one object per row (for scripts).
+    """
+    import duckdb
+
+    from provenance.sql import connect
+
+    _settings, store = settings_and_store(config_file, store_dir)
+    con = connect(store)
+    try:
+        result = con.execute(sql)
+    except duckdb.Error as exc:
+        raise Failure(f"SQL error: {str(exc).splitlines()[0]}", exitcodes.USAGE) from None
+    if result.description is None:
+        return
+    columns = [d[0] for d in result.description]
+    if fmt == "json":
+        rows = result.fetchall()
+        click.echo(json.dumps([dict(zip(columns, _jsonable_row(r))) for r in rows], default=str, ensure_ascii=False))
+    elif fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        for row in result.fetchall():
+            writer.writerow(_jsonable_row(row))
+    else:
+        _print_table(columns, result.fetchall(), max_rows)
+
+
+def _jsonable_row(row) -> list:
+    return [v.hex() if isinstance(v, (bytes, bytearray)) else v for v in row]
+
+
+def _print_table(columns, rows, max_rows) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns, show_lines=False)
+    shown = rows if not max_rows else rows[:max_rows]
+    for row in shown:
+        table.add_row(*["NULL" if v is None else str(v)[:200] for v in _jsonable_row(row)])
+    Console(width=max(120, len(columns) * 20) if not sys.stdout.isatty() else None).print(table)
+    if max_rows and len(rows) > max_rows:
+        click.echo(f"({len(rows)} rows, first {max_rows} shown; --max-rows 0 shows all)")
+
+
+# ----- export ---------------------------------------------------------------------------------
+@cli.command()
+@store_option
+@click.option("--where", default="NOT flagged", show_default=True,
+              help="SQL predicate over documents JOIN doc_flags choosing what to keep.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory (documents.parquet, manifest.json, README.md).")
+@click.option("--include-raw", is_flag=True, help="Keep the raw body bytes in the export.")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty output directory.")
+@handle_errors
+def export(store_dir, config_file, where, out_dir, include_raw, overwrite):
+    """Export the documents a predicate keeps, with a manifest of what was kept, excluded and why."""
+    from provenance.export import run_export
+
+    _settings, store = settings_and_store(config_file, store_dir)
+    manifest = run_export(store, out_dir, where=where, include_raw=include_raw, overwrite=overwrite)
+    c = manifest["counts"]
+    click.echo(f"export: kept {c['kept']} of {c['documents_in_store']} documents "
+               f"({c['excluded']} excluded) -> {out_dir}")
+
+
+# ----- plugins --------------------------------------------------------------------------------
+@cli.group(invoke_without_command=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--hook", help="Only plugins implementing this hook.")
+@click.option("--plugin-module", "plugin_modules", multiple=True, metavar="MODULE_OR_FILE",
+              help="Also load a plugin from an importable module or a .py file.")
+@click.pass_context
+@handle_errors
+def plugins(ctx, fmt, hook, plugin_modules):
+    """List installed plugins with version, distribution, hooks and detectors."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from provenance.pluginmanager import get_plugin_manager, load_plugin_modules, plugin_listing
+
+    pm = get_plugin_manager()
+    load_plugin_modules(pm, plugin_modules)
+    listing = [p for p in plugin_listing(pm) if hook is None or hook in p["hooks"]]
+    if fmt == "json":
+        click.echo(json.dumps(listing, indent=2))
+        return
+    for p in listing:
+        kind = "built-in" if p["builtin"] else (p["distribution"] or "local module")
+        click.echo(f"{p['name']} {p['version']} ({kind}) hooks: {', '.join(p['hooks'])}")
+        for d in p["detectors"]:
+            click.echo(f"    {d['name']} v{d['version']} [{d['category']}] "
+                       f"{'corpus-level' if d['corpus_level'] else 'per-document'}, needs: {', '.join(d['needs'])}")
+
+
+def _register_plugin_commands() -> None:
+    """Commands added by plugins (register_commands hook); a broken plugin must not break the CLI."""
+    from provenance.pluginmanager import PluginLoadError, get_plugin_manager
+
+    try:
+        pm = get_plugin_manager()
+    except PluginLoadError as exc:
+        click.echo(f"provenance: warning: {exc}", err=True)
+        return
+    pm.hook.register_commands(cli=cli)
+
+
+def main() -> None:
+    _register_plugin_commands()
+    cli(prog_name="provenance")
+
+
+if __name__ == "__main__":
+    main()

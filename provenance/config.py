@@ -1,0 +1,117 @@
+"""Settings: built-in defaults < provenance.toml < command-line flags.
+
+The file is ``./provenance.toml`` unless ``--config FILE`` or the
+``PROVENANCE_CONFIG`` environment variable names another. Example::
+
+    [store]
+    path = "/data/provenance-store"
+
+    [crawl]
+    max_pages = 5000
+    allow_private = false
+
+    [tag]
+    batch_size = 1000
+    time_budget_s = 300        # per detector call; a hung detector is stopped after this
+    enable = ["exact_duplicate"]   # detectors or plugins to run (default: all)
+    disable = []
+
+    [detectors.exact_duplicate]  # options of one detector, validated by it
+    min_chars = 1
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_STORE = "./provenance-store"
+CONFIG_FILE = "provenance.toml"
+
+DEFAULTS: dict = {
+    "store": {"path": DEFAULT_STORE},
+    "crawl": {
+        "max_pages": 10_000,
+        "max_depth": 20,
+        "allow_private": False,
+        "obey_robots": True,
+        "concurrency_per_host": 4,
+        "autothrottle": True,
+        "download_timeout_s": 30,
+        "max_size_bytes": 32 * 1024 * 1024,
+        "warn_size_bytes": 8 * 1024 * 1024,
+        "max_redirects": 10,
+        "user_agent": None,  # None: "provenance-guard/<version> (+https://github.com/provenance-guard)"
+        "jobdir": True,
+    },
+    "ingest": {"flush_rows": 500},
+    "tag": {
+        "batch_size": 1000,
+        "time_budget_s": 300.0,
+        "isolation": "process",
+        "enable": None,
+        "disable": [],
+    },
+    "detectors": {},
+}
+
+
+class ConfigError(ValueError):
+    """A settings file or value that cannot be used; names the file and key."""
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_path(explicit: str | os.PathLike | None = None) -> Path | None:
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        return path
+    env = os.environ.get("PROVENANCE_CONFIG")
+    if env:
+        return config_path(env)
+    local = Path.cwd() / CONFIG_FILE
+    return local if local.is_file() else None
+
+
+def load(explicit: str | os.PathLike | None = None) -> dict:
+    """The effective settings: defaults merged with the config file, if any."""
+    path = config_path(explicit)
+    if path is None:
+        return copy.deepcopy(DEFAULTS)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    unknown = set(data) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    for section, values in data.items():
+        if section == "detectors":
+            continue  # each detector validates its own options
+        bad = set(values) - set(DEFAULTS[section])
+        if bad:
+            raise ConfigError(f"{path}: unknown key(s) in [{section}]: {sorted(bad)}")
+    merged = _merge(DEFAULTS, data)
+    merged["_path"] = str(path)
+    return merged
+
+
+def resolve_store(cli_value: str | None, settings: dict) -> Path:
+    return Path(cli_value or os.environ.get("PROVENANCE_STORE") or settings["store"]["path"])

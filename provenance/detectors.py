@@ -1,0 +1,180 @@
+"""What a detector is: the classes plugin authors subclass, and how their output becomes tag rows.
+
+A per-document detector implements ``tag_batch(batch)``; a corpus-level one
+implements ``observe(batch)`` for every batch and then ``finish()``. Both
+return tags in any of these forms, and the runner turns them into rows of the
+tags schema (adding plugin, versions, run id, config hash and time):
+
+- ``None`` or an empty list: nothing found;
+- a list of dicts with ``doc_id``, ``tag`` and optionally ``score``, ``evidence``
+  (dict or JSON string) and ``category`` (defaults to the detector's);
+- a ``pyarrow.Table``/``RecordBatch`` with those columns (the fast path:
+  build it with ``self.tags(...)`` from arrays, no per-row Python).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+
+import pyarrow as pa
+
+CATEGORIES = ("llm", "poison", "duplicate", "quality", "provenance", "other")
+# Not document columns, but things the runner can join in for a detector that asks.
+SPECIAL_NEEDS = {
+    # the earlier version of the same URL (documents.previous_doc_id), as previous_<column>
+    "previous": ("previous_doc_id", "previous_text", "previous_text_sha256", "previous_raw_sha256",
+                 "previous_fetched_at", "previous_headers"),
+}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class DetectorError(ValueError):
+    """A detector class or its options that the core refuses, with the reason."""
+
+
+class Detector:
+    """A per-document detector: ``tag_batch`` sees one Arrow record batch at a time.
+
+    Class attributes a subclass sets:
+      name      snake_case, unique across all plugins; keys the stored tags
+      version   the detector's own version: bump it when its output changes
+      category  default category of its tags (one of CATEGORIES, or another word)
+      needs     document columns it reads (doc_id is always there); "previous"
+                adds the earlier version of the same URL as previous_* columns
+      options   option names and defaults; values from [detectors.<name>] in
+                provenance.toml are checked against the defaults' types and
+                folded into the config hash
+    """
+
+    name: str = ""
+    version: str = ""
+    category: str = "other"
+    needs: tuple[str, ...] = ("text",)
+    options: dict = {}
+    corpus_level = False
+
+    def __init__(self, **options):
+        self.options = self.validate_options(options)
+
+    @classmethod
+    def validate_options(cls, options: dict) -> dict:
+        """Defaults overlaid with ``options``; refuses unknown names and wrong types.
+
+        Override (and call super) for checks of values, e.g. ranges.
+        """
+        unknown = set(options) - set(cls.options)
+        if unknown:
+            raise DetectorError(f"detector {cls.name}: unknown option(s) {sorted(unknown)}; "
+                                f"known: {sorted(cls.options) or 'none'}")
+        merged = dict(cls.options)
+        for key, value in options.items():
+            default = cls.options[key]
+            ok = default is None or isinstance(value, type(default)) or (
+                isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool))
+            if not ok:
+                raise DetectorError(f"detector {cls.name}: option {key!r} must be "
+                                    f"{type(default).__name__}, got {value!r}")
+            merged[key] = float(value) if isinstance(default, float) else value
+        return merged
+
+    @classmethod
+    def config_hash(cls, options: dict) -> str:
+        blob = json.dumps(cls.validate_options(options), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def tag_batch(self, batch: pa.RecordBatch):
+        raise NotImplementedError(f"{type(self).__name__} must implement tag_batch(batch)")
+
+    # ----- helpers for building output --------------------------------------------------
+    def tags(self, doc_ids, tag: str | Iterable[str], score=None, evidence=None, category=None) -> pa.Table:
+        """Tag rows from arrays: doc_ids (array or list), one tag or one per row, optional
+        scores, evidence (list of dicts or JSON strings) and category."""
+        doc_ids = pa.array(doc_ids, type=pa.string()) if not isinstance(doc_ids, pa.Array) else doc_ids
+        n = len(doc_ids)
+        tag_col = pa.array([tag] * n, pa.string()) if isinstance(tag, str) else pa.array(tag, pa.string())
+        columns = {"doc_id": doc_ids, "tag": tag_col}
+        if score is not None:
+            columns["score"] = pa.array(score, pa.float64()) if not isinstance(score, pa.Array) else score
+        if evidence is not None:
+            columns["evidence"] = pa.array(
+                [e if e is None or isinstance(e, str) else json.dumps(e, ensure_ascii=False, default=str)
+                 for e in evidence], pa.string())
+        if category is not None:
+            columns["category"] = pa.array([category] * n, pa.string())
+        return pa.table(columns)
+
+
+class CorpusDetector(Detector):
+    """A corpus-level detector: ``observe`` sees every batch, then ``finish`` emits the tags.
+
+    For near-duplicate clusters, trigger mining and other signals that need the
+    whole corpus. ``finish`` may return one output or yield several (to bound memory).
+    """
+
+    corpus_level = True
+
+    def observe(self, batch: pa.RecordBatch) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement observe(batch)")
+
+    def finish(self):
+        raise NotImplementedError(f"{type(self).__name__} must implement finish()")
+
+    def tag_batch(self, batch):  # pragma: no cover - corpus detectors are driven by observe/finish
+        raise TypeError("corpus-level detectors use observe()/finish(), not tag_batch()")
+
+
+def check_detector_class(cls) -> None:
+    """Refuse, with a reason, a class that is not a usable detector."""
+    if not (isinstance(cls, type) and issubclass(cls, Detector)):
+        raise DetectorError(f"{cls!r} is not a subclass of provenance.Detector or provenance.CorpusDetector")
+    if not isinstance(cls.name, str) or not _NAME.match(cls.name):
+        raise DetectorError(f"{cls.__qualname__}: name {cls.name!r} must be snake_case (a-z, 0-9, _)")
+    if not isinstance(cls.version, str) or not cls.version.strip():
+        raise DetectorError(f"detector {cls.name}: version must be a non-empty string")
+    if not isinstance(cls.category, str) or not _NAME.match(cls.category):
+        raise DetectorError(f"detector {cls.name}: category {cls.category!r} must be a snake_case word")
+    if isinstance(cls.needs, str) or not all(isinstance(n, str) for n in cls.needs):
+        raise DetectorError(f"detector {cls.name}: needs must be a tuple of column names")
+    if not isinstance(cls.options, dict):
+        raise DetectorError(f"detector {cls.name}: options must be a dict of defaults")
+    if cls.corpus_level:
+        for method in ("observe", "finish"):
+            if getattr(cls, method) is getattr(CorpusDetector, method):
+                raise DetectorError(f"detector {cls.name}: corpus-level detectors must implement {method}()")
+    elif cls.tag_batch is Detector.tag_batch:
+        raise DetectorError(f"detector {cls.name}: must implement tag_batch(batch)")
+
+
+TAG_OUTPUT_COLUMNS = ("doc_id", "tag", "score", "evidence", "category")
+
+
+def output_to_table(output, detector: Detector) -> pa.Table:
+    """A detector's output (None, list of dicts, Table or RecordBatch) as a table of TAG_OUTPUT_COLUMNS."""
+    if output is None:
+        return pa.table({"doc_id": pa.array([], pa.string()), "tag": pa.array([], pa.string())})
+    if isinstance(output, pa.RecordBatch):
+        output = pa.Table.from_batches([output])
+    if isinstance(output, (list, tuple)):
+        rows = []
+        for row in output:
+            if not isinstance(row, dict):
+                raise DetectorError(f"detector {detector.name}: tag rows must be dicts, got {type(row).__name__}")
+            evidence = row.get("evidence")
+            if evidence is not None and not isinstance(evidence, str):
+                row = {**row, "evidence": json.dumps(evidence, ensure_ascii=False, default=str)}
+            rows.append(row)
+        output = pa.Table.from_pylist(rows) if rows else output_to_table(None, detector)
+    if not isinstance(output, pa.Table):
+        raise DetectorError(f"detector {detector.name}: returned {type(output).__name__}; "
+                            "expected None, a list of dicts or a pyarrow Table")
+    extra = set(output.column_names) - set(TAG_OUTPUT_COLUMNS)
+    if extra:
+        raise DetectorError(f"detector {detector.name}: unexpected tag column(s) {sorted(extra)}; "
+                            f"allowed: {list(TAG_OUTPUT_COLUMNS)}")
+    for required in ("doc_id", "tag"):
+        if required not in output.column_names:
+            raise DetectorError(f"detector {detector.name}: tag output lacks the {required!r} column")
+    return output

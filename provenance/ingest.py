@@ -1,0 +1,212 @@
+"""``provenance ingest``: documents from files (JSONL, Parquet; WARC/WET via provenance.crawlers.warc).
+
+Bad input never stops an ingest and never loses good input: each bad record
+becomes an ``InputProblem`` naming the file and line (or WARC offset), the
+rest is stored, and the command exits 'partial'. Ingesting the same file
+twice stores nothing the second time (documents are keyed by URL + body hash).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from provenance.documents import DocumentSink, build_document, existing_doc_ids
+from provenance.store import Run, Store
+
+KNOWN_FIELDS = {"url", "text", "html", "fetched_at", "title", "http_status", "content_type"}
+
+
+class IngestError(Exception):
+    """An input that cannot be read at all (missing, unknown format, corrupt container)."""
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    file: str
+    where: str  # "line 12", "offset 4096", "row 7"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.where}: {self.message}"
+
+
+@dataclass
+class IngestResult:
+    files: list[str] = field(default_factory=list)
+    records: int = 0
+    stored: int = 0
+    already_stored: int = 0
+    problems: list[InputProblem] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"files": self.files, "records": self.records, "stored": self.stored,
+                "already_stored": self.already_stored, "problems": len(self.problems),
+                "first_problems": [str(p) for p in self.problems[:100]]}
+
+
+def parse_time(value) -> datetime | None:
+    """ISO 8601 string or unix seconds -> aware UTC datetime; None for missing."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, str):
+        text = value.strip().replace("Z", "+00:00") if value.strip().endswith("Z") else value.strip()
+        parsed = datetime.fromisoformat(text)
+        return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    raise ValueError(f"fetched_at must be an ISO 8601 string or unix seconds, not {type(value).__name__}")
+
+
+def record_to_document(record: dict, *, source: str, crawl_id: str, run_id: str, source_file: str,
+                       line: int | None) -> dict:
+    """One JSONL/Parquet record -> a documents row. Raises ValueError with a readable message."""
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    url = record.get("url")
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError("missing 'url' (a non-empty string is required)")
+    text, html = record.get("text"), record.get("html")
+    if text is None and html is None:
+        raise ValueError("needs 'text' or 'html'")
+    for name, value in (("text", text), ("html", html)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"'{name}' must be a string, got {type(value).__name__}")
+    try:
+        fetched_at = parse_time(record.get("fetched_at"))
+    except ValueError as exc:
+        raise ValueError(f"bad 'fetched_at': {exc}") from None
+    extra = {k: v for k, v in record.items() if k not in KNOWN_FIELDS}
+    status = record.get("http_status")
+    return build_document(
+        url=url.strip(), body=None, html=html, text=text if html is None else None, source=source,
+        crawl_id=crawl_id, run_id=run_id, fetched_at=fetched_at, title=record.get("title"),
+        http_status=status if isinstance(status, int) else None, content_type=record.get("content_type"),
+        metadata=extra or None, source_file=source_file, source_line=line,
+    )
+
+
+def _open_maybe_gzip(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(line number, record, problem) per non-blank line; exactly one of record/problem is set."""
+    try:
+        with _open_maybe_gzip(path) as fh:
+            for number, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as exc:
+                    yield number, None, f"invalid UTF-8 at byte {exc.start}: {exc.reason}"
+                    continue
+                try:
+                    yield number, json.loads(line), None
+                except json.JSONDecodeError as exc:
+                    yield number, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        yield -1, None, f"unreadable after this point: {type(exc).__name__}: {exc}"
+
+
+def iter_parquet(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:
+        raise IngestError(f"{path}: not a readable Parquet file: {exc}") from None
+    row = 0
+    try:
+        for batch in pf.iter_batches(batch_size=256):
+            for record in batch.to_pylist():
+                row += 1
+                yield row, record, None
+    except Exception as exc:
+        yield row + 1, None, f"corrupt Parquet data from row {row + 1}: {type(exc).__name__}: {exc}"
+
+
+def detect_format(path: Path) -> str:
+    name = path.name.lower()
+    for suffix, fmt in ((".jsonl", "jsonl"), (".jsonl.gz", "jsonl"), (".json.gz", "jsonl"), (".ndjson", "jsonl"),
+                        (".parquet", "parquet"), (".warc", "warc"), (".warc.gz", "warc"), (".arc", "warc"),
+                        (".arc.gz", "warc"), (".wet", "warc"), (".wet.gz", "warc"), (".warc.wet.gz", "warc")):
+        if name.endswith(suffix):
+            return fmt
+    raise IngestError(f"{path}: unknown input format (expected .jsonl[.gz], .parquet, .warc[.gz], .wet[.gz])")
+
+
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    out = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file()))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise IngestError(f"{p}: no such file or directory")
+    return out
+
+
+def ingest_file(path: Path, run: Run, sink: DocumentSink, result: IngestResult,
+                on_problem: Callable[[InputProblem], None] | None = None,
+                on_record: Callable[[], None] | None = None) -> None:
+    fmt = detect_format(path)
+
+    def problem(where: str, message: str) -> None:
+        p = InputProblem(str(path), where, message)
+        result.problems.append(p)
+        if on_problem:
+            on_problem(p)
+
+    if fmt == "warc":
+        from provenance.crawlers.warc import ingest_warc
+
+        ingest_warc(path, run, sink, result, problem, on_record)
+        return
+    rows = iter_jsonl(path) if fmt == "jsonl" else iter_parquet(path)
+    where_word = "line" if fmt == "jsonl" else "row"
+    for number, record, error in rows:
+        if on_record:
+            on_record()
+        if error is not None:
+            problem(f"{where_word} {number}" if number >= 0 else "end", error)
+            continue
+        result.records += 1
+        try:
+            doc = record_to_document(record, source=fmt, crawl_id=sink.crawl_id, run_id=run.run_id,
+                                     source_file=str(path), line=number)
+        except ValueError as exc:
+            problem(f"{where_word} {number}", str(exc))
+            continue
+        if sink.add(doc):
+            result.stored += 1
+        else:
+            result.already_stored += 1
+
+
+def run_ingest(store: Store, paths: list[Path], crawl_id: str | None = None, flush_rows: int = 500,
+               on_problem=None, on_record=None) -> IngestResult:
+    files = expand_inputs(paths)
+    for f in files:
+        detect_format(f)  # refuse unknown formats before taking the lock
+    result = IngestResult(files=[str(f) for f in files])
+    config = {"inputs": [str(p) for p in paths], "crawl_id": crawl_id}
+    with store.run("ingest", config=config) as run:
+        known = existing_doc_ids(store.snapshot())
+        for path in files:
+            sink = DocumentSink(run, crawl_id or f"ingest-{path.name.split('.')[0]}", known, flush_rows=flush_rows)
+            try:
+                ingest_file(path, run, sink, result, on_problem, on_record)
+            finally:
+                sink.flush()  # commit what was read, even when the file then failed
+        run.stats = result.to_json()
+        run.finish("partial" if result.problems else "succeeded")
+    return result

@@ -1,0 +1,202 @@
+"""Loading plugins and collecting their detectors.
+
+Every plugin, built-in or third-party, arrives through the entry-point group
+``provenance.plugins``; the built-in detectors are entry points of this
+distribution, so they take exactly the path a third party's do. A fresh
+manager is built per run (and per test): nothing loads at import time.
+
+Environment switches:
+  PROVENANCE_LOAD_PLUGINS   comma-separated plugin names: load only these
+                            third-party plugins ('' loads none). Built-ins
+                            always load. The escape hatch when a broken plugin
+                            stops the CLI from starting.
+  PROVENANCE_TRACE_PLUGINS  set to 1: print every hook call and result to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+import pluggy
+
+from provenance import hookspecs
+from provenance.detectors import Detector, DetectorError, check_detector_class
+
+ENTRY_POINT_GROUP = "provenance.plugins"
+HOST_DISTRIBUTION = "provenance-guard"
+
+
+class PluginLoadError(RuntimeError):
+    """A plugin that cannot be loaded: names the entry point and its distribution."""
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    version: str
+    distribution: str | None
+    builtin: bool
+    module: str
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """A registered detector class and the plugin it came from."""
+
+    cls: type[Detector]
+    plugin: PluginInfo
+
+    @property
+    def name(self) -> str:
+        return self.cls.name
+
+
+class ProvenancePluginManager(pluggy.PluginManager):
+    def __init__(self):
+        super().__init__("provenance")
+        self.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+
+    def register_plugin(self, module, name: str, version: str, distribution: str | None,
+                        builtin: bool = False) -> None:
+        try:
+            self.register(module, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginLoadError(f"plugin {name!r} ({distribution or 'unpackaged'}): {exc}") from None
+        self.infos[name] = PluginInfo(name, version, distribution, builtin, getattr(module, "__name__", repr(module)))
+
+    def plugin_infos(self) -> list[PluginInfo]:
+        return sorted(self.infos.values(), key=lambda i: (not i.builtin, i.name))
+
+    def hooks_of(self, name: str) -> list[str]:
+        plugin = self.get_plugin(name)
+        return sorted(caller.name for caller in self.get_hookcallers(plugin) or [])
+
+    def detectors(self) -> dict[str, DetectorSpec]:
+        """Every detector, by name, attributed to the plugin that registered it.
+
+        Each plugin's hook implementation is called on its own so the core knows
+        which plugin registered what; two plugins registering one name is an error.
+        """
+        found: dict[str, DetectorSpec] = {}
+        for impl in self.hook.register_detectors.get_hookimpls():
+            info = self.infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name, "0", None, False, "")
+
+            def register(cls, _info=info):
+                try:
+                    check_detector_class(cls)
+                except DetectorError as exc:
+                    raise PluginLoadError(f"plugin {_info.name!r}: {exc}") from None
+                if cls.name in found and found[cls.name].cls is not cls:
+                    other = found[cls.name].plugin.name
+                    raise PluginLoadError(f"detector name {cls.name!r} is registered by both plugin "
+                                          f"{other!r} and plugin {_info.name!r}; detector names key stored tags, "
+                                          "so they must be unique")
+                found[cls.name] = DetectorSpec(cls, _info)
+
+            kwargs = {"register": register} if "register" in impl.argnames else {}
+            impl.function(**kwargs)
+        return dict(sorted(found.items()))
+
+
+def _wanted_third_party() -> set[str] | None:
+    value = os.environ.get("PROVENANCE_LOAD_PLUGINS")
+    if value is None:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def get_plugin_manager(load_entrypoints: bool = True) -> ProvenancePluginManager:
+    """A fresh manager with every installed plugin registered and checked."""
+    pm = ProvenancePluginManager()
+    if load_entrypoints:
+        wanted = _wanted_third_party()
+        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = ep.dist
+            dist_name = dist.metadata["Name"] if dist is not None else None
+            builtin = dist_name == HOST_DISTRIBUTION
+            if not builtin and wanted is not None and ep.name not in wanted:
+                continue
+            if pm.has_plugin(ep.name):
+                other = pm.infos[ep.name].distribution
+                raise PluginLoadError(f"plugin name {ep.name!r} is claimed by both {other} and {dist_name}")
+            try:
+                module = ep.load()
+            except Exception as exc:
+                raise PluginLoadError(
+                    f"plugin {ep.name!r} from {dist_name or 'unknown distribution'} failed to import "
+                    f"({ep.value}): {type(exc).__name__}: {exc}. "
+                    "Set PROVENANCE_LOAD_PLUGINS to the plugins you want to skip it."
+                ) from exc
+            pm.register_plugin(module, ep.name, dist.version if dist is not None else "0", dist_name, builtin)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginLoadError(f"{exc} (a misspelled hook name?)") from None
+    if os.environ.get("PROVENANCE_TRACE_PLUGINS"):
+        def before(hook_name, hook_impls, kwargs):
+            print(f"[trace] {hook_name} -> {[i.plugin_name for i in hook_impls]} {sorted(kwargs)}", file=sys.stderr)
+
+        def after(outcome, hook_name, hook_impls, kwargs):
+            print(f"[trace] {hook_name} returned {outcome.get_result()!r}", file=sys.stderr)
+
+        pm.add_hookcall_monitoring(before, after)
+    return pm
+
+
+def load_plugin_modules(pm: ProvenancePluginManager, modules) -> None:
+    """Register one-off plugins from importable module names or .py files (like datasette --plugins-dir).
+
+    Also reads PROVENANCE_PLUGIN_MODULES (comma-separated). The plugin's name is
+    the module's name and its version the module's ``__version__`` (or "0").
+    """
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    names = list(modules or [])
+    env = os.environ.get("PROVENANCE_PLUGIN_MODULES")
+    if env:
+        names.extend(m.strip() for m in env.split(",") if m.strip())
+    for ref in names:
+        try:
+            if ref.endswith(".py"):
+                path = Path(ref)
+                spec = importlib.util.spec_from_file_location(path.stem, path)
+                if spec is None or not path.is_file():
+                    raise FileNotFoundError(ref)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[path.stem] = module
+                spec.loader.exec_module(module)
+            else:
+                module = importlib.import_module(ref)
+        except Exception as exc:
+            raise PluginLoadError(f"plugin module {ref!r} failed to import: {type(exc).__name__}: {exc}") from exc
+        name = module.__name__.rsplit(".", 1)[-1]
+        if pm.has_plugin(name):
+            continue
+        pm.register_plugin(module, name, str(getattr(module, "__version__", "0")), None)
+    if names:
+        try:
+            pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise PluginLoadError(f"{exc} (a misspelled hook name?)") from None
+
+
+def plugin_listing(pm: ProvenancePluginManager) -> list[dict]:
+    """Every plugin with its version, distribution, hooks and detectors (for `provenance plugins`)."""
+    detectors = pm.detectors()
+    out = []
+    for info in pm.plugin_infos():
+        out.append({
+            "name": info.name, "version": info.version, "distribution": info.distribution,
+            "builtin": info.builtin, "module": info.module, "hooks": pm.hooks_of(info.name),
+            "detectors": [{"name": s.name, "version": s.cls.version, "category": s.cls.category,
+                           "corpus_level": s.cls.corpus_level, "needs": list(s.cls.needs),
+                           "options": s.cls.options}
+                          for s in detectors.values() if s.plugin.name == info.name],
+        })
+    return out

@@ -1,0 +1,509 @@
+"""The tag runner: detectors over the store's documents, tags written beside them.
+
+Two layers:
+
+* Pure functions over Arrow batches, with no store and no I/O:
+  ``finalize_tags`` turns a detector's output into validated rows of the tags
+  schema, and ``TagBatchFn`` runs one per-document detector over one batch.
+  A distributed engine (Ray Data's ``map_batches``) calls these directly.
+* ``run_tag``, the local driver: plans what is left to do from the store's
+  coverage records, streams document files batch by batch (reading only the
+  columns the selected detectors need), feeds each detector through an
+  isolated worker, and commits tags, errors and coverage once per document
+  file. A kill loses at most the file in progress; a rerun skips everything
+  already covered for the same detector version, plugin version and options.
+
+Coverage records (in the store's commit log) say what a detector has seen:
+  per-document: {"detector", "tag_key", "doc_file", "ranges": [[start, end], ...]}
+  corpus-level: {"detector", "tag_key", "corpus": true, "doc_files": [...]}
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from provenance import schemas
+from provenance.detectors import SPECIAL_NEEDS, Detector, DetectorError, output_to_table
+from provenance.isolation import Reply, make_worker
+from provenance.pluginmanager import DetectorSpec, ProvenancePluginManager
+from provenance.store import FileEntry, Run, Snapshot, Store, safe_name, utcnow
+
+
+class TagRunError(Exception):
+    """A tag run that cannot start (unknown detector, bad options, ...)."""
+
+
+# ----- identity of one detector configuration -------------------------------------------------
+@dataclass(frozen=True)
+class DetectorRun:
+    """A detector class with its validated options: what one set of stored tags was made by."""
+
+    spec: DetectorSpec
+    options: dict
+
+    @property
+    def name(self) -> str:
+        return self.spec.cls.name
+
+    @property
+    def config_hash(self) -> str:
+        return self.spec.cls.config_hash(self.options)
+
+    @property
+    def tag_key(self) -> str:
+        """Changes whenever the detector version, plugin version or options change: then we re-tag."""
+        return safe_name(f"v{self.spec.cls.version}-p{self.spec.plugin.version}-{self.config_hash}")
+
+    @property
+    def columns(self) -> list[str]:
+        cols = {"doc_id"}
+        for need in self.spec.cls.needs:
+            cols.update(["previous_doc_id"] if need in SPECIAL_NEEDS else [need])
+        return sorted(cols)
+
+    def describe(self) -> dict:
+        cls, plugin = self.spec.cls, self.spec.plugin
+        return {"detector": cls.name, "detector_version": cls.version, "category": cls.category,
+                "plugin": plugin.name, "plugin_version": plugin.version, "distribution": plugin.distribution,
+                "config_hash": self.config_hash, "options": self.options, "tag_key": self.tag_key,
+                "corpus_level": cls.corpus_level}
+
+
+# ----- pure batch functions -------------------------------------------------------------------
+def finalize_tags(output: pa.Table, drun: DetectorRun, run_id: str, created_at=None,
+                  allowed_doc_ids: pa.Array | None = None) -> pa.Table:
+    """Detector output -> rows of the tags schema, stamped with who made them. Raises DetectorError."""
+    n = output.num_rows
+    cls, plugin = drun.spec.cls, drun.spec.plugin
+    if allowed_doc_ids is not None and n:
+        unknown = pc.invert(pc.is_in(output.column("doc_id"), value_set=allowed_doc_ids))
+        if pc.any(unknown).as_py():
+            bad = output.column("doc_id").filter(unknown)[0].as_py()
+            raise DetectorError(f"detector {cls.name}: tagged doc_id {bad!r}, which is not in the batch it was given")
+    created_at = created_at or utcnow()
+
+    def const(value, type_=pa.string()):
+        return pa.array([value] * n, type_)
+
+    columns = {
+        "doc_id": output.column("doc_id"),
+        "plugin": const(plugin.name), "plugin_version": const(plugin.version),
+        "detector": const(cls.name), "detector_version": const(cls.version),
+        "category": (pc.fill_null(output.column("category").cast(pa.string()), cls.category)
+                     if "category" in output.column_names else const(cls.category)),
+        "tag": output.column("tag"),
+        "score": output.column("score") if "score" in output.column_names else const(None, pa.float64()),
+        "evidence": output.column("evidence") if "evidence" in output.column_names else const(None),
+        "run_id": const(run_id), "config_hash": const(drun.config_hash),
+        "created_at": const(created_at, pa.timestamp("us", tz="UTC")),
+    }
+    try:
+        return schemas.conform(pa.table(columns), "tags")
+    except schemas.SchemaError as exc:
+        raise DetectorError(f"detector {cls.name}: {exc}") from None
+
+
+class TagBatchFn:
+    """Run one per-document detector over one batch: a pure callable, picklable for Ray Data.
+
+    ``ray.data.read_parquet(files).map_batches(TagBatchFn, fn_constructor_args=(drun, run_id),
+    batch_format="pyarrow")`` yields tag tables identical to the local runner's.
+    """
+
+    def __init__(self, drun: DetectorRun, run_id: str):
+        if drun.spec.cls.corpus_level:
+            raise TypeError(f"{drun.name} is corpus-level: drive it with observe()/finish()")
+        self.drun, self.run_id = drun, run_id
+        self.detector = drun.spec.cls(**drun.options)
+
+    def __call__(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
+        if isinstance(batch, pa.Table):
+            batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else pa.RecordBatch.from_pylist([], schema=batch.schema)
+        out = output_to_table(self.detector.tag_batch(batch), self.detector)
+        return finalize_tags(out, self.drun, self.run_id, allowed_doc_ids=batch.column("doc_id"))
+
+
+# ----- planning -------------------------------------------------------------------------------
+def select_detectors(pm: ProvenancePluginManager, settings: dict, enable: list[str] | None = None,
+                     disable: list[str] | None = None) -> list[DetectorRun]:
+    """The detectors to run: all, or those named (by detector or plugin name), minus the disabled."""
+    specs = pm.detectors()
+    tag_settings = settings.get("tag", {})
+    enable = enable if enable is not None else tag_settings.get("enable")
+    disable = list(disable or []) + list(tag_settings.get("disable") or [])
+    plugin_names = {s.plugin.name for s in specs.values()}
+
+    def matches(spec: DetectorSpec, names) -> bool:
+        return spec.name in names or spec.plugin.name in names
+
+    for name in list(enable or []) + disable:
+        if name not in specs and name not in plugin_names:
+            raise TagRunError(f"no detector or plugin named {name!r}; available detectors: "
+                              f"{', '.join(specs) or 'none'}")
+    chosen = [s for s in specs.values() if (enable is None or matches(s, enable)) and not matches(s, disable)]
+    runs = []
+    for spec in chosen:
+        options = settings.get("detectors", {}).get(spec.name, {})
+        try:
+            runs.append(DetectorRun(spec, spec.cls.validate_options(options)))
+        except DetectorError as exc:
+            raise TagRunError(f"[detectors.{spec.name}] in the config: {exc}") from None
+    return runs
+
+
+def _merge_ranges(ranges: list[list[int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(map(tuple, ranges)):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def _subtract(total: tuple[int, int], covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    todo, cursor = [], total[0]
+    for start, end in covered:
+        if start > cursor:
+            todo.append((cursor, min(start, total[1])))
+        cursor = max(cursor, end)
+    if cursor < total[1]:
+        todo.append((cursor, total[1]))
+    return [r for r in todo if r[0] < r[1]]
+
+
+def pending_ranges(snapshot: Snapshot, drun: DetectorRun) -> dict[str, list[tuple[int, int]]]:
+    """Per document file, the row ranges this per-document detector configuration has not covered."""
+    covered: dict[str, list] = defaultdict(list)
+    for c in snapshot.coverage:
+        if c["detector"] == drun.name and c["tag_key"] == drun.tag_key and "doc_file" in c:
+            covered[c["doc_file"]].extend(c["ranges"])
+    todo = {}
+    for entry in snapshot.entries("documents"):
+        left = _subtract((0, entry.rows), _merge_ranges(covered.get(entry.path, [])))
+        if left:
+            todo[entry.path] = left
+    return todo
+
+
+def corpus_up_to_date(snapshot: Snapshot, drun: DetectorRun) -> bool:
+    doc_files = sorted(e.path for e in snapshot.entries("documents"))
+    return any(c["detector"] == drun.name and c["tag_key"] == drun.tag_key and c.get("corpus")
+               and c["doc_files"] == doc_files for c in snapshot.coverage)
+
+
+def superseded_files(snapshot: Snapshot, drun: DetectorRun, keep_current: bool) -> list[str]:
+    """Tag files of this detector made under another configuration (or all, for a corpus rerun)."""
+    return [e.path for e in snapshot.entries("tags") if e.meta.get("detector") == drun.name
+            and (not keep_current or e.meta.get("tag_key") != drun.tag_key)]
+
+
+# ----- the local driver -----------------------------------------------------------------------
+@dataclass
+class DetectorStats:
+    status: str = "up_to_date"  # up_to_date | ok | partial | stopped
+    rows: int = 0
+    batches: int = 0
+    tags: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    faults: list = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"status": self.status, "rows": self.rows, "batches": self.batches, "tags": self.tags,
+                "errors": self.errors, "seconds": round(self.seconds, 3), "faults": self.faults[:20]}
+
+
+@dataclass
+class TagSummary:
+    run_id: str
+    detectors: dict[str, DetectorStats]
+    descriptions: dict[str, dict]
+
+    @property
+    def errors(self) -> int:
+        return sum(s.errors for s in self.detectors.values())
+
+    def to_json(self) -> dict:
+        return {"run_id": self.run_id, "errors": self.errors,
+                "detectors": {n: {**self.descriptions[n], **s.to_json()} for n, s in self.detectors.items()}}
+
+
+class _PreviousLookup:
+    """Adds previous_* columns (the earlier version of the same URL) for detectors that need "previous"."""
+
+    def __init__(self, store: Store, snapshot: Snapshot):
+        from provenance.sql import create_views
+        import duckdb
+
+        self.con = duckdb.connect()
+        create_views(self.con, store, snapshot)
+
+    def add(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        ids = pa.table({"previous_doc_id": batch.column("previous_doc_id")})
+        self.con.register("_ids", ids)
+        prev = self.con.execute(
+            "SELECT i.previous_doc_id, d.text AS previous_text, d.text_sha256 AS previous_text_sha256, "
+            "d.raw_sha256 AS previous_raw_sha256, d.fetched_at AS previous_fetched_at, "
+            "d.headers AS previous_headers FROM _ids i LEFT JOIN documents d ON d.doc_id = i.previous_doc_id"
+        ).fetch_arrow_table()
+        # LEFT JOIN on a unique key keeps one row per input row but may reorder: align by position.
+        self.con.unregister("_ids")
+        lookup = {}
+        for row in prev.to_pylist():
+            if row["previous_doc_id"] is not None:
+                lookup[row["previous_doc_id"]] = row
+        names = [n for n in prev.column_names if n != "previous_doc_id"]
+        cols = {n: [lookup.get(pid, {}).get(n) for pid in batch.column("previous_doc_id").to_pylist()]
+                for n in names}
+        table = pa.Table.from_batches([batch])
+        for n in names:
+            if n not in table.column_names:
+                table = table.append_column(n, pa.array(cols[n], prev.schema.field(n).type))
+        return table.combine_chunks().to_batches()[0] if table.num_rows else batch
+
+
+def _iter_batches(path, columns: list[str], batch_size: int) -> Iterator[tuple[int, pa.RecordBatch]]:
+    offset = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
+        yield offset, batch
+        offset += batch.num_rows
+
+
+def _slice_pending(batch: pa.RecordBatch, start: int, ranges: list[tuple[int, int]]):
+    """The parts of a batch (rows start..start+len) that fall in ``ranges``, as (start, end, slice)."""
+    end = start + batch.num_rows
+    for r_start, r_end in ranges:
+        lo, hi = max(start, r_start), min(end, r_end)
+        if lo < hi:
+            yield lo, hi, batch.slice(lo - start, hi - lo)
+
+
+def _error_row(run_id: str, drun: DetectorRun, reply: Reply, doc_file=None, start=None, end=None) -> dict:
+    return {"run_id": run_id, "plugin": drun.spec.plugin.name, "plugin_version": drun.spec.plugin.version,
+            "detector": drun.name, "detector_version": drun.spec.cls.version, "doc_file": doc_file,
+            "batch_start": start, "batch_end": end, "kind": reply.kind, "message": reply.message,
+            "traceback": reply.traceback, "created_at": utcnow()}
+
+
+def run_tag(store: Store, pm: ProvenancePluginManager, settings: dict, enable: list[str] | None = None,
+            disable: list[str] | None = None, progress: Callable[[int], None] | None = None,
+            on_total: Callable[[int], None] | None = None, run_id: str | None = None) -> TagSummary:
+    """Run the selected detectors over every document they have not yet covered."""
+    tag_settings = settings.get("tag", {})
+    batch_size = int(tag_settings.get("batch_size", 1000))
+    budget = float(tag_settings.get("time_budget_s", 300))
+    isolation = tag_settings.get("isolation", "process")
+    druns = select_detectors(pm, settings, enable, disable)
+    config = {"detectors": [d.describe() for d in druns], "batch_size": batch_size,
+              "time_budget_s": budget, "isolation": isolation}
+    with store.run("tag", config=config, run_id=run_id) as run:
+        summary = _run_tag_locked(store, run, druns, batch_size, budget, isolation, progress, on_total)
+        run.stats = summary.to_json()
+        run.finish("partial" if summary.errors else "succeeded")
+    return summary
+
+
+def _run_tag_locked(store, run: Run, druns, batch_size, budget, isolation, progress, on_total) -> TagSummary:
+    snapshot = store.snapshot()
+    doc_entries = {e.path: e for e in snapshot.entries("documents")}
+    stats = {d.name: DetectorStats() for d in druns}
+    summary = TagSummary(run.run_id, stats, {d.name: d.describe() for d in druns})
+
+    per_doc = {d.name: (d, pending_ranges(snapshot, d)) for d in druns if not d.spec.cls.corpus_level}
+    per_doc = {n: v for n, v in per_doc.items() if v[1]}
+    corpus = [d for d in druns if d.spec.cls.corpus_level and not corpus_up_to_date(snapshot, d)]
+    # Per-document detectors already complete under this configuration may still have old files to retire.
+    _retire_superseded(run, snapshot, [d for d in druns if not d.spec.cls.corpus_level and d.name not in per_doc])
+    if not per_doc and not corpus:
+        return summary
+
+    workers = {}
+    for drun in [v[0] for v in per_doc.values()] + corpus:
+        try:
+            workers[drun.name] = make_worker(isolation, drun.spec.cls, drun.options)
+        except Exception as exc:
+            _fault(stats[drun.name], "crashed", str(exc))
+            stats[drun.name].status = "stopped"
+    try:
+        files = [p for p in doc_entries if corpus or any(p in todo for _, todo in per_doc.values())]
+        if on_total:
+            on_total(sum(doc_entries[p].rows for p in files))
+        needs_previous = any("previous" in d.spec.cls.needs for d in druns)
+        previous = _PreviousLookup(store, snapshot) if needs_previous else None
+        corpus_failed: set[str] = set()
+        for path in files:
+            _tag_file(store, run, doc_entries[path], per_doc, corpus, workers, stats, batch_size, budget,
+                      previous, corpus_failed, progress)
+        for drun in corpus:
+            _finish_corpus(run, snapshot, drun, workers, stats, budget, corpus_failed, list(doc_entries))
+        for name, (drun, _todo) in per_doc.items():
+            if stats[name].status == "ok" and not stats[name].errors:
+                _retire_superseded(run, store.snapshot(), [drun])
+    finally:
+        for worker in workers.values():
+            worker.close()
+    for s in stats.values():
+        if s.status == "ok" and s.errors:
+            s.status = "partial"
+    return summary
+
+
+def _fault(stat: DetectorStats, kind: str, message: str, where: str | None = None) -> None:
+    stat.errors += 1
+    stat.faults.append({"kind": kind, "message": message, "where": where})
+
+
+def _tag_file(store, run, entry: FileEntry, per_doc, corpus, workers, stats, batch_size, budget, previous,
+              corpus_failed, progress) -> None:
+    todo = {n: r for n, (d, t) in per_doc.items() if (r := t.get(entry.path))}
+    active_corpus = [d for d in corpus if d.name in workers and workers[d.name].alive]
+    columns = set()
+    for name in todo:
+        columns.update(per_doc[name][0].columns)
+    for d in active_corpus:
+        columns.update(d.columns)
+    if not columns:
+        return
+    available = set(schemas.load("documents").names)
+    read_cols = sorted(c for c in columns if c in available)
+    tag_parts: dict[str, list[pa.Table]] = defaultdict(list)
+    covered: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    errors: list[dict] = []
+    path = store.root / entry.path
+    for start, batch in _iter_batches(path, read_cols, batch_size):
+        if previous is not None:
+            batch = previous.add(batch)
+        calls = []  # (drun, op, start, end, sliced) sent this round
+        for name, ranges in todo.items():
+            drun = per_doc[name][0]
+            worker = workers.get(name)
+            if worker is None or not worker.alive:
+                continue
+            for lo, hi, part in _slice_pending(batch, start, ranges):
+                calls.append((drun, "tag", lo, hi, part.select(drun.columns + _previous_cols(drun, part))))
+        for drun in active_corpus:
+            if workers[drun.name].alive and drun.name not in corpus_failed:
+                calls.append((drun, "observe", start, start + batch.num_rows,
+                              batch.select(drun.columns + _previous_cols(drun, batch))))
+        # Send to every detector first so their workers run in parallel, then collect.
+        for drun, op, lo, hi, part in calls:
+            workers[drun.name].send(op, part)
+        for drun, op, lo, hi, part in calls:
+            stat = stats[drun.name]
+            reply = workers[drun.name].receive(budget)
+            stat.seconds += reply.seconds
+            stat.status = "ok" if stat.status == "up_to_date" else stat.status
+            where = f"{entry.path}[{lo}:{hi}]"
+            if not reply.ok:
+                errors.append(_error_row(run.run_id, drun, reply, entry.path, lo, hi))
+                _fault(stat, reply.kind, reply.message, where)
+                if reply.kind in ("timeout", "crashed"):
+                    stat.status = "stopped"
+                if op == "observe":
+                    corpus_failed.add(drun.name)
+                continue
+            stat.batches += 1
+            stat.rows += hi - lo
+            if op == "tag":
+                try:
+                    tags = finalize_tags(reply.value, drun, run.run_id, allowed_doc_ids=part.column("doc_id"))
+                except DetectorError as exc:
+                    bad = Reply(False, kind="invalid_output", message=str(exc))
+                    errors.append(_error_row(run.run_id, drun, bad, entry.path, lo, hi))
+                    _fault(stat, "invalid_output", str(exc), where)
+                    continue
+                tag_parts[drun.name].append(tags)
+                covered[drun.name].append((lo, hi))
+                stat.tags += tags.num_rows
+        if progress:
+            progress(batch.num_rows)
+    _commit_file(run, entry, per_doc, tag_parts, covered, errors)
+
+
+def _previous_cols(drun: DetectorRun, batch: pa.RecordBatch) -> list[str]:
+    if "previous" not in drun.spec.cls.needs:
+        return []
+    return [c for c in SPECIAL_NEEDS["previous"] if c != "previous_doc_id" and c in batch.schema.names]
+
+
+def _commit_file(run: Run, entry: FileEntry, per_doc, tag_parts, covered, errors) -> None:
+    add, coverage = [], []
+    for name, ranges in covered.items():
+        drun = per_doc[name][0]
+        parts = [t for t in tag_parts.get(name, []) if t.num_rows]
+        if parts:
+            add.append(run.write("tags", pa.concat_tables(parts), f"{safe_name(name)}/{drun.tag_key}",
+                                 meta={"detector": name, "tag_key": drun.tag_key, "doc_file": entry.path}))
+        coverage.append({"detector": name, "tag_key": drun.tag_key, "doc_file": entry.path,
+                         "ranges": [list(r) for r in _merge_ranges([list(r) for r in ranges])]})
+    if errors:
+        add.append(run.write("errors", pa.Table.from_pylist(errors), ""))
+    run.commit(add=add, coverage=coverage)
+
+
+def _finish_corpus(run: Run, snapshot: Snapshot, drun: DetectorRun, workers, stats, budget, corpus_failed,
+                   doc_files: list[str]) -> None:
+    stat, worker = stats[drun.name], workers.get(drun.name)
+    if worker is None or not worker.alive or drun.name in corpus_failed:
+        if worker is not None and stat.status != "stopped":
+            _fault(stat, "incomplete", "some batches failed; earlier tags of this detector are kept", None)
+        stat.status = "stopped"
+        return
+    reply = worker.call("finish", None, budget)
+    stat.seconds += reply.seconds
+    stat.status = "ok"
+    errors, add = [], []
+    if reply.ok:
+        try:
+            parts = [finalize_tags(t, drun, run.run_id) for t in reply.value]
+        except DetectorError as exc:
+            reply = Reply(False, kind="invalid_output", message=str(exc))
+    if not reply.ok:
+        errors.append(_error_row(run.run_id, drun, reply))
+        _fault(stat, reply.kind, reply.message, "finish")
+        stat.status = "stopped"
+        run.commit(add=[run.write("errors", pa.Table.from_pylist(errors), "")])
+        return
+    tags = pa.concat_tables(parts) if parts else schemas.load("tags").arrow.empty_table()
+    stat.tags += tags.num_rows
+    if tags.num_rows:
+        add.append(run.write("tags", tags, f"{safe_name(drun.name)}/{drun.tag_key}",
+                             meta={"detector": drun.name, "tag_key": drun.tag_key, "corpus": True}))
+    run.commit(add=add, remove=superseded_files(snapshot, drun, keep_current=False),
+               coverage=[{"detector": drun.name, "tag_key": drun.tag_key, "corpus": True,
+                          "doc_files": sorted(doc_files)}],
+               drop_coverage=[{"detector": drun.name}])
+
+
+def _retire_superseded(run: Run, snapshot: Snapshot, druns: list[DetectorRun]) -> None:
+    """Once a configuration covers every document, the tags of older configurations leave the live set."""
+    for drun in druns:
+        if pending_ranges(snapshot, drun):
+            continue
+        old = superseded_files(snapshot, drun, keep_current=True)
+        stale_coverage = any(c["detector"] == drun.name and c["tag_key"] != drun.tag_key for c in snapshot.coverage)
+        if old or stale_coverage:
+            run.commit(remove=old, drop_coverage=[{"detector": drun.name, "keep_tag_key": drun.tag_key}])
+
+
+def print_summary(summary: TagSummary, stream=sys.stderr) -> None:
+    for name, s in summary.detectors.items():
+        line = (f"  {name:<24} {s.status:<10} rows={s.rows} tags={s.tags} errors={s.errors} "
+                f"time={s.seconds:.2f}s")
+        print(line, file=stream)
+        for f in s.faults[:5]:
+            print(f"      {f['kind']}: {f['message']} ({f['where'] or 'run'})", file=stream)
+
+
+def summary_json(summary: TagSummary) -> str:
+    return json.dumps(summary.to_json(), indent=2, default=str)
