@@ -296,6 +296,24 @@ def plugins(ctx, fmt, hook, plugin_modules):
                        f"{'corpus-level' if d['corpus_level'] else 'per-document'}, needs: {', '.join(d['needs'])}")
 
 
+@cli.group()
+def plugin():
+    """Tools for plugin authors."""
+
+
+@plugin.command("new")
+@click.argument("name")
+@click.option("--dir", "parent", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Where to create the package directory.")
+@handle_errors
+def plugin_new(name, parent):
+    """Create an installable plugin package provenance-NAME with one detector, its test and its entry point."""
+    from provenance.scaffold import new_plugin
+
+    path = new_plugin(name, parent)
+    click.echo(f"created {path}; next: pip install -e {path} && provenance plugins")
+
+
 def _register_plugin_commands() -> None:
     """Commands added by plugins (register_commands hook); a broken plugin must not break the CLI."""
     from provenance.pluginmanager import PluginLoadError, get_plugin_manager

@@ -1,0 +1,40 @@
+"""Crawling and archive import (installed as ``provenance.crawlers``).
+
+Entry points used by the CLI:
+  CrawlRequest / run_crawl(store, request) -> CrawlResult    Scrapy crawls (site, sitemap, URL list)
+  provenance.crawlers.warc.ingest_warc(...)                  WARC/WET import, called by provenance.ingest
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class CrawlRequest:
+    start_urls: list[str] = field(default_factory=list)
+    url_file: Path | None = None
+    sitemaps: list[str] = field(default_factory=list)
+    crawl_id: str | None = None
+    settings: dict = field(default_factory=dict)  # the [crawl] section merged with CLI overrides
+
+
+@dataclass
+class CrawlResult:
+    run_id: str
+    crawl_id: str
+    stats: dict
+    exit_code: int
+
+    def summary_line(self) -> str:
+        s = self.stats
+        return (f"crawl {self.crawl_id}: {s.get('pages', 0)} pages, {s.get('stored', 0)} stored, "
+                f"{s.get('unchanged', 0)} unchanged, {s.get('errors', 0)} errors "
+                f"in {s.get('duration_s', 0):.1f}s (run {self.run_id})")
+
+
+def run_crawl(store, request: CrawlRequest) -> CrawlResult:
+    from provenance.crawlers.run import run_crawl as _run
+
+    return _run(store, request)
