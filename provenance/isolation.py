@@ -85,8 +85,19 @@ class InlineWorker:
         self.alive = False
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this worker when the runner dies (even by SIGKILL)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # elsewhere a worker notices on its next recv() that the pipe is closed
+
+
 def _child_main(conn, detector_cls, options) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when a run stops
+    _die_with_parent()
     try:
         detector = detector_cls(**options)
     except Exception as exc:

@@ -49,6 +49,9 @@ DATA_KINDS = ("documents", "tags", "errors", "fetches")
 REMOVED_FILE_GRACE_S = 3600
 
 
+_HELD: dict[Path, str] = {}  # stores whose lock this process holds -> command
+
+
 class StoreError(Exception):
     """A store that cannot be used as asked (not a store, unreadable log, ...)."""
 
@@ -201,15 +204,22 @@ class Store:
 
     @contextlib.contextmanager
     def _lock(self, command: str) -> Iterator[None]:
+        # POSIX record locks (lockf), not flock: they belong to this process only, so detector
+        # worker processes forked during a run never inherit the lock and keep it after we die.
+        # The same process taking it twice is caught by _HELD, since POSIX locks do not
+        # conflict within one process.
         lock_path = self.root / ".lock"
+        if self.root in _HELD:
+            raise StoreLocked(f"{self.root}: store is locked by this process ({_HELD[self.root]})")
         fh = open(lock_path, "a+")
         try:
             try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
                 fh.seek(0)
                 holder = fh.read().strip() or "another process"
                 raise StoreLocked(f"{self.root}: store is locked by {holder}; try again when it finishes") from None
+            _HELD[self.root] = command
             fh.seek(0)
             fh.truncate()
             fh.write(f"pid {os.getpid()} on {socket.gethostname()} ({command}, since {utcnow():%Y-%m-%dT%H:%M:%SZ})")
@@ -217,9 +227,11 @@ class Store:
             self._recover()
             yield
         finally:
-            with contextlib.suppress(OSError):
-                fh.truncate(0)
-            fh.close()  # closing releases the flock
+            if _HELD.get(self.root) == command:
+                with contextlib.suppress(OSError):
+                    fh.truncate(0)
+                del _HELD[self.root]
+            fh.close()  # closing releases the lock
 
     def _recover(self) -> None:
         """With the lock held: drop staging leftovers, orphans and long-removed files; close dead runs."""

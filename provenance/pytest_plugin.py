@@ -1,0 +1,1 @@
+"""pytest fixtures for plugin authors (filled in by the plugin test kit)."""
