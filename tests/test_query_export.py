@@ -1,0 +1,113 @@
+"""SQL views, `provenance query` output formats, and `provenance export` with its manifest."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import jsonschema
+import pytest
+
+import provenance
+from provenance import schemas
+
+
+@pytest.fixture
+def tagged_store(tmp_path, cli):
+    """Six documents, two of which repeat another's text (exact duplicates), tagged."""
+    src = tmp_path / "docs.jsonl"
+    texts = ["alpha text", "beta text", "alpha text", "gamma text", "alpha text", "delta text"]
+    src.write_text("".join(json.dumps({"url": f"https://site{i}.org/p", "text": t,
+                                       "fetched_at": f"2019-01-0{i + 1}T00:00:00Z"}) + "\n"
+                           for i, t in enumerate(texts)))
+    store = tmp_path / "store"
+    cli("ingest", src, "--store", store, check=0)
+    cli("tag", "--store", store, check=0)
+    return store
+
+
+def test_doc_flags_has_one_row_per_document_with_category_scores(tagged_store):
+    con = provenance.connect(tagged_store)
+    rows = con.execute("SELECT url, flagged, n_tags, categories, flags, duplicate_score, llm_score, "
+                       "category_scores['duplicate'] FROM documents JOIN doc_flags USING (doc_id) ORDER BY url"
+                       ).fetchall()
+    assert len(rows) == 6
+    flagged = {r[0] for r in rows if r[1]}
+    # The earliest 'alpha text' (site0) is the copy to keep; its later copies are tagged.
+    assert flagged == {"https://site2.org/p", "https://site4.org/p"}
+    for url, is_flagged, n, cats, flags, dup, llm, dup_map in rows:
+        if is_flagged:
+            assert (n, cats, flags, dup, llm, dup_map) == (1, ["duplicate"], ["duplicate:exact_duplicate"], 1.0,
+                                                           None, 1.0)
+        else:
+            assert (n, cats, flags, dup) == (0, [], [], None)
+    evidence = json.loads(con.execute("SELECT evidence FROM tags LIMIT 1").fetchone()[0])
+    kept = con.execute("SELECT doc_id FROM documents WHERE url = 'https://site0.org/p'").fetchone()[0]
+    assert evidence["kept_doc_id"] == kept and evidence["group_size"] == 3 and evidence["n_domains"] == 3
+
+
+def test_every_tag_names_plugin_version_and_config(tagged_store):
+    con = provenance.connect(tagged_store)
+    row = con.execute("SELECT DISTINCT plugin, plugin_version, detector, detector_version, config_hash, run_id "
+                      "FROM tags").fetchall()
+    assert len(row) == 1
+    plugin, plugin_version, detector, detector_version, config_hash, run_id = row[0]
+    assert (plugin, detector, detector_version) == ("exact_duplicate", "exact_duplicate", "1")
+    assert plugin_version == provenance.__version__ and len(config_hash) == 16 and "tag" in run_id
+
+
+def test_query_formats(tagged_store, cli):
+    sql = "SELECT url, flagged FROM documents JOIN doc_flags USING (doc_id) ORDER BY url"
+    rows = json.loads(cli("query", sql, "--store", tagged_store, "--format", "json", check=0).stdout)
+    assert isinstance(rows, list) and len(rows) == 6 and rows[0] == {"url": "https://site0.org/p", "flagged": False}
+    csv_out = cli("query", sql, "--store", tagged_store, "--format", "csv", check=0).stdout.splitlines()
+    assert csv_out[0] == "url,flagged" and csv_out[1] == "https://site0.org/p,False" and len(csv_out) == 7
+    table = cli("query", sql, "--store", tagged_store, check=0).stdout
+    assert "site5.org" in table and "flagged" in table
+    bad = cli("query", "SELECT nope FROM documents", "--store", tagged_store)
+    assert bad.returncode == 2 and bad.stderr.startswith("provenance: error: SQL error")
+
+
+def test_export_manifest_counts_match_the_exported_data(tagged_store, tmp_path, cli):
+    out = tmp_path / "export"
+    proc = cli("export", "--store", tagged_store, "--out", out, check=0)
+    assert "kept 4 of 6" in proc.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    jsonschema.validate(manifest, json.loads(schemas.MANIFEST_SCHEMA_PATH.read_text()))
+    exported = duckdb.connect().execute(f"SELECT count(*) FROM '{out / 'documents.parquet'}'").fetchone()[0]
+    assert manifest["counts"]["kept"] == exported == 4
+    assert manifest["counts"]["excluded"] == 2
+    assert manifest["counts"]["excluded_by_tag"] == {"duplicate:exact_duplicate": 2}
+    assert manifest["outputs"][0]["rows"] == 4
+    (det,) = manifest["detectors"]
+    assert det["detector"] == "exact_duplicate" and det["plugin_version"] == provenance.__version__
+    assert det["covers_all_kept"] and det["kept_documents_covered"] == 4
+    assert {i["kind"] for i in manifest["inputs"]} == {"documents", "tags"}
+    cols = duckdb.connect().execute(f"DESCRIBE SELECT * FROM '{out / 'documents.parquet'}'").fetchall()
+    assert "raw" not in {c[0] for c in cols} and "text_sha256" in {c[0] for c in cols}
+    card = (out / "README.md").read_text()
+    assert "Kept **4** of 6" in card and "exact_duplicate" in card
+
+
+def test_export_with_a_custom_predicate_and_refusals(tagged_store, tmp_path, cli):
+    out = tmp_path / "e2"
+    cli("export", "--store", tagged_store, "--out", out, "--where", "domain LIKE 'site1%' OR flagged", check=0)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["kept"] == 3 and manifest["counts"]["kept_with_tags_by_tag"] == {
+        "duplicate:exact_duplicate": 2}
+    assert manifest["counts"]["excluded_without_tags"] == 3
+    again = cli("export", "--store", tagged_store, "--out", out)
+    assert again.returncode == 1 and "not empty" in again.stderr
+    bad = cli("export", "--store", tagged_store, "--out", tmp_path / "e3", "--where", "no_such_column > 1")
+    assert bad.returncode == 1 and "not a valid predicate" in bad.stderr
+    assert not (tmp_path / "e3").exists()
+
+
+def test_untagged_store_exports_everything_as_unvetted(tmp_path, cli):
+    src = tmp_path / "d.jsonl"
+    src.write_text(json.dumps({"url": "https://a.org/", "text": "only"}) + "\n")
+    cli("ingest", src, "--store", tmp_path / "s", check=0)
+    cli("export", "--store", tmp_path / "s", "--out", tmp_path / "o", check=0)
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["detectors"] == [] and manifest["counts"]["kept"] == 1
+    assert "unvetted" in (tmp_path / "o" / "README.md").read_text()
