@@ -1,0 +1,110 @@
+"""Evaluate the built-in exact_duplicate detector on real text with known exact duplicates.
+
+Data: ../shared/data/text/human_reference.jsonl.gz (20,140 human texts; Reuters-21578
+holds ~260 groups of byte-identical articles). Each text goes through the real
+pipeline (JSONL ingest -> store -> `tag` runner -> DuckDB) and is labelled
+positive when an earlier text (by date, then id) has the same sha256.
+
+Prints AUROC, TPR at 1% FPR, precision and recall, plus a diagnostic: how many
+further duplicates appear only after normalising case and whitespace — the
+near-exact copies this detector deliberately leaves to the MinHash detector.
+
+    .venv/bin/python eval/exact_duplicate.py [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from metrics import auroc, precision_recall, tpr_at_fpr  # noqa: E402
+
+import provenance  # noqa: E402
+from provenance.config import DEFAULTS  # noqa: E402
+from provenance.ingest import run_ingest  # noqa: E402
+from provenance.pluginmanager import get_plugin_manager  # noqa: E402
+from provenance.runner import run_tag  # noqa: E402
+from provenance.store import Store  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "text" / "human_reference.jsonl.gz"
+
+
+def iso_date(value: str | None) -> str | None:
+    """Reuters dates look like '26-FEB-1987 15:01:01.79'; other sources give only '<=2015'."""
+    from datetime import datetime
+
+    try:
+        return datetime.strptime(value, "%d-%b-%Y %H:%M:%S.%f").isoformat() + "Z"
+    except (TypeError, ValueError):
+        return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N texts")
+    args = parser.parse_args()
+    if not args.data.exists():
+        print(f"eval: {args.data} not found (needs ../shared)", file=sys.stderr)
+        return 1
+    with gzip.open(args.data, "rt") as fh:
+        rows = [json.loads(line) for line in fh]
+    if args.limit:
+        rows = rows[: args.limit]
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "texts.jsonl"
+        with open(src, "w") as fh:
+            for r in rows:
+                fh.write(json.dumps({"url": f"https://{r['source']}.example/{r['id']}", "text": r["text"],
+                                     "fetched_at": iso_date(r.get("date")), "ref_id": r["id"]}) + "\n")
+        store = Store.open(Path(tmp) / "store", create=True)
+        t0 = time.perf_counter()
+        ingested = run_ingest(store, [src], crawl_id="eval")
+        if ingested.problems:
+            print(f"eval: {len(ingested.problems)} texts failed to ingest, e.g. {ingested.problems[0]}",
+                  file=sys.stderr)
+            return 1
+        t1 = time.perf_counter()
+        run_tag(store, get_plugin_manager(), DEFAULTS, enable=["exact_duplicate"])
+        t2 = time.perf_counter()
+        con = provenance.connect(store)
+        got = dict(con.execute(
+            "SELECT json_extract_string(d.metadata, '$.ref_id'), coalesce(f.duplicate_score, 0) "
+            "FROM documents d JOIN doc_flags f USING (doc_id)").fetchall())
+    # Ground truth: positive when an earlier text (date, then id order — the detector's order) is identical.
+    # (The detector sorts by fetched_at with nulls last, then doc_id.)
+    order = sorted(rows, key=lambda r: ((iso_date(r.get("date")) or "9999"), hashlib.sha256(
+        f"https://{r['source']}.example/{r['id']}\0{hashlib.sha256(r['text'].encode()).hexdigest()}".encode()
+    ).hexdigest()))
+    seen, seen_norm, labels, near_only = set(), set(), {}, 0
+    for r in order:
+        labels[r["id"]] = r["sha256"] in seen
+        seen.add(r["sha256"])
+        norm = " ".join(r["text"].lower().split())
+        if norm in seen_norm and not labels[r["id"]]:
+            near_only += 1
+        seen_norm.add(norm)
+    ids = [r["id"] for r in rows]
+    y = [labels[i] for i in ids]
+    s = [got.get(i, 0.0) for i in ids]
+    precision, recall = precision_recall(y, [v >= 0.5 for v in s])
+    print(f"exact_duplicate on {len(rows)} texts ({sum(y)} true exact duplicates)")
+    print(f"  AUROC          {auroc(y, s):.4f}")
+    print(f"  TPR @ 1% FPR   {tpr_at_fpr(y, s, 0.01):.4f}")
+    print(f"  precision      {precision:.4f}")
+    print(f"  recall         {recall:.4f}")
+    print(f"  near-exact copies (case/whitespace only) not flagged, by design: {near_only}")
+    print(f"  ingest {t1 - t0:.1f}s ({len(rows) / (t1 - t0):.0f} docs/s), tag {t2 - t1:.1f}s "
+          f"({len(rows) / (t2 - t1):.0f} docs/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
