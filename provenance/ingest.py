@@ -44,11 +44,15 @@ class IngestResult:
     stored: int = 0
     already_stored: int = 0
     problems: list[InputProblem] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=dict)  # format-specific counts, e.g. WARC records skipped
 
     def to_json(self) -> dict:
-        return {"files": self.files, "records": self.records, "stored": self.stored,
-                "already_stored": self.already_stored, "problems": len(self.problems),
-                "first_problems": [str(p) for p in self.problems[:100]]}
+        out = {"files": self.files, "records": self.records, "stored": self.stored,
+               "already_stored": self.already_stored, "problems": len(self.problems),
+               "first_problems": [str(p) for p in self.problems[:100]]}
+        if self.stats:
+            out["stats"] = dict(sorted(self.stats.items()))
+        return out
 
 
 def parse_time(value) -> datetime | None:
@@ -137,7 +141,8 @@ def detect_format(path: Path) -> str:
     name = path.name.lower()
     for suffix, fmt in ((".jsonl", "jsonl"), (".jsonl.gz", "jsonl"), (".json.gz", "jsonl"), (".ndjson", "jsonl"),
                         (".parquet", "parquet"), (".warc", "warc"), (".warc.gz", "warc"), (".arc", "warc"),
-                        (".arc.gz", "warc"), (".wet", "warc"), (".wet.gz", "warc"), (".warc.wet.gz", "warc")):
+                        (".arc.gz", "warc"), (".wet", "warc"), (".wet.gz", "warc"), (".warc.wet.gz", "warc"),
+                        (".warc.lz4", "warc")):  # unsupported, but reported by the WARC reader as such
         if name.endswith(suffix):
             return fmt
     raise IngestError(f"{path}: unknown input format (expected .jsonl[.gz], .parquet, .warc[.gz], .wet[.gz])")
