@@ -148,11 +148,20 @@ def detect_format(path: Path) -> str:
     raise IngestError(f"{path}: unknown input format (expected .jsonl[.gz], .parquet, .warc[.gz], .wet[.gz])")
 
 
+def _known_format(path: Path) -> bool:
+    try:
+        detect_format(path)
+    except IngestError:
+        return False
+    return True
+
+
 def expand_inputs(paths: list[Path]) -> list[Path]:
+    """Files named explicitly must be ingestible; in a directory, files of unknown format are skipped."""
     out = []
     for p in paths:
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file()))
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and _known_format(f)))
         elif p.exists():
             out.append(p)
         else:

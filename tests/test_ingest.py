@@ -115,3 +115,13 @@ def test_unknown_format_and_missing_file_fail_cleanly(tmp_path, cli):
     assert proc.returncode == 1 and "unknown input format" in proc.stderr and "Traceback" not in proc.stderr
     proc = cli("ingest", tmp_path / "nope.jsonl", "--store", tmp_path / "s")
     assert proc.returncode == 1 and "no such file" in proc.stderr
+
+
+def test_a_directory_ingests_known_formats_and_skips_the_rest(tmp_path, cli):
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    (d / "a.jsonl").write_text(json.dumps({"url": "https://a.org/", "text": "a"}) + "\n")
+    (d / "sub" / "b.jsonl").write_text(json.dumps({"url": "https://b.org/", "text": "b"}) + "\n")
+    (d / "LICENSE").write_text("not data")
+    proc = cli("ingest", d, "--store", tmp_path / "s", check=0)
+    assert "2 stored" in proc.stdout and "2 file(s)" in proc.stdout
