@@ -17,6 +17,8 @@ import provenance
 
 
 class ExactDuplicate(provenance.CorpusDetector):
+    """Byte-identical extracted text: every copy except the earliest is tagged."""
+
     name = "exact_duplicate"
     version = "1"
     category = "duplicate"

@@ -22,7 +22,25 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 hookimpl = pluggy.HookimplMarker("provenance")
 
-from provenance.detectors import CATEGORIES, CorpusDetector, Detector  # noqa: E402
+_LAZY = {"Detector": "provenance.detectors", "CorpusDetector": "provenance.detectors",
+         "CATEGORIES": "provenance.detectors", "DetectorError": "provenance.detectors"}
+_SUBMODULES = {"detectors", "schemas", "testing", "runner", "pluginmanager", "hookspecs", "store", "sql",
+               "documents", "config"}
+
+
+def __getattr__(name):
+    # Imported on first use so that `import provenance` (and the pytest11 plugin, which
+    # every pytest run in this environment loads) stays cheap: pyarrow loads only when needed.
+    import importlib
+
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"provenance.{name}")
+    else:
+        raise AttributeError(f"module 'provenance' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def connect(store, **kwargs):
@@ -32,4 +50,4 @@ def connect(store, **kwargs):
     return _connect(store, **kwargs)
 
 
-__all__ = ["__version__", "hookimpl", "Detector", "CorpusDetector", "CATEGORIES", "connect"]
+__all__ = ["__version__", "hookimpl", "Detector", "CorpusDetector", "DetectorError", "CATEGORIES", "connect"]

@@ -35,6 +35,10 @@ class DetectorError(ValueError):
     """A detector class or its options that the core refuses, with the reason."""
 
 
+class InvalidOutput(DetectorError):
+    """What a detector returned cannot become rows of the tags schema; nothing of it is stored."""
+
+
 class Detector:
     """A per-document detector: ``tag_batch`` sees one Arrow record batch at a time.
 
@@ -72,7 +76,8 @@ class Detector:
         merged = dict(cls.options)
         for key, value in options.items():
             default = cls.options[key]
-            ok = default is None or isinstance(value, type(default)) or (
+            ok = default is None or (isinstance(value, type(default)) and (
+                isinstance(default, bool) or not isinstance(value, bool))) or (
                 isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool))
             if not ok:
                 raise DetectorError(f"detector {cls.name}: option {key!r} must be "
@@ -90,21 +95,40 @@ class Detector:
 
     # ----- helpers for building output --------------------------------------------------
     def tags(self, doc_ids, tag: str | Iterable[str], score=None, evidence=None, category=None) -> pa.Table:
-        """Tag rows from arrays: doc_ids (array or list), one tag or one per row, optional
-        scores, evidence (list of dicts or JSON strings) and category."""
-        doc_ids = pa.array(doc_ids, type=pa.string()) if not isinstance(doc_ids, pa.Array) else doc_ids
+        """Tag rows from arrays (the fast path: no per-row Python unless you pass Python lists).
+
+        doc_ids   Arrow array/ChunkedArray or list of the documents tagged
+        tag       one tag for every row, or one per row
+        score     one float in [0, 1] for every row, or one per row (array or list); None: no score
+        evidence  one per row: dicts (serialised to JSON), JSON strings or None; or an Arrow string array
+        category  one category for every row, or one per row; None: the detector's category
+        """
+        doc_ids = _as_array(doc_ids, pa.string())
         n = len(doc_ids)
-        tag_col = pa.array([tag] * n, pa.string()) if isinstance(tag, str) else pa.array(tag, pa.string())
-        columns = {"doc_id": doc_ids, "tag": tag_col}
+        columns = {"doc_id": doc_ids, "tag": _per_row(tag, n, pa.string())}
         if score is not None:
-            columns["score"] = pa.array(score, pa.float64()) if not isinstance(score, pa.Array) else score
+            columns["score"] = _per_row(score, n, pa.float64())
         if evidence is not None:
-            columns["evidence"] = pa.array(
-                [e if e is None or isinstance(e, str) else json.dumps(e, ensure_ascii=False, default=str)
-                 for e in evidence], pa.string())
+            if not isinstance(evidence, (pa.Array, pa.ChunkedArray)):
+                evidence = [e if e is None or isinstance(e, str) else json.dumps(e, ensure_ascii=False, default=str)
+                            for e in evidence]
+            columns["evidence"] = _as_array(evidence, pa.string())
         if category is not None:
-            columns["category"] = pa.array([category] * n, pa.string())
+            columns["category"] = _per_row(category, n, pa.string())
         return pa.table(columns)
+
+
+def _as_array(values, type_):
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values if values.type.equals(type_) else values.cast(type_)
+    return pa.array(values, type_)
+
+
+def _per_row(value, n: int, type_):
+    """A constant broadcast to n rows, or a per-row sequence taken as is."""
+    if value is None or isinstance(value, (str, int, float)):
+        return pa.repeat(pa.scalar(value, type_), n)
+    return _as_array(value, type_)
 
 
 class CorpusDetector(Detector):
@@ -138,6 +162,11 @@ def check_detector_class(cls) -> None:
         raise DetectorError(f"detector {cls.name}: category {cls.category!r} must be a snake_case word")
     if isinstance(cls.needs, str) or not all(isinstance(n, str) for n in cls.needs):
         raise DetectorError(f"detector {cls.name}: needs must be a tuple of column names")
+    unknown = [n for n in cls.needs if n not in document_columns() and n not in SPECIAL_NEEDS]
+    if unknown:
+        raise DetectorError(f"detector {cls.name}: needs unknown column(s) {unknown}; a detector may need "
+                            f"{', '.join(sorted(SPECIAL_NEEDS))} or any documents column: "
+                            f"{', '.join(document_columns())}")
     if not isinstance(cls.options, dict):
         raise DetectorError(f"detector {cls.name}: options must be a dict of defaults")
     if cls.corpus_level:
@@ -148,11 +177,22 @@ def check_detector_class(cls) -> None:
         raise DetectorError(f"detector {cls.name}: must implement tag_batch(batch)")
 
 
+def document_columns() -> list[str]:
+    """Columns of the documents schema: what a detector's ``needs`` may name."""
+    from provenance import schemas
+
+    return schemas.load("documents").names
+
+
 TAG_OUTPUT_COLUMNS = ("doc_id", "tag", "score", "evidence", "category")
 
 
 def output_to_table(output, detector: Detector) -> pa.Table:
-    """A detector's output (None, list of dicts, Table or RecordBatch) as a table of TAG_OUTPUT_COLUMNS."""
+    """A detector's output (None, list of dicts, Table or RecordBatch) as a table of TAG_OUTPUT_COLUMNS.
+
+    Raises InvalidOutput, naming the detector, for anything else.
+    """
+    name = getattr(detector, "name", type(detector).__name__)
     if output is None:
         return pa.table({"doc_id": pa.array([], pa.string()), "tag": pa.array([], pa.string())})
     if isinstance(output, pa.RecordBatch):
@@ -161,20 +201,23 @@ def output_to_table(output, detector: Detector) -> pa.Table:
         rows = []
         for row in output:
             if not isinstance(row, dict):
-                raise DetectorError(f"detector {detector.name}: tag rows must be dicts, got {type(row).__name__}")
+                raise InvalidOutput(f"detector {name}: tag rows must be dicts, got {type(row).__name__}")
             evidence = row.get("evidence")
             if evidence is not None and not isinstance(evidence, str):
                 row = {**row, "evidence": json.dumps(evidence, ensure_ascii=False, default=str)}
             rows.append(row)
-        output = pa.Table.from_pylist(rows) if rows else output_to_table(None, detector)
+        try:
+            output = pa.Table.from_pylist(rows) if rows else output_to_table(None, detector)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+            raise InvalidOutput(f"detector {name}: tag rows cannot form a table: {exc}") from None
     if not isinstance(output, pa.Table):
-        raise DetectorError(f"detector {detector.name}: returned {type(output).__name__}; "
+        raise InvalidOutput(f"detector {name}: returned {type(output).__name__}; "
                             "expected None, a list of dicts or a pyarrow Table")
     extra = set(output.column_names) - set(TAG_OUTPUT_COLUMNS)
     if extra:
-        raise DetectorError(f"detector {detector.name}: unexpected tag column(s) {sorted(extra)}; "
+        raise InvalidOutput(f"detector {name}: unexpected tag column(s) {sorted(extra)}; "
                             f"allowed: {list(TAG_OUTPUT_COLUMNS)}")
     for required in ("doc_id", "tag"):
         if required not in output.column_names:
-            raise DetectorError(f"detector {detector.name}: tag output lacks the {required!r} column")
+            raise InvalidOutput(f"detector {name}: tag output lacks the {required!r} column")
     return output

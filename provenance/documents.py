@@ -195,7 +195,10 @@ class DocumentSink:
     def flush(self) -> None:
         add: list[FileEntry] = []
         if self._rows:
-            table = pa.Table.from_pylist(self._rows)
+            # Every key of every row: from_pylist alone takes the columns of the first row only,
+            # silently dropping e.g. a previous_doc_id that only later rows carry.
+            columns = list(dict.fromkeys(key for row in self._rows for key in row))
+            table = pa.Table.from_pylist([{k: row.get(k) for k in columns} for row in self._rows])
             entry = self.run.write("documents", table, safe_name(self.crawl_id),
                                    meta={"crawl_id": self.crawl_id})
             add.append(entry)

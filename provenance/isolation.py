@@ -1,35 +1,45 @@
 """Running a detector where its faults cannot hurt the run: a worker process per detector.
 
-The runner talks to each detector through a worker with one method,
-``call(op, payload, timeout)``, that always returns a ``Reply`` instead of
-raising. ``ProcessWorker`` forks a child that holds the detector instance for
-the whole run (so a corpus detector keeps its state across batches); a call
-that outlives its time budget gets the child killed, and a child that dies
-(segfault, os._exit, out of memory) is reported as crashed. ``InlineWorker``
-calls the detector in this process: no time budget, for debugging and for
-engines that isolate tasks themselves (Ray).
+The runner talks to each detector through a worker with ``send(op, payload)``
+and ``receive(timeout)`` (or ``call``), which always return a ``Reply``
+instead of raising. ``ProcessWorker`` forks a child that holds the detector
+instance for the whole run (so a corpus detector keeps its state across
+batches); a call that outlives its time budget gets the child (and anything
+it started) killed, and a child that dies (segfault, os._exit, out of memory)
+is reported as crashed. ``InlineWorker`` calls the detector in this process:
+no time budget, for debugging (pdb works) and for engines that isolate tasks
+themselves (Ray).
 
 Ops: "tag" (per-document batch -> table), "observe" (corpus batch -> None),
 "finish" (corpus -> list of tables).
+
+Reply kinds when ``ok`` is false (the ``kind`` column of the errors view):
+  exception       the detector raised; ``traceback`` holds where
+  timeout         no answer within the time budget; the detector was stopped
+  crashed         the worker process died, or the detector failed to start
+  invalid_output  it returned something that cannot become tag rows
+A detector's prints go to stderr, never to the command's stdout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import time
 import traceback
 from dataclasses import dataclass
 
-from provenance.detectors import Detector, output_to_table
+from provenance.detectors import Detector, InvalidOutput, output_to_table
 
 
 @dataclass
 class Reply:
     ok: bool
     value: object = None
-    kind: str | None = None  # exception | timeout | crashed
+    kind: str | None = None  # exception | timeout | crashed | invalid_output
     message: str | None = None
     traceback: str | None = None
     seconds: float = 0.0
@@ -56,19 +66,26 @@ def _run_op(detector: Detector, op: str, payload):
 
 
 def _exception_reply(exc: BaseException, started: float) -> Reply:
+    if isinstance(exc, InvalidOutput):
+        return Reply(False, kind="invalid_output", message=str(exc), seconds=time.monotonic() - started)
     return Reply(False, kind="exception", message=f"{type(exc).__name__}: {exc}",
                  traceback=traceback.format_exc(), seconds=time.monotonic() - started)
 
 
 class InlineWorker:
-    def __init__(self, detector_cls: type[Detector], options: dict):
-        self.detector = detector_cls(**options)
+    """The detector in this process: exceptions are caught, but nothing can stop a hung call."""
+
+    def __init__(self, detector_cls: type[Detector], options: dict, start_timeout: float | None = None):
+        with contextlib.redirect_stdout(sys.stderr):
+            self.detector = detector_cls(**options)
         self.alive = True
+        self._pending = None
 
     def call(self, op: str, payload=None, timeout: float | None = None) -> Reply:
         started = time.monotonic()
         try:
-            value = _run_op(self.detector, op, payload)
+            with contextlib.redirect_stdout(sys.stderr):
+                value = _run_op(self.detector, op, payload)
         except Exception as exc:
             return _exception_reply(exc, started)
         return Reply(True, value, seconds=time.monotonic() - started)
@@ -86,28 +103,33 @@ class InlineWorker:
 
 
 def _die_with_parent() -> None:
-    """Linux: have the kernel kill this worker when the runner dies (even by SIGKILL)."""
-    try:
+    """Linux: have the kernel kill this child if the runner itself is killed (best effort)."""
+    with contextlib.suppress(Exception):
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # elsewhere a worker notices on its next recv() that the pipe is closed
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _child_main(conn, detector_cls, options) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when a run stops
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)  # own process group: a time-out kills whatever the detector started too
     _die_with_parent()
+    # A detector's prints must not end up in the command's stdout (e.g. `tag --json`).
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    started = time.monotonic()
     try:
         detector = detector_cls(**options)
     except Exception as exc:
-        conn.send(_exception_reply(exc, time.monotonic()))
+        conn.send(_exception_reply(exc, started))
         return
-    conn.send(Reply(True, "ready"))
+    conn.send(Reply(True, "ready", seconds=time.monotonic() - started))
     while True:
         try:
             op, payload = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):
             return
         if op == "close":
             return
@@ -122,12 +144,23 @@ def _child_main(conn, detector_cls, options) -> None:
             conn.send(_exception_reply(exc, started))
 
 
+class WorkerStartError(RuntimeError):
+    """The detector could not be started; ``reply`` says why (exception, timeout or crash)."""
+
+    def __init__(self, name: str, reply: Reply):
+        super().__init__(f"detector {name} failed to start: {reply.message}")
+        self.reply = reply
+
+
 class ProcessWorker:
     """A forked child holding one detector instance; killed when a call exceeds its budget."""
 
-    def __init__(self, detector_cls: type[Detector], options: dict, start_timeout: float = 60.0):
+    def __init__(self, detector_cls: type[Detector], options: dict, start_timeout: float | None = 60.0):
         ctx = multiprocessing.get_context("fork")
         self._conn, child_conn = ctx.Pipe()
+        for stream in (sys.stdout, sys.stderr):  # or the child would write our buffered output again
+            with contextlib.suppress(Exception):
+                stream.flush()
         self._proc = ctx.Process(target=_child_main, args=(child_conn, detector_cls, options),
                                  name=f"detector-{detector_cls.name}", daemon=True)
         self._proc.start()
@@ -137,11 +170,18 @@ class ProcessWorker:
         ready = self._receive(start_timeout, time.monotonic())
         if not ready.ok:
             self.close()
-            raise RuntimeError(f"detector {detector_cls.name} failed to start: {ready.message}")
+            raise WorkerStartError(detector_cls.name, ready)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
 
     def send(self, op: str, payload=None) -> None:
         self._pending_since = time.monotonic()
-        self._conn.send((op, payload))
+        try:
+            self._conn.send((op, payload))
+        except (OSError, ValueError):
+            pass  # the child is gone: receive() reports it as crashed
 
     def receive(self, timeout: float | None) -> Reply:
         started = self._pending_since or time.monotonic()
@@ -156,37 +196,44 @@ class ProcessWorker:
         except (EOFError, ConnectionError, OSError):
             pass
         else:
-            self.close()
+            self.close(kill=True)
             return Reply(False, kind="timeout", message=f"no answer within the time budget of {timeout:g} s; "
                          "the detector was stopped", seconds=time.monotonic() - started)
+        self._proc.join(1)
         code = self._proc.exitcode
-        self.close()
-        return Reply(False, kind="crashed", message=f"detector process died (exit code {code})",
+        self.close(kill=True)
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        return Reply(False, kind="crashed", message=f"detector process died ({how})",
                      seconds=time.monotonic() - started)
 
     def call(self, op: str, payload=None, timeout: float | None = None) -> Reply:
         self.send(op, payload)
         return self.receive(timeout)
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
         if not self.alive:
             return
         self.alive = False
-        if self._proc.is_alive():
-            try:
+        if self._proc.is_alive() and not kill:
+            with contextlib.suppress(OSError, ValueError):
                 self._conn.send(("close", None))
-            except (OSError, ValueError):
-                pass
             self._proc.join(0.5)
-        if self._proc.is_alive():
-            os.kill(self._proc.pid, signal.SIGKILL)
+        if self._proc.is_alive() or kill:
+            for killer in (lambda: os.killpg(self._proc.pid, signal.SIGKILL),
+                           lambda: os.kill(self._proc.pid, signal.SIGKILL)):
+                with contextlib.suppress(OSError):
+                    killer()
             self._proc.join(5)
         self._conn.close()
 
 
-def make_worker(isolation: str, detector_cls: type[Detector], options: dict):
+def make_worker(isolation: str, detector_cls: type[Detector], options: dict, start_timeout: float | None = 60.0):
+    """A started worker; raises WorkerStartError when the detector cannot be constructed."""
     if isolation == "process":
-        return ProcessWorker(detector_cls, options)
+        return ProcessWorker(detector_cls, options, start_timeout)
     if isolation == "inline":
-        return InlineWorker(detector_cls, options)
+        try:
+            return InlineWorker(detector_cls, options)
+        except Exception as exc:
+            raise WorkerStartError(detector_cls.name, _exception_reply(exc, time.monotonic())) from exc
     raise ValueError(f"unknown isolation {isolation!r}: use 'process' or 'inline'")

@@ -21,8 +21,8 @@ Coverage records (in the store's commit log) say what a detector has seen:
 from __future__ import annotations
 
 import json
+import os
 import sys
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,8 +32,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from provenance import schemas
-from provenance.detectors import SPECIAL_NEEDS, Detector, DetectorError, output_to_table
-from provenance.isolation import Reply, make_worker
+from provenance.detectors import SPECIAL_NEEDS, DetectorError, InvalidOutput, output_to_table
+from provenance.isolation import Reply, WorkerStartError, make_worker
 from provenance.pluginmanager import DetectorSpec, ProvenancePluginManager
 from provenance.store import FileEntry, Run, Snapshot, Store, safe_name, utcnow
 
@@ -81,35 +81,50 @@ class DetectorRun:
 # ----- pure batch functions -------------------------------------------------------------------
 def finalize_tags(output: pa.Table, drun: DetectorRun, run_id: str, created_at=None,
                   allowed_doc_ids: pa.Array | None = None) -> pa.Table:
-    """Detector output -> rows of the tags schema, stamped with who made them. Raises DetectorError."""
+    """Detector output -> rows of the tags schema, stamped with who made them.
+
+    Raises InvalidOutput (a DetectorError) when the rows break the tags schema
+    (unknown column, wrong type, null where a value is required, score outside
+    [0, 1]) or tag a doc_id that is not in ``allowed_doc_ids``. Vectorised: no
+    per-row Python.
+    """
     n = output.num_rows
     cls, plugin = drun.spec.cls, drun.spec.plugin
-    if allowed_doc_ids is not None and n:
-        unknown = pc.invert(pc.is_in(output.column("doc_id"), value_set=allowed_doc_ids))
-        if pc.any(unknown).as_py():
-            bad = output.column("doc_id").filter(unknown)[0].as_py()
-            raise DetectorError(f"detector {cls.name}: tagged doc_id {bad!r}, which is not in the batch it was given")
+    try:
+        doc_ids = output.column("doc_id")
+        if not doc_ids.type.equals(pa.string()):
+            doc_ids = doc_ids.cast(pa.string())
+        if allowed_doc_ids is not None and n:
+            unknown = pc.invert(pc.fill_null(pc.is_in(doc_ids, value_set=allowed_doc_ids), False))
+            if pc.any(unknown).as_py():
+                bad = doc_ids.filter(unknown)[0].as_py()
+                raise InvalidOutput(f"detector {cls.name}: tagged doc_id {bad!r}, which is not in the batch "
+                                    "it was given")
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise InvalidOutput(f"detector {cls.name}: tags.doc_id: {exc}") from None
     created_at = created_at or utcnow()
 
     def const(value, type_=pa.string()):
-        return pa.array([value] * n, type_)
+        return pa.repeat(pa.scalar(value, type_), n)
 
-    columns = {
-        "doc_id": output.column("doc_id"),
-        "plugin": const(plugin.name), "plugin_version": const(plugin.version),
-        "detector": const(cls.name), "detector_version": const(cls.version),
-        "category": (pc.fill_null(output.column("category").cast(pa.string()), cls.category)
-                     if "category" in output.column_names else const(cls.category)),
-        "tag": output.column("tag"),
-        "score": output.column("score") if "score" in output.column_names else const(None, pa.float64()),
-        "evidence": output.column("evidence") if "evidence" in output.column_names else const(None),
-        "run_id": const(run_id), "config_hash": const(drun.config_hash),
-        "created_at": const(created_at, pa.timestamp("us", tz="UTC")),
-    }
     try:
+        columns = {
+            "doc_id": doc_ids,
+            "plugin": const(plugin.name), "plugin_version": const(plugin.version),
+            "detector": const(cls.name), "detector_version": const(cls.version),
+            "category": (pc.fill_null(output.column("category").cast(pa.string()), cls.category)
+                         if "category" in output.column_names else const(cls.category)),
+            "tag": output.column("tag"),
+            "score": output.column("score") if "score" in output.column_names else const(None, pa.float64()),
+            "evidence": output.column("evidence") if "evidence" in output.column_names else const(None),
+            "run_id": const(run_id), "config_hash": const(drun.config_hash),
+            "created_at": const(created_at, pa.timestamp("us", tz="UTC")),
+        }
         return schemas.conform(pa.table(columns), "tags")
     except schemas.SchemaError as exc:
-        raise DetectorError(f"detector {cls.name}: {exc}") from None
+        raise InvalidOutput(f"detector {cls.name}: {exc}") from None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise InvalidOutput(f"detector {cls.name}: {exc}") from None
 
 
 class TagBatchFn:
@@ -127,7 +142,8 @@ class TagBatchFn:
 
     def __call__(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
         if isinstance(batch, pa.Table):
-            batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else pa.RecordBatch.from_pylist([], schema=batch.schema)
+            batches = batch.combine_chunks().to_batches()
+            batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=batch.schema)
         out = output_to_table(self.detector.tag_batch(batch), self.detector)
         return finalize_tags(out, self.drun, self.run_id, allowed_doc_ids=batch.column("doc_id"))
 
@@ -151,12 +167,18 @@ def select_detectors(pm: ProvenancePluginManager, settings: dict, enable: list[s
                               f"{', '.join(specs) or 'none'}")
     chosen = [s for s in specs.values() if (enable is None or matches(s, enable)) and not matches(s, disable)]
     runs = []
+    where = settings.get("_path") or "provenance.toml"
     for spec in chosen:
         options = settings.get("detectors", {}).get(spec.name, {})
+        if not isinstance(options, dict):
+            raise TagRunError(f"{where}: [detectors.{spec.name}] must be a table of options")
         try:
-            runs.append(DetectorRun(spec, spec.cls.validate_options(options)))
+            runs.append(DetectorRun(spec, spec.cls.validate_options(dict(options))))
         except DetectorError as exc:
-            raise TagRunError(f"[detectors.{spec.name}] in the config: {exc}") from None
+            raise TagRunError(f"{where}: [detectors.{spec.name}]: {exc}") from None
+        except Exception as exc:  # a plugin's own validate_options raising something else
+            raise TagRunError(f"{where}: [detectors.{spec.name}]: detector {spec.name} (plugin "
+                              f"{spec.plugin.name}) refused its options: {type(exc).__name__}: {exc}") from None
     return runs
 
 
@@ -210,17 +232,27 @@ def superseded_files(snapshot: Snapshot, drun: DetectorRun, keep_current: bool) 
 # ----- the local driver -----------------------------------------------------------------------
 @dataclass
 class DetectorStats:
-    status: str = "up_to_date"  # up_to_date | ok | partial | stopped
+    """What one detector did in one run.
+
+    status   up_to_date (nothing to do) | ok | partial (some batches failed) |
+             stopped (timed out, crashed or failed to start: the rest is left for the next run)
+    rows     documents it tagged successfully in this run
+    pending  documents still to do for this configuration (a rerun does them)
+    """
+
+    status: str = "up_to_date"
     rows: int = 0
     batches: int = 0
     tags: int = 0
     errors: int = 0
+    pending: int = 0
     seconds: float = 0.0
     faults: list = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"status": self.status, "rows": self.rows, "batches": self.batches, "tags": self.tags,
-                "errors": self.errors, "seconds": round(self.seconds, 3), "faults": self.faults[:20]}
+                "errors": self.errors, "pending": self.pending, "seconds": round(self.seconds, 3),
+                "faults": self.faults[:20]}
 
 
 @dataclass
@@ -233,43 +265,48 @@ class TagSummary:
     def errors(self) -> int:
         return sum(s.errors for s in self.detectors.values())
 
+    @property
+    def tags(self) -> int:
+        return sum(s.tags for s in self.detectors.values())
+
     def to_json(self) -> dict:
-        return {"run_id": self.run_id, "errors": self.errors,
+        return {"run_id": self.run_id, "errors": self.errors, "tags": self.tags,
                 "detectors": {n: {**self.descriptions[n], **s.to_json()} for n, s in self.detectors.items()}}
 
 
-class _PreviousLookup:
-    """Adds previous_* columns (the earlier version of the same URL) for detectors that need "previous"."""
+class PreviousLookup:
+    """Adds previous_* columns (the earlier version of the same URL) for detectors that need "previous".
 
-    def __init__(self, store: Store, snapshot: Snapshot):
-        from provenance.sql import create_views
-        import duckdb
+    Built once per run: reads ``previous_doc_id`` of every document file, then
+    the few columns below of just the documents that are someone's earlier
+    version. ``add`` is vectorised (``pc.index_in`` + ``take``).
+    """
 
-        self.con = duckdb.connect()
-        create_views(self.con, store, snapshot)
+    BASE = (("previous_text", "text"), ("previous_text_sha256", "text_sha256"),
+            ("previous_raw_sha256", "raw_sha256"), ("previous_fetched_at", "fetched_at"),
+            ("previous_headers", "headers"))
+
+    def __init__(self, doc_paths):
+        base = [b for _, b in self.BASE]
+        schema = schemas.load("documents").arrow
+        referenced = [pc.drop_null(pq.read_table(p, columns=["previous_doc_id"]).column("previous_doc_id"))
+                      for p in doc_paths]
+        wanted = pc.unique(pa.chunked_array(referenced, pa.string())) if referenced else pa.array([], pa.string())
+        parts = []
+        if len(wanted):
+            for path in doc_paths:
+                mask = pc.is_in(pq.read_table(path, columns=["doc_id"]).column("doc_id"), value_set=wanted)
+                if pc.any(mask).as_py():
+                    parts.append(pq.read_table(path, columns=["doc_id", *base]).filter(mask))
+        empty = pa.schema([schema.field("doc_id")] + [schema.field(b) for b in base]).empty_table()
+        self.table = pa.concat_tables(parts) if parts else empty
 
     def add(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        ids = pa.table({"previous_doc_id": batch.column("previous_doc_id")})
-        self.con.register("_ids", ids)
-        prev = self.con.execute(
-            "SELECT i.previous_doc_id, d.text AS previous_text, d.text_sha256 AS previous_text_sha256, "
-            "d.raw_sha256 AS previous_raw_sha256, d.fetched_at AS previous_fetched_at, "
-            "d.headers AS previous_headers FROM _ids i LEFT JOIN documents d ON d.doc_id = i.previous_doc_id"
-        ).fetch_arrow_table()
-        # LEFT JOIN on a unique key keeps one row per input row but may reorder: align by position.
-        self.con.unregister("_ids")
-        lookup = {}
-        for row in prev.to_pylist():
-            if row["previous_doc_id"] is not None:
-                lookup[row["previous_doc_id"]] = row
-        names = [n for n in prev.column_names if n != "previous_doc_id"]
-        cols = {n: [lookup.get(pid, {}).get(n) for pid in batch.column("previous_doc_id").to_pylist()]
-                for n in names}
-        table = pa.Table.from_batches([batch])
-        for n in names:
-            if n not in table.column_names:
-                table = table.append_column(n, pa.array(cols[n], prev.schema.field(n).type))
-        return table.combine_chunks().to_batches()[0] if table.num_rows else batch
+        index = pc.index_in(batch.column("previous_doc_id"), value_set=self.table.column("doc_id"))
+        found = self.table.take(index)
+        arrays = list(batch.columns) + [found.column(b).combine_chunks() for _, b in self.BASE]
+        names = batch.schema.names + [name for name, _ in self.BASE]
+        return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
 def _iter_batches(path, columns: list[str], batch_size: int) -> Iterator[tuple[int, pa.RecordBatch]]:
@@ -288,6 +325,12 @@ def _slice_pending(batch: pa.RecordBatch, start: int, ranges: list[tuple[int, in
             yield lo, hi, batch.slice(lo - start, hi - lo)
 
 
+def _trace(message: str) -> None:
+    """With PROVENANCE_TRACE_PLUGINS set: one line per file read and per detector call, on stderr."""
+    if os.environ.get("PROVENANCE_TRACE_PLUGINS"):
+        print(f"[trace] {message}", file=sys.stderr, flush=True)
+
+
 def _error_row(run_id: str, drun: DetectorRun, reply: Reply, doc_file=None, start=None, end=None) -> dict:
     return {"run_id": run_id, "plugin": drun.spec.plugin.name, "plugin_version": drun.spec.plugin.version,
             "detector": drun.name, "detector_version": drun.spec.cls.version, "doc_file": doc_file,
@@ -298,11 +341,24 @@ def _error_row(run_id: str, drun: DetectorRun, reply: Reply, doc_file=None, star
 def run_tag(store: Store, pm: ProvenancePluginManager, settings: dict, enable: list[str] | None = None,
             disable: list[str] | None = None, progress: Callable[[int], None] | None = None,
             on_total: Callable[[int], None] | None = None, run_id: str | None = None) -> TagSummary:
-    """Run the selected detectors over every document they have not yet covered."""
+    """Run the selected detectors over every document they have not yet covered.
+
+    ``settings`` is the effective configuration (provenance.config.load()):
+    [tag] batch_size, time_budget_s, isolation, enable, disable and
+    [detectors.<name>] options. Faults never raise: they become rows of the
+    errors view and entries in the summary.
+    """
     tag_settings = settings.get("tag", {})
-    batch_size = int(tag_settings.get("batch_size", 1000))
-    budget = float(tag_settings.get("time_budget_s", 300))
+    try:
+        batch_size = int(tag_settings.get("batch_size", 1000))
+        budget = float(tag_settings.get("time_budget_s", 300))
+    except (TypeError, ValueError) as exc:
+        raise TagRunError(f"[tag] batch_size and time_budget_s must be numbers: {exc}") from None
+    if batch_size < 1 or budget <= 0:
+        raise TagRunError("[tag] batch_size must be >= 1 and time_budget_s > 0")
     isolation = tag_settings.get("isolation", "process")
+    if isolation not in ("process", "inline"):
+        raise TagRunError(f"[tag] isolation must be 'process' or 'inline', not {isolation!r}")
     druns = select_detectors(pm, settings, enable, disable)
     config = {"detectors": [d.describe() for d in druns], "batch_size": batch_size,
               "time_budget_s": budget, "isolation": isolation}
@@ -326,20 +382,32 @@ def _run_tag_locked(store, run: Run, druns, batch_size, budget, isolation, progr
     _retire_superseded(run, snapshot, [d for d in druns if not d.spec.cls.corpus_level and d.name not in per_doc])
     if not per_doc and not corpus:
         return summary
+    todo_rows = {name: sum(e - s for ranges in todo.values() for s, e in ranges) for name, (_, todo) in per_doc.items()}
+    todo_rows.update({d.name: sum(e.rows for e in doc_entries.values()) for d in corpus})
 
     workers = {}
+    start_errors = []
     for drun in [v[0] for v in per_doc.values()] + corpus:
+        stat = stats[drun.name]
+        stat.status = "ok"
         try:
-            workers[drun.name] = make_worker(isolation, drun.spec.cls, drun.options)
-        except Exception as exc:
-            _fault(stats[drun.name], "crashed", str(exc))
-            stats[drun.name].status = "stopped"
+            workers[drun.name] = make_worker(isolation, drun.spec.cls, drun.options, start_timeout=budget)
+        except WorkerStartError as exc:
+            reply = exc.reply
+            kind = "crashed" if reply.kind == "exception" else reply.kind
+            start_errors.append(_error_row(run.run_id, drun, Reply(False, kind=kind, message=str(exc),
+                                                                   traceback=reply.traceback)))
+            _fault(stat, kind, str(exc), "start")
+            stat.status = "stopped"
+            _trace(f"{drun.name}: failed to start: {exc}")
+    if start_errors:
+        run.commit(add=[run.write("errors", pa.Table.from_pylist(start_errors), "")])
     try:
         files = [p for p in doc_entries if corpus or any(p in todo for _, todo in per_doc.values())]
         if on_total:
             on_total(sum(doc_entries[p].rows for p in files))
         needs_previous = any("previous" in d.spec.cls.needs for d in druns)
-        previous = _PreviousLookup(store, snapshot) if needs_previous else None
+        previous = PreviousLookup(snapshot.paths("documents")) if needs_previous else None
         corpus_failed: set[str] = set()
         for path in files:
             _tag_file(store, run, doc_entries[path], per_doc, corpus, workers, stats, batch_size, budget,
@@ -352,9 +420,12 @@ def _run_tag_locked(store, run: Run, druns, batch_size, budget, isolation, progr
     finally:
         for worker in workers.values():
             worker.close()
-    for s in stats.values():
+    for name, s in stats.items():
         if s.status == "ok" and s.errors:
             s.status = "partial"
+        if name in todo_rows:
+            corpus_done = name not in per_doc and s.status == "ok"
+            s.pending = 0 if corpus_done else max(0, todo_rows[name] - (s.rows if name in per_doc else 0))
     return summary
 
 
@@ -369,13 +440,15 @@ def _tag_file(store, run, entry: FileEntry, per_doc, corpus, workers, stats, bat
     active_corpus = [d for d in corpus if d.name in workers and workers[d.name].alive]
     columns = set()
     for name in todo:
-        columns.update(per_doc[name][0].columns)
+        if name in workers and workers[name].alive:
+            columns.update(per_doc[name][0].columns)
     for d in active_corpus:
         columns.update(d.columns)
     if not columns:
         return
     available = set(schemas.load("documents").names)
     read_cols = sorted(c for c in columns if c in available)
+    _trace(f"read {entry.path} columns={read_cols}")
     tag_parts: dict[str, list[pa.Table]] = defaultdict(list)
     covered: dict[str, list[tuple[int, int]]] = defaultdict(list)
     errors: list[dict] = []
@@ -402,9 +475,9 @@ def _tag_file(store, run, entry: FileEntry, per_doc, corpus, workers, stats, bat
             stat = stats[drun.name]
             reply = workers[drun.name].receive(budget)
             stat.seconds += reply.seconds
-            stat.status = "ok" if stat.status == "up_to_date" else stat.status
             where = f"{entry.path}[{lo}:{hi}]"
             if not reply.ok:
+                _trace(f"{drun.name} {op} {where} -> {reply.kind}: {reply.message}")
                 errors.append(_error_row(run.run_id, drun, reply, entry.path, lo, hi))
                 _fault(stat, reply.kind, reply.message, where)
                 if reply.kind in ("timeout", "crashed"):
@@ -412,12 +485,11 @@ def _tag_file(store, run, entry: FileEntry, per_doc, corpus, workers, stats, bat
                 if op == "observe":
                     corpus_failed.add(drun.name)
                 continue
-            stat.batches += 1
-            stat.rows += hi - lo
             if op == "tag":
                 try:
                     tags = finalize_tags(reply.value, drun, run.run_id, allowed_doc_ids=part.column("doc_id"))
                 except DetectorError as exc:
+                    _trace(f"{drun.name} {op} {where} -> invalid_output: {exc}")
                     bad = Reply(False, kind="invalid_output", message=str(exc))
                     errors.append(_error_row(run.run_id, drun, bad, entry.path, lo, hi))
                     _fault(stat, "invalid_output", str(exc), where)
@@ -425,6 +497,11 @@ def _tag_file(store, run, entry: FileEntry, per_doc, corpus, workers, stats, bat
                 tag_parts[drun.name].append(tags)
                 covered[drun.name].append((lo, hi))
                 stat.tags += tags.num_rows
+                _trace(f"{drun.name} tag {where} -> {tags.num_rows} tags in {reply.seconds:.3f} s")
+            else:
+                _trace(f"{drun.name} observe {where} -> ok in {reply.seconds:.3f} s")
+            stat.batches += 1
+            stat.rows += hi - lo
         if progress:
             progress(batch.num_rows)
     _commit_file(run, entry, per_doc, tag_parts, covered, errors)
@@ -437,6 +514,7 @@ def _previous_cols(drun: DetectorRun, batch: pa.RecordBatch) -> list[str]:
 
 
 def _commit_file(run: Run, entry: FileEntry, per_doc, tag_parts, covered, errors) -> None:
+    """Tags, errors and coverage of one document file, in one atomic commit."""
     add, coverage = [], []
     for name, ranges in covered.items():
         drun = per_doc[name][0]
@@ -455,13 +533,12 @@ def _finish_corpus(run: Run, snapshot: Snapshot, drun: DetectorRun, workers, sta
                    doc_files: list[str]) -> None:
     stat, worker = stats[drun.name], workers.get(drun.name)
     if worker is None or not worker.alive or drun.name in corpus_failed:
-        if worker is not None and stat.status != "stopped":
-            _fault(stat, "incomplete", "some batches failed; earlier tags of this detector are kept", None)
+        # Its fault is recorded already. finish() is not called on a partial view of the corpus:
+        # the detector's earlier tags stay live and the next run starts it again.
         stat.status = "stopped"
         return
     reply = worker.call("finish", None, budget)
     stat.seconds += reply.seconds
-    stat.status = "ok"
     errors, add = [], []
     if reply.ok:
         try:
@@ -469,6 +546,7 @@ def _finish_corpus(run: Run, snapshot: Snapshot, drun: DetectorRun, workers, sta
         except DetectorError as exc:
             reply = Reply(False, kind="invalid_output", message=str(exc))
     if not reply.ok:
+        _trace(f"{drun.name} finish -> {reply.kind}: {reply.message}")
         errors.append(_error_row(run.run_id, drun, reply))
         _fault(stat, reply.kind, reply.message, "finish")
         stat.status = "stopped"
@@ -476,6 +554,7 @@ def _finish_corpus(run: Run, snapshot: Snapshot, drun: DetectorRun, workers, sta
         return
     tags = pa.concat_tables(parts) if parts else schemas.load("tags").arrow.empty_table()
     stat.tags += tags.num_rows
+    _trace(f"{drun.name} finish -> {tags.num_rows} tags in {reply.seconds:.3f} s")
     if tags.num_rows:
         add.append(run.write("tags", tags, f"{safe_name(drun.name)}/{drun.tag_key}",
                              meta={"detector": drun.name, "tag_key": drun.tag_key, "corpus": True}))
@@ -496,13 +575,29 @@ def _retire_superseded(run: Run, snapshot: Snapshot, druns: list[DetectorRun]) -
             run.commit(remove=old, drop_coverage=[{"detector": drun.name, "keep_tag_key": drun.tag_key}])
 
 
-def print_summary(summary: TagSummary, stream=sys.stderr) -> None:
+def print_summary(summary: TagSummary, stream=None, max_faults: int = 3) -> None:
+    """One line per detector, then its faults grouped by kind (first few shown)."""
+    stream = stream or sys.stderr
     for name, s in summary.detectors.items():
-        line = (f"  {name:<24} {s.status:<10} rows={s.rows} tags={s.tags} errors={s.errors} "
-                f"time={s.seconds:.2f}s")
+        d = summary.descriptions.get(name, {})
+        who = f"{name} v{d.get('detector_version', '?')} ({d.get('plugin', '?')} {d.get('plugin_version', '?')})"
+        line = f"  {who:<44} {s.status:<10} rows={s.rows} tags={s.tags} errors={s.errors} time={s.seconds:.2f}s"
+        if s.pending:
+            line += f" pending={s.pending}"
         print(line, file=stream)
-        for f in s.faults[:5]:
-            print(f"      {f['kind']}: {f['message']} ({f['where'] or 'run'})", file=stream)
+        by_kind: dict[str, list[dict]] = defaultdict(list)
+        for f in s.faults:
+            by_kind[f["kind"]].append(f)
+        for kind, faults in by_kind.items():
+            print(f"      {kind} x{len(faults)}:", file=stream)
+            for f in faults[:max_faults]:
+                print(f"        {f['where'] or 'run'}: {f['message']}", file=stream)
+            if len(faults) > max_faults:
+                print(f"        ... and {len(faults) - max_faults} more", file=stream)
+    if summary.errors:
+        print(f"  faults are in the errors view (with tracebacks): provenance query "
+              f"\"select detector, kind, batch_start, batch_end, message from errors "
+              f"where run_id = '{summary.run_id}'\"", file=stream)
 
 
 def summary_json(summary: TagSummary) -> str:

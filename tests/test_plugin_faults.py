@@ -1,0 +1,430 @@
+"""Isolation: a plugin's faults become error records, never a failed run or a damaged store.
+
+Every test drives the real `provenance` command in a subprocess over a real store.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+
+import pytest
+
+from provenance.sql import connect
+from provenance.testing import make_store
+
+@pytest.fixture(autouse=True)
+def _only_builtin_entry_points(monkeypatch):
+    """Third-party plugins installed in this environment stay out of these tests."""
+    monkeypatch.setenv("PROVENANCE_LOAD_PLUGINS", "")
+    monkeypatch.delenv("PROVENANCE_PLUGIN_MODULES", raising=False)
+    monkeypatch.delenv("PROVENANCE_TRACE_PLUGINS", raising=False)
+
+
+N_DOCS = 40
+BATCH = 4  # -> 10 batches; the flaky detector fails batches 3, 6 and 9
+
+FAULTY = '''
+import os
+import time
+
+import provenance
+
+
+class Good(provenance.Detector):
+    """One tag per document."""
+    name = "good"
+    version = "1"
+    category = "quality"
+    needs = ("text",)
+
+    def tag_batch(self, batch):
+        return self.tags(batch.column("doc_id"), "seen", score=0.5)
+
+
+class Flaky(provenance.Detector):
+    """Raises on every third batch it is given (unless FLAKY_FIXED is set)."""
+    name = "flaky"
+    version = "1"
+    needs = ("text",)
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.calls = 0
+
+    def tag_batch(self, batch):
+        self.calls += 1
+        if self.calls % 3 == 0 and not os.environ.get("FLAKY_FIXED"):
+            raise RuntimeError(f"flaky fails on call {self.calls}")
+        return self.tags(batch.column("doc_id"), "flaky_seen")
+
+
+class Hang(provenance.Detector):
+    """Never answers."""
+    name = "hang"
+    version = "1"
+    needs = ()
+
+    def tag_batch(self, batch):
+        while True:
+            time.sleep(60)
+
+
+@provenance.hookimpl
+def register_detectors(register):
+    register(Good)
+    register(Flaky)
+    register(Hang)
+'''
+
+
+def _store(tmp_path, n=N_DOCS):
+    docs = [{"url": f"https://example.org/{i}", "text": f"Document {i} says something different."} for i in range(n)]
+    return make_store(tmp_path / "store", docs).root
+
+
+def _write(tmp_path, name, source):
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def _sql(store, sql):
+    con = connect(store)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_exceptions_and_a_hung_plugin_are_recorded_and_the_run_finishes(cli, tmp_path):
+    store = _store(tmp_path)
+    plugin = _write(tmp_path, "faulty", FAULTY)
+    started = time.monotonic()
+    proc = cli("tag", "--store", store, "--plugin-module", plugin, "--batch-size", BATCH, "--time-budget", 2,
+               "--json", check=3)
+    elapsed = time.monotonic() - started
+    assert elapsed < 30, f"the hung detector held the run for {elapsed:.0f} s"
+    summary = json.loads(proc.stdout)
+    det = summary["detectors"]
+
+    # The well-behaved detectors are complete: one tag per document, no faults.
+    assert (det["good"]["status"], det["good"]["rows"], det["good"]["tags"], det["good"]["errors"]) == \
+        ("ok", N_DOCS, N_DOCS, 0)
+    assert det["exact_duplicate"]["status"] == "ok" and det["exact_duplicate"]["errors"] == 0
+    assert _sql(store, "SELECT count(*), count(DISTINCT doc_id) FROM tags WHERE detector = 'good'") == \
+        [(N_DOCS, N_DOCS)]
+
+    # Flaky: batches 3, 6, 9 failed; the other 7 batches are tagged.
+    flaky = det["flaky"]
+    assert (flaky["status"], flaky["errors"], flaky["rows"], flaky["pending"]) == ("partial", 3, 28, 12)
+    assert [f["kind"] for f in flaky["faults"]] == ["exception"] * 3
+    assert _sql(store, "SELECT count(*) FROM tags WHERE detector = 'flaky'") == [(28,)]
+
+    # Hang: stopped by the time budget, recorded, everything left for the next run.
+    hang = det["hang"]
+    assert (hang["status"], hang["errors"], hang["tags"], hang["pending"]) == ("stopped", 1, 0, N_DOCS)
+    assert hang["faults"][0]["kind"] == "timeout"
+
+    errors = _sql(store, "SELECT detector, plugin, kind, batch_start, batch_end, message, traceback, run_id "
+                         "FROM errors ORDER BY detector, batch_start")
+    assert [(e[0], e[1], e[2], e[3], e[4]) for e in errors] == [
+        ("flaky", "faulty", "exception", 8, 12), ("flaky", "faulty", "exception", 20, 24),
+        ("flaky", "faulty", "exception", 32, 36), ("hang", "faulty", "timeout", 0, 4)]
+    for e in errors[:3]:
+        assert e[5].startswith("RuntimeError: flaky fails on call")
+        assert "Traceback" in e[6] and "faulty.py" in e[6] and "in tag_batch" in e[6]
+    assert "time budget of 2 s" in errors[3][5]
+    assert {e[7] for e in errors} == {summary["run_id"]}
+
+    # The human summary on stderr reports both faults and where to read them.
+    assert "exception x3" in proc.stderr and "timeout x1" in proc.stderr
+    assert "stopped" in proc.stderr and "errors view" in proc.stderr
+    assert "4 error(s)" in proc.stderr
+
+    # The run record says partial; the store is intact and queryable.
+    assert _sql(store, f"SELECT status FROM runs WHERE run_id = '{summary['run_id']}'") == [("partial",)]
+
+    # Rerun with the flaky plugin fixed and the hung one disabled: only the failed batches are redone.
+    proc = cli("tag", "--store", store, "--plugin-module", plugin, "--batch-size", BATCH, "--disable", "hang",
+               "--json", env={"FLAKY_FIXED": "1"}, check=0)
+    rerun = json.loads(proc.stdout)["detectors"]
+    assert (rerun["flaky"]["status"], rerun["flaky"]["rows"], rerun["flaky"]["batches"], rerun["flaky"]["tags"]) == \
+        ("ok", 12, 3, 12)
+    assert rerun["good"]["status"] == "up_to_date" and rerun["exact_duplicate"]["status"] == "up_to_date"
+    assert "hang" not in rerun
+    assert _sql(store, "SELECT count(*), count(DISTINCT doc_id) FROM tags WHERE detector = 'flaky'") == \
+        [(N_DOCS, N_DOCS)]
+
+    # And again: nothing left to do, no new tag rows.
+    before = _sql(store, "SELECT count(*) FROM tags")
+    proc = cli("tag", "--store", store, "--plugin-module", plugin, "--disable", "hang", "--json", check=0)
+    assert json.loads(proc.stdout)["tags"] == 0
+    assert _sql(store, "SELECT count(*) FROM tags") == before
+
+
+INVALID = '''
+import pyarrow as pa
+import provenance
+
+
+class Base(provenance.Detector):
+    version = "1"
+    needs = ()
+
+
+class ScoreOutOfRange(Base):
+    name = "score_out_of_range"
+    def tag_batch(self, batch):
+        return [{"doc_id": batch.column("doc_id")[0].as_py(), "tag": "x", "score": 7.0}]
+
+
+class UnknownDoc(Base):
+    name = "unknown_doc"
+    def tag_batch(self, batch):
+        return self.tags(["not-a-document-of-this-batch"], "x")
+
+
+class ExtraColumn(Base):
+    name = "extra_column"
+    def tag_batch(self, batch):
+        return pa.table({"doc_id": batch.column("doc_id"), "tag": pa.repeat("x", batch.num_rows),
+                         "sneaky": pa.repeat(1, batch.num_rows)})
+
+
+class WrongType(Base):
+    name = "wrong_type"
+    def tag_batch(self, batch):
+        return [{"doc_id": batch.column("doc_id")[0].as_py(), "tag": "x", "score": "high"}]
+
+
+class NullTag(Base):
+    name = "null_tag"
+    def tag_batch(self, batch):
+        return pa.table({"doc_id": batch.column("doc_id"), "tag": pa.nulls(batch.num_rows, pa.string())})
+
+
+class NotRows(Base):
+    name = "not_rows"
+    def tag_batch(self, batch):
+        return "everything is fine"
+
+
+class Fine(Base):
+    name = "fine"
+    def tag_batch(self, batch):
+        return self.tags(batch.column("doc_id"), "ok")
+
+
+@provenance.hookimpl
+def register_detectors(register):
+    for cls in (ScoreOutOfRange, UnknownDoc, ExtraColumn, WrongType, NullTag, NotRows, Fine):
+        register(cls)
+'''
+
+
+def test_output_that_breaks_the_tags_schema_is_refused_and_nothing_of_it_stored(cli, tmp_path):
+    store = _store(tmp_path, n=6)
+    plugin = _write(tmp_path, "invalid", INVALID)
+    proc = cli("tag", "--store", store, "--plugin-module", plugin, "--disable", "exact_duplicate", "--json", check=3)
+    det = json.loads(proc.stdout)["detectors"]
+    bad = ["extra_column", "not_rows", "null_tag", "score_out_of_range", "unknown_doc", "wrong_type"]
+    for name in bad:
+        assert (det[name]["tags"], det[name]["errors"], det[name]["pending"]) == (0, 1, 6), name
+        assert det[name]["faults"][0]["kind"] == "invalid_output", name
+    assert det["fine"]["tags"] == 6 and det["fine"]["errors"] == 0
+
+    assert _sql(store, "SELECT DISTINCT detector FROM tags") == [("fine",)]
+    messages = dict(_sql(store, "SELECT detector, message FROM errors WHERE kind = 'invalid_output'"))
+    assert sorted(messages) == bad
+    assert "scores must lie in [0, 1]" in messages["score_out_of_range"]
+    assert "not-a-document-of-this-batch" in messages["unknown_doc"]
+    assert "sneaky" in messages["extra_column"]
+    assert "score" in messages["wrong_type"]
+    assert "tags.tag" in messages["null_tag"]
+    assert "expected None, a list of dicts or a pyarrow Table" in messages["not_rows"]
+    # Nothing was covered, so the next run tries them again.
+    again = json.loads(cli("tag", "--store", store, "--plugin-module", plugin, "--disable", "exact_duplicate",
+                           "--json", check=3).stdout)["detectors"]
+    assert again["score_out_of_range"]["errors"] == 1 and again["fine"]["status"] == "up_to_date"
+
+
+CRASHY = '''
+import os
+import provenance
+
+
+class Crash(provenance.Detector):
+    name = "crash"
+    version = "1"
+    needs = ()
+    def tag_batch(self, batch):
+        os._exit(7)
+
+
+class NoStart(provenance.Detector):
+    name = "no_start"
+    version = "1"
+    needs = ()
+    def __init__(self, **options):
+        raise RuntimeError("model weights not found")
+    def tag_batch(self, batch):
+        return None
+
+
+class Chatty(provenance.Detector):
+    name = "chatty"
+    version = "1"
+    needs = ()
+    def tag_batch(self, batch):
+        print("debug output from a detector")
+        return self.tags(batch.column("doc_id"), "ok")
+
+
+@provenance.hookimpl
+def register_detectors(register):
+    register(Crash)
+    register(NoStart)
+    register(Chatty)
+'''
+
+
+def test_crash_and_failed_start_are_recorded_and_prints_stay_off_stdout(cli, tmp_path):
+    store = _store(tmp_path, n=5)
+    plugin = _write(tmp_path, "crashy", CRASHY)
+    proc = cli("tag", "--store", store, "--plugin-module", plugin, "--disable", "exact_duplicate", "--json", check=3)
+    summary = json.loads(proc.stdout)  # stdout is pure JSON: the detector's print went to stderr
+    assert "debug output from a detector" in proc.stderr
+    det = summary["detectors"]
+    assert det["crash"]["status"] == "stopped" and det["crash"]["faults"][0]["kind"] == "crashed"
+    assert "exit code 7" in det["crash"]["faults"][0]["message"]
+    assert det["no_start"]["status"] == "stopped" and det["no_start"]["faults"][0]["where"] == "start"
+    assert det["chatty"]["tags"] == 5
+    errors = _sql(store, "SELECT detector, kind, message, traceback FROM errors ORDER BY detector")
+    assert [(e[0], e[1]) for e in errors] == [("crash", "crashed"), ("no_start", "crashed")]
+    assert "model weights not found" in errors[1][2] and "RuntimeError" in errors[1][3]
+
+
+CORPUS = '''
+import os
+import provenance
+
+
+class Clusters(provenance.CorpusDetector):
+    name = "clusters"
+    version = "1"
+    category = "duplicate"
+    needs = ("text_sha256",)
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.seen = []
+
+    def observe(self, batch):
+        if os.environ.get("OBSERVE_FAILS"):
+            raise ValueError("cannot observe")
+        self.seen.extend(batch.column("doc_id").to_pylist())
+
+    def finish(self):
+        if os.environ.get("FINISH_FAILS"):
+            raise ValueError("cannot finish")
+        return [{"doc_id": d, "tag": "clustered", "evidence": {"n": len(self.seen)}} for d in self.seen[:2]]
+
+
+@provenance.hookimpl
+def register_detectors(register):
+    register(Clusters)
+'''
+
+
+@pytest.mark.parametrize("fault, where, kind", [("OBSERVE_FAILS", "documents/", "exception"),
+                                                ("FINISH_FAILS", "finish", "exception")])
+def test_corpus_detector_faults_keep_earlier_tags(cli, tmp_path, fault, where, kind):
+    store = _store(tmp_path, n=6)
+    plugin = _write(tmp_path, "corpus", CORPUS)
+    args = ("tag", "--store", store, "--plugin-module", plugin, "--plugins", "clusters", "--batch-size", 3, "--json")
+    first = json.loads(cli(*args, check=0).stdout)["detectors"]["clusters"]
+    assert (first["status"], first["tags"]) == ("ok", 2)
+    make_store(store, [{"url": "https://example.org/new", "text": "A new document arrives."}])
+    proc = cli(*args, env={fault: "1"}, check=3)
+    stats = json.loads(proc.stdout)["detectors"]["clusters"]
+    assert stats["status"] == "stopped"
+    assert any(f["kind"] == kind and (f["where"] or "").startswith(where) for f in stats["faults"])
+    # The earlier output stays live until a complete pass replaces it.
+    assert _sql(store, "SELECT count(*), min(evidence) FROM tags WHERE detector = 'clusters'") == [(2, '{"n": 6}')]
+    again = json.loads(cli(*args, check=0).stdout)["detectors"]["clusters"]
+    assert (again["status"], again["tags"]) == ("ok", 2)
+    assert _sql(store, "SELECT count(*), min(evidence) FROM tags WHERE detector = 'clusters'") == [(2, '{"n": 7}')]
+
+
+# ----- faults at load time ----------------------------------------------------------------------
+def test_wrong_hook_signature_fails_at_load_naming_the_plugin(cli, tmp_path):
+    plugin = _write(tmp_path, "bad_signature", '''
+        import provenance
+
+        @provenance.hookimpl
+        def register_detectors(register, conf):
+            pass
+    ''')
+    for args in (("plugins",), ("tag", "--store", _store(tmp_path, n=1))):
+        proc = cli(*args, "--plugin-module", plugin, check=1)
+        assert "plugin 'bad_signature'" in proc.stderr
+        assert "register_detectors" in proc.stderr and "conf" in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_misspelled_hook_name_fails_via_check_pending(cli, tmp_path):
+    plugin = _write(tmp_path, "typo", '''
+        import provenance
+
+        @provenance.hookimpl
+        def register_detector(register):
+            pass
+    ''')
+    proc = cli("plugins", "--plugin-module", plugin, check=1)
+    assert "plugin 'typo' implements unknown hook 'register_detector'" in proc.stderr
+    assert "misspelled" in proc.stderr and "register_detectors" in proc.stderr
+
+
+def test_duplicate_detector_names_across_plugins_are_an_error(cli, tmp_path):
+    body = '''
+        import provenance
+
+        class Twin(provenance.Detector):
+            name = "twin"
+            version = "1"
+            def tag_batch(self, batch):
+                return None
+
+        @provenance.hookimpl
+        def register_detectors(register):
+            register(Twin)
+    '''
+    first, second = _write(tmp_path, "plugin_one", body), _write(tmp_path, "plugin_two", body)
+    proc = cli("tag", "--store", _store(tmp_path, n=1), "--plugin-module", first, "--plugin-module", second, check=1)
+    assert "detector name 'twin' is registered by both plugin 'plugin_one' and plugin 'plugin_two'" in proc.stderr
+
+
+@pytest.mark.parametrize("body, message", [
+    ("class X:\n    name = 'x'", "is not a subclass of provenance.Detector"),
+    ("class X(provenance.Detector):\n    name = 'Bad-Name'\n    version = '1'", "must be snake_case"),
+    ("class X(provenance.Detector):\n    name = 'x'", "version must be a non-empty string"),
+    ("class X(provenance.Detector):\n    name = 'x'\n    version = '1'", "must implement tag_batch"),
+    ("class X(provenance.Detector):\n    name = 'x'\n    version = '1'\n    needs = ('html',)\n"
+     "    def tag_batch(self, b): return None", "needs unknown column(s) ['html']"),
+    ("class X(provenance.CorpusDetector):\n    name = 'x'\n    version = '1'\n"
+     "    def observe(self, b): pass", "must implement finish()"),
+])
+def test_unusable_detector_classes_are_refused_at_load(cli, tmp_path, body, message):
+    plugin = tmp_path / "refused.py"
+    plugin.write_text("import provenance\n\n" + body + "\n\n@provenance.hookimpl\n"
+                      "def register_detectors(register):\n    register(X)\n")
+    proc = cli("plugins", "--plugin-module", plugin, check=1)
+    assert "plugin 'refused'" in proc.stderr and message in proc.stderr
+
+
+def test_plugin_that_fails_to_import_is_named(cli, tmp_path):
+    plugin = _write(tmp_path, "broken_import", "import no_such_module_anywhere\n")
+    proc = cli("plugins", "--plugin-module", plugin, check=1)
+    assert "'" + str(plugin) + "' failed to import" in proc.stderr and "no_such_module_anywhere" in proc.stderr
