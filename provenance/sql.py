@@ -9,6 +9,8 @@ Views (stable names; add, never rename):
   errors      detector faults recorded by tag runs
   fetches     every crawl fetch attempt (new, changed, unchanged, refused, ...)
   runs        one row per run: command, status, times, stats (JSON)
+  first_seen  one row per distinct text_sha256: when and where that exact text
+              was first fetched, how many documents and domains carry it
 
 Views read only files named by the commit log (a snapshot taken at connect
 time), so a run in progress is never half visible. A tag with a null score
@@ -93,12 +95,25 @@ LEFT JOIN by_tag t USING (doc_id)
 """
 
 
+FIRST_SEEN_SQL = """
+CREATE OR REPLACE VIEW first_seen AS
+SELECT text_sha256,
+       min(fetched_at) AS first_seen_at,
+       arg_min(doc_id, coalesce(fetched_at, TIMESTAMPTZ '9999-12-31')) AS first_doc_id,
+       arg_min(url, coalesce(fetched_at, TIMESTAMPTZ '9999-12-31')) AS first_url,
+       count(*) AS n_documents,
+       count(DISTINCT domain) AS n_domains
+FROM documents WHERE text_sha256 IS NOT NULL GROUP BY text_sha256
+"""
+
+
 def create_views(con: duckdb.DuckDBPyConnection, store: Store, snapshot: Snapshot | None = None) -> Snapshot:
     snapshot = snapshot or store.snapshot()
     for kind in ("documents", "tags", "errors", "fetches"):
         _parquet_view(con, kind, kind, snapshot.paths(kind))
     con.register("_runs", _runs_table(store))
     con.execute("CREATE OR REPLACE VIEW runs AS SELECT * FROM _runs")
+    con.execute(FIRST_SEEN_SQL)
     score_columns = ",\n           ".join(
         f"max(score) FILTER (WHERE category = '{c}') AS {c}_score" for c in SCORE_CATEGORIES)
     score_select = ", ".join(f"c.{c}_score" for c in SCORE_CATEGORIES)

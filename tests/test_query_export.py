@@ -111,3 +111,12 @@ def test_untagged_store_exports_everything_as_unvetted(tmp_path, cli):
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["detectors"] == [] and manifest["counts"]["kept"] == 1
     assert "unvetted" in (tmp_path / "o" / "README.md").read_text()
+
+
+def test_first_seen_gives_the_earliest_fetch_of_each_text(tagged_store):
+    con = provenance.connect(tagged_store)
+    row = con.execute("SELECT first_url, n_documents, n_domains, first_seen_at FROM first_seen f "
+                      "JOIN documents d ON d.text_sha256 = f.text_sha256 WHERE d.url = 'https://site4.org/p'"
+                      ).fetchone()
+    assert row[0] == "https://site0.org/p" and row[1:3] == (3, 3) and row[3].day == 1
+    assert con.execute("SELECT count(*) FROM first_seen").fetchone()[0] == 4
