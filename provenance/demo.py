@@ -47,15 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     store, export = out / "store", out / "export"
     if args.site == "shared" or (args.site == "auto" and SHARED_SITE.is_dir()):
-        site, what = SHARED_SITE, "Git's HTML documentation (../shared)"
+        # Its index.html is a git symlink checked out as a file that just says "git.html".
+        site, what, start = SHARED_SITE, "Git's HTML documentation (../shared)", "git.html"
     else:
-        site, what = out / "site", "a generated fixture site"
+        site, what, start = out / "site", "a generated fixture site", "index.html"
         if not site.exists():
             generate_site(site)
     try:
         with serve(site) as base:
             print(f"Serving {what} at {base} (loopback only)\n")
-            sh("crawl", base + "index.html", "--store", str(store), "--allow-private", "--crawl-id", "demo",
+            sh("crawl", base + start, "--store", str(store), "--allow-private", "--crawl-id", "demo",
                ok=(0, 3))
         print()
         sh("tag", "--store", str(store))
