@@ -1,7 +1,8 @@
 """Crawling and archive import (installed as ``provenance.crawlers``).
 
 Entry points used by the CLI:
-  CrawlRequest / run_crawl(store, request) -> CrawlResult    Scrapy crawls (site, sitemap, URL list)
+  CrawlRequest / run_crawl(store, request) -> CrawlResult    Scrapy crawls (site, sitemap, URL list);
+                                                             see docs/CRAWLING.md and run.py
   provenance.crawlers.warc.ingest_warc(...)                  WARC/WET import, called by provenance.ingest
 """
 
@@ -20,6 +21,14 @@ class CrawlRequest:
     settings: dict = field(default_factory=dict)  # the [crawl] section merged with CLI overrides
 
 
+class CrawlError(Exception):
+    """A crawl that could not run (bad request, worker failure); ``exit_code`` is what the CLI exits with."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 @dataclass
 class CrawlResult:
     run_id: str
@@ -29,9 +38,12 @@ class CrawlResult:
 
     def summary_line(self) -> str:
         s = self.stats
-        return (f"crawl {self.crawl_id}: {s.get('pages', 0)} pages, {s.get('stored', 0)} stored, "
-                f"{s.get('unchanged', 0)} unchanged, {s.get('errors', 0)} errors "
-                f"in {s.get('duration_s', 0):.1f}s (run {self.run_id})")
+        line = (f"crawl {self.crawl_id}: {s.get('pages', 0)} pages, {s.get('stored', 0)} stored, "
+                f"{s.get('unchanged', 0) + s.get('not_modified', 0)} unchanged, {s.get('errors', 0)} errors")
+        for key in ("robots_denied", "refused", "integrity_mismatch"):
+            if s.get(key):
+                line += f", {s[key]} {key.replace('_', ' ')}"
+        return line + f" in {s.get('duration_s', 0):.1f}s (run {self.run_id})"
 
 
 def run_crawl(store, request: CrawlRequest) -> CrawlResult:

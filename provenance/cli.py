@@ -135,7 +135,7 @@ def crawl(urls, store_dir, config_file, url_file, sitemaps, crawl_id, max_pages,
     Re-crawls are incremental: unchanged pages are recorded as such, changed
     pages become new versions linked to the old ones.
     """
-    from provenance.crawlers import CrawlRequest, run_crawl
+    from provenance.crawlers import CrawlError, CrawlRequest, run_crawl
 
     if not (urls or url_file or sitemaps):
         raise click.UsageError("give start URLs, --urls FILE or --sitemap URL")
@@ -146,7 +146,10 @@ def crawl(urls, store_dir, config_file, url_file, sitemaps, crawl_id, max_pages,
         overrides["obey_robots"] = False
     request = CrawlRequest(start_urls=list(urls), url_file=url_file, sitemaps=list(sitemaps), crawl_id=crawl_id,
                            settings={**settings["crawl"], **overrides})
-    result = run_crawl(store, request)
+    try:
+        result = run_crawl(store, request)  # a child process does the crawl; StoreLocked -> exit 75
+    except CrawlError as exc:
+        raise Failure(str(exc), exc.exit_code) from None
     if stats_file:
         stats_file.write_text(json.dumps(result.stats, indent=2, default=str) + "\n")
     click.echo(result.summary_line())
@@ -185,8 +188,7 @@ def tag(store_dir, config_file, enable, disable, batch_size, time_budget, isolat
     if as_json:
         click.echo(summary_json(summary))
     print_summary(summary)
-    n_tags = sum(s.tags for s in summary.detectors.values())
-    click.echo(f"tag: run {summary.run_id}: {len(summary.detectors)} detector(s), {n_tags} tags, "
+    click.echo(f"tag: run {summary.run_id}: {len(summary.detectors)} detector(s), {summary.tags} tags, "
                f"{summary.errors} error(s) -> {store.root}", err=as_json)
     sys.exit(exitcodes.PARTIAL if summary.errors else exitcodes.OK)
 
@@ -271,29 +273,40 @@ def export(store_dir, config_file, where, out_dir, include_raw, overwrite):
 # ----- plugins --------------------------------------------------------------------------------
 @cli.group(invoke_without_command=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--hook", help="Only plugins implementing this hook.")
+@click.option("--hook", help="Only plugins implementing this hook (e.g. register_detectors).")
 @click.option("--plugin-module", "plugin_modules", multiple=True, metavar="MODULE_OR_FILE",
               help="Also load a plugin from an importable module or a .py file.")
 @click.pass_context
 @handle_errors
 def plugins(ctx, fmt, hook, plugin_modules):
-    """List installed plugins with version, distribution, hooks and detectors."""
+    """List every plugin, built-ins included: version, distribution, hooks, detectors and categories.
+
+    PROVENANCE_LOAD_PLUGINS='' lists the built-ins only (and is the way to
+    get going again when an installed plugin breaks loading).
+    """
     if ctx.invoked_subcommand is not None:
         return
     from provenance.pluginmanager import get_plugin_manager, load_plugin_modules, plugin_listing
 
     pm = get_plugin_manager()
     load_plugin_modules(pm, plugin_modules)
+    if hook is not None and hook not in pm.hook_names():
+        raise Failure(f"--hook {hook!r}: no such hook; hooks are: {', '.join(pm.hook_names())}", exitcodes.USAGE)
     listing = [p for p in plugin_listing(pm) if hook is None or hook in p["hooks"]]
     if fmt == "json":
         click.echo(json.dumps(listing, indent=2))
         return
     for p in listing:
-        kind = "built-in" if p["builtin"] else (p["distribution"] or "local module")
-        click.echo(f"{p['name']} {p['version']} ({kind}) hooks: {', '.join(p['hooks'])}")
+        kind = "built-in" if p["builtin"] else (p["distribution"] or f"module {p['module']}")
+        click.echo(f"{p['name']} {p['version']} ({kind})")
+        click.echo(f"    hooks: {', '.join(p['hooks']) or '-'}; categories: {', '.join(p['categories']) or '-'}")
         for d in p["detectors"]:
-            click.echo(f"    {d['name']} v{d['version']} [{d['category']}] "
-                       f"{'corpus-level' if d['corpus_level'] else 'per-document'}, needs: {', '.join(d['needs'])}")
+            options = ", ".join(f"{k}={v!r}" for k, v in d["options"].items()) or "none"
+            click.echo(f"    detector {d['name']} v{d['version']} [{d['category']}] "
+                       f"{'corpus-level' if d['corpus_level'] else 'per-document'}; "
+                       f"needs: {', '.join(d['needs']) or 'doc_id only'}; options: {options}")
+    if not listing:
+        click.echo("no plugins" + (f" implement {hook}" if hook else ""))
 
 
 @cli.group()
@@ -307,23 +320,33 @@ def plugin():
               show_default=True, help="Where to create the package directory.")
 @handle_errors
 def plugin_new(name, parent):
-    """Create an installable plugin package provenance-NAME with one detector, its test and its entry point."""
-    from provenance.scaffold import new_plugin
+    """Create an installable plugin package provenance-NAME with one detector, its test and its entry point.
 
-    path = new_plugin(name, parent)
-    click.echo(f"created {path}; next: pip install -e {path} && provenance plugins")
+    NAME: lower-case words joined by '-' or '_' (e.g. short-text), without the provenance- prefix.
+    """
+    from provenance.scaffold import ScaffoldError, new_plugin
+
+    try:
+        path = new_plugin(name, parent)
+    except ScaffoldError as exc:
+        raise Failure(str(exc), exitcodes.USAGE) from None
+    click.echo(f"created {path}")
+    click.echo(f"next: pip install -e '{path}[test]' && provenance plugins && pytest {path}")
 
 
 def _register_plugin_commands() -> None:
     """Commands added by plugins (register_commands hook); a broken plugin must not break the CLI."""
-    from provenance.pluginmanager import PluginLoadError, get_plugin_manager
+    from provenance.pluginmanager import PluginLoadError, get_plugin_manager, load_plugin_modules
 
     try:
         pm = get_plugin_manager()
+        load_plugin_modules(pm, [])  # PROVENANCE_PLUGIN_MODULES
+        pm.hook.register_commands(cli=cli)
     except PluginLoadError as exc:
         click.echo(f"provenance: warning: {exc}", err=True)
-        return
-    pm.hook.register_commands(cli=cli)
+    except Exception as exc:  # a plugin's register_commands raising
+        click.echo(f"provenance: warning: a plugin's register_commands failed: {type(exc).__name__}: {exc}",
+                   err=True)
 
 
 def main() -> None:

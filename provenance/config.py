@@ -42,14 +42,19 @@ DEFAULTS: dict = {
         "max_depth": 20,
         "allow_private": False,
         "obey_robots": True,
+        "concurrency": 16,  # requests in flight in all
         "concurrency_per_host": 4,
         "autothrottle": True,
         "download_timeout_s": 30,
         "max_size_bytes": 32 * 1024 * 1024,
         "warn_size_bytes": 8 * 1024 * 1024,
         "max_redirects": 10,
-        "user_agent": None,  # None: "provenance-guard/<version> (+https://github.com/provenance-guard)"
-        "jobdir": True,
+        # None: "provenance-guard/<version> (+https://github.com/provenance-guard/provenance-guard)"
+        "user_agent": None,
+        "jobdir": True,  # keep resumable state under STORE/_jobs/<crawl_id>/
+        "store_non_html": True,  # False: non-HTML bodies are only recorded in fetches (outcome non_html)
+        "extract_workers": None,  # text-extraction processes; None: one per CPU (at most 4); 0: inline
+        "flush_rows": 500,  # fetches per commit: bounds what a kill can lose
     },
     "ingest": {"flush_rows": 500},
     "tag": {

@@ -3,7 +3,9 @@
 Used by ``make demo``, the crawl tests and ``bench/crawl.py``. The server is
 the standard library's, bound to 127.0.0.1 only, answering ETag /
 If-None-Match and Last-Modified / If-Modified-Since with 304 like a real web
-server, so incremental re-crawls are exercised for real.
+server, so incremental re-crawls are exercised for real. Tests add fixed
+responses (redirects, compressed bodies) and slowness through ``serve()``'s
+keyword arguments.
 """
 
 from __future__ import annotations
@@ -13,8 +15,13 @@ import hashlib
 import http.server
 import io
 import random
+import shutil
+import stat as stat_module
+import sys
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from email.utils import formatdate
 from functools import partial
 from pathlib import Path
@@ -80,13 +87,60 @@ def generate_site(root: str | Path, pages: int = 24, seed: int = 7) -> list[str]
     return ["index.html", *names, "data/report.bin"]
 
 
+@dataclass(frozen=True)
+class Route:
+    """A fixed response served at one path instead of a file: a redirect, or bytes with chosen headers
+    (e.g. a gzip body with ``Content-Encoding: gzip``)."""
+
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+
+def redirect(location: str, status: int = 301) -> Route:
+    return Route(status, (("Location", location),))
+
+
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Static files with ETag and Last-Modified, answering conditional requests with 304."""
+    """Static files with ETag and Last-Modified, answering conditional requests with 304.
+
+    Set on the server: ``routes`` (path -> Route), ``delay_s`` (sleep before each
+    answer: a slow site), ``request_log`` (a list; each request's method, path
+    and headers are appended) and ``load`` (a dict: requests in progress and the peak).
+    """
 
     def log_message(self, format, *args):  # quiet: tests and the demo print their own summaries
         pass
 
     def send_head(self):
+        server = self.server
+        if getattr(server, "request_log", None) is not None:
+            server.request_log.append((self.command, self.path, dict(self.headers.items())))
+        load = getattr(server, "load", None)
+        if load is None:
+            return self._send_head()
+        with server.load_lock:  # requests being answered at once: what a politeness test looks at
+            load["active"] = load.get("active", 0) + 1
+            load["peak"] = max(load.get("peak", 0), load["active"])
+        try:
+            return self._send_head()
+        finally:
+            with server.load_lock:
+                load["active"] -= 1
+
+    def _send_head(self):
+        server = self.server
+        if getattr(server, "delay_s", 0):
+            time.sleep(server.delay_s)
+        route = (getattr(server, "routes", None) or {}).get(self.path.split("?", 1)[0])
+        if route is not None:
+            self.send_response(route.status)
+            for name, value in route.headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(route.body)))
+            self._etag = None
+            self.end_headers()
+            return io.BytesIO(route.body)
         path = Path(self.translate_path(self.path))
         if path.is_file() and path.suffix in (".xml", ".txt") and b"__BASE__" in path.read_bytes():
             body = path.read_bytes().replace(b"__BASE__", f"http://{self.headers.get('Host')}".encode())
@@ -117,12 +171,29 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         super().end_headers()
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # socketserver's 5 makes bursts of connections wait for SYN retries (1 s)
+
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return  # the client hung up (a crawler stopping a too-large download): not worth a traceback
+        super().handle_error(request, client_address)
+
+
 @contextlib.contextmanager
-def serve(root: str | Path, port: int = 0) -> Iterator[str]:
-    """Serve ``root`` on 127.0.0.1 (a free port by default); yields the base URL ending in '/'."""
+def serve(root: str | Path, port: int = 0, *, routes: dict[str, Route] | None = None, delay_s: float = 0.0,
+          request_log: list | None = None, load: dict | None = None) -> Iterator[str]:
+    """Serve ``root`` on 127.0.0.1 (a free port by default); yields the base URL ending in '/'.
+
+    ``routes`` maps absolute paths ('/old.html') to fixed responses; ``delay_s``
+    slows every answer down; ``request_log`` collects (method, path, headers);
+    ``load`` (a dict) gets 'peak': the most requests answered at once.
+    """
     handler = partial(_Handler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", port), handler)
+    server.routes, server.delay_s, server.request_log = dict(routes or {}), delay_s, request_log
+    server.load, server.load_lock = load, threading.Lock()
     thread = threading.Thread(target=server.serve_forever, name="provenance-site", daemon=True)
     thread.start()
     try:
@@ -130,3 +201,24 @@ def serve(root: str | Path, port: int = 0) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def copy_site(src: str | Path, dst: str | Path) -> Path:
+    """Copy a static site to ``dst`` (writable, for serving or editing), restoring git symlinks.
+
+    A symlink checked out where symlinks are not kept becomes a small file holding
+    the target's name (git-htmldocs' index.html reads 'git.html'); such a file is
+    turned back into a real symlink, so the server answers with the target page.
+    """
+    src, dst = Path(src), Path(dst)
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    for path in dst.rglob("*"):
+        path.chmod(path.stat().st_mode | stat_module.S_IWUSR)
+        if path.is_file() and not path.is_symlink() and path.stat().st_size < 256:
+            target = path.read_bytes().strip()
+            if target and b"\n" not in target and b" " not in target and b"/" not in target \
+                    and (path.parent / target.decode("utf-8", "replace")).is_file() \
+                    and target.decode("utf-8", "replace") != path.name:
+                path.unlink()
+                path.symlink_to(target.decode())
+    return dst

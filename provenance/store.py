@@ -182,6 +182,8 @@ class Store:
     def runs(self) -> list[dict]:
         out = []
         for path in sorted((self.root / "runs").glob("*.json")):
+            if path.name.endswith(".stats.json"):
+                continue  # a crawl's stats file beside its run record, not a run record
             with contextlib.suppress(OSError, json.JSONDecodeError):
                 out.append(json.loads(path.read_text()))
         return out

@@ -1,0 +1,167 @@
+"""Resumable crawls: Scrapy's JOBDIR plus a journal that survives SIGKILL.
+
+Scrapy's JOBDIR (``STORE/_jobs/<crawl_id>/``) persists the request queue and
+the seen-request fingerprints, but only on a *graceful* stop (Ctrl-C once,
+SIGTERM): the queue's index is written when the spider closes. After a
+SIGKILL or a power cut it is stale, and requests popped for download whose
+results were not yet committed are gone from it.
+
+So the spider also appends to ``frontier.jsonl`` in the same directory:
+
+  {"s": url, "k": kind, "d": depth}   before a request is handed to Scrapy
+  {"c": [url, ...]}                   after a store commit that holds those URLs' fetch rows
+
+Resuming then means:
+  * graceful stop (a ``paused`` marker was written): Scrapy restores its own
+    queue; the journal only tells the spider what it already requested/finished;
+  * anything else: Scrapy's queue files are discarded and every URL requested
+    but not committed is requested again. Pages committed before the kill are
+    not fetched again; a page fetched twice is stored once anyway, because
+    DocumentSink drops doc_ids the store already has.
+
+A crawl that finishes (reason 'finished') deletes its job directory, so the
+next crawl of the same crawl_id is a fresh, incremental re-crawl.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from w3lib.url import canonicalize_url
+
+JOURNAL = "frontier.jsonl"
+PAUSED = "paused"
+# Scrapy's own JOBDIR files (scheduler queue, dupefilter, spider state).
+SCRAPY_STATE = ("requests.queue", "requests.seen", "spider.state")
+
+
+def url_key(url: str) -> str:
+    """The identity of a URL for 'already requested': what Scrapy's fingerprints use (no fragment, sorted query)."""
+    return canonicalize_url(url)
+
+
+@dataclass
+class Pending:
+    url: str
+    kind: str  # 'page' or 'sitemap'
+    depth: int
+
+
+@dataclass
+class Journal:
+    """The frontier journal of one crawl_id. ``open()`` reads what a previous run left."""
+
+    jobdir: Path
+    spider: str
+    requested: set[str] = field(default_factory=set)  # url_key of everything requested in this job
+    committed: set[str] = field(default_factory=set)  # url_key of everything whose fetch row is committed
+    resumed: str | None = None  # None (fresh), 'paused' (graceful stop) or 'killed'
+    pending: list[Pending] = field(default_factory=list)  # to request again after a kill
+    _fh: object = None
+
+    @classmethod
+    def open(cls, jobdir: Path, spider: str) -> Journal:
+        jobdir = Path(jobdir)
+        journal = cls(jobdir, spider)
+        path = jobdir / JOURNAL
+        if path.exists():
+            journal._load(path)
+        if journal.resumed is None and jobdir.exists():
+            shutil.rmtree(jobdir)  # leftovers of another spider kind, or Scrapy state without our journal
+        jobdir.mkdir(parents=True, exist_ok=True)
+        if journal.resumed == "killed":
+            # Scrapy's queue index is stale after a kill; we re-request from the journal instead.
+            for name in SCRAPY_STATE:
+                target = jobdir / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink(missing_ok=True)
+        (jobdir / PAUSED).unlink(missing_ok=True)  # from now on, only a graceful close writes it again
+        journal._fh = open(path, "a", buffering=1, encoding="utf-8")  # line-buffered: each line hits the OS
+        if journal.resumed is None:
+            journal._write({"spider": spider})
+        return journal
+
+    def _load(self, path: Path) -> None:
+        header, scheduled = None, {}
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by the kill
+                if "spider" in entry:
+                    header = header or entry
+                elif "s" in entry:
+                    scheduled.setdefault(url_key(entry["s"]), Pending(entry["s"], entry.get("k", "page"),
+                                                                      int(entry.get("d", 0))))
+                elif "c" in entry:
+                    self.committed.update(url_key(u) for u in entry["c"])
+        if header is None or header.get("spider") != self.spider:
+            return  # not ours to resume
+        self.requested = set(scheduled)
+        self.resumed = "paused" if (path.parent / PAUSED).exists() else "killed"
+        if self.resumed == "killed":
+            self.pending = [p for key, p in scheduled.items() if key not in self.committed]
+
+    def _write(self, entry: dict) -> None:
+        self._fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
+
+    def should_request(self, url: str) -> bool:
+        """True once per URL per job: False for anything already requested (in this run or before the stop)."""
+        key = url_key(url)
+        if key in self.requested:
+            return False
+        self.requested.add(key)
+        return True
+
+    def scheduled(self, url: str, kind: str, depth: int) -> None:
+        self._write({"s": url, "k": kind, "d": depth})
+
+    def mark_committed(self, urls: list[str]) -> None:
+        if urls:
+            self._write({"c": urls})
+            self.committed.update(url_key(u) for u in urls)
+
+    def close(self, finish_reason: str | None) -> None:
+        """'finished': the job is done, remove it. Graceful stop: leave a marker so the next run trusts Scrapy."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if finish_reason == "finished":
+            shutil.rmtree(self.jobdir, ignore_errors=True)
+        elif finish_reason == "shutdown":
+            with contextlib.suppress(OSError):
+                (self.jobdir / PAUSED).write_text("stopped gracefully; Scrapy's queue is valid\n")
+
+
+class NoJournal:
+    """Stands in when crawl.jobdir is false: no resume, dedup within the run only."""
+
+    resumed = None
+    pending: list = []
+    committed: set = frozenset()
+
+    def __init__(self):
+        self.requested: set[str] = set()
+
+    def should_request(self, url: str) -> bool:
+        key = url_key(url)
+        if key in self.requested:
+            return False
+        self.requested.add(key)
+        return True
+
+    def scheduled(self, url, kind, depth) -> None:
+        pass
+
+    def mark_committed(self, urls) -> None:
+        pass
+
+    def close(self, finish_reason) -> None:
+        pass

@@ -1,0 +1,187 @@
+"""Downloader middlewares and the DNS resolver of a provenance crawl.
+
+NetGuardMiddleware          the SSRF guard: refuses requests whose host resolves to a
+                            non-public address (netguard.check_url) before anything is sent
+GuardedResolver             the same rule on the address Twisted actually connects to
+RobotsTxtMiddleware         Scrapy's, fixed so that every request waiting for a host's
+                            robots.txt is checked against it
+ProvenanceDownloaderMiddleware
+                            sends conditional requests for URLs the store already holds and
+                            notes, per response, when it came and its headers as received
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware as ScrapyRobotsTxtMiddleware
+from scrapy.exceptions import IgnoreRequest
+from scrapy.resolver import CachingThreadedResolver
+from scrapy.utils.defer import maybe_deferred_to_future
+from scrapy.utils.httpobj import urlparse_cached
+from twisted.internet.defer import Deferred
+from twisted.internet.error import DNSLookupError
+from twisted.internet.threads import deferToThread
+
+from provenance.crawlers import netguard
+
+if TYPE_CHECKING:
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+
+log = logging.getLogger("provenance.crawl")
+
+# request.meta key holding what ProvenanceDownloaderMiddleware saw (survives redirects: meta is copied).
+META_RECEIVED = "provenance_received"
+
+
+class RefusedRequest(IgnoreRequest):
+    """Raised for a request the SSRF guard refuses; the request's errback records it as 'refused'."""
+
+
+class RefusedLookup(DNSLookupError):
+    """The resolver's refusal (a host that re-resolved to a forbidden address after the first check)."""
+
+
+class NetGuardMiddleware:
+    """Refuse private, loopback, link-local, multicast, reserved and unspecified addresses (after DNS).
+
+    ``PROVENANCE_ALLOW_PRIVATE`` (crawl.allow_private, --allow-private) opts in to
+    private, loopback and link-local addresses. Host decisions are cached for the crawl.
+    """
+
+    def __init__(self, crawler: Crawler):
+        self.crawler = crawler
+        self.allow_private = crawler.settings.getbool("PROVENANCE_ALLOW_PRIVATE")
+        self._refusals: dict[tuple[str, int | None], netguard.RefusedAddress | None] = {}  # per host
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> NetGuardMiddleware:
+        return cls(crawler)
+
+    def _decide(self, url: str) -> netguard.RefusedAddress | None:
+        """Runs in a thread: getaddrinfo blocks."""
+        try:
+            netguard.check_url(url, self.allow_private)
+        except netguard.RefusedAddress as exc:
+            return exc
+        except (OSError, UnicodeError):
+            return None  # does not resolve: let the download fail as a DNS error, recorded as such
+        return None
+
+    async def process_request(self, request: Request, spider=None) -> None:
+        parts = urlparse_cached(request)
+        try:
+            key = (parts.hostname or "", parts.port)
+        except ValueError:  # a port that is not a number
+            key = (parts.netloc, None)
+        if parts.scheme not in netguard.ALLOWED_SCHEMES or not key[0]:
+            refusal = self._decide(request.url)  # refuses without resolving anything
+        elif key in self._refusals:
+            refusal = self._refusals[key]
+        else:
+            refusal = await maybe_deferred_to_future(deferToThread(self._decide, request.url))
+            self._refusals[key] = refusal
+        if refusal is not None:
+            # The cached decision is per host; the message names this request's URL.
+            message = str(netguard.RefusedAddress(request.url, refusal.reason, refusal.address, refusal.can_opt_in))
+            self.crawler.stats.inc_value("provenance/refused")
+            log.warning("%s", message)
+            raise RefusedRequest(message)
+
+
+class GuardedResolver(CachingThreadedResolver):
+    """Scrapy's caching resolver, refusing forbidden addresses at connection time (DNS rebinding)."""
+
+    allow_private = False
+
+    @classmethod
+    def from_crawler(cls, crawler, reactor):
+        resolver = super().from_crawler(crawler, reactor)
+        resolver.allow_private = crawler.settings.getbool("PROVENANCE_ALLOW_PRIVATE")
+        return resolver
+
+    def getHostByName(self, name: str, timeout=()):  # noqa: N802 (Twisted's name)
+        d = super().getHostByName(name, timeout)
+        d.addCallback(self._check, name)
+        return d
+
+    def _check(self, address: str, name: str) -> str:
+        problem = netguard.address_problem(address, self.allow_private)
+        if problem is not None:
+            raise RefusedLookup(f"refused: {name} resolved to {problem}")
+        return address
+
+
+class RobotsTxtMiddleware(ScrapyRobotsTxtMiddleware):
+    """Scrapy's robots.txt middleware with a fix for requests that arrive while robots.txt is loading.
+
+    Scrapy (2.13 and later) has those requests await the one shared Deferred of the
+    host's parser. Under the asyncio reactor that means turning it into an asyncio
+    Future, which consumes its result: the first waiter got the parser and every
+    other one got None ("no robots.txt") and was fetched unchecked. We run Twisted's
+    own reactor (see settings.py), where this does not happen, but keep the fix so
+    that switching reactors cannot silently break robots.txt. Each waiter gets its
+    own Deferred, fired with the parser.
+    """
+
+    async def robot_parser(self, request: Request):
+        pending = self._parsers.get(urlparse_cached(request).netloc)
+        if isinstance(pending, Deferred):
+            mine: Deferred = Deferred()
+
+            def relay(parser):
+                mine.callback(parser)
+                return parser  # leave the result for the next waiter
+
+            pending.addCallback(relay)
+            return await maybe_deferred_to_future(mine)
+        return await super().robot_parser(request)
+
+
+# Only the async robot_parser (Scrapy >= 2.13) has the bug; older Scrapy keeps its own middleware.
+ROBOTS_FIX_NEEDED = inspect.iscoroutinefunction(ScrapyRobotsTxtMiddleware.robot_parser)
+
+
+class ProvenanceDownloaderMiddleware:
+    """Conditional requests for known URLs; the received time and headers of every response.
+
+    Scrapy's HttpCacheMiddleware is not used: it would answer from a local cache,
+    while we want the origin's own 304 and to record it.
+    """
+
+    def __init__(self, crawler: Crawler):
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> ProvenanceDownloaderMiddleware:
+        return cls(crawler)
+
+    def process_request(self, request: Request, spider=None) -> None:
+        # Redirect hops inherit the first request's conditional headers (Scrapy copies headers), which is
+        # right: the stored version was recorded under the first URL.
+        if "redirect_urls" in request.meta or request.meta.get("provenance_kind") != "page":
+            return
+        session = getattr(self.crawler.spider, "session", None)
+        known = session.known.get(request.url) if session is not None else None
+        if known is None:
+            return
+        if known.etag:
+            request.headers.setdefault(b"If-None-Match", known.etag.encode("latin-1", "replace"))
+        if known.last_modified:
+            request.headers.setdefault(b"If-Modified-Since", known.last_modified.encode("latin-1", "replace"))
+
+    def process_response(self, request: Request, response: Response, spider=None) -> Response:
+        request.meta[META_RECEIVED] = {
+            "fetched_at": datetime.now(timezone.utc),
+            # As received: in order of first appearance, repeated headers kept as separate entries,
+            # Content-Encoding still present (HttpCompressionMiddleware removes it after decoding).
+            "headers": [(name.decode("latin-1"), value.decode("latin-1"))
+                        for name, values in response.headers.items() for value in values],
+            "ip": str(response.ip_address) if response.ip_address is not None else None,
+        }
+        return response

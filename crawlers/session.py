@@ -1,0 +1,338 @@
+"""One crawl's bookkeeping, independent of Scrapy: what the store already knows, what each fetch
+turned out to be, and committing documents, fetch rows and integrity tags together.
+
+Outcomes (the ``fetches.outcome`` column), for each page fetch:
+
+  new                 a 200 whose URL the store did not know: stored
+  changed             a 200 whose content differs from the latest known version of the URL: stored
+                      with previous_doc_id = that version (not stored again if it equals an older one)
+  unchanged           a 200 whose document (same URL, same bytes) is already stored
+  not_modified        a 304 to our conditional request: doc_id is the known version, nothing stored
+  non_html            a non-HTML body when crawl.store_non_html is false (and every sitemap fetched)
+  integrity_mismatch  URL lists: the body matches neither the expected raw nor text sha256
+  robots_denied       robots.txt disallows the URL; nothing sent
+  refused             the SSRF guard refused the address; nothing sent
+  error               anything else (HTTP 4xx/5xx, DNS, timeout, too large, ...); ``error`` says which
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import provenance
+from provenance import exitcodes
+from provenance.crawlers.items import FetchedPage
+from provenance.documents import DocumentSink, existing_doc_ids
+from provenance.store import Run, Store, file_sha256, safe_name, utcnow
+
+# Outcomes that mean "we have the page's content" (stored now or before).
+FETCHED = ("new", "changed", "unchanged", "not_modified", "non_html", "integrity_mismatch")
+# A commit at least this often, so a kill loses little even on a slow crawl.
+FLUSH_INTERVAL_S = 60.0
+FLUSH_BYTES = 64 * 1024 * 1024
+
+INTEGRITY_DETECTOR = "url_list_integrity"
+INTEGRITY_PLUGIN = "provenance-crawl"
+INTEGRITY_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Known:
+    """The latest version of a URL the store holds: what conditional requests and 'changed' compare with."""
+
+    doc_id: str
+    etag: str | None
+    last_modified: str | None
+    raw_sha256: str
+    text_sha256: str | None
+
+
+# The latest version per URL: the newest of (documents stored, fetches that confirmed a document), so a
+# page that went back to an older version (A -> B -> A) is compared with A, not B.
+_KNOWN_SQL = """
+WITH seen AS (
+    SELECT url, doc_id, fetched_at FROM documents
+    UNION ALL
+    SELECT url, doc_id, fetched_at FROM fetches
+    WHERE doc_id IS NOT NULL AND outcome IN ('new', 'changed', 'unchanged', 'not_modified', 'integrity_mismatch')
+),
+latest AS (
+    SELECT url, arg_max(doc_id, coalesce(fetched_at, TIMESTAMPTZ '1970-01-01 00:00:00+00')) AS doc_id
+    FROM seen GROUP BY url
+)
+SELECT l.url, d.doc_id, d.etag, d.last_modified, d.raw_sha256, d.text_sha256
+FROM latest l JOIN (SELECT DISTINCT ON (doc_id) * FROM documents) d USING (doc_id)
+"""
+
+# URLs this crawl_id fetched successfully before: a re-crawl requests them again (conditionally), so a page
+# answered with 304 does not hide the pages only it links to.
+_PREVIOUS_URLS_SQL = f"""
+SELECT url FROM fetches
+WHERE crawl_id = ? AND outcome IN ({", ".join(repr(o) for o in FETCHED)})
+GROUP BY url ORDER BY min(fetched_at), url
+"""
+
+
+def load_known(store: Store, crawl_id: str) -> tuple[dict[str, Known], list[str]]:
+    """(latest known version per URL, URLs previously fetched by ``crawl_id``), read with DuckDB."""
+    from provenance.sql import connect
+
+    con = connect(store)
+    try:
+        known = {url: Known(doc_id, etag, lm, raw, text)
+                 for url, doc_id, etag, lm, raw, text in con.execute(_KNOWN_SQL).fetchall()}
+        previous = [r[0] for r in con.execute(_PREVIOUS_URLS_SQL, [crawl_id]).fetchall()]
+    finally:
+        con.close()
+    return known, previous
+
+
+# How a failure is named in fetches.error and stats.errors_by_kind: exception class names anywhere in the
+# cause chain first (Scrapy wraps Twisted's errors), then words of the message.
+_KINDS_BY_CLASS = (("dnslookup", "dns"), ("cannotresolvehost", "dns"), ("timeout", "timeout"),
+                   ("timedout", "timeout"), ("connectionrefused", "connection_refused"),
+                   ("responseneverreceived", "connection_lost"), ("connectionlost", "connection_lost"),
+                   ("connectiondone", "connection_lost"))
+_KINDS_BY_MESSAGE = (("max redirections", "too_many_redirects"),
+                     ("download max size", "too_large"),  # Content-Length, or the body as it streams
+                     ("download_maxsize", "too_large"),  # the body as it decompresses (bombs)
+                     ("offsite", "offsite_redirect"))
+
+
+def error_kind(exc: BaseException | None, status: int | None = None) -> str:
+    """A short, stable name for what went wrong: http_404, dns, timeout, too_large, ..."""
+    if status is not None and status >= 400:
+        return f"http_{status}"
+    if exc is None:
+        return "unknown"
+    names = [type(e).__name__.lower() for e in exception_chain(exc)]
+    for needle, kind in _KINDS_BY_CLASS:
+        if any(needle in name for name in names):
+            return kind
+    message = str(exc).lower()
+    for needle, kind in _KINDS_BY_MESSAGE:
+        if needle in message:
+            return kind
+    return type(exc).__name__
+
+
+def exception_chain(exc: BaseException | None) -> list[BaseException]:
+    """``exc`` and what caused it (__cause__/__context__, and Twisted's ``reasons`` lists)."""
+    out, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        out.append(exc)
+        # Twisted's ResponseNeverReceived etc. keep their causes in .reasons
+        reasons = getattr(exc, "reasons", None)
+        if reasons:
+            out.extend(getattr(r, "value", r) for r in reasons)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
+class CrawlSession:
+    """Records every fetch of one crawl run and commits documents, fetch rows and tags in chunks.
+
+    Each commit carries the documents *and* the fetch rows of the same pages (we
+    flush on our own cadence, not DocumentSink's), then the URLs are marked done
+    in the journal, so a resumed crawl re-requests exactly what was not committed.
+    """
+
+    def __init__(self, store: Store, run: Run, *, crawl_id: str, spider: str, settings_hash: str,
+                 journal, flush_rows: int = 500, url_list: Path | None = None, progress_every: int = 100):
+        self.store, self.run = store, run
+        self.crawl_id, self.spider, self.settings_hash = crawl_id, spider, settings_hash
+        self.journal = journal
+        self.flush_rows = max(1, int(flush_rows))
+        self.known, self.previous_urls = load_known(store, crawl_id)
+        snapshot = store.snapshot()
+        # DocumentSink must never flush on its own: see the class docstring.
+        self.sink = DocumentSink(run, crawl_id, existing_doc_ids(snapshot), flush_rows=sys.maxsize,
+                                 flush_bytes=sys.maxsize)
+        self.counts: Counter = Counter()
+        self.errors_by_kind: Counter = Counter()
+        self.bytes = 0
+        self.started = time.monotonic()
+        self.started_at = utcnow()
+        self._fetch_rows: list[dict] = []
+        self._tag_rows: list[dict] = []
+        self._done_urls: list[str] = []
+        self._pending_bytes = 0
+        self._last_flush = time.monotonic()
+        self.progress_every = progress_every if sys.stderr.isatty() else 0
+        # URL-list integrity tags: keyed by the list file's hash, written once per document.
+        self.list_hash = file_sha256(url_list)[:16] if url_list else None
+        self.tag_key = safe_name(f"v{INTEGRITY_VERSION}-p{provenance.__version__}-{self.list_hash}") \
+            if self.list_hash else None
+        self.url_list = str(url_list) if url_list else None
+        self._tagged = self._already_tagged(snapshot) if self.tag_key else set()
+
+    # ----- outcomes -----------------------------------------------------------------------
+    def page_document(self, page: FetchedPage, row: dict) -> str:
+        """A 200 (or other 2xx) body built into ``row`` by build_document; returns the outcome."""
+        known = self.known.get(page.url)
+        doc_id = row["doc_id"]
+        stored = self.sink.add(row)
+        if stored:
+            outcome = "changed" if known is not None else "new"
+            self.counts["stored"] += 1
+            self._pending_bytes += row.get("raw_length") or 0
+        else:
+            outcome = "unchanged" if known is None or known.doc_id == doc_id else "changed"
+        if outcome in ("new", "changed"):
+            self.known[page.url] = Known(doc_id, row.get("etag"), row.get("last_modified"), row["raw_sha256"],
+                                         row.get("text_sha256"))
+        if self._integrity_mismatch(page, doc_id, row["raw_sha256"], row.get("text_sha256")):
+            outcome = "integrity_mismatch"
+        self._record(page.url, page.final_url, page.fetched_at, page.status, outcome, doc_id=doc_id,
+                     previous_doc_id=known.doc_id if known else None, nbytes=len(page.body))
+        return outcome
+
+    def page_not_modified(self, page: FetchedPage) -> str:
+        known = self.known.get(page.url)
+        if known is None:  # a 304 we did not ask for: nothing to confirm
+            return self.page_failure(page.url, page.final_url, "unexpected_304", "304 without a known version",
+                                     status=page.status, fetched_at=page.fetched_at)
+        outcome = "not_modified"
+        if self._integrity_mismatch(page, known.doc_id, known.raw_sha256, known.text_sha256):
+            outcome = "integrity_mismatch"
+        self._record(page.url, page.final_url, page.fetched_at, page.status, outcome, doc_id=known.doc_id,
+                     previous_doc_id=known.doc_id, nbytes=0)
+        return outcome
+
+    def page_non_html(self, page: FetchedPage) -> str:
+        """crawl.store_non_html = false: the fetch is recorded, the body is not kept."""
+        self._record(page.url, page.final_url, page.fetched_at, page.status, "non_html", nbytes=len(page.body))
+        return "non_html"
+
+    def page_failure(self, url: str, final_url: str | None, kind: str, message: str, *, status: int | None = None,
+                     outcome: str = "error", fetched_at: datetime | None = None, nbytes: int | None = None) -> str:
+        """A page that was not fetched: robots_denied, refused or error (``kind`` names the error)."""
+        error = None if outcome == "robots_denied" else f"{kind}: {message}"
+        if outcome == "error":
+            self.errors_by_kind[kind] += 1
+        self._record(url, final_url, fetched_at or utcnow(), status, outcome, error=error, nbytes=nbytes)
+        return outcome
+
+    def sitemap_fetched(self, url: str, final_url: str, status: int, nbytes: int) -> None:
+        """A sitemap (or robots.txt read for its Sitemap: lines): crawl control, recorded but never stored."""
+        self.counts["sitemaps"] += 1
+        self._record(url, final_url, utcnow(), status, "non_html", nbytes=nbytes, page=False)
+
+    def sitemap_failure(self, url: str, kind: str, message: str, status: int | None = None,
+                        outcome: str = "error") -> None:
+        self.counts["sitemaps"] += 1
+        if outcome == "error":
+            self.errors_by_kind[kind] += 1
+        elif outcome == "refused":
+            self.counts["refused"] += 1
+        self._record(url, None, utcnow(), status, outcome, page=False,
+                     error=None if outcome == "robots_denied" else f"{kind}: {message}")
+
+    # ----- integrity ----------------------------------------------------------------------
+    def _integrity_mismatch(self, page: FetchedPage, doc_id: str, raw_sha256: str, text_sha256: str | None) -> bool:
+        expected = page.expected_sha256
+        if not expected or expected in (raw_sha256, text_sha256):
+            return False
+        if doc_id not in self._tagged:
+            self._tagged.add(doc_id)
+            self._tag_rows.append({
+                "doc_id": doc_id, "plugin": INTEGRITY_PLUGIN, "plugin_version": provenance.__version__,
+                "detector": INTEGRITY_DETECTOR, "detector_version": INTEGRITY_VERSION,
+                "category": "provenance", "tag": "integrity_mismatch", "score": None,
+                "evidence": json.dumps({"url": page.url, "expected_sha256": expected,
+                                        "actual_raw_sha256": raw_sha256, "actual_text_sha256": text_sha256,
+                                        "url_list": self.url_list}),
+                "run_id": self.run.run_id, "config_hash": self.list_hash, "created_at": utcnow(),
+            })
+        return True
+
+    def _already_tagged(self, snapshot) -> set[str]:
+        ids: set[str] = set()
+        for entry in snapshot.entries("tags"):
+            if entry.meta.get("detector") == INTEGRITY_DETECTOR and entry.meta.get("tag_key") == self.tag_key:
+                ids.update(pq.read_table(self.store.root / entry.path, columns=["doc_id"])
+                           .column("doc_id").to_pylist())
+        return ids
+
+    # ----- recording and committing --------------------------------------------------------
+    def _record(self, url, final_url, fetched_at, status, outcome, *, doc_id=None, previous_doc_id=None,
+                error=None, nbytes=None, page: bool = True) -> None:
+        self._fetch_rows.append({
+            "run_id": self.run.run_id, "crawl_id": self.crawl_id, "url": url, "final_url": final_url,
+            "fetched_at": fetched_at, "http_status": status, "outcome": outcome, "doc_id": doc_id,
+            "previous_doc_id": previous_doc_id, "bytes": nbytes, "error": error,
+        })
+        self._done_urls.append(url)
+        self.bytes += nbytes or 0
+        if page:
+            self.counts["pages"] += 1
+            self.counts[outcome] += 1
+            if self.progress_every and self.counts["pages"] % self.progress_every == 0:
+                print(f"crawl {self.crawl_id}: {self.counts['pages']} pages, {self.counts['stored']} stored, "
+                      f"{sum(self.errors_by_kind.values())} errors", file=sys.stderr, flush=True)
+        if (len(self._fetch_rows) >= self.flush_rows or self._pending_bytes >= FLUSH_BYTES
+                or time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S):
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit buffered documents with their fetch rows (one commit), then integrity tags, then journal."""
+        if self._fetch_rows:
+            self.sink.add_side_rows("fetches", self._fetch_rows, safe_name(self.crawl_id))
+        self.sink.flush()
+        if self._tag_rows:
+            table = pa.Table.from_pylist(self._tag_rows)
+            entry = self.run.write("tags", table, f"{INTEGRITY_DETECTOR}/{self.tag_key}",
+                                   meta={"detector": INTEGRITY_DETECTOR, "tag_key": self.tag_key})
+            self.run.commit(add=[entry])
+        self.journal.mark_committed(self._done_urls)
+        self._fetch_rows, self._tag_rows, self._done_urls = [], [], []
+        self._pending_bytes, self._last_flush = 0, time.monotonic()
+
+    def close(self, finish_reason: str | None, scrapy_stats: dict | None = None) -> dict:
+        """Commit what is left and return the run's stats (also set as run.stats)."""
+        self.flush()
+        self.journal.close(finish_reason)
+        c = self.counts
+        errors = sum(self.errors_by_kind.values())
+        fetched = sum(c[o] for o in FETCHED)
+        if finish_reason == "shutdown":
+            exit_code = 130  # stopped by a signal: committed work is kept, the next run resumes
+        elif fetched == 0:
+            exit_code = exitcodes.FAILURE  # nothing fetched
+        elif errors or c["refused"] or c["integrity_mismatch"]:
+            exit_code = exitcodes.PARTIAL
+        else:
+            exit_code = exitcodes.OK
+        scrapy_stats = scrapy_stats or {}
+        stats = {
+            "crawl_id": self.crawl_id, "run_id": self.run.run_id, "spider": self.spider,
+            "settings_hash": self.settings_hash, "finish_reason": finish_reason,
+            "resumed": getattr(self.journal, "resumed", None),
+            "pages": c["pages"], "stored": self.sink.written,
+            **{o: c[o] for o in ("new", "changed", "unchanged", "not_modified", "non_html", "integrity_mismatch",
+                                 "robots_denied", "refused")},
+            "errors": errors, "errors_by_kind": dict(sorted(self.errors_by_kind.items())),
+            "sitemaps": c["sitemaps"], "bytes": self.bytes,
+            "requests_sent": scrapy_stats.get("downloader/request_count", 0),
+            "started_at": self.started_at.isoformat(), "finished_at": utcnow().isoformat(),
+            "duration_s": round(time.monotonic() - self.started, 3),
+            "spider_s": round(float(scrapy_stats.get("elapsed_time_seconds") or 0.0), 3),  # spider open to close
+            "exit_code": exit_code,
+        }
+        self.run.stats = stats
+        return stats
+
+
+def failure_text(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+

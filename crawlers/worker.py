@@ -1,0 +1,178 @@
+"""The crawl process: ``python -m provenance.crawlers.worker --store DIR --request FILE --result FILE``.
+
+Scrapy runs on Twisted, whose reactor cannot be started twice in one
+process, so every crawl runs here, in a child of whoever called run_crawl
+(see run.py). This process takes the store's write lock (Store.run), runs
+the spider, commits, writes the stats, and reports back through --result.
+
+Signals: the first SIGINT/SIGTERM stops the crawl gracefully (in-flight pages
+finish and are committed, Scrapy's JOBDIR is saved); repeats within a few
+seconds are ignored, because a Ctrl-C or a systemd stop reaches both this
+process and its parent, which forwards it. A later one stops at once, which
+the resume journal makes safe. Keep the imports at the top light: extraction
+worker processes import this module too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+FORCE_AFTER_S = 5.0
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Linux: get ``sig`` when the parent process dies, so no orphan keeps crawling (or holding the lock)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(sig))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os.kill(os.getpid(), sig)
+
+
+def _install_stop_handlers(process) -> None:
+    """First signal: graceful stop. Repeats within FORCE_AFTER_S: ignored. Later: immediate exit."""
+    from twisted.internet import reactor
+
+    first: list[float] = []
+
+    def handler(signum, _frame):
+        now = time.monotonic()
+        if not first:
+            first.append(now)
+            print(f"provenance: {signal.Signals(signum).name}: stopping the crawl after the pages in flight; "
+                  "run the same command again to resume", file=sys.stderr, flush=True)
+            reactor.callFromThread(lambda: process.stop())
+        elif now - first[0] > FORCE_AFTER_S:
+            print("provenance: stopping now; committed work is kept and the next run resumes",
+                  file=sys.stderr, flush=True)
+            os._exit(130)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+def _drop_tracebacks() -> None:
+    """One line per problem on stderr (every failure is also in the fetches view); tracebacks at DEBUG only.
+
+    A log-record factory rather than a handler filter: Scrapy replaces its root handler as the crawl starts.
+    """
+    make_record = logging.getLogRecordFactory()
+
+    def make_record_without_traceback(*args, **kwargs):
+        record = make_record(*args, **kwargs)
+        record.exc_info, record.exc_text = None, None
+        return record
+
+    logging.setLogRecordFactory(make_record_without_traceback)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+
+
+def crawl_in_run(store, run, plan: dict, extract_pool=None) -> dict:
+    """Run one Scrapy crawl inside an open store run; returns its stats."""
+    from scrapy.crawler import CrawlerProcess
+
+    from provenance.crawlers.journal import Journal, NoJournal
+    from provenance.crawlers.session import CrawlSession
+    from provenance.crawlers.settings import scrapy_settings, settings_hash
+    from provenance.crawlers.spiders import SPIDERS
+    from provenance.store import safe_name
+
+    crawl, mode, crawl_id = plan["settings"], plan["mode"], plan["crawl_id"]
+    spider_cls = SPIDERS[mode]
+    jobdir = store.root / "_jobs" / safe_name(crawl_id) if crawl["jobdir"] else None
+    journal = Journal.open(jobdir, spider_cls.name) if jobdir else NoJournal()
+    url_file = Path(plan["url_file"]) if plan.get("url_file") else None
+    session = CrawlSession(store, run, crawl_id=crawl_id, spider=spider_cls.name,
+                           settings_hash=settings_hash(crawl), journal=journal,
+                           flush_rows=crawl["flush_rows"], url_list=url_file)
+    session.extract_pool = extract_pool  # used by DocumentWriterPipeline
+    settings = scrapy_settings(crawl, str(jobdir) if jobdir else None)
+    if mode != "site":
+        settings["DEPTH_LIMIT"] = 0  # only link following has a depth; sitemap indexes nest freely
+    process = CrawlerProcess(settings)
+    crawler = process.create_crawler(spider_cls)
+    if settings["LOG_LEVEL"] != "DEBUG":
+        _drop_tracebacks()
+    spider_args = {"session": session, "max_pages": crawl["max_pages"], "max_depth": crawl["max_depth"]}
+    if mode == "site":
+        spider_args["start_urls"] = plan["start_urls"]
+    elif mode == "sitemap":
+        spider_args["sitemap_urls"] = plan["sitemaps"]
+    else:
+        spider_args["urls"] = [e["url"] for e in plan["entries"]]
+        spider_args["expected"] = plan["expected"]
+    failures: list = []
+    process.crawl(crawler, **spider_args).addErrback(failures.append)
+    _install_stop_handlers(process)  # instead of Scrapy's, which treat any second signal as "kill"
+    process.start(install_signal_handlers=False)
+    finish_reason = crawler.stats.get_value("finish_reason") if crawler.stats else None
+    stats = session.close(finish_reason, crawler.stats.get_stats() if crawler.stats else {})
+    if failures:
+        stats["error"] = failures[0].getErrorMessage()
+    _write_atomically(store.root / "runs" / f"{run.run_id}.stats.json", json.dumps(stats, indent=2) + "\n")
+    if stats["exit_code"] == 130:
+        run.finish("interrupted", error="stopped by a signal; committed work is kept and the next run resumes")
+    elif failures:
+        run.finish("failed", error=stats["error"])
+    elif stats["pages"] == 0 or stats["exit_code"] == 1:
+        run.finish("failed", error="nothing was fetched")
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m provenance.crawlers.worker")
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--request", required=True, help="JSON crawl plan written by run_crawl")
+    parser.add_argument("--result", required=True, help="where to write the JSON result")
+    args = parser.parse_args(argv)
+    die_with_parent(signal.SIGTERM)
+    plan = json.loads(Path(args.request).read_text())
+
+    # First thing: the extraction processes import trafilatura while this one imports Scrapy.
+    from provenance.crawlers.extraction import extract_workers, start_pool
+
+    pool = start_pool(extract_workers(plan["settings"]))
+
+    from provenance.store import Store, StoreLocked
+
+    result: dict
+    try:
+        store = Store.open(args.store)
+        config = {"crawl_id": plan["crawl_id"], "mode": plan["mode"], "start_urls": plan.get("start_urls"),
+                  "sitemaps": plan.get("sitemaps"), "url_file": plan.get("url_file"), "crawl": plan["settings"]}
+        with store.run("crawl", config=config) as run:
+            stats = crawl_in_run(store, run, plan, extract_pool=pool)
+        result = {"run_id": run.run_id, "crawl_id": plan["crawl_id"], "stats": stats,
+                  "exit_code": stats["exit_code"]}
+        if "error" in stats:
+            result["error"] = stats["error"]
+    except StoreLocked as exc:
+        result = {"locked": str(exc), "exit_code": 75}
+    except Exception as exc:  # reported by the parent as one clear line
+        result = {"error": f"{type(exc).__name__}: {exc}", "exit_code": 1}
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    Path(args.result).write_text(json.dumps(result, default=str))
+    return int(result["exit_code"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
