@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware as ScrapyRobotsTxtMiddleware
 from scrapy.exceptions import IgnoreRequest
+from scrapy.extensions.throttle import AutoThrottle
 from scrapy.resolver import CachingThreadedResolver
 from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.httpobj import urlparse_cached
@@ -185,3 +186,20 @@ class ProvenanceDownloaderMiddleware:
             "ip": str(response.ip_address) if response.ip_address is not None else None,
         }
         return response
+
+
+class ConditionalAutoThrottle(AutoThrottle):
+    """AutoThrottle that counts a 304 Not Modified as a normal answer.
+
+    Scrapy's AutoThrottle lets only 200 responses lower the download delay (error
+    pages are small and fast, and would otherwise talk it into hammering a failing
+    site). A nightly re-crawl is mostly 304s: with that rule the delay never leaves
+    AUTOTHROTTLE_START_DELAY, and 200 unchanged pages took 4 minutes instead of 7 s.
+    A 304 is the server's healthy answer to our conditional request, so it may set
+    the pace like a 200.
+    """
+
+    def _adjust_delay(self, slot, latency, response):
+        if response.status == 304:
+            response = response.replace(status=200)
+        super()._adjust_delay(slot, latency, response)

@@ -109,6 +109,9 @@ def scrapy_settings(crawl: dict, jobdir: str | None = None) -> dict:
             **robots_middlewares,
         },
         "ITEM_PIPELINES": {"provenance.crawlers.pipelines.DocumentWriterPipeline": 300},
+        # Re-crawls are mostly 304s, which Scrapy's AutoThrottle never lets lower the delay.
+        "EXTENSIONS": {"scrapy.extensions.throttle.AutoThrottle": None,
+                       "provenance.crawlers.middlewares.ConditionalAutoThrottle": 0},
         "PROVENANCE_ENABLED": True,
         "PROVENANCE_ALLOW_PRIVATE": bool(crawl["allow_private"]),
         "PROVENANCE_STORE_NON_HTML": bool(crawl["store_non_html"]),

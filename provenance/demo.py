@@ -9,6 +9,7 @@ Everything lands in ./demo-output; running it again re-crawls incrementally.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import subprocess
@@ -19,6 +20,9 @@ import duckdb
 
 from provenance.sites import generate_site, serve
 
+# A fixed port keeps the site's URLs the same between demo runs, so a second `make demo`
+# shows an incremental re-crawl (pages unchanged, nothing stored twice) instead of a new site.
+DEMO_PORT = 8737
 SHARED_SITE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sites" / "gitster__git-htmldocs"
 
 
@@ -38,6 +42,17 @@ def sh(*args: str, ok=(0,)) -> subprocess.CompletedProcess:
     return proc
 
 
+@contextlib.contextmanager
+def _serve(site: Path):
+    stack = contextlib.ExitStack()
+    try:
+        base = stack.enter_context(serve(site, port=DEMO_PORT))
+    except OSError:  # the port is taken: any free one will do
+        base = stack.enter_context(serve(site))
+    with stack:
+        yield base
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m provenance.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo-output", help="working directory for the demo [demo-output]")
@@ -54,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if not site.exists():
             generate_site(site)
     try:
-        with serve(site) as base:
+        with _serve(site) as base:
             print(f"Serving {what} at {base} (loopback only)\n")
             sh("crawl", base + start, "--store", str(store), "--allow-private", "--crawl-id", "demo",
                ok=(0, 3))

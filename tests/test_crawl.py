@@ -487,3 +487,26 @@ def test_the_pipeline_follows_scrapy_conventions():
 def test_crawl_needs_exactly_one_kind_of_input(tmp_path):
     proc = cli("crawl", "http://127.0.0.1:9/", "--sitemap", "http://127.0.0.1:9/s.xml", "--store", tmp_path / "s")
     assert proc.returncode == exitcodes.USAGE and "exactly one of" in proc.stderr
+
+
+def test_not_modified_answers_let_autothrottle_speed_up_like_200s():
+    """A re-crawl is mostly 304s; Scrapy's AutoThrottle alone would keep its start delay for all of them."""
+    from types import SimpleNamespace
+
+    from scrapy.extensions.throttle import AutoThrottle
+    from scrapy.http import Response
+    from scrapy.utils.test import get_crawler
+
+    from provenance.crawlers.middlewares import ConditionalAutoThrottle
+
+    def delay_after(cls, status):
+        ext = cls(get_crawler(settings_dict={"AUTOTHROTTLE_ENABLED": True}))
+        ext.target_concurrency, ext.mindelay, ext.maxdelay = 4.0, 0.0, 30.0
+        slot = SimpleNamespace(delay=1.0)
+        ext._adjust_delay(slot, 0.01, Response("http://127.0.0.1/a", status=status))
+        return slot.delay
+
+    assert delay_after(AutoThrottle, 304) == 1.0  # the behaviour we correct
+    assert delay_after(ConditionalAutoThrottle, 304) < 0.6
+    assert delay_after(ConditionalAutoThrottle, 200) == delay_after(AutoThrottle, 200)
+    assert delay_after(ConditionalAutoThrottle, 500) == 1.0  # errors still cannot speed it up
