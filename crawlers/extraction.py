@@ -29,7 +29,7 @@ def extract_workers(crawl: dict) -> int:
 
 def _init_worker() -> None:
     """In each extraction process: Ctrl-C is the crawl's to handle, and die with the crawl."""
-    from provenance.crawlers.worker import die_with_parent
+    from provenance.processes import die_with_parent
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(signal.SIGKILL)

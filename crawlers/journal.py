@@ -150,12 +150,7 @@ class NoJournal:
     def __init__(self):
         self.requested: set[str] = set()
 
-    def should_request(self, url: str) -> bool:
-        key = url_key(url)
-        if key in self.requested:
-            return False
-        self.requested.add(key)
-        return True
+    should_request = Journal.should_request  # the same once-per-URL rule, on this run's set only
 
     def scheduled(self, url, kind, depth) -> None:
         pass

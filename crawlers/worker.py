@@ -16,7 +16,6 @@ worker processes import this module too.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import logging
 import os
@@ -25,20 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+from provenance.processes import die_with_parent
+
 FORCE_AFTER_S = 5.0
-
-
-def die_with_parent(sig: int = signal.SIGTERM) -> None:
-    """Linux: get ``sig`` when the parent process dies, so no orphan keeps crawling (or holding the lock)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(sig))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os.kill(os.getpid(), sig)
 
 
 def _install_stop_handlers(process) -> None:

@@ -32,6 +32,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
+from provenance.processes import die_with_parent
 from provenance.detectors import Detector, InvalidOutput, output_to_table
 
 
@@ -102,19 +103,11 @@ class InlineWorker:
         self.alive = False
 
 
-def _die_with_parent() -> None:
-    """Linux: have the kernel kill this child if the runner itself is killed (best effort)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _child_main(conn, detector_cls, options) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when a run stops
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)  # own process group: a time-out kills whatever the detector started too
-    _die_with_parent()
+    die_with_parent(signal.SIGKILL)
     # A detector's prints must not end up in the command's stdout (e.g. `tag --json`).
     with contextlib.suppress(OSError, ValueError):
         os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
