@@ -66,12 +66,13 @@ def generate_site(root: str | Path, pages: int = 24, seed: int = 7) -> list[str]
     # The same article text published at a second address: what exact_duplicate must find.
     bodies["articles/copy-of-page-000.html"] = bodies[names[0]]
     names.append("articles/copy-of-page-000.html")
+    titles = {name: f"Article {i}: {rng.choice(_WORDS)} {rng.choice(_WORDS)}" for i, name in enumerate(names)}
+    titles["articles/copy-of-page-000.html"] = titles[names[0]]  # same headline too: identical main text
     for i, name in enumerate(names):
         links = [("../index.html", "Home")]
         if i + 1 < len(names):
             links.append((Path(names[i + 1]).name, "Next"))
-        (root / name).write_text(_page(f"Article {i}: {rng.choice(_WORDS)} {rng.choice(_WORDS)}",
-                                       bodies[name], links))
+        (root / name).write_text(_page(titles[name], bodies[name], links))
     index_links = [(name, f"Article {i}") for i, name in enumerate(names) if i % 4 == 0]
     index_links += [("data/report.bin", "Report (binary)"), ("private/secret.html", "Private")]
     (root / "index.html").write_text(_page("Fixture site", f"<p>{_paragraph(rng, 3)}</p>", index_links))
