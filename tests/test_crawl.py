@@ -265,7 +265,22 @@ def test_url_list_with_a_bad_hash_is_a_usage_error(tmp_path):
 
 
 # ----- SSRF guard, end to end -------------------------------------------------------------------
+def _isolated_network_prefix() -> list[str]:
+    """`unshare -rn`: run a command in a new network namespace, where no packet can leave this machine."""
+    try:
+        ok = subprocess.run(["unshare", "-rn", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        pytest.skip("unshare -rn is not available: the pure guard decision is covered by test_netguard.py")
+    return ["unshare", "-rn"]
+
+
 def test_private_addresses_in_a_url_list_are_refused_before_any_connection(tmp_path):
+    # Belt and braces: the crawl runs where nothing can leave (unshare -rn), and a loopback trap
+    # proxy would catch a request even without it. A guard failure shows as an outcome other
+    # than 'refused' (in the namespace every connection fails), so the assertions below still bite.
+    prefix = _isolated_network_prefix()
     site, store_dir = tmp_path / "site", tmp_path / "store"
     generate_site(site, pages=2)
     # A loopback "proxy": had the guard let a request through, it would arrive here, not at 10.0.0.1.
@@ -280,8 +295,11 @@ def test_private_addresses_in_a_url_list_are_refused_before_any_connection(tmp_p
             url_list = tmp_path / "urls.txt"
             url_list.write_text(f"http://10.0.0.1/admin\nhttp://169.254.169.254/latest/meta-data/\n"
                                 f"{base}index.html\n")
-            proc = cli("crawl", "--urls", url_list, "--store", store_dir, "--stats-file", tmp_path / "s.json",
-                       env={"http_proxy": proxy, "HTTP_PROXY": proxy, "no_proxy": "", "NO_PROXY": ""})
+            proc = subprocess.run(
+                [*prefix, sys.executable, "-c", "from provenance.cli import main; main()", "crawl", "--urls",
+                 str(url_list), "--store", str(store_dir), "--stats-file", str(tmp_path / "s.json")],
+                env={**os.environ, "http_proxy": proxy, "HTTP_PROXY": proxy, "no_proxy": "", "NO_PROXY": ""},
+                capture_output=True, text=True, timeout=180)
         with pytest.raises(BlockingIOError):
             trap.accept()  # no connection was attempted, not even to the proxy
     finally:
