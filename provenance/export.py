@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 
 import provenance
-from provenance.sql import create_views
+from provenance.sql import create_views, sql_list
 from provenance.store import Store, file_sha256, utcnow
 
 MANIFEST_VERSION = 1
@@ -74,9 +74,8 @@ def run_export(store: Store, out_dir: Path, where: str = DEFAULT_WHERE, include_
     doc_paths = snapshot.paths("documents")
     if not doc_paths:
         raise ExportError(f"{store.root}: the store holds no documents")
-    file_list = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in doc_paths) + "]"
     con.execute(f"CREATE TEMP VIEW located AS SELECT doc_id, filename AS _file, file_row_number AS _row "
-                f"FROM read_parquet({file_list}, filename=true, file_row_number=true)")
+                f"FROM read_parquet({sql_list(doc_paths)}, filename=true, file_row_number=true)")
     selection = f"SELECT doc_id FROM documents JOIN doc_flags USING (doc_id) WHERE ({where})"
     try:
         con.execute(f"CREATE TEMP TABLE selected AS {selection}")

@@ -414,9 +414,10 @@ def _run_tag_locked(store, run: Run, druns, batch_size, budget, isolation, progr
                       previous, corpus_failed, progress)
         for drun in corpus:
             _finish_corpus(run, snapshot, drun, workers, stats, budget, corpus_failed, list(doc_entries))
-        for name, (drun, _todo) in per_doc.items():
-            if stats[name].status == "ok" and not stats[name].errors:
-                _retire_superseded(run, store.snapshot(), [drun])
+        finished = [drun for name, (drun, _todo) in per_doc.items()
+                    if stats[name].status == "ok" and not stats[name].errors]
+        if finished:  # one read of the log, now holding this run's commits, for all of them
+            _retire_superseded(run, store.snapshot(), finished)
     finally:
         for worker in workers.values():
             worker.close()

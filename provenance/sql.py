@@ -31,13 +31,14 @@ from provenance.store import Snapshot, Store
 SCORE_CATEGORIES = ("llm", "poison", "duplicate", "quality", "provenance")
 
 
-def _sql_list(paths: list[Path]) -> str:
+def sql_list(paths: list[Path]) -> str:
+    """A DuckDB list literal of file paths, quoted."""
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
 def _parquet_view(con: duckdb.DuckDBPyConnection, name: str, kind: str, paths: list[Path]) -> None:
     if paths:
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({_sql_list(paths)}, union_by_name=true)")
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({sql_list(paths)}, union_by_name=true)")
     else:
         empty = schemas.load(kind).arrow.empty_table()
         con.register(f"_empty_{name}", empty)
@@ -77,7 +78,7 @@ by_tag AS (
     SELECT doc_id,
            count(*) AS n_tags,
            list(DISTINCT category || ':' || tag ORDER BY category || ':' || tag) AS flags,
-           list({{'detector': detector, 'category': category, 'tag': tag, 'score': score}}
+           list({'detector': detector, 'category': category, 'tag': tag, 'score': score}
                 ORDER BY detector, tag) AS tag_list
     FROM tags GROUP BY doc_id
 )
@@ -118,7 +119,7 @@ def create_views(con: duckdb.DuckDBPyConnection, store: Store, snapshot: Snapsho
         f"max(score) FILTER (WHERE category = '{c}') AS {c}_score" for c in SCORE_CATEGORIES)
     score_select = ", ".join(f"c.{c}_score" for c in SCORE_CATEGORIES)
     con.execute(DOC_FLAGS_SQL.replace("{score_columns}", score_columns)
-                .replace("{score_select}", score_select).replace("{{", "{").replace("}}", "}"))
+                .replace("{score_select}", score_select))
     return snapshot
 
 
