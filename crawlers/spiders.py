@@ -83,6 +83,13 @@ class ProvenanceSpider(scrapy.Spider):
     def sitemap_request(self, url: str, replay: bool = False) -> Request | None:
         return None
 
+    def start_page_requests(self, urls):
+        """Depth-0 requests for ``urls``, minus those refused (already requested, page limit)."""
+        for url in urls:
+            request = self.page_request(url, 0)
+            if request is not None:
+                yield request
+
     # ----- responses --------------------------------------------------------------------
     def parse_page(self, response: Response):
         received = response.meta.get(META_RECEIVED) or {}
@@ -157,15 +164,12 @@ class SiteSpider(ProvenanceSpider):
     async def start(self):
         for request in self.replayed():
             yield request
-        for url in self.start_urls:
-            request = self.page_request(url, 0)
-            if request is not None:
-                yield request
-        for url in self.session.previous_urls:
-            if domains_of(url)[1] in self.allowed_domains:
-                request = self.page_request(url, 0)
-                if request is not None:
-                    yield request
+        for request in self.start_page_requests(self.start_urls):
+            yield request
+        # Every page this crawl fetched before, conditionally: a 304 start page carries no links.
+        known = [url for url in self.session.previous_urls if domains_of(url)[1] in self.allowed_domains]
+        for request in self.start_page_requests(known):
+            yield request
 
 
 class UrlListSpider(ProvenanceSpider):
@@ -180,10 +184,8 @@ class UrlListSpider(ProvenanceSpider):
     async def start(self):
         for request in self.replayed():
             yield request
-        for url in self.urls:
-            request = self.page_request(url, 0)
-            if request is not None:
-                yield request
+        for request in self.start_page_requests(self.urls):
+            yield request
 
 
 class SitemapCrawlSpider(ProvenanceSpider, SitemapSpider):
