@@ -92,9 +92,12 @@ class ProvenanceSpider(scrapy.Spider):
 
     # ----- responses --------------------------------------------------------------------
     def parse_page(self, response: Response):
+        # Links first: page_request journals each one ("s") before the page item can reach a commit that
+        # marks this page done ("c"). The other way round, a kill between that commit and the links would
+        # lose them: a resumed crawl does not fetch a committed page again, so it would never see its links.
+        links = list(self.followed_links(response))
         received = response.meta.get(META_RECEIVED) or {}
         chain = list(response.meta.get("redirect_urls") or [])
-        depth = response.meta.get("depth", 0)
         yield FetchedPage(
             url=chain[0] if chain else response.url,
             final_url=response.url,
@@ -105,16 +108,22 @@ class ProvenanceSpider(scrapy.Spider):
             body=response.body,
             fetched_at=received.get("fetched_at") or datetime.now(timezone.utc),
             resolved_ip=received.get("ip") or (str(response.ip_address) if response.ip_address else None),
-            depth=depth,
+            depth=response.meta.get("depth", 0),
             expected_sha256=response.meta.get("expected_sha256"),
         )
-        if self.follow_links and response.status == 200 and isinstance(response, HtmlResponse):
-            for link in self.link_extractor.extract_links(response):
-                if domains_of(link.url)[1] not in self.allowed_domains:
-                    continue  # another site
-                request = self.page_request(link.url, depth + 1)
-                if request is not None:
-                    yield request
+        yield from links
+
+    def followed_links(self, response: Response):
+        """Requests for the same-site links of a page (site spider only), each journaled as it is made."""
+        if not (self.follow_links and response.status == 200 and isinstance(response, HtmlResponse)):
+            return
+        depth = response.meta.get("depth", 0)
+        for link in self.link_extractor.extract_links(response):
+            if domains_of(link.url)[1] not in self.allowed_domains:
+                continue  # another site
+            request = self.page_request(link.url, depth + 1)
+            if request is not None:
+                yield request
 
     def on_error(self, failure):
         """Errback of every request: robots denial, SSRF refusal, HTTP error, network error."""
