@@ -303,3 +303,64 @@ def test_integrity_tags_are_committed_in_the_same_log_entry_as_their_documents(t
     assert tagged.to_pylist()[0] in sum(docs, [])  # the document and its tag: one commit, all or nothing
     assert any(d["kind"] == "fetches" for d in entry["add"])
     assert [d["meta"] for d in entry["add"] if d["kind"] == "tags"][0]["detector"] == INTEGRITY_DETECTOR
+
+
+# ----- two writers at once ------------------------------------------------------------------------------
+SLOW_PLUGIN = Path(__file__).parent / "plugins" / "slow_tagger.py"
+
+
+def test_a_second_writer_exits_75_with_one_line_naming_the_run_that_holds_the_lock(tmp_path):
+    from provenance.sites import generate_site, serve
+
+    root, _src = _ingest_in_commits(tmp_path, records=30, per_commit=30)
+    (tmp_path / "provenance.toml").write_text(
+        "[crawl]\nallow_private = true\nextract_workers = 0\nautothrottle = false\n"
+        "[detectors.slow_tagger]\nsleep_s = 0.5\n")
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"url": "https://example.org/other", "text": "another document"}) + "\n")
+    site = tmp_path / "site"
+    generate_site(site, pages=3)
+
+    # The holder: a tag run of about 15 s (30 batches of one document, half a second each).
+    holder = subprocess.Popen([sys.executable, "-c", "from provenance.cli import main; main()", "tag", "--store",
+                               str(root), "--plugin-module", str(SLOW_PLUGIN), "--plugins", "slow_tagger",
+                               "--batch-size", "1"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while "(tag, since" not in ((root / ".lock").read_text() if (root / ".lock").exists() else ""):
+            assert holder.poll() is None and time.monotonic() < deadline, "the tag run did not take the lock"
+            time.sleep(0.05)
+        run_id = next(r["run_id"] for r in Store(root).runs() if r["status"] == "running")
+
+        with serve(site) as base:
+            writers = {"ingest": ["ingest", other], "tag": ["tag", "--plugins", "exact_duplicate"],
+                       "crawl": ["crawl", base + "index.html"]}
+            for name, args in writers.items():
+                proc = run_cli(*args, "--store", root, cwd=tmp_path)
+                assert proc.returncode == 75, f"{name}: exit {proc.returncode}\n{proc.stderr}"
+                lines = proc.stderr.splitlines()
+                assert len(lines) == 1, f"{name}: {proc.stderr}"
+                assert lines[0].startswith(f"provenance: error: {root.resolve()}: store is locked by pid ")
+                assert "(tag, since " in lines[0] and f"run {run_id})" in lines[0] and "try again" in lines[0]
+            # Readers never take the lock: they read the last commit while the tag run goes on.
+            assert _count_documents(root, tmp_path)[1] == 30
+            run_cli("export", "--store", root, "--where", "true", "--out", tmp_path / "out", cwd=tmp_path, check=0)
+            assert holder.poll() is None, "the tag run ended before the other commands ran: make it slower"
+
+            out, err = holder.communicate(timeout=120)
+            assert holder.returncode == 0, err
+            # Nothing was lost: the holder finished its work, and the refused commands succeed when retried.
+            for name, args in writers.items():
+                run_cli(*args, "--store", root, cwd=tmp_path, check=0)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    tags = json.loads(run_cli("query", "SELECT count(*) AS n, count(DISTINCT doc_id) AS d FROM tags WHERE "
+                              "detector = 'slow_tagger'", "--store", root, "--format", "json", cwd=tmp_path,
+                              check=0).stdout)
+    assert tags == [{"n": 30, "d": 30}]
+    runs = [(r["command"], r["status"]) for r in sorted(Store(root).runs(), key=lambda r: r["started_at"])]
+    assert runs == [("ingest", "succeeded"), ("tag", "succeeded"), ("ingest", "succeeded"), ("tag", "succeeded"),
+                    ("crawl", "succeeded")]  # the refused commands left no run behind
