@@ -176,6 +176,10 @@ def show_store_warnings() -> None:
         log.propagate = False
 
 
+def _list_dir(path: Path) -> list[str]:
+    return os.listdir(path) if path.is_dir() else []
+
+
 def _warn_once(store_root: Path, key: str, message: str) -> None:
     if (store_root, key) not in _WARNED:
         _WARNED.add((store_root, key))
@@ -319,7 +323,7 @@ class Store:
         for _attempt in range(3):
             legacy: list[str] = []
             numbered: list[tuple[int, str]] = []
-            for name in os.listdir(log_dir) if log_dir.is_dir() else []:
+            for name in _list_dir(log_dir):
                 if name.startswith(".") or not name.endswith(".json"):
                     continue  # temp files of a commit in progress (or of one a crash cut short)
                 if match := LOG_ENTRY_NAME.match(name):
