@@ -338,12 +338,12 @@ class Store:
             if missing is None:
                 # Format-1 entries (named by time_ns) all predate the numbered ones: they come first.
                 return [log_dir / n for n in sorted(legacy)] + [log_dir / n for _, n in numbered], len(numbered)
-            # A listing taken while a writer renames entries in may see entry n+1 and miss n: look again.
+            # A listing taken while a writer links entries in may miss entry n and see n+1: look again.
             time.sleep(0.05)
-        after = numbered[missing - 1][1]
+        absent, after = log_dir / f"{missing:020d}.json", numbered[missing - 1][1]
         raise StoreError(
-            f"{log_dir / after}: commit entry {missing:020d}.json before it is missing; a crash never leaves a "
-            f"gap, so this is damage: restore the missing entry from a backup, or roll the store back to "
+            f"{absent}: commit entry {missing} is missing (the log goes on with {after}); a crash never leaves "
+            f"a gap, so this is damage: restore the missing entry from a backup, or roll the store back to "
             f"commit {missing - 1} by moving {after} and every later entry into {log_dir / TORN_DIR}/ (the next "
             f"writing run then deletes the files only they added)")
 
