@@ -1,5 +1,5 @@
 """One crawl's bookkeeping, independent of Scrapy: what the store already knows, what each fetch
-turned out to be, and committing documents, fetch rows and integrity tags together.
+turned out to be, and committing documents, fetch rows and integrity tags together (one log entry).
 
 Outcomes (the ``fetches.outcome`` column), for each page fetch:
 
@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 import provenance
@@ -285,15 +284,16 @@ class CrawlSession:
             self.flush()
 
     def flush(self) -> None:
-        """Commit buffered documents with their fetch rows (one commit), then integrity tags, then journal."""
+        """Commit buffered documents with their fetch rows and integrity tags in one log entry, then journal.
+
+        One entry, so that no crash can keep a mismatching document without its integrity tag.
+        """
         if self._fetch_rows:
             self.sink.add_side_rows("fetches", self._fetch_rows, safe_name(self.crawl_id))
-        self.sink.flush()
         if self._tag_rows:
-            table = pa.Table.from_pylist(self._tag_rows)
-            entry = self.run.write("tags", table, f"{INTEGRITY_DETECTOR}/{self.tag_key}",
-                                   meta={"detector": INTEGRITY_DETECTOR, "tag_key": self.tag_key})
-            self.run.commit(add=[entry])
+            self.sink.add_side_rows("tags", self._tag_rows, f"{INTEGRITY_DETECTOR}/{self.tag_key}",
+                                    meta={"detector": INTEGRITY_DETECTOR, "tag_key": self.tag_key})
+        self.sink.flush()
         self.journal.mark_committed(self._done_urls)
         self._fetch_rows, self._tag_rows, self._done_urls = [], [], []
         self._pending_bytes, self._last_flush = 0, time.monotonic()

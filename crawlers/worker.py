@@ -66,12 +66,6 @@ def _drop_tracebacks() -> None:
     logging.setLogRecordFactory(make_record_without_traceback)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # readers see the old file or the new one, never half of one
-
-
 def crawl_in_run(store, run, plan: dict, extract_pool=None) -> dict:
     """Run one Scrapy crawl inside an open store run; returns its stats."""
     from scrapy.crawler import CrawlerProcess
@@ -80,7 +74,7 @@ def crawl_in_run(store, run, plan: dict, extract_pool=None) -> dict:
     from provenance.crawlers.session import CrawlSession
     from provenance.crawlers.settings import scrapy_settings, settings_hash
     from provenance.crawlers.spiders import SPIDERS
-    from provenance.store import safe_name
+    from provenance.store import atomic_write_text, safe_name
 
     crawl, mode, crawl_id = plan["settings"], plan["mode"], plan["crawl_id"]
     spider_cls = SPIDERS[mode]
@@ -114,7 +108,7 @@ def crawl_in_run(store, run, plan: dict, extract_pool=None) -> dict:
     stats = session.close(finish_reason, crawler.stats.get_stats() if crawler.stats else {})
     if failures:
         stats["error"] = failures[0].getErrorMessage()
-    _write_atomically(store.root / "runs" / f"{run.run_id}.stats.json", json.dumps(stats, indent=2) + "\n")
+    atomic_write_text(store.root / "runs" / f"{run.run_id}.stats.json", json.dumps(stats, indent=2) + "\n")
     if stats["exit_code"] == 130:
         run.finish("interrupted", error="stopped by a signal; committed work is kept and the next run resumes")
     elif failures:
@@ -138,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
 
     pool = start_pool(extract_workers(plan["settings"]))
 
-    from provenance.store import Store, StoreLocked
+    from provenance.store import Store, StoreLocked, show_store_warnings
 
+    show_store_warnings()
     result: dict
     try:
         store = Store.open(args.store)

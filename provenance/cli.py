@@ -18,7 +18,7 @@ import click
 import provenance
 from provenance import config as config_mod
 from provenance import exitcodes
-from provenance.store import Store, StoreError, StoreLocked
+from provenance.store import Store, StoreError, StoreLocked, show_store_warnings
 
 
 class Failure(click.ClickException):
@@ -350,6 +350,7 @@ def _register_plugin_commands() -> None:
 
 
 def main() -> None:
+    show_store_warnings()
     _register_plugin_commands()
     cli(prog_name="provenance")
 

@@ -174,7 +174,7 @@ class DocumentSink:
     files: list[FileEntry] = field(default_factory=list)
     _rows: list[dict] = field(default_factory=list)
     _bytes: int = 0
-    extra_commit: list = field(default_factory=list)  # (kind, rows, subdir) committed with the next chunk
+    extra_commit: list = field(default_factory=list)  # (kind, rows, subdir, meta) committed with the next chunk
 
     def add(self, row: dict) -> bool:
         """Queue a row; False (and nothing stored) when the store already has this doc_id."""
@@ -188,9 +188,9 @@ class DocumentSink:
             self.flush()
         return True
 
-    def add_side_rows(self, kind: str, rows: list[dict], subdir: str) -> None:
-        """Rows of another kind (e.g. fetches) to commit together with the next document chunk."""
-        self.extra_commit.append((kind, rows, subdir))
+    def add_side_rows(self, kind: str, rows: list[dict], subdir: str, meta: dict | None = None) -> None:
+        """Rows of another kind (e.g. fetches, tags) to commit in the same log entry as the next document chunk."""
+        self.extra_commit.append((kind, rows, subdir, meta))
 
     def flush(self) -> None:
         add: list[FileEntry] = []
@@ -204,8 +204,8 @@ class DocumentSink:
             add.append(entry)
             self.files.append(entry)
             self.written += len(self._rows)
-        for kind, rows, subdir in self.extra_commit:
+        for kind, rows, subdir, meta in self.extra_commit:
             if rows:
-                add.append(self.run.write(kind, pa.Table.from_pylist(rows), subdir))
+                add.append(self.run.write(kind, pa.Table.from_pylist(rows), subdir, meta=meta))
         self.run.commit(add=add)
         self._rows, self._bytes, self.extra_commit = [], 0, []

@@ -8,18 +8,33 @@ Layout::
       fetches/<crawl_id>/<run_id>-<seq>.parquet
       tags/<detector>/<tag_key>/<run_id>-<seq>.parquet
       errors/<run_id>-<seq>.parquet
-      _log/<time_ns>-<run_id>-<seq>.json   one JSON entry per commit
+      _log/<seq>.json                 one JSON entry per commit, seq = 1, 2, 3, ... (20 digits)
+      _log/_torn/                     empty or cut-off last entries set aside (see below)
       runs/<run_id>.json              run records (status, stats, config)
       _tmp/                           staging; emptied whenever a writer takes the lock
-      .lock                           held (flock) by the one writing run
+      .lock                           held (POSIX record lock) by the one writing run
 
 Why a log: a data file becomes visible only when a commit entry naming it is
-written, and each entry is written to a temp file and renamed into place, so
-readers never see half of anything. A run killed at any point leaves either a
-committed file or an orphan that no reader looks at and the next writer
-deletes. Documents are only ever added; tag commits may also *remove* files,
-which is how a corpus detector's fresh output replaces its old output in one
-atomic step.
+written, and each entry is written to a temp file, fsynced and renamed into
+place (then its directory is fsynced, which is what makes a rename survive a
+power loss), so readers never see half of anything. A run killed at any point
+leaves either a committed file or an orphan that no reader looks at and the
+next writer deletes. Documents are only ever added; tag commits may also
+*remove* files, which is how a corpus detector's fresh output replaces its old
+output in one atomic step.
+
+Entries are numbered by a gap-free sequence claimed under the write lock, not
+by the clock: a clock stepped back cannot reorder them. Stores written before
+(format 1) named entries ``<time_ns>-<run_id>-<n>.json``; those are read
+first, in name order, then the numbered ones (the first writer marks the
+store format 2, so an older tool, which would misorder them, refuses it).
+
+Damage: because every entry is made durable before the next one is written,
+only the *last* entry can be empty or cut off by a crash (renamed, contents
+never flushed). Readers ignore such an entry with a warning and the next
+writer moves it to ``_log/_torn/``; the commit it held is lost, as if the run
+had died just before it. An unreadable entry anywhere else, or a missing
+number, is damage no crash makes: a StoreError names the entry and the repair.
 """
 
 from __future__ import annotations
@@ -28,6 +43,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -43,13 +59,23 @@ import pyarrow.parquet as pq
 
 from provenance import schemas
 
-STORE_FORMAT_VERSION = 1
+# 2: commit entries named by sequence number. Format 1 stores (entries named by time_ns) are still read;
+# the first writer marks them 2, so an older tool, which would sort the two kinds of name wrongly, refuses them.
+STORE_FORMAT_VERSION = 2
 DATA_KINDS = ("documents", "tags", "errors", "fetches")
 # Files removed from the live set stay on disk this long, for readers still using an older snapshot.
 REMOVED_FILE_GRACE_S = 3600
 
 
 _HELD: dict[Path, str] = {}  # stores whose lock this process holds -> command
+
+# Commit entry names: ``<seq>.json`` now, ``<time_ns>-<run_id>-<n>.json`` in format 1 stores.
+LOG_ENTRY_NAME = re.compile(r"^(\d{20})\.json$")
+LEGACY_LOG_ENTRY_NAME = re.compile(r"^\d{20}-.+\.json$")
+TORN_DIR = "_torn"  # under _log/: empty or cut-off last entries, set aside by the next writer
+
+log = logging.getLogger("provenance.store")
+_WARNED: set[tuple[Path, str]] = set()  # (store, entry) already warned about: one warning per process
 
 
 class StoreError(Exception):
@@ -82,13 +108,103 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make the renames and creations in directory ``path`` durable.
+
+    fsyncing a file saves its contents, not its name: after a power loss a
+    renamed file can be missing, or present but empty, unless its directory
+    was fsynced too.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(path: Path) -> None:
+    """``mkdir -p path``, each directory it creates made durable in its parent."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        fsync_dir(directory.parent)
+
+
+def _write_temp(path: Path, text: str) -> Path:
+    """``text`` in a hidden temp file beside ``path``, fsynced; returns the temp file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    return tmp
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` so that readers and a power loss see the old file or the new, whole."""
+    os.replace(_write_temp(path, text), path)
+    fsync_dir(path.parent)
+
+
+def _create_text(path: Path, text: str) -> None:
+    """Like atomic_write_text, but fail (FileExistsError) rather than replace an existing ``path``."""
+    tmp = _write_temp(path, text)
+    try:
+        try:
+            os.link(tmp, path)  # unlike rename, link never replaces: a second writer cannot overwrite an entry
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links: the write lock alone must keep writers apart
+            if path.exists():
+                raise FileExistsError(path) from None
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def show_store_warnings() -> None:
+    """For command-line programs: each store warning as one line ``provenance: warning: ...`` on stderr."""
+    if not any(getattr(h, "provenance_store", False) for h in log.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("provenance: warning: %(message)s"))
+        handler.provenance_store = True
+        log.addHandler(handler)
+        log.propagate = False
+
+
+def _list_dir(path: Path) -> list[str]:
+    return os.listdir(path) if path.is_dir() else []
+
+
+def _warn_once(store_root: Path, key: str, message: str) -> None:
+    if (store_root, key) not in _WARNED:
+        _WARNED.add((store_root, key))
+        log.warning(message)
+
+
+def _parse_entry(data: bytes) -> dict:
+    """A commit entry's contents; ValueError saying why they are not one."""
+    if not data.strip(b"\0 \t\r\n"):
+        raise ValueError("empty" if not data else "no data, only zero bytes or blanks")
+    try:
+        entry = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not complete JSON: {exc}") from None
+    if not isinstance(entry, dict) or "add" not in entry:
+        raise ValueError("JSON, but not a commit entry")
+    return entry
+
+
+@dataclass(frozen=True)
+class TornEntry:
+    """An empty or cut-off last commit entry: what a crash or power loss mid-commit leaves."""
+
+    path: Path
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -119,6 +235,8 @@ class Snapshot:
     files: dict[str, FileEntry]  # live files by path
     removed: dict[str, float]  # path -> time it was removed (unix seconds)
     coverage: list[dict]  # tag coverage records, see runner.py
+    log_seq: int = 0  # sequence number of the last commit entry read (0: none yet)
+    torn: TornEntry | None = None  # an empty or cut-off last entry, ignored
 
     def entries(self, kind: str) -> list[FileEntry]:
         return sorted((f for f in self.files.values() if f.kind == kind), key=lambda f: f.path)
@@ -147,37 +265,87 @@ class Store:
         elif create:
             if store.root.exists() and any(p for p in store.root.iterdir() if not p.name.startswith(".")):
                 raise StoreError(f"{store.root}: directory exists, is not empty and is not a provenance store")
-            store.root.mkdir(parents=True, exist_ok=True)
+            make_dirs(store.root)
             for sub in ("_log", "runs", "_tmp"):
                 (store.root / sub).mkdir(exist_ok=True)
-            _atomic_write_text(marker, json.dumps({"format": "provenance-store", "version": STORE_FORMAT_VERSION}))
+            atomic_write_text(marker, json.dumps({"format": "provenance-store", "version": STORE_FORMAT_VERSION}))
         else:
             raise StoreError(f"{store.root}: no provenance store here (run crawl or ingest first)")
         return store
 
     # ----- reading -------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
+        """The committed state: the log's entries applied in sequence order."""
+        return self._read_log(warn_torn=True)
+
+    def _read_log(self, warn_torn: bool) -> Snapshot:
         files: dict[str, FileEntry] = {}
         removed: dict[str, float] = {}
         coverage: list[dict] = []
-        log_dir = self.root / "_log"
-        names = sorted(p.name for p in log_dir.glob("*.json")) if log_dir.exists() else []
-        for name in names:
+        names, log_seq = self._log_entry_names()
+        torn = None
+        for i, path in enumerate(names):
             try:
-                entry = json.loads((log_dir / name).read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise StoreError(f"{log_dir / name}: unreadable commit entry: {exc}") from None
+                entry = _parse_entry(path.read_bytes())
+            except (OSError, ValueError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+                if i < len(names) - 1:
+                    raise StoreError(
+                        f"{path}: commit entry {i + 1} of {len(names)} is unreadable ({reason}); only the last "
+                        f"entry can be cut off by a crash, so this is damage: restore the file from a backup, or "
+                        f"roll the store back to before it by moving it and every later entry into "
+                        f"{path.parent / TORN_DIR}/ (the next writing run then deletes the files only they "
+                        f"added)") from None
+                torn = TornEntry(path, reason)
+                if LOG_ENTRY_NAME.match(path.name):
+                    log_seq -= 1  # the next writer sets it aside and reuses its number
+                if warn_torn:
+                    _warn_once(self.root, path.name,
+                               f"{path}: the last commit entry is {reason}, as a crash or power loss during a "
+                               f"commit leaves it; ignoring it (what it committed stays invisible); the next "
+                               f"writing run moves it to {path.parent / TORN_DIR}/")
+                break
             for d in entry.get("add", []):
                 files[d["path"]] = FileEntry.from_json(d)
-            for path in entry.get("remove", []):
-                if files.pop(path, None) is not None:
-                    removed[path] = entry["committed_at_unix"]
+            for removed_path in entry.get("remove", []):
+                if files.pop(removed_path, None) is not None:
+                    removed[removed_path] = entry["committed_at_unix"]
             for drop in entry.get("drop_coverage", []):
                 keep = drop.get("keep_tag_key")
                 coverage = [c for c in coverage
                             if c["detector"] != drop["detector"] or (keep is not None and c["tag_key"] == keep)]
             coverage.extend(entry.get("coverage", []))
-        return Snapshot(self.root, files, removed, coverage)
+        return Snapshot(self.root, files, removed, coverage, log_seq=log_seq, torn=torn)
+
+    def _log_entry_names(self) -> tuple[list[Path], int]:
+        """The log's entries in commit order, and the last sequence number; StoreError on a gap."""
+        log_dir = self.root / "_log"
+        for _attempt in range(3):
+            legacy: list[str] = []
+            numbered: list[tuple[int, str]] = []
+            for name in _list_dir(log_dir):
+                if name.startswith(".") or not name.endswith(".json"):
+                    continue  # temp files of a commit in progress (or of one a crash cut short)
+                if match := LOG_ENTRY_NAME.match(name):
+                    numbered.append((int(match.group(1)), name))
+                elif LEGACY_LOG_ENTRY_NAME.match(name):
+                    legacy.append(name)
+                else:
+                    raise StoreError(f"{log_dir / name}: not a commit entry (those are named <20 digits>.json); "
+                                     f"move it out of {log_dir}/")
+            numbered.sort()
+            missing = next((i + 1 for i, (seq, _) in enumerate(numbered) if seq != i + 1), None)
+            if missing is None:
+                # Format-1 entries (named by time_ns) all predate the numbered ones: they come first.
+                return [log_dir / n for n in sorted(legacy)] + [log_dir / n for _, n in numbered], len(numbered)
+            # A listing taken while a writer links entries in may miss entry n and see n+1: look again.
+            time.sleep(0.05)
+        absent, after = log_dir / f"{missing:020d}.json", numbered[missing - 1][1]
+        raise StoreError(
+            f"{absent}: commit entry {missing} is missing (the log goes on with {after}); a crash never leaves "
+            f"a gap, so this is damage: restore the missing entry from a backup, or roll the store back to "
+            f"commit {missing - 1} by moving {after} and every later entry into {log_dir / TORN_DIR}/ (the next "
+            f"writing run then deletes the files only they added)")
 
     def runs(self) -> list[dict]:
         out = []
@@ -192,8 +360,10 @@ class Store:
     @contextlib.contextmanager
     def run(self, command: str, config: dict | None = None, run_id: str | None = None) -> Iterator[Run]:
         """Take the write lock and open a run record; mark it failed if the body raises."""
-        with self._lock(command):
-            run = Run(self, run_id or new_run_id(command), command, config or {})
+        run_id = run_id or new_run_id(command)
+        with self._lock(command, run_id):
+            snapshot = self._recover(run_id)
+            run = Run(self, run_id, command, config or {}, log_seq=snapshot.log_seq)
             run.start()
             try:
                 yield run
@@ -205,7 +375,7 @@ class Store:
                 run.finish("succeeded")
 
     @contextlib.contextmanager
-    def _lock(self, command: str) -> Iterator[None]:
+    def _lock(self, command: str, run_id: str) -> Iterator[None]:
         # POSIX record locks (lockf), not flock: they belong to this process only, so detector
         # worker processes forked during a run never inherit the lock and keep it after we die.
         # The same process taking it twice is caught by _HELD, since POSIX locks do not
@@ -220,13 +390,14 @@ class Store:
             except OSError:
                 fh.seek(0)
                 holder = fh.read().strip() or "another process"
-                raise StoreLocked(f"{self.root}: store is locked by {holder}; try again when it finishes") from None
+                raise StoreLocked(f"{self.root}: store is locked by {holder}: another run is writing to it; "
+                                  f"try again when it finishes") from None
             _HELD[self.root] = command
             fh.seek(0)
             fh.truncate()
-            fh.write(f"pid {os.getpid()} on {socket.gethostname()} ({command}, since {utcnow():%Y-%m-%dT%H:%M:%SZ})")
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()} ({command}, since {utcnow():%Y-%m-%dT%H:%M:%SZ}, "
+                     f"run {run_id})")
             fh.flush()
-            self._recover()
             yield
         finally:
             if _HELD.get(self.root) == command:
@@ -235,14 +406,26 @@ class Store:
                 del _HELD[self.root]
             fh.close()  # closing releases the lock
 
-    def _recover(self) -> None:
-        """With the lock held: drop staging leftovers, orphans and long-removed files; close dead runs."""
+    def _recover(self, run_id: str) -> Snapshot:
+        """With the lock held: repair what a crash leaves, and return the snapshot to write on.
+
+        Sets an empty or cut-off last log entry aside, drops staging leftovers,
+        orphans and long-removed files, closes dead runs' records, and marks
+        the store with the current format.
+        """
+        self._mark_current_format()
         tmp = self.root / "_tmp"
         tmp.mkdir(exist_ok=True)
         for leftover in tmp.iterdir():
             with contextlib.suppress(OSError):
                 leftover.unlink()
-        snap = self.snapshot()
+        log_dir = self.root / "_log"
+        make_dirs(log_dir)
+        for leftover in log_dir.glob(".*.tmp"):  # a commit entry written but never renamed in
+            leftover.unlink(missing_ok=True)
+        snap = self._read_log(warn_torn=False)
+        if snap.torn is not None:
+            self._set_aside(snap.torn, run_id)
         now = time.time()
         for kind in DATA_KINDS:
             base = self.root / kind
@@ -261,13 +444,32 @@ class Store:
                 record["status"] = "interrupted"
                 record["finished_at"] = record.get("updated_at")
                 record["error"] = "the process ended before the run finished; committed work is kept"
-                _atomic_write_text(self.root / "runs" / f"{record['run_id']}.json", json.dumps(record, indent=2))
+                atomic_write_text(self.root / "runs" / f"{record['run_id']}.json", json.dumps(record, indent=2))
+        return snap
+
+    def _set_aside(self, torn: TornEntry, run_id: str) -> None:
+        """Move an empty or cut-off last entry out of the log, so that later commits can follow it."""
+        torn_dir = torn.path.parent / TORN_DIR
+        make_dirs(torn_dir)
+        dest = torn_dir / f"{torn.path.stem}.set-aside-by-{run_id}.json"
+        os.replace(torn.path, dest)
+        fsync_dir(torn_dir)
+        fsync_dir(torn.path.parent)
+        log.warning(f"{torn.path}: the last commit entry was {torn.reason}, cut short by a crash or power loss; "
+                    f"moved it to {dest}; what it committed is lost (its files are deleted as orphans): run the "
+                    f"interrupted command again to redo it")
+
+    def _mark_current_format(self) -> None:
+        marker = self.root / "store.json"
+        info = json.loads(marker.read_text())
+        if info.get("version", 0) < STORE_FORMAT_VERSION:
+            atomic_write_text(marker, json.dumps({**info, "version": STORE_FORMAT_VERSION}))
 
 
 class Run:
     """One writing run (crawl, ingest, tag, ...), holding the lock. Files become visible on commit()."""
 
-    def __init__(self, store: Store, run_id: str, command: str, config: dict):
+    def __init__(self, store: Store, run_id: str, command: str, config: dict, log_seq: int = 0):
         self.store = store
         self.run_id = run_id
         self.command = command
@@ -277,6 +479,7 @@ class Run:
         self.started_at = utcnow()
         self._seq = 0
         self._commits = 0
+        self._log_seq = log_seq  # the last commit entry's number: this run's next commit claims log_seq + 1
 
     @property
     def record_path(self) -> Path:
@@ -297,15 +500,15 @@ class Run:
         }
 
     def start(self) -> None:
-        (self.store.root / "runs").mkdir(exist_ok=True)
-        _atomic_write_text(self.record_path, json.dumps(self._record(), indent=2, default=str))
+        make_dirs(self.store.root / "runs")
+        atomic_write_text(self.record_path, json.dumps(self._record(), indent=2, default=str))
 
     def finish(self, status: str, error: str | None = None) -> None:
         self.status = status
         extra = {"finished_at": utcnow().isoformat()}
         if error:
             extra["error"] = error
-        _atomic_write_text(self.record_path, json.dumps(self._record(**extra), indent=2, default=str))
+        atomic_write_text(self.record_path, json.dumps(self._record(**extra), indent=2, default=str))
 
     def write(self, kind: str, table: pa.Table | pa.RecordBatch, subdir: str, meta: dict | None = None,
               row_group_size: int = 1024) -> FileEntry:
@@ -327,8 +530,9 @@ class Run:
         pq.write_table(conformed, tmp, compression="zstd", row_group_size=row_group_size)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        final.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(final.parent)
         os.replace(tmp, final)
+        fsync_dir(final.parent)
         return FileEntry(rel, kind, conformed.num_rows, final.stat().st_size, file_sha256(final), meta or {})
 
     def commit(self, add: list[FileEntry] = (), remove: list[str] = (), coverage: list[dict] = (),
@@ -341,7 +545,6 @@ class Run:
         """
         if not (add or remove or coverage or drop_coverage):
             return
-        self._commits += 1
         now = utcnow()
         entry = {
             "run_id": self.run_id,
@@ -353,6 +556,14 @@ class Run:
             "coverage": list(coverage),
             "drop_coverage": list(drop_coverage),
         }
-        name = f"{time.time_ns():020d}-{self.run_id}-{self._commits:05d}.json"
-        _atomic_write_text(self.store.root / "_log" / name, json.dumps(entry))
-        _atomic_write_text(self.record_path, json.dumps(self._record(), indent=2, default=str))
+        seq = self._log_seq + 1
+        path = self.store.root / "_log" / f"{seq:020d}.json"
+        try:
+            _create_text(path, json.dumps(entry))
+        except FileExistsError:
+            raise StoreError(f"{path}: commit entry {seq} exists already although this run holds the lock; "
+                             f"nothing of this commit was made visible. Is the store shared by hosts whose "
+                             f"file system does not honour POSIX locks?") from None
+        self._log_seq = seq
+        self._commits += 1
+        atomic_write_text(self.record_path, json.dumps(self._record(), indent=2, default=str))
