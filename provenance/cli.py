@@ -279,11 +279,11 @@ def _print_table(columns, rows, max_rows) -> None:
 @cli.command()
 @store_option
 @click.option("--where", default="NOT flagged", show_default=True,
-              help="SQL predicate over documents JOIN doc_flags choosing what to keep.")
+              help="One boolean SQL expression over the columns of documents and doc_flags choosing what to keep.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output directory (documents.parquet, manifest.json, README.md).")
 @click.option("--include-raw", is_flag=True, help="Keep the raw body bytes in the export.")
-@click.option("--overwrite", is_flag=True, help="Replace a non-empty output directory.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export in the output directory (nothing else).")
 @handle_errors
 def export(store_dir, config_file, where, out_dir, include_raw, overwrite):
     """Export the documents a predicate keeps, with a manifest of what was kept, excluded and why."""

@@ -32,7 +32,7 @@ import duckdb
 
 import provenance
 from provenance import exitcodes
-from provenance.sql import UserSQLError, boolean_predicate, connect, sql_list, sql_string
+from provenance.sql import UserSQLError, boolean_predicate, connect, first_line, sql_list, sql_string
 from provenance.store import Store, file_sha256, utcnow
 
 MANIFEST_VERSION = 1
@@ -129,7 +129,7 @@ def run_export(store: Store, out_dir: Path, where: str = DEFAULT_WHERE, include_
     try:
         con.execute(f"CREATE TEMP TABLE selected AS {selection}")
     except duckdb.Error as exc:  # it parsed and bound, but failed on the data (a bad cast, a file it may not read)
-        raise ExportUsageError(f"--where {where!r} failed: {str(exc).splitlines()[0]}") from None
+        raise ExportUsageError(f"--where {where!r} failed: {first_line(exc)}") from None
     _coverage_table(con, snapshot)
 
     columns = "*" if include_raw else "* EXCLUDE (raw)"

@@ -203,7 +203,8 @@ def read_only_query(sql: str) -> str:
     return sql
 
 
-def boolean_predicate(con: duckdb.DuckDBPyConnection, predicate: str, relation: str, flag: str = "--where") -> str:
+def boolean_predicate(con: duckdb.DuckDBPyConnection, predicate: str, relation: str, flag: str = "--where",
+                      over: str = "documents and doc_flags") -> str:
     """``predicate`` if it is exactly one boolean expression over ``relation`` (a FROM clause); else UserSQLError.
 
     DuckDB parses ``SELECT * FROM _r WHERE <p>`` and ``... WHERE (<p>)``: both must
@@ -211,9 +212,10 @@ def boolean_predicate(con: duckdb.DuckDBPyConnection, predicate: str, relation: 
     statement, no ORDER BY / GROUP BY / LIMIT / UNION after the expression) with
     the same WHERE tree. Text that only parses inside the parentheses
     (``x) OR (y``), or only outside them (``x --``), is refused. Then the
-    expression is bound against ``relation`` and must be BOOLEAN.
+    expression is bound against ``relation`` (``over`` names it for the user), in a
+    WHERE clause (so an aggregate is refused), and must be BOOLEAN.
     """
-    hint = "give one boolean SQL expression over the columns of documents and doc_flags, e.g. \"NOT flagged\""
+    hint = f"give one boolean SQL expression over the columns of {over}, e.g. \"NOT flagged\""
     if not predicate.strip():
         raise UserSQLError(f"{flag} is empty: {hint}")
     (template, _true), _ = _select_star_where(con, "true")
@@ -227,10 +229,10 @@ def boolean_predicate(con: duckdb.DuckDBPyConnection, predicate: str, relation: 
     if wheres[0] != wheres[1]:
         raise UserSQLError(f"{flag} {predicate!r} is not one SQL expression (parentheses do not match): {hint}")
     try:
-        (_name, kind, *_rest), = con.execute(f"DESCRIBE SELECT ({predicate}) AS keep FROM {relation}").fetchall()
+        # DESCRIBE binds without running: (column_name, column_type, ...) of the one column.
+        kind = con.execute(f"DESCRIBE SELECT ({predicate}) AS keep FROM {relation} WHERE ({predicate})").fetchone()[1]
     except duckdb.Error as exc:
-        raise UserSQLError(f"{flag} {predicate!r} is not a valid predicate over documents and doc_flags: "
-                           f"{first_line(exc)}") from None
+        raise UserSQLError(f"{flag} {predicate!r} is not a valid predicate over {over}: {first_line(exc)}") from None
     if kind != "BOOLEAN":
         raise UserSQLError(f"{flag} {predicate!r} is of type {kind}, not BOOLEAN: {hint}")
     return predicate
@@ -259,4 +261,5 @@ def _without_locations(node):
 
 
 def first_line(exc: BaseException) -> str:
+    """The first line of an error's message: DuckDB adds context lines that do not fit a one-line error."""
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -61,6 +61,7 @@ def _one_error_line(proc, code: int, *words: str) -> str:
     ("   ", ["--where is empty"]),
     ("url", ["VARCHAR, not BOOLEAN"]),
     ("no_such_column", ["not a valid predicate", "no_such_column"]),
+    ("count(*) > 1", ["not a valid predicate", "aggregates"]),
     ("doc_id IN (SELECT column0 FROM read_csv('/etc/passwd'))", ["Permission", "/etc/passwd"]),
     ("doc_id IN (SELECT * FROM read_text('{victim}'))", ["Permission"]),
     ("text::INT > 1", ["failed", "Conversion Error"]),
