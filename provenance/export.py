@@ -61,6 +61,8 @@ def check_output_dir(out_dir: Path, overwrite: bool) -> None:
     holds nothing but the files an export writes: replacing any other directory
     could delete a user's files.
     """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportUsageError(f"{out_dir}: is a file, not a directory; choose another --out directory")
     if not out_dir.exists() or not any(out_dir.iterdir()):
         return
     if not overwrite:
