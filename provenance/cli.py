@@ -21,13 +21,22 @@ from provenance import exitcodes
 from provenance.store import Store, StoreError, StoreLocked, show_store_warnings
 
 
+# Control characters in data (ESC starts terminal escape sequences) are shown as \x1b, never sent.
+_VISIBLE_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x00, 0x20), *range(0x7f, 0xa0)] if chr(c) not in "\n\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters made visible, for a terminal: crawled data may carry any of them."""
+    return text.translate(_VISIBLE_CONTROLS)
+
+
 class Failure(click.ClickException):
     def __init__(self, message: str, code: int = exitcodes.FAILURE):
         super().__init__(message)
         self.exit_code = code
 
     def show(self, file=None):
-        click.echo(f"provenance: error: {self.format_message()}", err=True)
+        click.echo(f"provenance: error: {printable(self.format_message())}", err=True)
 
 
 def handle_errors(fn):
@@ -47,7 +56,7 @@ def handle_errors(fn):
         except (config_mod.ConfigError, TagRunError, DetectorError) as exc:
             raise Failure(str(exc), exitcodes.USAGE) from None
         except (StoreError, IngestError, ExportError, PluginLoadError) as exc:
-            raise Failure(str(exc)) from None
+            raise Failure(str(exc), getattr(exc, "exit_code", exitcodes.FAILURE)) from None
         except KeyboardInterrupt:
             raise Failure("interrupted; committed work is kept and the next run resumes", 130) from None
 
@@ -201,22 +210,29 @@ def tag(store_dir, config_file, enable, disable, batch_size, time_budget, isolat
 @click.option("--max-rows", type=int, default=100, show_default=True, help="Rows shown in table format (0: all).")
 @handle_errors
 def query(sql, store_dir, config_file, fmt, max_rows):
-    """Run SQL over the views documents, tags, doc_flags, errors, fetches and runs.
+    """Run one SELECT over the views documents, tags, doc_flags, errors, fetches, runs and first_seen.
 
-    --format json prints a JSON array with one object per row (for scripts).
+    The query reads the store's views only: it cannot read or write other files
+    or change settings. --format json prints a JSON array with one object per
+    row (for scripts).
     """
     import duckdb
 
-    from provenance.sql import connect
+    from provenance.sql import UserSQLError, connect, first_line, read_only_query
 
+    try:
+        sql = read_only_query(sql)
+    except UserSQLError as exc:
+        raise Failure(str(exc), exitcodes.USAGE) from None
     _settings, store = settings_and_store(config_file, store_dir)
-    con = connect(store)
+    con = connect(store, sandbox=True)
     try:
         result = con.execute(sql)
+    except duckdb.PermissionException as exc:
+        raise Failure(f"SQL error: {first_line(exc)} (provenance query reads only the store's views)",
+                      exitcodes.USAGE) from None
     except duckdb.Error as exc:
-        raise Failure(f"SQL error: {str(exc).splitlines()[0]}", exitcodes.USAGE) from None
-    if result.description is None:
-        return
+        raise Failure(f"SQL error: {first_line(exc)}", exitcodes.USAGE) from None
     columns = [d[0] for d in result.description]
     if fmt == "json":
         rows = result.fetchall()
@@ -236,15 +252,25 @@ def _jsonable_row(row) -> list:
     return [v.hex() if isinstance(v, (bytes, bytearray)) else v for v in row]
 
 
+def _as_text(value):
+    """A table cell or header as plain rich Text: never read as markup or :emoji: codes."""
+    from rich.text import Text
+
+    return Text("NULL" if value is None else printable(str(value)[:200]))
+
+
 def _print_table(columns, rows, max_rows) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*columns, show_lines=False)
+    table = Table(show_lines=False)
+    for name in columns:
+        table.add_column(_as_text(name))
     shown = rows if not max_rows else rows[:max_rows]
     for row in shown:
-        table.add_row(*["NULL" if v is None else str(v)[:200] for v in _jsonable_row(row)])
-    Console(width=max(120, len(columns) * 20) if not sys.stdout.isatty() else None).print(table)
+        table.add_row(*[_as_text(v) for v in _jsonable_row(row)])
+    Console(width=max(120, len(columns) * 20) if not sys.stdout.isatty() else None,
+            markup=False, emoji=False, highlight=False).print(table)
     if max_rows and len(rows) > max_rows:
         click.echo(f"({len(rows)} rows, first {max_rows} shown; --max-rows 0 shows all)")
 
@@ -253,11 +279,11 @@ def _print_table(columns, rows, max_rows) -> None:
 @cli.command()
 @store_option
 @click.option("--where", default="NOT flagged", show_default=True,
-              help="SQL predicate over documents JOIN doc_flags choosing what to keep.")
+              help="One boolean SQL expression over the columns of documents and doc_flags choosing what to keep.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output directory (documents.parquet, manifest.json, README.md).")
 @click.option("--include-raw", is_flag=True, help="Keep the raw body bytes in the export.")
-@click.option("--overwrite", is_flag=True, help="Replace a non-empty output directory.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export in the output directory (nothing else).")
 @handle_errors
 def export(store_dir, config_file, where, out_dir, include_raw, overwrite):
     """Export the documents a predicate keeps, with a manifest of what was kept, excluded and why."""

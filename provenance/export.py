@@ -13,6 +13,12 @@ The output directory gets:
 
 It is assembled in a temporary directory and renamed into place, so a failed
 export leaves nothing half-written. The manifest follows schemas/manifest.v1.json.
+
+The predicate is untrusted text: it must be exactly one boolean expression
+(``provenance.sql.boolean_predicate``), and it runs on a sandboxed connection
+that reads only the snapshot's Parquet files and writes only the temporary
+directory. ``--overwrite`` replaces only a directory that holds an earlier
+export of this tool and nothing else.
 """
 
 from __future__ import annotations
@@ -25,15 +31,57 @@ from pathlib import Path
 import duckdb
 
 import provenance
-from provenance.sql import create_views, sql_list
+from provenance import exitcodes
+from provenance.sql import UserSQLError, boolean_predicate, connect, first_line, sql_list, sql_string
 from provenance.store import Store, file_sha256, utcnow
 
 MANIFEST_VERSION = 1
+TOOL_NAME = "provenance-guard"
 DEFAULT_WHERE = "NOT flagged"
+SELECTED_FROM = "documents JOIN doc_flags USING (doc_id)"
+EXPORT_FILES = ("documents.parquet", "manifest.json", "README.md")  # everything an export directory holds
 
 
 class ExportError(Exception):
-    """An export that cannot be made (bad predicate, output exists, ...)."""
+    """An export that cannot be made (the store holds no documents, ...)."""
+
+    exit_code = exitcodes.FAILURE
+
+
+class ExportUsageError(ExportError):
+    """An export asked for wrongly (bad predicate, output directory in the way): exit 2, nothing written."""
+
+    exit_code = exitcodes.USAGE
+
+
+def check_output_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an output directory that is in the way; ``--overwrite`` may replace an earlier export only.
+
+    An earlier export is a directory whose manifest.json this tool wrote and that
+    holds nothing but the files an export writes: replacing any other directory
+    could delete a user's files.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportUsageError(f"{out_dir}: is a file, not a directory; choose another --out directory")
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return
+    if not overwrite:
+        raise ExportUsageError(f"{out_dir}: exists and is not empty (use --overwrite to replace an earlier export)")
+    others = sorted(p.name for p in out_dir.iterdir() if p.name not in EXPORT_FILES)
+    if others or not _is_manifest_of_this_tool(out_dir / "manifest.json"):
+        found = f"it also holds {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}" if others else \
+            "it has no manifest.json written by provenance export"
+        raise ExportUsageError(f"{out_dir}: --overwrite replaces only an earlier export, and {found}; "
+                               f"choose another --out directory")
+
+
+def _is_manifest_of_this_tool(path: Path) -> bool:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(manifest, dict) and isinstance(manifest.get("tool"), dict)
+            and manifest["tool"].get("name") == TOOL_NAME and "manifest_version" in manifest)
 
 
 def _coverage_table(con, snapshot) -> None:
@@ -64,34 +112,35 @@ def _detector_descriptions(store: Store) -> dict[tuple[str, str], dict]:
 
 def run_export(store: Store, out_dir: Path, where: str = DEFAULT_WHERE, include_raw: bool = False,
                overwrite: bool = False) -> dict:
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise ExportError(f"{out_dir}: exists and is not empty (use --overwrite to replace it)")
+    out_dir = Path(out_dir).absolute()
+    check_output_dir(out_dir, overwrite)
     snapshot = store.snapshot()
-    con = duckdb.connect()
-    create_views(con, store, snapshot)
     doc_paths = snapshot.paths("documents")
     if not doc_paths:
         raise ExportError(f"{store.root}: the store holds no documents")
+    tmp_dir = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    # The predicate runs on a connection that can write nothing but tmp_dir (our own COPY below).
+    con = connect(store, sandbox=True, snapshot=snapshot, writable_dirs=[tmp_dir])
+    try:
+        where = boolean_predicate(con, where, SELECTED_FROM)
+    except UserSQLError as exc:
+        raise ExportUsageError(str(exc)) from None
     con.execute(f"CREATE TEMP VIEW located AS SELECT doc_id, filename AS _file, file_row_number AS _row "
                 f"FROM read_parquet({sql_list(doc_paths)}, filename=true, file_row_number=true)")
-    selection = f"SELECT doc_id FROM documents JOIN doc_flags USING (doc_id) WHERE ({where})"
+    selection = f"SELECT doc_id FROM {SELECTED_FROM} WHERE ({where})"
     try:
         con.execute(f"CREATE TEMP TABLE selected AS {selection}")
-    except duckdb.Error as exc:
-        raise ExportError(f"--where {where!r} is not a valid predicate over documents and doc_flags: "
-                          f"{str(exc).splitlines()[0]}") from None
+    except duckdb.Error as exc:  # it parsed and bound, but failed on the data (a bad cast, a file it may not read)
+        raise ExportUsageError(f"--where {where!r} failed: {first_line(exc)}") from None
     _coverage_table(con, snapshot)
 
     columns = "*" if include_raw else "* EXCLUDE (raw)"
-    tmp_dir = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir(parents=True)
     try:
         data_path = tmp_dir / "documents.parquet"
         con.execute(f"COPY (SELECT {columns} FROM documents WHERE doc_id IN (SELECT doc_id FROM selected) "
-                    f"ORDER BY doc_id) TO '{data_path}' (FORMAT parquet, COMPRESSION zstd)")
+                    f"ORDER BY doc_id) TO {sql_string(data_path)} (FORMAT parquet, COMPRESSION zstd)")
         manifest = _manifest(con, store, snapshot, where, selection, data_path)
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
         (tmp_dir / "README.md").write_text(dataset_card(manifest))
@@ -142,7 +191,7 @@ def _manifest(con, store: Store, snapshot, where: str, selection: str, data_path
               for kind in ("documents", "tags") for e in snapshot.entries(kind)]
     return {
         "manifest_version": MANIFEST_VERSION,
-        "tool": {"name": "provenance-guard", "version": provenance.__version__},
+        "tool": {"name": TOOL_NAME, "version": provenance.__version__},
         "created_at": utcnow().isoformat(),
         "store": str(store.root),
         "query": {"where": where, "sql": selection},

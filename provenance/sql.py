@@ -15,6 +15,13 @@ Views (stable names; add, never rename):
 Views read only files named by the commit log (a snapshot taken at connect
 time), so a run in progress is never half visible. A tag with a null score
 states a fact and counts as 1.0 in the score columns.
+
+SQL a user hands the command line (``query``, ``export --where``) is untrusted
+text: it runs on a *sandboxed* connection (``connect(..., sandbox=True)``) that
+reaches no file but the snapshot's Parquet files and the directories it is
+explicitly given to write, and it must first pass ``read_only_query`` (one
+SELECT) or ``boolean_predicate`` (one expression). Both checks use DuckDB's
+own parser, never regular expressions.
 """
 
 from __future__ import annotations
@@ -29,11 +36,21 @@ from provenance import schemas
 from provenance.store import Snapshot, Store
 
 SCORE_CATEGORIES = ("llm", "poison", "duplicate", "quality", "provenance")
+PARQUET_VIEWS = ("documents", "tags", "errors", "fetches")  # views over the store's Parquet files, one per kind
+
+
+class UserSQLError(ValueError):
+    """SQL from a user that is refused before it runs, or does not bind (a usage error)."""
+
+
+def sql_string(value: str | Path) -> str:
+    """A DuckDB string literal: ``'`` doubled, so any path or text is one literal and nothing more."""
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def sql_list(paths: list[Path]) -> str:
     """A DuckDB list literal of file paths, quoted."""
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+    return "[" + ", ".join(sql_string(p) for p in paths) + "]"
 
 
 def _parquet_view(con: duckdb.DuckDBPyConnection, name: str, kind: str, paths: list[Path]) -> None:
@@ -110,7 +127,7 @@ FROM documents WHERE text_sha256 IS NOT NULL GROUP BY text_sha256
 
 def create_views(con: duckdb.DuckDBPyConnection, store: Store, snapshot: Snapshot | None = None) -> Snapshot:
     snapshot = snapshot or store.snapshot()
-    for kind in ("documents", "tags", "errors", "fetches"):
+    for kind in PARQUET_VIEWS:
         _parquet_view(con, kind, kind, snapshot.paths(kind))
     con.register("_runs", _runs_table(store))
     con.execute("CREATE OR REPLACE VIEW runs AS SELECT * FROM _runs")
@@ -123,9 +140,126 @@ def create_views(con: duckdb.DuckDBPyConnection, store: Store, snapshot: Snapsho
     return snapshot
 
 
-def connect(store: str | Path | Store, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the store's views; the store must exist."""
+def restrict_file_access(con: duckdb.DuckDBPyConnection, readable: list[Path], writable_dirs: list[Path] = ()) -> None:
+    """Lock ``con`` so that no SQL run on it reaches a file but ``readable`` and what is under ``writable_dirs``.
+
+    DuckDB's own switches: external access off (no other files, no ATTACH of a
+    file, no INSTALL/LOAD of extensions from disk), the exceptions listed, then
+    the configuration locked so that no statement can undo any of it. Note that
+    DuckDB lets a listed file be written too: callers still allow only reads
+    (``read_only_query``, ``boolean_predicate``) on what users hand them.
+    """
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET allowed_paths = ?", [[str(p) for p in readable]])
+    # A trailing '/' so that /out allows /out/x but not the sibling /out-other/x.
+    con.execute("SET allowed_directories = ?", [[str(d).rstrip("/") + "/" for d in writable_dirs]])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def connect(store: str | Path | Store, database: str = ":memory:", *, sandbox: bool = False,
+            snapshot: Snapshot | None = None, writable_dirs: list[Path] = ()) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the store's views; the store must exist.
+
+    ``sandbox=True`` is for SQL someone else wrote (the CLI always uses it): the
+    connection reads only the snapshot's Parquet files and writes only under
+    ``writable_dirs``. The default stays unlocked for analysts in Python, who
+    could open any file from Python anyway and may want to read their own
+    CSVs or write results next to the store.
+    """
     store = store if isinstance(store, Store) else Store.open(store)
+    snapshot = snapshot or store.snapshot()
     con = duckdb.connect(database)
-    create_views(con, store)
+    if sandbox:
+        readable = [p for kind in PARQUET_VIEWS for p in snapshot.paths(kind)]
+        restrict_file_access(con, readable, writable_dirs)
+    create_views(con, store, snapshot)
     return con
+
+
+# ----- checks on SQL users hand us ------------------------------------------------------------
+def read_only_query(sql: str) -> str:
+    """``sql`` if it is exactly one SELECT statement (WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE included).
+
+    A sandboxed connection may still write the store's own files (DuckDB does not
+    tell reading from writing for an allowed path), so COPY, EXPORT, CREATE and
+    the like are refused here, by the statement type DuckDB's parser reports.
+    """
+    if not sql.strip():
+        raise UserSQLError("the query is empty: give one SELECT statement, e.g. \"SELECT count(*) FROM documents\"")
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise UserSQLError(f"SQL error: {first_line(exc)}") from None
+    if not statements:
+        raise UserSQLError("the query holds no statement (only comments?): give one SELECT statement")
+    if len(statements) > 1:
+        raise UserSQLError(f"the query holds {len(statements)} statements: give exactly one SELECT statement")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise UserSQLError(f"only SELECT statements are allowed (this one is {kind.name}): provenance query "
+                           f"reads the store's views and never writes")
+    return sql
+
+
+def boolean_predicate(con: duckdb.DuckDBPyConnection, predicate: str, relation: str, flag: str = "--where",
+                      over: str = "documents and doc_flags") -> str:
+    """``predicate`` if it is exactly one boolean expression over ``relation`` (a FROM clause); else UserSQLError.
+
+    DuckDB parses ``SELECT * FROM _r WHERE <p>`` and ``... WHERE (<p>)``: both must
+    be one SELECT shaped exactly like ``SELECT * FROM _r WHERE true`` (no second
+    statement, no ORDER BY / GROUP BY / LIMIT / UNION after the expression) with
+    the same WHERE tree. Text that only parses inside the parentheses
+    (``x) OR (y``), or only outside them (``x --``), is refused. Then the
+    expression is bound against ``relation`` (``over`` names it for the user), in a
+    WHERE clause (so an aggregate is refused), and must be BOOLEAN.
+    """
+    hint = f"give one boolean SQL expression over the columns of {over}, e.g. \"NOT flagged\""
+    if not predicate.strip():
+        raise UserSQLError(f"{flag} is empty: {hint}")
+    (template, _true), _ = _select_star_where(con, "true")
+    wheres = []
+    for text in (predicate, f"({predicate})"):
+        parsed, error = _select_star_where(con, text)
+        if error or parsed[0] != template:
+            reason = error or "it goes on past one expression"
+            raise UserSQLError(f"{flag} {predicate!r} is not one SQL expression ({reason}): {hint}")
+        wheres.append(parsed[1])
+    if wheres[0] != wheres[1]:
+        raise UserSQLError(f"{flag} {predicate!r} is not one SQL expression (parentheses do not match): {hint}")
+    try:
+        # DESCRIBE binds without running: (column_name, column_type, ...) of the one column.
+        kind = con.execute(f"DESCRIBE SELECT ({predicate}) AS keep FROM {relation} WHERE ({predicate})").fetchone()[1]
+    except duckdb.Error as exc:
+        raise UserSQLError(f"{flag} {predicate!r} is not a valid predicate over {over}: {first_line(exc)}") from None
+    if kind != "BOOLEAN":
+        raise UserSQLError(f"{flag} {predicate!r} is of type {kind}, not BOOLEAN: {hint}")
+    return predicate
+
+
+def _select_star_where(con, where_text: str) -> tuple[tuple[dict, dict] | None, str | None]:
+    """DuckDB's parse tree of ``SELECT * FROM _r WHERE <where_text>``: (tree without WHERE, WHERE), or an error."""
+    tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [f"SELECT * FROM _r WHERE {where_text}"]
+                                  ).fetchone()[0])
+    if tree.get("error"):
+        return None, tree.get("error_message", "not a SELECT")
+    if len(tree["statements"]) != 1:
+        return None, "more than one statement"
+    statement = _without_locations(tree["statements"][0])
+    where = statement["node"].pop("where_clause", None)
+    return (statement, where), None
+
+
+def _without_locations(node):
+    """A parse tree without character offsets, so trees of differently spaced text compare equal."""
+    if isinstance(node, dict):
+        return {k: _without_locations(v) for k, v in node.items() if not k.startswith("query_location")}
+    if isinstance(node, list):
+        return [_without_locations(v) for v in node]
+    return node
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message: DuckDB adds context lines that do not fit a one-line error."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

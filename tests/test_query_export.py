@@ -97,9 +97,9 @@ def test_export_with_a_custom_predicate_and_refusals(tagged_store, tmp_path, cli
         "duplicate:exact_duplicate": 2}
     assert manifest["counts"]["excluded_without_tags"] == 3
     again = cli("export", "--store", tagged_store, "--out", out)
-    assert again.returncode == 1 and "not empty" in again.stderr
+    assert again.returncode == 2 and "not empty" in again.stderr
     bad = cli("export", "--store", tagged_store, "--out", tmp_path / "e3", "--where", "no_such_column > 1")
-    assert bad.returncode == 1 and "not a valid predicate" in bad.stderr
+    assert bad.returncode == 2 and "not a valid predicate" in bad.stderr
     assert not (tmp_path / "e3").exists()
 
 
