@@ -256,10 +256,11 @@ def _problem(loc: tuple, err: dict, flags: bool) -> str:
     if loc[0] == "detectors":
         return f"[detectors.{loc[1]}]: expected a table of the detector's options, got {_shown(value)}"
     field = SECTIONS[loc[0]].model_fields[loc[1]]
-    expected = _type_text(field.annotation, field.metadata)
     where = f"[{loc[0]}] {loc[1]}" + "".join(f"[{i}]" for i in loc[2:])
-    if len(loc) > 2:  # an element of a list
+    if len(loc) > 2:  # an element of a list, e.g. [tag] enable[1]
         expected = _type_text(typing.get_args(_without_none(field.annotation))[0], [])
+    else:
+        expected = _type_text(field.annotation, field.metadata)
     if flags and (loc[0], loc[1]) in FLAGS:
         where = f"{FLAGS[loc[0], loc[1]]} ({where})"
     return f"{where}: expected {expected}, got {_shown(value)}{_hint(loc, field, value)}"
@@ -270,7 +271,8 @@ def _hint(loc: tuple, field, value) -> str:
     if not isinstance(value, str) or len(loc) > 2:
         return ""
     if typing.get_origin(_without_none(field.annotation)) is list:
-        return f" (a list is written {loc[1]} = {json.dumps([value])})"
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        return f" (a list is written {loc[1]} = {json.dumps(items)})"
     try:
         unquoted = tomllib.loads(f"v = {value}")["v"]
     except (tomllib.TOMLDecodeError, KeyError):
@@ -289,6 +291,8 @@ def _shown(value) -> str:
     """A value as TOML spells it, and what kind of value it is."""
     if isinstance(value, dict):
         return "a table"
+    if value is None:  # only from Python callers: TOML has no null
+        return "None"
     kind = ("a boolean" if isinstance(value, bool) else "an integer" if isinstance(value, int)
             else "a float" if isinstance(value, float) else "a string" if isinstance(value, str)
             else "a list" if isinstance(value, list) else f"a {type(value).__name__}")
