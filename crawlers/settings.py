@@ -16,7 +16,7 @@ import sys
 from scrapy.settings import default_settings as _scrapy_defaults
 
 import provenance
-from provenance.config import DEFAULTS, ConfigError
+from provenance import config
 from provenance.crawlers.extraction import extract_workers
 
 PROJECT_URL = "https://github.com/provenance-guard/provenance-guard"
@@ -46,12 +46,8 @@ def _robots_middlewares() -> dict:
 
 
 def effective(crawl: dict | None) -> dict:
-    """The [crawl] defaults overlaid with ``crawl``; unknown keys are an error, not silently ignored."""
-    crawl = dict(crawl or {})
-    unknown = set(crawl) - set(DEFAULTS["crawl"])
-    if unknown:
-        raise ConfigError(f"unknown [crawl] setting(s) {sorted(unknown)}; known: {sorted(DEFAULTS['crawl'])}")
-    return {**DEFAULTS["crawl"], **crawl}
+    """The [crawl] defaults overlaid with ``crawl``, validated as provenance.toml is (ConfigError if not)."""
+    return config.section("crawl", crawl)
 
 
 def settings_hash(crawl: dict) -> str:

@@ -71,8 +71,12 @@ def store_option(fn):
     return fn
 
 
-def settings_and_store(config_file, store_dir, create: bool = False) -> tuple[dict, Store]:
+def settings_and_store(config_file, store_dir, create: bool = False,
+                       overrides: dict[str, dict] | None = None) -> tuple[dict, Store]:
+    """Settings (file, then flags: ``{section: {key: value or None}}``, validated alike), then the store."""
     settings = config_mod.load(config_file)
+    for section, values in (overrides or {}).items():
+        settings = config_mod.override(settings, section, **values)
     root = config_mod.resolve_store(store_dir, settings)
     return settings, Store.open(root, create=create)
 
@@ -148,13 +152,11 @@ def crawl(urls, store_dir, config_file, url_file, sitemaps, crawl_id, max_pages,
 
     if not (urls or url_file or sitemaps):
         raise click.UsageError("give start URLs, --urls FILE or --sitemap URL")
-    settings, store = settings_and_store(config_file, store_dir, create=True)
-    overrides = {k: v for k, v in {"max_pages": max_pages, "max_depth": max_depth,
-                                   "allow_private": allow_private}.items() if v is not None}
-    if ignore_robots:
-        overrides["obey_robots"] = False
+    flags = {"max_pages": max_pages, "max_depth": max_depth, "allow_private": allow_private,
+             "obey_robots": False if ignore_robots else None}
+    settings, store = settings_and_store(config_file, store_dir, create=True, overrides={"crawl": flags})
     request = CrawlRequest(start_urls=list(urls), url_file=url_file, sitemaps=list(sitemaps), crawl_id=crawl_id,
-                           settings={**settings["crawl"], **overrides})
+                           settings=settings["crawl"])
     try:
         result = run_crawl(store, request)  # a child process does the crawl; StoreLocked -> exit 75
     except CrawlError as exc:
@@ -183,10 +185,8 @@ def tag(store_dir, config_file, enable, disable, batch_size, time_budget, isolat
     from provenance.pluginmanager import get_plugin_manager, load_plugin_modules
     from provenance.runner import print_summary, run_tag, summary_json
 
-    settings, store = settings_and_store(config_file, store_dir)
-    for key, value in (("batch_size", batch_size), ("time_budget_s", time_budget), ("isolation", isolation)):
-        if value is not None:
-            settings["tag"][key] = value
+    flags = {"batch_size": batch_size, "time_budget_s": time_budget, "isolation": isolation}
+    settings, store = settings_and_store(config_file, store_dir, overrides={"tag": flags})
     pm = get_plugin_manager()
     load_plugin_modules(pm, plugin_modules)
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731

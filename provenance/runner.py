@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from provenance import config as config_mod
 from provenance import schemas
 from provenance.detectors import SPECIAL_NEEDS, DetectorError, InvalidOutput, output_to_table
 from provenance.isolation import Reply, WorkerStartError, make_worker
@@ -153,7 +154,8 @@ def select_detectors(pm: ProvenancePluginManager, settings: dict, enable: list[s
                      disable: list[str] | None = None) -> list[DetectorRun]:
     """The detectors to run: all, or those named (by detector or plugin name), minus the disabled."""
     specs = pm.detectors()
-    tag_settings = settings.get("tag", {})
+    config_mod.check_detector_tables(settings, specs)  # a [detectors.<typo>] table would silently do nothing
+    tag_settings = config_mod.section("tag", settings.get("tag"))
     enable = enable if enable is not None else tag_settings.get("enable")
     disable = list(disable or []) + list(tag_settings.get("disable") or [])
     plugin_names = {s.plugin.name for s in specs.values()}
@@ -348,17 +350,9 @@ def run_tag(store: Store, pm: ProvenancePluginManager, settings: dict, enable: l
     [detectors.<name>] options. Faults never raise: they become rows of the
     errors view and entries in the summary.
     """
-    tag_settings = settings.get("tag", {})
-    try:
-        batch_size = int(tag_settings.get("batch_size", 1000))
-        budget = float(tag_settings.get("time_budget_s", 300))
-    except (TypeError, ValueError) as exc:
-        raise TagRunError(f"[tag] batch_size and time_budget_s must be numbers: {exc}") from None
-    if batch_size < 1 or budget <= 0:
-        raise TagRunError("[tag] batch_size must be >= 1 and time_budget_s > 0")
-    isolation = tag_settings.get("isolation", "process")
-    if isolation not in ("process", "inline"):
-        raise TagRunError(f"[tag] isolation must be 'process' or 'inline', not {isolation!r}")
+    tag_settings = config_mod.section("tag", settings.get("tag"))  # typed and bounded, as from provenance.toml
+    batch_size, budget = tag_settings["batch_size"], tag_settings["time_budget_s"]
+    isolation = tag_settings["isolation"]
     druns = select_detectors(pm, settings, enable, disable)
     config = {"detectors": [d.describe() for d in druns], "batch_size": batch_size,
               "time_budget_s": budget, "isolation": isolation}
