@@ -335,7 +335,7 @@ def test_a_second_writer_exits_75_with_one_line_naming_the_run_that_holds_the_lo
         run_id = next(r["run_id"] for r in Store(root).runs() if r["status"] == "running")
 
         with serve(site) as base:
-            writers = {"ingest": ["ingest", other], "tag": ["tag", "--plugins", "exact_duplicate"],
+            writers = {"ingest": ["ingest", other], "tag": ["tag", "--plugin-module", SLOW_PLUGIN, "--plugins", "exact_duplicate"],
                        "crawl": ["crawl", base + "index.html"]}
             for name, args in writers.items():
                 proc = run_cli(*args, "--store", root, cwd=tmp_path)
