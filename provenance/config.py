@@ -13,6 +13,9 @@ The file is ``./provenance.toml`` unless ``--config FILE`` or the
     [tag]
     batch_size = 1000
     time_budget_s = 300        # per detector call; a hung detector is stopped after this
+    commit_rows = 10000        # commit tags every N document rows ...
+    commit_seconds = 60        # ... or every N seconds: a killed run loses at most that
+    worker_memory_mb = 4096    # memory a detector's worker may allocate; 0: unlimited
     enable = ["exact_duplicate"]   # detectors or plugins to run (default: all)
     disable = []
 
@@ -61,6 +64,12 @@ DEFAULTS: dict = {
         "batch_size": 1000,
         "time_budget_s": 300.0,
         "isolation": "process",
+        # A tag run commits every commit_rows document rows or commit_seconds, whichever comes first
+        # (and at the end of each document file): what a kill can lose. 0 turns that limit off.
+        "commit_rows": 10_000,
+        "commit_seconds": 60.0,
+        # What one detector's worker process may allocate, in MB (RLIMIT_DATA); 0: unlimited.
+        "worker_memory_mb": 4096,
         "enable": None,
         "disable": [],
     },
