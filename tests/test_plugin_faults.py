@@ -55,6 +55,8 @@ class Flaky(provenance.Detector):
 
     def tag_batch(self, batch):
         self.calls += 1
+        if os.environ.get("FLAKY_HANGS"):
+            time.sleep(600)
         if self.calls % 3 == 0 and not os.environ.get("FLAKY_FIXED"):
             raise RuntimeError(f"flaky fails on call {self.calls}")
         return self.tags(batch.column("doc_id"), "flaky_seen")
@@ -162,6 +164,21 @@ def test_exceptions_and_a_hung_plugin_are_recorded_and_the_run_finishes(cli, tmp
     proc = cli("tag", "--store", store, "--plugin-module", plugin, "--disable", "hang", "--json", check=0)
     assert json.loads(proc.stdout)["tags"] == 0
     assert _sql(store, "SELECT count(*) FROM tags") == before
+
+
+def test_a_time_out_costs_one_error_even_when_the_batch_held_several_pending_slices(cli, tmp_path):
+    store = _store(tmp_path)
+    plugin = _write(tmp_path, "faulty", FAULTY)
+    args = ("tag", "--store", store, "--plugin-module", plugin, "--plugins", "flaky", "--json")
+    cli(*args, "--batch-size", BATCH, check=3)  # leaves rows 8..12, 20..24 and 32..36 pending
+    # One batch of 40 rows holds all three pending slices; the first call hangs and its worker is killed.
+    proc = cli(*args, "--batch-size", 40, "--time-budget", 1, env={"FLAKY_HANGS": "1"}, check=3)
+    flaky = json.loads(proc.stdout)["detectors"]["flaky"]
+    assert (flaky["status"], flaky["errors"], flaky["pending"]) == ("stopped", 1, 12)
+    assert [f["kind"] for f in flaky["faults"]] == ["timeout"]  # not two more "crashed" for the other slices
+    # The slices it never answered are still pending: a fixed detector completes them.
+    again = json.loads(cli(*args, env={"FLAKY_FIXED": "1"}, check=0).stdout)["detectors"]["flaky"]
+    assert (again["rows"], again["pending"]) == (12, 0)
 
 
 INVALID = '''
@@ -329,6 +346,8 @@ class Clusters(provenance.CorpusDetector):
     def finish(self):
         if os.environ.get("FINISH_FAILS"):
             raise ValueError("cannot finish")
+        if os.environ.get("FINISH_TAGS_A_STRANGER"):
+            return [{"doc_id": "f" * 32, "tag": "clustered"}]
         return [{"doc_id": d, "tag": "clustered", "evidence": {"n": len(self.seen)}} for d in self.seen[:2]]
 
 
@@ -339,7 +358,8 @@ def register_detectors(register):
 
 
 @pytest.mark.parametrize("fault, where, kind", [("OBSERVE_FAILS", "documents/", "exception"),
-                                                ("FINISH_FAILS", "finish", "exception")])
+                                                ("FINISH_FAILS", "finish", "exception"),
+                                                ("FINISH_TAGS_A_STRANGER", "finish", "invalid_output")])
 def test_corpus_detector_faults_keep_earlier_tags(cli, tmp_path, fault, where, kind):
     store = _store(tmp_path, n=6)
     plugin = _write(tmp_path, "corpus", CORPUS)
@@ -351,6 +371,8 @@ def test_corpus_detector_faults_keep_earlier_tags(cli, tmp_path, fault, where, k
     stats = json.loads(proc.stdout)["detectors"]["clusters"]
     assert stats["status"] == "stopped"
     assert any(f["kind"] == kind and (f["where"] or "").startswith(where) for f in stats["faults"])
+    if fault == "FINISH_TAGS_A_STRANGER":  # finish() may tag the documents it observed, no others
+        assert f"tagged doc_id '{'f' * 32}', which is not in the store's documents" in stats["faults"][0]["message"]
     # The earlier output stays live until a complete pass replaces it.
     assert _sql(store, "SELECT count(*), min(evidence) FROM tags WHERE detector = 'clusters'") == [(2, '{"n": 6}')]
     again = json.loads(cli(*args, check=0).stdout)["detectors"]["clusters"]
