@@ -581,6 +581,20 @@ class Leaky(provenance.Detector):
         return self.tags(batch.column("doc_id"), "kept")
 
 
+class BigModel(provenance.Detector):
+    """Loads a 'model' twice the limit in __init__."""
+    name = "big_model"
+    version = "1"
+    needs = ()
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.weights = np.zeros(2 * LIMIT // 8)
+
+    def tag_batch(self, batch):
+        return None
+
+
 class Good(provenance.Detector):
     name = "good"
     version = "1"
@@ -594,6 +608,7 @@ class Good(provenance.Detector):
 def register_detectors(register):
     register(Hog)
     register(Leaky)
+    register(BigModel)
     register(Good)
 '''
 
@@ -619,8 +634,13 @@ def test_a_detector_over_its_memory_limit_is_stopped_recorded_and_the_run_goes_o
     assert [f["where"][-7:] for f in leaky["faults"]] == ["[12:16]", "[28:32]"]
     assert (leaky["status"], leaky["rows"], leaky["pending"]) == ("partial", 32, 8)
     assert (det["good"]["status"], det["good"]["rows"]) == ("ok", N_DOCS)
+    # Loading a model bigger than the limit: stopped at start, with the reason.
+    big = det["big_model"]
+    assert (big["status"], big["pending"], big["faults"][0]["kind"], big["faults"][0]["where"]) == \
+        ("stopped", N_DOCS, "memory", "start")
 
-    errors = _sql(store, "SELECT detector, kind, batch_start, message, traceback FROM errors ORDER BY 1, 3")
+    errors = _sql(store, "SELECT detector, kind, batch_start, message, traceback FROM errors "
+                         "WHERE detector <> 'big_model' ORDER BY 1, 3")
     assert [e[:3] for e in errors] == [("hog", "memory", 16), ("leaky", "memory", 12), ("leaky", "memory", 28)]
     for e in errors:
         assert f"over the worker memory limit of {LIMIT_MB} MB" in e[3] and "MemoryError" in e[3]
