@@ -652,3 +652,14 @@ def test_a_detector_over_its_memory_limit_is_stopped_recorded_and_the_run_goes_o
     again = json.loads(cli("tag", "--store", store, "--plugin-module", plugin, "--plugins", "hog",
                            "--batch-size", BATCH, "--json", cwd=tmp_path, check=0).stdout)["detectors"]
     assert (again["hog"]["rows"], again["hog"]["errors"], again["hog"]["pending"]) == (4, 0, 0)
+
+
+@pytest.mark.parametrize("line", ["commit_rows = -1", "commit_rows = 2.5", "commit_seconds = \"soon\"",
+                                  "worker_memory_mb = true", "worker_memory_mb = -4096"])
+def test_bad_commit_and_memory_settings_are_one_clear_line(cli, tmp_path, line):
+    store = _store(tmp_path, n=1)
+    (tmp_path / "provenance.toml").write_text(f"[tag]\n{line}\n")
+    proc = cli("tag", "--store", store, cwd=tmp_path, check=2)
+    key = line.split(" =")[0]
+    assert proc.stderr.startswith("provenance: error: ") and f"{key}" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

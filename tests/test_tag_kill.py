@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import provenance
 from provenance.store import Store
 from provenance.testing import make_store
@@ -81,12 +83,16 @@ def _one_file_store(tmp_path: Path, n: int) -> Path:
     return store
 
 
-def test_kill_on_a_one_file_store_loses_at_most_one_commit_of_work(tmp_path, cli):
-    n, commit_rows = 200, 20
+@pytest.mark.parametrize("settings, granularity", [
+    ("commit_rows = 20", 20),  # a commit every 4 batches of 5
+    ("commit_rows = 0\ncommit_seconds = 0.5", 5),  # a commit every ~3 batches of 0.15 s; batch-aligned
+])
+def test_kill_on_a_one_file_store_loses_at_most_one_commit_of_work(tmp_path, cli, settings, granularity):
+    n = 200
     store = _one_file_store(tmp_path, n)
     reference = tmp_path / "reference"
     shutil.copytree(store, reference)
-    (tmp_path / "provenance.toml").write_text(f"[tag]\ncommit_rows = {commit_rows}\n")
+    (tmp_path / "provenance.toml").write_text(f"[tag]\n{settings}\n")
     tag = ("tag", "--plugin-module", SLOW_PLUGIN, "--plugins", "slow_tagger", "--batch-size", "5", "--json")
 
     proc = subprocess.Popen([sys.executable, "-c", "from provenance.cli import main; main()", *map(str, tag),
@@ -98,9 +104,9 @@ def test_kill_on_a_one_file_store_loses_at_most_one_commit_of_work(tmp_path, cli
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
-    # What was committed before the kill is visible, in whole commits of commit_rows documents.
+    # What was committed before the kill is visible, in whole commits.
     kept = len(_tag_rows(store))
-    assert commit_rows <= kept < n and kept % commit_rows == 0
+    assert 0 < kept < n and kept % granularity == 0
 
     # The rerun tags only the rest, and the result equals an uninterrupted run's, row for row.
     rerun = json.loads(cli(*tag, "--store", store, cwd=tmp_path, check=0).stdout)["detectors"]["slow_tagger"]
