@@ -417,10 +417,6 @@ def _fault(stat: DetectorStats, kind: str, message: str, where: str | None = Non
     stat.faults.append({"kind": kind, "message": message, "where": where})
 
 
-# Faults after which the worker process is gone: the detector's later calls of the same round are not answered.
-WORKER_ENDING_FAULTS = ("timeout", "crashed", "memory")
-
-
 class _Uncommitted:
     """Work done on one document file since its last commit: tags with the rows they cover, and errors.
 
@@ -593,7 +589,7 @@ class _TagPass:
                 _trace(f"{drun.name} {op} {where} -> {reply.kind}: {reply.message}")
                 pending.errors.append(_error_row(run.run_id, drun, reply, entry.path, lo, hi))
                 _fault(stat, reply.kind, reply.message, where)
-                if reply.kind in WORKER_ENDING_FAULTS:
+                if not self._alive(drun.name):  # timed out, crashed or over its memory limit
                     worker_gone.add(drun.name)
                 if reply.kind in ("timeout", "crashed"):
                     stat.status = "stopped"
