@@ -121,6 +121,13 @@ class TagSettings(_Section):
     isolation: Literal["process", "inline"] = Field("process", description="`process`: each detector in its own "
                                                     "worker (enforces the time budget); `inline`: in the command's "
                                                     "process, for debugging.")
+    commit_rows: int = Field(10_000, ge=0, description="Commit tags every this many document rows (and at the end "
+                                                       "of each document file): what a kill can lose. 0: no row limit.")
+    commit_seconds: float = Field(60.0, ge=0, description="Commit tags at least this often, in seconds, "
+                                                          "whichever of the two limits comes first. 0: no time limit.")
+    worker_memory_mb: int = Field(4096, ge=0, description="What one detector's worker process may allocate, in MB "
+                                                          "(RLIMIT_DATA); over it, an `errors` row of kind `memory`. "
+                                                          "0: unlimited.")
     enable: list[str] | None = Field(None, description="Detector or plugin names to run. Not set: all.")
     disable: list[str] = Field([], description="Detector or plugin names not to run (added to `--disable`).")
 

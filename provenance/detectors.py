@@ -136,6 +136,12 @@ class CorpusDetector(Detector):
 
     For near-duplicate clusters, trigger mining and other signals that need the
     whole corpus. ``finish`` may return one output or yield several (to bound memory).
+
+    ``finish`` may tag any document it observed in the pass (every live
+    document of the store), no other: an unknown doc_id refuses the whole
+    output. It is one call under ``[tag] time_budget_s``, in the same worker
+    (and memory limit) as the observe calls. Nothing is committed before
+    ``finish`` returns, so an interrupted pass is redone from the start.
     """
 
     corpus_level = True

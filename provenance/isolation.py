@@ -5,9 +5,10 @@ and ``receive(timeout)`` (or ``call``), which always return a ``Reply``
 instead of raising. ``ProcessWorker`` forks a child that holds the detector
 instance for the whole run (so a corpus detector keeps its state across
 batches); a call that outlives its time budget gets the child (and anything
-it started) killed, and a child that dies (segfault, os._exit, out of memory)
-is reported as crashed. ``InlineWorker`` calls the detector in this process:
-no time budget, for debugging (pdb works) and for engines that isolate tasks
+it started) killed, and a child that dies (segfault, os._exit) is reported as
+crashed. The child's memory is bounded too: see ``limit_memory``.
+``InlineWorker`` calls the detector in this process: no time budget and no
+memory limit, for debugging (pdb works) and for engines that isolate tasks
 themselves (Ray).
 
 Ops: "tag" (per-document batch -> table), "observe" (corpus batch -> None),
@@ -17,6 +18,8 @@ Reply kinds when ``ok`` is false (the ``kind`` column of the errors view):
   exception       the detector raised; ``traceback`` holds where
   timeout         no answer within the time budget; the detector was stopped
   crashed         the worker process died, or the detector failed to start
+  memory          the detector went over the worker's memory limit; the worker
+                  process has ended (its memory is only given back that way)
   invalid_output  it returned something that cannot become tag rows
 A detector's prints go to stderr, never to the command's stdout.
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import resource
 import signal
 import sys
 import time
@@ -40,7 +44,7 @@ from provenance.detectors import Detector, InvalidOutput, output_to_table
 class Reply:
     ok: bool
     value: object = None
-    kind: str | None = None  # exception | timeout | crashed | invalid_output
+    kind: str | None = None  # exception | timeout | crashed | memory | invalid_output
     message: str | None = None
     traceback: str | None = None
     seconds: float = 0.0
@@ -66,17 +70,77 @@ def _run_op(detector: Detector, op: str, payload):
     raise ValueError(f"unknown op {op!r}")
 
 
-def _exception_reply(exc: BaseException, started: float) -> Reply:
+def _is_memory_error(exc: BaseException | None) -> bool:
+    """A MemoryError (numpy's and Arrow's are subclasses), or an exception raised while handling one."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, MemoryError):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _exception_reply(exc: BaseException, started: float, memory_limit_mb: int = 0) -> Reply:
+    seconds = time.monotonic() - started
     if isinstance(exc, InvalidOutput):
-        return Reply(False, kind="invalid_output", message=str(exc), seconds=time.monotonic() - started)
-    return Reply(False, kind="exception", message=f"{type(exc).__name__}: {exc}",
-                 traceback=traceback.format_exc(), seconds=time.monotonic() - started)
+        return Reply(False, kind="invalid_output", message=str(exc), seconds=seconds)
+    try:  # formatting needs memory too, which a detector over its limit may not have left
+        tb = traceback.format_exc()
+    except MemoryError:
+        tb = None
+    message = f"{type(exc).__name__}: {exc}"
+    if _is_memory_error(exc):
+        if memory_limit_mb:
+            message = f"over the worker memory limit of {memory_limit_mb} MB ([tag] worker_memory_mb): {message}"
+        return Reply(False, kind="memory", message=message, traceback=tb, seconds=seconds)
+    return Reply(False, kind="exception", message=message, traceback=tb, seconds=seconds)
+
+
+def _data_segment_bytes() -> int:
+    """This process's private writable memory now (VmData), 0 where /proc cannot tell."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def limit_memory(megabytes: int) -> None:
+    """Let this (worker) process allocate at most ``megabytes`` more than it holds now.
+
+    RLIMIT_DATA, not RLIMIT_AS: since Linux 4.7 it counts the private writable
+    mappings that malloc, numpy and Arrow take, so an allocation over the
+    limit fails at once with a MemoryError (``pyarrow.ArrowMemoryError`` is
+    one) instead of the machine running out.
+    Address space that is only reserved (thread stacks' guard pages, CUDA's
+    and Go's reservations) is not counted, as RLIMIT_AS would. The baseline
+    is what the fork inherited from the tag command, so the limit measures
+    the detector alone.
+    """
+    if megabytes <= 0:
+        return
+    # Arrow's default allocator, mimalloc, reserves writable arenas (1 GiB at first use) that
+    # RLIMIT_DATA counts as if used; the system allocator takes only what is asked for.
+    pyarrow = sys.modules.get("pyarrow")
+    if pyarrow is not None:
+        pyarrow.set_memory_pool(pyarrow.system_memory_pool())
+    limit = _data_segment_bytes() + megabytes * 1024 * 1024
+    _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
 
 
 class InlineWorker:
     """The detector in this process: exceptions are caught, but nothing can stop a hung call."""
 
-    def __init__(self, detector_cls: type[Detector], options: dict, start_timeout: float | None = None):
+    def __init__(self, detector_cls: type[Detector], options: dict, start_timeout: float | None = None,
+                 memory_limit_mb: int = 0):
         with contextlib.redirect_stdout(sys.stderr):
             self.detector = detector_cls(**options)
         self.alive = True
@@ -103,7 +167,7 @@ class InlineWorker:
         self.alive = False
 
 
-def _child_main(conn, detector_cls, options) -> None:
+def _child_main(conn, detector_cls, options, memory_limit_mb: int = 0) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when a run stops
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)  # own process group: a time-out kills whatever the detector started too
@@ -112,29 +176,41 @@ def _child_main(conn, detector_cls, options) -> None:
     with contextlib.suppress(OSError, ValueError):
         os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
+    limit_memory(memory_limit_mb)  # before the detector is built: loading a model counts too
     started = time.monotonic()
     try:
         detector = detector_cls(**options)
     except Exception as exc:
-        conn.send(_exception_reply(exc, started))
+        conn.send(_exception_reply(exc, started, memory_limit_mb))
         return
     conn.send(Reply(True, "ready", seconds=time.monotonic() - started))
     while True:
+        started = time.monotonic()
         try:
             op, payload = conn.recv()
         except (EOFError, OSError):
             return
-        if op == "close":
-            return
-        started = time.monotonic()
-        try:
-            reply = Reply(True, _run_op(detector, op, payload), seconds=time.monotonic() - started)
-        except Exception as exc:
-            reply = _exception_reply(exc, started)
+        except MemoryError as exc:  # the batch itself did not fit: answer, so the parent is not left waiting
+            reply = _exception_reply(exc, started, memory_limit_mb)
+        else:
+            if op == "close":
+                return
+            started = time.monotonic()
+            try:
+                reply = Reply(True, _run_op(detector, op, payload), seconds=time.monotonic() - started)
+            except Exception as exc:
+                reply = _exception_reply(exc, started, memory_limit_mb)
+            finally:
+                payload = None
         try:
             conn.send(reply)
-        except Exception as exc:  # e.g. a result that cannot be pickled
-            conn.send(_exception_reply(exc, started))
+        except Exception as exc:  # e.g. a result that cannot be pickled, or too big to pickle
+            reply = _exception_reply(exc, started, memory_limit_mb)
+            conn.send(reply)
+        if reply.kind == "memory":
+            # Whatever the detector holds (a leak, a half-updated state) stays with this process:
+            # end it, so its memory goes back to the system; the runner starts a fresh worker.
+            return
 
 
 class WorkerStartError(RuntimeError):
@@ -148,13 +224,14 @@ class WorkerStartError(RuntimeError):
 class ProcessWorker:
     """A forked child holding one detector instance; killed when a call exceeds its budget."""
 
-    def __init__(self, detector_cls: type[Detector], options: dict, start_timeout: float | None = 60.0):
+    def __init__(self, detector_cls: type[Detector], options: dict, start_timeout: float | None = 60.0,
+                 memory_limit_mb: int = 0):
         ctx = multiprocessing.get_context("fork")
         self._conn, child_conn = ctx.Pipe()
         for stream in (sys.stdout, sys.stderr):  # or the child would write our buffered output again
             with contextlib.suppress(Exception):
                 stream.flush()
-        self._proc = ctx.Process(target=_child_main, args=(child_conn, detector_cls, options),
+        self._proc = ctx.Process(target=_child_main, args=(child_conn, detector_cls, options, memory_limit_mb),
                                  name=f"detector-{detector_cls.name}", daemon=True)
         self._proc.start()
         child_conn.close()
@@ -179,7 +256,10 @@ class ProcessWorker:
     def receive(self, timeout: float | None) -> Reply:
         started = self._pending_since or time.monotonic()
         self._pending_since = None
-        return self._receive(timeout, started)
+        reply = self._receive(timeout, started)
+        if reply.kind == "memory":
+            self.close()  # the child ends itself after a memory fault; reap it
+        return reply
 
     def _receive(self, timeout: float | None, started: float) -> Reply:
         remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
@@ -220,10 +300,15 @@ class ProcessWorker:
         self._conn.close()
 
 
-def make_worker(isolation: str, detector_cls: type[Detector], options: dict, start_timeout: float | None = 60.0):
-    """A started worker; raises WorkerStartError when the detector cannot be constructed."""
+def make_worker(isolation: str, detector_cls: type[Detector], options: dict, start_timeout: float | None = 60.0,
+                memory_limit_mb: int = 0):
+    """A started worker; raises WorkerStartError when the detector cannot be constructed.
+
+    ``memory_limit_mb`` (process isolation only; 0: none) bounds what the
+    detector may allocate in its worker, see ``limit_memory``.
+    """
     if isolation == "process":
-        return ProcessWorker(detector_cls, options, start_timeout)
+        return ProcessWorker(detector_cls, options, start_timeout, memory_limit_mb)
     if isolation == "inline":
         try:
             return InlineWorker(detector_cls, options)

@@ -8,10 +8,13 @@ Two layers:
   A distributed engine (Ray Data's ``map_batches``) calls these directly.
 * ``run_tag``, the local driver: plans what is left to do from the store's
   coverage records, streams document files batch by batch (reading only the
-  columns the selected detectors need), feeds each detector through an
-  isolated worker, and commits tags, errors and coverage once per document
-  file. A kill loses at most the file in progress; a rerun skips everything
+  columns the detectors with work in that file need), feeds each detector
+  through an isolated worker (time budget, memory limit), and commits tags,
+  errors and coverage every ``[tag] commit_rows`` document rows or
+  ``commit_seconds`` (and at the end of each file). A kill loses at most that
+  much; Ctrl-C loses only the calls in flight; a rerun skips everything
   already covered for the same detector version, plugin version and options.
+  Corpus detectors commit only when ``finish`` has seen the whole corpus.
 
 Coverage records (in the store's commit log) say what a detector has seen:
   per-document: {"detector", "tag_key", "doc_file", "ranges": [[start, end], ...]}
@@ -23,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -95,12 +99,8 @@ def finalize_tags(output: pa.Table, drun: DetectorRun, run_id: str, created_at=N
         doc_ids = output.column("doc_id")
         if not doc_ids.type.equals(pa.string()):
             doc_ids = doc_ids.cast(pa.string())
-        if allowed_doc_ids is not None and n:
-            unknown = pc.invert(pc.fill_null(pc.is_in(doc_ids, value_set=allowed_doc_ids), False))
-            if pc.any(unknown).as_py():
-                bad = doc_ids.filter(unknown)[0].as_py()
-                raise InvalidOutput(f"detector {cls.name}: tagged doc_id {bad!r}, which is not in the batch "
-                                    "it was given")
+        if allowed_doc_ids is not None:
+            _check_doc_ids(doc_ids, allowed_doc_ids, cls.name, "the batch it was given")
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise InvalidOutput(f"detector {cls.name}: tags.doc_id: {exc}") from None
     created_at = created_at or utcnow()
@@ -126,6 +126,16 @@ def finalize_tags(output: pa.Table, drun: DetectorRun, run_id: str, created_at=N
         raise InvalidOutput(f"detector {cls.name}: {exc}") from None
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise InvalidOutput(f"detector {cls.name}: {exc}") from None
+
+
+def _check_doc_ids(doc_ids, allowed, detector: str, what: str) -> None:
+    """Raise InvalidOutput when a tag names a doc_id outside ``allowed`` (one hash lookup per row)."""
+    if not len(doc_ids):
+        return
+    unknown = pc.invert(pc.fill_null(pc.is_in(doc_ids, value_set=allowed), False))
+    if pc.any(unknown).as_py():
+        bad = doc_ids.filter(unknown)[0].as_py()
+        raise InvalidOutput(f"detector {detector}: tagged doc_id {bad!r}, which is not in {what}")
 
 
 class TagBatchFn:
@@ -340,88 +350,54 @@ def _error_row(run_id: str, drun: DetectorRun, reply: Reply, doc_file=None, star
             "traceback": reply.traceback, "created_at": utcnow()}
 
 
+@dataclass(frozen=True)
+class TagSettings:
+    """The [tag] settings one run works with, checked (see provenance.config for their meaning)."""
+
+    batch_size: int = 1000
+    time_budget_s: float = 300.0
+    isolation: str = "process"
+    commit_rows: int = 10_000  # document rows read between commits: what a kill can lose (0: per file only)
+    commit_seconds: float = 60.0  # ... or seconds between commits (0: no time limit)
+    worker_memory_mb: int = 4096  # what a detector's worker may allocate (0: unlimited)
+
+    @classmethod
+    def from_settings(cls, tag: dict | None) -> TagSettings:
+        """Typed and bounded by the one settings model (provenance.config), as if read from provenance.toml."""
+        checked = config_mod.section("tag", tag)
+        return cls(**{name: checked[name] for name in cls.__dataclass_fields__})
+
+    def to_json(self) -> dict:
+        return {"batch_size": self.batch_size, "time_budget_s": self.time_budget_s, "isolation": self.isolation,
+                "commit_rows": self.commit_rows, "commit_seconds": self.commit_seconds,
+                "worker_memory_mb": self.worker_memory_mb}
+
+
 def run_tag(store: Store, pm: ProvenancePluginManager, settings: dict, enable: list[str] | None = None,
             disable: list[str] | None = None, progress: Callable[[int], None] | None = None,
             on_total: Callable[[int], None] | None = None, run_id: str | None = None) -> TagSummary:
     """Run the selected detectors over every document they have not yet covered.
 
     ``settings`` is the effective configuration (provenance.config.load()):
-    [tag] batch_size, time_budget_s, isolation, enable, disable and
-    [detectors.<name>] options. Faults never raise: they become rows of the
-    errors view and entries in the summary.
+    [tag] batch_size, time_budget_s, isolation, commit_rows, commit_seconds,
+    worker_memory_mb, enable, disable and [detectors.<name>] options. Faults
+    never raise: they become rows of the errors view and entries in the summary.
     """
-    tag_settings = config_mod.section("tag", settings.get("tag"))  # typed and bounded, as from provenance.toml
-    batch_size, budget = tag_settings["batch_size"], tag_settings["time_budget_s"]
-    isolation = tag_settings["isolation"]
+    tag = TagSettings.from_settings(settings.get("tag"))
     druns = select_detectors(pm, settings, enable, disable)
-    config = {"detectors": [d.describe() for d in druns], "batch_size": batch_size,
-              "time_budget_s": budget, "isolation": isolation}
+    config = {"detectors": [d.describe() for d in druns], **tag.to_json()}
     with store.run("tag", config=config, run_id=run_id) as run:
-        summary = _run_tag_locked(store, run, druns, batch_size, budget, isolation, progress, on_total)
+        summary = _TagPass(store, run, druns, tag, progress, on_total).execute()
         run.stats = summary.to_json()
         run.finish("partial" if summary.errors else "succeeded")
     return summary
 
 
-def _run_tag_locked(store, run: Run, druns, batch_size, budget, isolation, progress, on_total) -> TagSummary:
-    snapshot = store.snapshot()
-    doc_entries = {e.path: e for e in snapshot.entries("documents")}
-    stats = {d.name: DetectorStats() for d in druns}
-    summary = TagSummary(run.run_id, stats, {d.name: d.describe() for d in druns})
-
-    per_doc = {d.name: (d, pending_ranges(snapshot, d)) for d in druns if not d.spec.cls.corpus_level}
-    per_doc = {n: v for n, v in per_doc.items() if v[1]}
-    corpus = [d for d in druns if d.spec.cls.corpus_level and not corpus_up_to_date(snapshot, d)]
-    # Per-document detectors already complete under this configuration may still have old files to retire.
-    _retire_superseded(run, snapshot, [d for d in druns if not d.spec.cls.corpus_level and d.name not in per_doc])
-    if not per_doc and not corpus:
-        return summary
-    todo_rows = {name: sum(e - s for ranges in todo.values() for s, e in ranges) for name, (_, todo) in per_doc.items()}
-    todo_rows.update({d.name: sum(e.rows for e in doc_entries.values()) for d in corpus})
-
-    workers = {}
-    start_errors = []
-    for drun in [v[0] for v in per_doc.values()] + corpus:
-        stat = stats[drun.name]
-        stat.status = "ok"
-        try:
-            workers[drun.name] = make_worker(isolation, drun.spec.cls, drun.options, start_timeout=budget)
-        except WorkerStartError as exc:
-            reply = exc.reply
-            kind = "crashed" if reply.kind == "exception" else reply.kind
-            start_errors.append(_error_row(run.run_id, drun, Reply(False, kind=kind, message=str(exc),
-                                                                   traceback=reply.traceback)))
-            _fault(stat, kind, str(exc), "start")
-            stat.status = "stopped"
-            _trace(f"{drun.name}: failed to start: {exc}")
-    if start_errors:
-        run.commit(add=[run.write("errors", pa.Table.from_pylist(start_errors), "")])
-    try:
-        files = [p for p in doc_entries if corpus or any(p in todo for _, todo in per_doc.values())]
-        if on_total:
-            on_total(sum(doc_entries[p].rows for p in files))
-        needs_previous = any("previous" in d.spec.cls.needs for d in druns)
-        previous = PreviousLookup(snapshot.paths("documents")) if needs_previous else None
-        corpus_failed: set[str] = set()
-        for path in files:
-            _tag_file(store, run, doc_entries[path], per_doc, corpus, workers, stats, batch_size, budget,
-                      previous, corpus_failed, progress)
-        for drun in corpus:
-            _finish_corpus(run, snapshot, drun, workers, stats, budget, corpus_failed, list(doc_entries))
-        finished = [drun for name, (drun, _todo) in per_doc.items()
-                    if stats[name].status == "ok" and not stats[name].errors]
-        if finished:  # one read of the log, now holding this run's commits, for all of them
-            _retire_superseded(run, store.snapshot(), finished)
-    finally:
-        for worker in workers.values():
-            worker.close()
-    for name, s in stats.items():
-        if s.status == "ok" and s.errors:
-            s.status = "partial"
-        if name in todo_rows:
-            corpus_done = name not in per_doc and s.status == "ok"
-            s.pending = 0 if corpus_done else max(0, todo_rows[name] - (s.rows if name in per_doc else 0))
-    return summary
+def _previous_cols(drun: DetectorRun, batch: pa.RecordBatch) -> list[str]:
+    """The previous_* columns a detector needing "previous" gets (previous_doc_id is among its columns)."""
+    if "previous" not in drun.spec.cls.needs:
+        return []
+    return [c for c in SPECIAL_NEEDS["previous"] if c != "previous_doc_id" and c in batch.schema.names]
 
 
 def _fault(stat: DetectorStats, kind: str, message: str, where: str | None = None) -> None:
@@ -429,56 +405,184 @@ def _fault(stat: DetectorStats, kind: str, message: str, where: str | None = Non
     stat.faults.append({"kind": kind, "message": message, "where": where})
 
 
-def _tag_file(store, run, entry: FileEntry, per_doc, corpus, workers, stats, batch_size, budget, previous,
-              corpus_failed, progress) -> None:
-    todo = {n: r for n, (d, t) in per_doc.items() if (r := t.get(entry.path))}
-    active_corpus = [d for d in corpus if d.name in workers and workers[d.name].alive]
-    columns = set()
-    for name in todo:
-        if name in workers and workers[name].alive:
-            columns.update(per_doc[name][0].columns)
-    for d in active_corpus:
-        columns.update(d.columns)
-    if not columns:
-        return
-    available = set(schemas.load("documents").names)
-    read_cols = sorted(c for c in columns if c in available)
-    _trace(f"read {entry.path} columns={read_cols}")
-    tag_parts: dict[str, list[pa.Table]] = defaultdict(list)
-    covered: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    errors: list[dict] = []
-    path = store.root / entry.path
-    for start, batch in _iter_batches(path, read_cols, batch_size):
-        if previous is not None:
-            batch = previous.add(batch)
+class _Uncommitted:
+    """Work done on one document file since its last commit: tags with the rows they cover, and errors.
+
+    Each finished call is appended as one (lo, hi, tags) item, so an interrupt
+    can never separate tags from the coverage that says they exist.
+    """
+
+    def __init__(self):
+        self.done: dict[str, list[tuple[int, int, pa.Table]]] = defaultdict(list)
+        self.errors: list[dict] = []
+        self.rows = 0  # document rows read since the last commit
+        self.since = time.monotonic()
+
+    def take(self) -> _Uncommitted:
+        """Hand over everything and start empty (so a commit interrupted half-way never commits twice)."""
+        taken = _Uncommitted()
+        taken.done, taken.errors = self.done, self.errors
+        self.done, self.errors = defaultdict(list), []
+        self.rows, self.since = 0, time.monotonic()
+        return taken
+
+    def due(self, tag: TagSettings) -> bool:
+        return bool((tag.commit_rows and self.rows >= tag.commit_rows) or
+                    (tag.commit_seconds and time.monotonic() - self.since >= tag.commit_seconds))
+
+
+class _TagPass:
+    """One tag run over a store snapshot: plans, streams document files, commits every bounded amount of work."""
+
+    def __init__(self, store: Store, run: Run, druns: list[DetectorRun], tag: TagSettings, progress, on_total):
+        self.store, self.run, self.tag, self.progress, self.on_total = store, run, tag, progress, on_total
+        self.druns = druns
+        self.snapshot = store.snapshot()
+        self.doc_entries = {e.path: e for e in self.snapshot.entries("documents")}
+        self.stats = {d.name: DetectorStats() for d in druns}
+        self.summary = TagSummary(run.run_id, self.stats, {d.name: d.describe() for d in druns})
+        per_doc = {d.name: (d, pending_ranges(self.snapshot, d)) for d in druns if not d.spec.cls.corpus_level}
+        self.per_doc = {n: v for n, v in per_doc.items() if v[1]}
+        self.corpus = [d for d in druns if d.spec.cls.corpus_level and not corpus_up_to_date(self.snapshot, d)]
+        self.workers: dict = {}
+        self.corpus_failed: set[str] = set()
+        self._previous: PreviousLookup | None = None
+        self._doc_ids: pa.ChunkedArray | None = None
+
+    # ----- the pass -------------------------------------------------------------------------
+    def execute(self) -> TagSummary:
+        run, stats = self.run, self.stats
+        # Per-document detectors already complete under this configuration may still have old files to retire.
+        _retire_superseded(run, self.snapshot,
+                           [d for d in self.druns if not d.spec.cls.corpus_level and d.name not in self.per_doc])
+        if not self.per_doc and not self.corpus:
+            return self.summary
+        todo_rows = {name: sum(e - s for ranges in todo.values() for s, e in ranges)
+                     for name, (_, todo) in self.per_doc.items()}
+        todo_rows.update({d.name: sum(e.rows for e in self.doc_entries.values()) for d in self.corpus})
+        start_errors = []
+        for drun in [v[0] for v in self.per_doc.values()] + self.corpus:
+            stats[drun.name].status = "ok"
+            start_errors += self._start_worker(drun)
+        if start_errors:
+            run.commit(add=[run.write("errors", pa.Table.from_pylist(start_errors), "")])
+        try:
+            files = [p for p in self.doc_entries
+                     if self.corpus or any(p in todo for _, todo in self.per_doc.values())]
+            if self.on_total:
+                self.on_total(sum(self.doc_entries[p].rows for p in files))
+            for path in files:
+                self._tag_file(self.doc_entries[path])
+            for drun in self.corpus:
+                self._finish_corpus(drun)
+            finished = [drun for name, (drun, _todo) in self.per_doc.items()
+                        if stats[name].status == "ok" and not stats[name].errors]
+            if finished:  # one read of the log, now holding this run's commits, for all of them
+                _retire_superseded(run, self.store.snapshot(), finished)
+        finally:
+            for worker in self.workers.values():
+                worker.close()
+        for name, s in stats.items():
+            if s.status == "ok" and s.errors:
+                s.status = "partial"
+            if name in todo_rows:
+                corpus_done = name not in self.per_doc and s.status == "ok"
+                s.pending = 0 if corpus_done else max(0, todo_rows[name] - (s.rows if name in self.per_doc else 0))
+        return self.summary
+
+    def _start_worker(self, drun: DetectorRun) -> list[dict]:
+        """Start (or restart) the detector's worker; on failure the detector is stopped: its error row."""
+        stat = self.stats[drun.name]
+        try:
+            self.workers[drun.name] = make_worker(self.tag.isolation, drun.spec.cls, drun.options,
+                                                  start_timeout=self.tag.time_budget_s,
+                                                  memory_limit_mb=self.tag.worker_memory_mb)
+            return []
+        except WorkerStartError as exc:
+            reply = exc.reply
+            kind = "crashed" if reply.kind == "exception" else reply.kind
+            _fault(stat, kind, str(exc), "start")
+            stat.status = "stopped"
+            self.workers.pop(drun.name, None)
+            _trace(f"{drun.name}: failed to start: {exc}")
+            return [_error_row(self.run.run_id, drun, Reply(False, kind=kind, message=str(exc),
+                                                              traceback=reply.traceback))]
+
+    def _alive(self, name: str) -> bool:
+        worker = self.workers.get(name)
+        return worker is not None and worker.alive
+
+    def _previous_lookup(self) -> PreviousLookup:
+        """Built on first use: only a file read for a detector that needs "previous" pays for it."""
+        if self._previous is None:
+            self._previous = PreviousLookup(self.snapshot.paths("documents"))
+        return self._previous
+
+    def _tag_file(self, entry: FileEntry) -> None:
+        todo = {n: r for n, (d, t) in self.per_doc.items() if (r := t.get(entry.path)) and self._alive(n)}
+        corpus = [d for d in self.corpus if self._alive(d.name) and d.name not in self.corpus_failed]
+        # What this file is read for: the detectors that still have work in it, and nothing else.
+        readers = [self.per_doc[n][0] for n in todo] + corpus
+        if not readers:
+            return
+        available = set(schemas.load("documents").names)
+        read_cols = sorted({c for d in readers for c in d.columns if c in available})
+        with_previous = any("previous" in d.spec.cls.needs for d in readers)
+        previous = self._previous_lookup() if with_previous else None
+        _trace(f"read {entry.path} columns={read_cols}")
+        pending = _Uncommitted()
+        try:
+            for start, batch in _iter_batches(self.store.root / entry.path, read_cols, self.tag.batch_size):
+                if previous is not None:
+                    batch = previous.add(batch)
+                self._tag_batch(entry, start, batch, todo, corpus, pending)
+                pending.rows += batch.num_rows
+                if self.progress:
+                    self.progress(batch.num_rows)
+                if pending.due(self.tag):
+                    self._commit(entry, pending.take())
+        except KeyboardInterrupt:
+            # Ctrl-C: keep every call that finished (each item is tags + their coverage), then stop.
+            self._commit(entry, pending.take())
+            raise
+        self._commit(entry, pending.take())
+
+    def _tag_batch(self, entry: FileEntry, start: int, batch: pa.RecordBatch, todo, corpus,
+                   pending: _Uncommitted) -> None:
+        """One batch to every detector that wants it, in parallel; results into ``pending``."""
+        run, stats = self.run, self.stats
         calls = []  # (drun, op, start, end, sliced) sent this round
         for name, ranges in todo.items():
-            drun = per_doc[name][0]
-            worker = workers.get(name)
-            if worker is None or not worker.alive:
+            drun = self.per_doc[name][0]
+            if not self._alive(name):
                 continue
             for lo, hi, part in _slice_pending(batch, start, ranges):
                 calls.append((drun, "tag", lo, hi, part.select(drun.columns + _previous_cols(drun, part))))
-        for drun in active_corpus:
-            if workers[drun.name].alive and drun.name not in corpus_failed:
+        for drun in corpus:
+            if self._alive(drun.name) and drun.name not in self.corpus_failed:
                 calls.append((drun, "observe", start, start + batch.num_rows,
                               batch.select(drun.columns + _previous_cols(drun, batch))))
         # Send to every detector first so their workers run in parallel, then collect.
         for drun, op, lo, hi, part in calls:
-            workers[drun.name].send(op, part)
+            self.workers[drun.name].send(op, part)
+        worker_gone: set[str] = set()  # detectors whose worker ended this round: later calls got no answer
         for drun, op, lo, hi, part in calls:
+            if drun.name in worker_gone:
+                continue  # left uncovered, for a later round or run; not a fault of its own
             stat = stats[drun.name]
-            reply = workers[drun.name].receive(budget)
+            reply = self.workers[drun.name].receive(self.tag.time_budget_s)
             stat.seconds += reply.seconds
             where = f"{entry.path}[{lo}:{hi}]"
             if not reply.ok:
                 _trace(f"{drun.name} {op} {where} -> {reply.kind}: {reply.message}")
-                errors.append(_error_row(run.run_id, drun, reply, entry.path, lo, hi))
+                pending.errors.append(_error_row(run.run_id, drun, reply, entry.path, lo, hi))
                 _fault(stat, reply.kind, reply.message, where)
+                if not self._alive(drun.name):  # timed out, crashed or over its memory limit
+                    worker_gone.add(drun.name)
                 if reply.kind in ("timeout", "crashed"):
                     stat.status = "stopped"
                 if op == "observe":
-                    corpus_failed.add(drun.name)
+                    self.corpus_failed.add(drun.name)
                 continue
             if op == "tag":
                 try:
@@ -486,77 +590,82 @@ def _tag_file(store, run, entry: FileEntry, per_doc, corpus, workers, stats, bat
                 except DetectorError as exc:
                     _trace(f"{drun.name} {op} {where} -> invalid_output: {exc}")
                     bad = Reply(False, kind="invalid_output", message=str(exc))
-                    errors.append(_error_row(run.run_id, drun, bad, entry.path, lo, hi))
+                    pending.errors.append(_error_row(run.run_id, drun, bad, entry.path, lo, hi))
                     _fault(stat, "invalid_output", str(exc), where)
                     continue
-                tag_parts[drun.name].append(tags)
-                covered[drun.name].append((lo, hi))
+                pending.done[drun.name].append((lo, hi, tags))
                 stat.tags += tags.num_rows
                 _trace(f"{drun.name} tag {where} -> {tags.num_rows} tags in {reply.seconds:.3f} s")
             else:
                 _trace(f"{drun.name} observe {where} -> ok in {reply.seconds:.3f} s")
             stat.batches += 1
             stat.rows += hi - lo
-        if progress:
-            progress(batch.num_rows)
-    _commit_file(run, entry, per_doc, tag_parts, covered, errors)
+        # A per-document detector that went over its memory limit gets a fresh worker: a leak or
+        # one huge document costs the batches it failed, not the rest of the run. (A corpus
+        # detector's state cannot be rebuilt: it is stopped, see _finish_corpus.)
+        for name in sorted(worker_gone):
+            if name in self.per_doc and stats[name].status != "stopped" and not self._alive(name):
+                _trace(f"{name}: restarting its worker after a memory fault")
+                errors = self._start_worker(self.per_doc[name][0])
+                pending.errors.extend(errors)
 
+    def _commit(self, entry: FileEntry, work: _Uncommitted) -> None:
+        """Tags, errors and coverage of part of one document file, in one atomic commit."""
+        run = self.run
+        add, coverage = [], []
+        for name, items in work.done.items():
+            drun = self.per_doc[name][0]
+            parts = [t for _lo, _hi, t in items if t.num_rows]
+            if parts:
+                add.append(run.write("tags", pa.concat_tables(parts), f"{safe_name(name)}/{drun.tag_key}",
+                                     meta={"detector": name, "tag_key": drun.tag_key, "doc_file": entry.path}))
+            coverage.append({"detector": name, "tag_key": drun.tag_key, "doc_file": entry.path,
+                             "ranges": [list(r) for r in _merge_ranges([[lo, hi] for lo, hi, _t in items])]})
+        if work.errors:
+            add.append(run.write("errors", pa.Table.from_pylist(work.errors), ""))
+        run.commit(add=add, coverage=coverage)
 
-def _previous_cols(drun: DetectorRun, batch: pa.RecordBatch) -> list[str]:
-    if "previous" not in drun.spec.cls.needs:
-        return []
-    return [c for c in SPECIAL_NEEDS["previous"] if c != "previous_doc_id" and c in batch.schema.names]
+    def _finish_corpus(self, drun: DetectorRun) -> None:
+        run, budget = self.run, self.tag.time_budget_s
+        stat, worker = self.stats[drun.name], self.workers.get(drun.name)
+        if worker is None or not worker.alive or drun.name in self.corpus_failed:
+            # Its fault is recorded already. finish() is not called on a partial view of the corpus:
+            # the detector's earlier tags stay live and the next run starts it again.
+            stat.status = "stopped"
+            return
+        reply = worker.call("finish", None, budget)
+        stat.seconds += reply.seconds
+        add = []
+        if reply.ok:
+            try:
+                parts = [finalize_tags(t, drun, run.run_id) for t in reply.value]
+                tags = pa.concat_tables(parts) if parts else schemas.load("tags").arrow.empty_table()
+                # finish() may tag any document of the pass it observed (every live document), no other.
+                _check_doc_ids(tags.column("doc_id"), self._live_doc_ids(), drun.name, "the store's documents")
+            except DetectorError as exc:
+                reply = Reply(False, kind="invalid_output", message=str(exc))
+        if not reply.ok:
+            _trace(f"{drun.name} finish -> {reply.kind}: {reply.message}")
+            _fault(stat, reply.kind, reply.message, "finish")
+            stat.status = "stopped"
+            run.commit(add=[run.write("errors", pa.Table.from_pylist([_error_row(run.run_id, drun, reply)]), "")])
+            return
+        stat.tags += tags.num_rows
+        _trace(f"{drun.name} finish -> {tags.num_rows} tags in {reply.seconds:.3f} s")
+        if tags.num_rows:
+            add.append(run.write("tags", tags, f"{safe_name(drun.name)}/{drun.tag_key}",
+                                 meta={"detector": drun.name, "tag_key": drun.tag_key, "corpus": True}))
+        run.commit(add=add, remove=superseded_files(self.snapshot, drun, keep_current=False),
+                   coverage=[{"detector": drun.name, "tag_key": drun.tag_key, "corpus": True,
+                              "doc_files": sorted(self.doc_entries)}],
+                   drop_coverage=[{"detector": drun.name}])
 
-
-def _commit_file(run: Run, entry: FileEntry, per_doc, tag_parts, covered, errors) -> None:
-    """Tags, errors and coverage of one document file, in one atomic commit."""
-    add, coverage = [], []
-    for name, ranges in covered.items():
-        drun = per_doc[name][0]
-        parts = [t for t in tag_parts.get(name, []) if t.num_rows]
-        if parts:
-            add.append(run.write("tags", pa.concat_tables(parts), f"{safe_name(name)}/{drun.tag_key}",
-                                 meta={"detector": name, "tag_key": drun.tag_key, "doc_file": entry.path}))
-        coverage.append({"detector": name, "tag_key": drun.tag_key, "doc_file": entry.path,
-                         "ranges": [list(r) for r in _merge_ranges([list(r) for r in ranges])]})
-    if errors:
-        add.append(run.write("errors", pa.Table.from_pylist(errors), ""))
-    run.commit(add=add, coverage=coverage)
-
-
-def _finish_corpus(run: Run, snapshot: Snapshot, drun: DetectorRun, workers, stats, budget, corpus_failed,
-                   doc_files: list[str]) -> None:
-    stat, worker = stats[drun.name], workers.get(drun.name)
-    if worker is None or not worker.alive or drun.name in corpus_failed:
-        # Its fault is recorded already. finish() is not called on a partial view of the corpus:
-        # the detector's earlier tags stay live and the next run starts it again.
-        stat.status = "stopped"
-        return
-    reply = worker.call("finish", None, budget)
-    stat.seconds += reply.seconds
-    errors, add = [], []
-    if reply.ok:
-        try:
-            parts = [finalize_tags(t, drun, run.run_id) for t in reply.value]
-        except DetectorError as exc:
-            reply = Reply(False, kind="invalid_output", message=str(exc))
-    if not reply.ok:
-        _trace(f"{drun.name} finish -> {reply.kind}: {reply.message}")
-        errors.append(_error_row(run.run_id, drun, reply))
-        _fault(stat, reply.kind, reply.message, "finish")
-        stat.status = "stopped"
-        run.commit(add=[run.write("errors", pa.Table.from_pylist(errors), "")])
-        return
-    tags = pa.concat_tables(parts) if parts else schemas.load("tags").arrow.empty_table()
-    stat.tags += tags.num_rows
-    _trace(f"{drun.name} finish -> {tags.num_rows} tags in {reply.seconds:.3f} s")
-    if tags.num_rows:
-        add.append(run.write("tags", tags, f"{safe_name(drun.name)}/{drun.tag_key}",
-                             meta={"detector": drun.name, "tag_key": drun.tag_key, "corpus": True}))
-    run.commit(add=add, remove=superseded_files(snapshot, drun, keep_current=False),
-               coverage=[{"detector": drun.name, "tag_key": drun.tag_key, "corpus": True,
-                          "doc_files": sorted(doc_files)}],
-               drop_coverage=[{"detector": drun.name}])
+    def _live_doc_ids(self) -> pa.ChunkedArray:
+        if self._doc_ids is None:
+            self._doc_ids = pa.chunked_array(
+                [pq.read_table(p, columns=["doc_id"]).column("doc_id") for p in self.snapshot.paths("documents")],
+                pa.string())
+        return self._doc_ids
 
 
 def _retire_superseded(run: Run, snapshot: Snapshot, druns: list[DetectorRun]) -> None:

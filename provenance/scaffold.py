@@ -155,7 +155,7 @@ def test_sees_only_what_it_needs():
 def test_fixture_corpus(provenance_store, run_detector):
     tags = run_detector($class_name, provenance_store)
     assert tags.num_rows >= 1
-    assert set(tags.column("plugin").to_pylist()) == {"$module"}
+    assert set(tags.column("plugin").to_pylist()) == {"$entry_point"}  # as a real `provenance tag` stamps it
 
 
 def test_installed_through_its_entry_point(provenance_pm):

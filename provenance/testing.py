@@ -37,7 +37,8 @@ from provenance.detectors import Detector
 
 __all__ = [
     "DEFAULT_DOCS", "DetectorFailed", "DetectorsPlugin", "TagResult", "make_batch", "make_document",
-    "make_documents", "make_store", "plugin_manager_with", "run_detector", "run_detectors", "tag_batch",
+    "make_documents", "make_store", "plugin_identity", "plugin_manager_with", "run_detector", "run_detectors",
+    "tag_batch",
 ]
 
 BASE_TIME = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -183,29 +184,56 @@ def _distribution_of(module_name: str) -> tuple[str | None, str]:
     return None, "0"
 
 
+def plugin_identity(module_name: str) -> tuple[str, str, str | None]:
+    """(plugin name, version, distribution) that a real run stamps on detectors defined in ``module_name``.
+
+    An installed plugin is known by its ``provenance.plugins`` entry-point
+    name (``shouting = "provenance_shouting"`` -> ``shouting``) and its
+    distribution's version: the entry point whose module is ``module_name`` or
+    a package above it, else the only third-party one in the same top-level
+    package. A module that no entry point names is a one-off plugin, named
+    after its top-level module as ``--plugin-module`` would name it.
+    """
+    from importlib.metadata import entry_points
+
+    from provenance.pluginmanager import ENTRY_POINT_GROUP, HOST_DISTRIBUTION
+
+    top = module_name.split(".")[0]
+    eps = list(entry_points(group=ENTRY_POINT_GROUP))
+    within = [ep for ep in eps if module_name == ep.module or module_name.startswith(ep.module + ".")]
+    same_top = [ep for ep in eps if ep.module.split(".")[0] == top
+                and (ep.dist is None or ep.dist.metadata["Name"] != HOST_DISTRIBUTION)]
+    chosen = max(within, key=lambda ep: len(ep.module)) if within else (same_top[0] if len(same_top) == 1 else None)
+    if chosen is not None:
+        dist = chosen.dist
+        return chosen.name, (dist.version if dist else "0"), (dist.metadata["Name"] if dist else None)
+    dist, version = _distribution_of(module_name)
+    return top, version, dist
+
+
 def plugin_manager_with(*plugins, installed: bool = False):
     """A fresh plugin manager with the built-ins plus ``plugins``, checked as at load time.
 
     Each plugin is a module or object with ``@provenance.hookimpl`` functions,
-    or a Detector class (wrapped in a DetectorsPlugin named after its
-    top-level module and versioned like its installed distribution, if any).
+    or a Detector class, wrapped in a DetectorsPlugin with the name and
+    version a real run gives it (``plugin_identity``: the entry-point name of
+    an installed plugin, else its top-level module).
     ``installed=True`` also loads every installed third-party plugin.
     """
     from provenance.pluginmanager import get_plugin_manager
 
     pm = get_plugin_manager(third_party=installed)
-    groups: dict[str, list[type]] = {}
+    groups: dict[tuple, list[type]] = {}  # (name, version, distribution) -> classes
     for plugin in plugins:
         if isinstance(plugin, type) and issubclass(plugin, Detector):
-            groups.setdefault(plugin.__module__.split(".")[0], []).append(plugin)
+            groups.setdefault(plugin_identity(plugin.__module__), []).append(plugin)
             continue
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
         name = name.rsplit(".", 1)[-1]
         dist, version = _distribution_of(getattr(plugin, "__name__", type(plugin).__module__))
         pm.register_plugin(plugin, name, str(getattr(plugin, "__version__", version)), dist)
-    for module_name, classes in groups.items():
-        dist, version = _distribution_of(module_name)
-        name = module_name if not pm.has_plugin(module_name) else f"{module_name}_under_test"
+    for (name, version, dist), classes in groups.items():
+        name = name if not pm.has_plugin(name) else f"{name}_under_test"
         if any(s.cls in classes for s in pm.detectors().values()):
             continue  # already registered (installed=True, or a built-in): use it as it is
         pm.register_plugin(DetectorsPlugin(*classes), name, version, dist)
@@ -321,8 +349,8 @@ def tag_batch(detector: type[Detector], docs, options: dict | None = None, run_i
     from provenance.runner import DetectorRun, TagBatchFn
 
     check_detector_class(detector)
-    dist, version = _distribution_of(detector.__module__)
-    plugin = PluginInfo(detector.__module__.split(".")[0], version, dist, False, detector.__module__)
+    name, version, dist = plugin_identity(detector.__module__)
+    plugin = PluginInfo(name, version, dist, False, detector.__module__)
     drun = DetectorRun(DetectorSpec(detector, plugin), detector.validate_options(dict(options or {})))
     if isinstance(docs, pa.RecordBatch):
         batch = docs

@@ -208,6 +208,9 @@ flush_rows = 3
 batch_size = 2
 time_budget_s = 30
 isolation = "inline"
+commit_rows = 50
+commit_seconds = 5.5
+worker_memory_mb = 512
 enable = ["exact_duplicate"]
 disable = ["another_plugin"]
 

@@ -51,9 +51,11 @@ def test_the_detector_api_and_the_test_kit_are_documented():
     for fixture in ("provenance_docs", "provenance_store", "provenance_pm", "run_detector"):
         assert f"| `{fixture}` |" in DOC
     kinds = re.findall(r"\w+", schemas.load("errors").docs["kind"])
-    assert kinds == ["exception", "timeout", "crashed", "invalid_output"]
+    assert kinds == ["exception", "timeout", "crashed", "memory", "invalid_output"]
     for kind in kinds:
         assert f"| `{kind}` |" in DOC
+    for column in schemas.load("errors").names:  # the errors view, column by column
+        assert f"| `{column}` |" in DOC, f"docs/PLUGINS.md does not describe errors.{column}"
     assert '[project.entry-points."provenance.plugins"]' in DOC
     for switch in ("PROVENANCE_LOAD_PLUGINS", "PROVENANCE_TRACE_PLUGINS", "PROVENANCE_PLUGIN_MODULES"):
         assert switch in DOC

@@ -55,6 +55,8 @@ class Flaky(provenance.Detector):
 
     def tag_batch(self, batch):
         self.calls += 1
+        if os.environ.get("FLAKY_HANGS"):
+            time.sleep(600)
         if self.calls % 3 == 0 and not os.environ.get("FLAKY_FIXED"):
             raise RuntimeError(f"flaky fails on call {self.calls}")
         return self.tags(batch.column("doc_id"), "flaky_seen")
@@ -162,6 +164,21 @@ def test_exceptions_and_a_hung_plugin_are_recorded_and_the_run_finishes(cli, tmp
     proc = cli("tag", "--store", store, "--plugin-module", plugin, "--disable", "hang", "--json", check=0)
     assert json.loads(proc.stdout)["tags"] == 0
     assert _sql(store, "SELECT count(*) FROM tags") == before
+
+
+def test_a_time_out_costs_one_error_even_when_the_batch_held_several_pending_slices(cli, tmp_path):
+    store = _store(tmp_path)
+    plugin = _write(tmp_path, "faulty", FAULTY)
+    args = ("tag", "--store", store, "--plugin-module", plugin, "--plugins", "flaky", "--json")
+    cli(*args, "--batch-size", BATCH, check=3)  # leaves rows 8..12, 20..24 and 32..36 pending
+    # One batch of 40 rows holds all three pending slices; the first call hangs and its worker is killed.
+    proc = cli(*args, "--batch-size", 40, "--time-budget", 1, env={"FLAKY_HANGS": "1"}, check=3)
+    flaky = json.loads(proc.stdout)["detectors"]["flaky"]
+    assert (flaky["status"], flaky["errors"], flaky["pending"]) == ("stopped", 1, 12)
+    assert [f["kind"] for f in flaky["faults"]] == ["timeout"]  # not two more "crashed" for the other slices
+    # The slices it never answered are still pending: a fixed detector completes them.
+    again = json.loads(cli(*args, env={"FLAKY_FIXED": "1"}, check=0).stdout)["detectors"]["flaky"]
+    assert (again["rows"], again["pending"]) == (12, 0)
 
 
 INVALID = '''
@@ -329,6 +346,8 @@ class Clusters(provenance.CorpusDetector):
     def finish(self):
         if os.environ.get("FINISH_FAILS"):
             raise ValueError("cannot finish")
+        if os.environ.get("FINISH_TAGS_A_STRANGER"):
+            return [{"doc_id": "f" * 32, "tag": "clustered"}]
         return [{"doc_id": d, "tag": "clustered", "evidence": {"n": len(self.seen)}} for d in self.seen[:2]]
 
 
@@ -339,7 +358,8 @@ def register_detectors(register):
 
 
 @pytest.mark.parametrize("fault, where, kind", [("OBSERVE_FAILS", "documents/", "exception"),
-                                                ("FINISH_FAILS", "finish", "exception")])
+                                                ("FINISH_FAILS", "finish", "exception"),
+                                                ("FINISH_TAGS_A_STRANGER", "finish", "invalid_output")])
 def test_corpus_detector_faults_keep_earlier_tags(cli, tmp_path, fault, where, kind):
     store = _store(tmp_path, n=6)
     plugin = _write(tmp_path, "corpus", CORPUS)
@@ -351,6 +371,8 @@ def test_corpus_detector_faults_keep_earlier_tags(cli, tmp_path, fault, where, k
     stats = json.loads(proc.stdout)["detectors"]["clusters"]
     assert stats["status"] == "stopped"
     assert any(f["kind"] == kind and (f["where"] or "").startswith(where) for f in stats["faults"])
+    if fault == "FINISH_TAGS_A_STRANGER":  # finish() may tag the documents it observed, no others
+        assert f"tagged doc_id '{'f' * 32}', which is not in the store's documents" in stats["faults"][0]["message"]
     # The earlier output stays live until a complete pass replaces it.
     assert _sql(store, "SELECT count(*), min(evidence) FROM tags WHERE detector = 'clusters'") == [(2, '{"n": 6}')]
     again = json.loads(cli(*args, check=0).stdout)["detectors"]["clusters"]
@@ -428,3 +450,216 @@ def test_plugin_that_fails_to_import_is_named(cli, tmp_path):
     plugin = _write(tmp_path, "broken_import", "import no_such_module_anywhere\n")
     proc = cli("plugins", "--plugin-module", plugin, check=1)
     assert "'" + str(plugin) + "' failed to import" in proc.stderr and "no_such_module_anywhere" in proc.stderr
+
+
+# ----- detectors whose needs differ, and a time-out part-way --------------------------------------
+NEEDS = '''
+import os
+import time
+
+import provenance
+
+
+class Versions(provenance.Detector):
+    """Tags documents that have an earlier version; with VERSIONS_HANG_FROM=k it hangs from its k-th call."""
+    name = "versions"
+    version = "1"
+    category = "provenance"
+    needs = ("previous",)
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.calls = 0
+
+    def tag_batch(self, batch):
+        self.calls += 1
+        hang_from = int(os.environ.get("VERSIONS_HANG_FROM", "0"))
+        if hang_from and self.calls >= hang_from:
+            time.sleep(600)
+        changed = batch.column("previous_text").is_valid()
+        return self.tags(batch.column("doc_id").filter(changed), "new_version")
+
+
+class Length(provenance.Detector):
+    """Reads only text, never previous_*."""
+    name = "length"
+    version = "1"
+    needs = ("text",)
+
+    def tag_batch(self, batch):
+        return self.tags(batch.column("doc_id"), "measured")
+
+
+@provenance.hookimpl
+def register_detectors(register):
+    register(Versions)
+    register(Length)
+'''
+
+
+def _versioned_store(tmp_path, n_urls=12, rows_per_file=8):
+    """2 * n_urls documents: a first version of each URL, then a second one pointing back to it."""
+    from provenance.testing import make_document
+
+    first = [make_document(i, url=f"https://example.org/{i}", text=f"Page {i}, first version.")
+             for i in range(n_urls)]
+    second = [make_document(n_urls + i, url=f"https://example.org/{i}", text=f"Page {i}, rewritten.",
+                            previous_doc_id=doc["doc_id"]) for i, doc in enumerate(first)]
+    store = make_store(tmp_path / "store", first + second, rows_per_file=rows_per_file).root
+    return store, {d["doc_id"] for d in second}
+
+
+def test_a_detector_needing_previous_that_is_up_to_date_does_not_break_the_others(cli, tmp_path):
+    store, changed = _versioned_store(tmp_path)
+    plugin = _write(tmp_path, "needs", NEEDS)
+    args = ("tag", "--store", store, "--plugin-module", plugin, "--disable", "exact_duplicate", "--json")
+    first = json.loads(cli(*args, "--plugins", "versions", check=0).stdout)["detectors"]
+    assert first["versions"]["tags"] == len(changed)
+    # versions has nothing left to do, length has every document: the files are read without previous_*.
+    second = json.loads(cli(*args, check=0).stdout)["detectors"]
+    assert second["versions"]["status"] == "up_to_date"
+    assert (second["length"]["status"], second["length"]["rows"], second["length"]["tags"]) == ("ok", 24, 24)
+    assert {r[0] for r in _sql(store, "SELECT doc_id FROM tags WHERE detector = 'versions'")} == changed
+
+
+def test_a_detector_needing_previous_that_times_out_part_way_does_not_break_the_others(cli, tmp_path):
+    store, changed = _versioned_store(tmp_path)  # 3 document files of 8 rows
+    plugin = _write(tmp_path, "needs", NEEDS)
+    args = ("tag", "--store", store, "--plugin-module", plugin, "--disable", "exact_duplicate", "--batch-size", 4,
+            "--time-budget", 2, "--json")
+    det = json.loads(cli(*args, env={"VERSIONS_HANG_FROM": "2"}, check=3).stdout)["detectors"]
+    # Stopped on its second batch (rows 4..8 of the first file); the batch before it is kept.
+    versions = det["versions"]
+    assert (versions["status"], versions["rows"], versions["errors"], versions["pending"]) == ("stopped", 4, 1, 20)
+    assert versions["faults"][0]["kind"] == "timeout" and versions["faults"][0]["where"].endswith("[4:8]")
+    # The other detector read every file after that, without previous_* columns.
+    assert (det["length"]["status"], det["length"]["rows"], det["length"]["errors"]) == ("ok", 24, 0)
+    assert _sql(store, "SELECT kind, batch_start, batch_end FROM errors") == [("timeout", 4, 8)]
+
+    # The rerun does only what versions left, and the result is complete.
+    again = json.loads(cli(*args, check=0).stdout)["detectors"]
+    assert (again["versions"]["rows"], again["versions"]["pending"]) == (20, 0)
+    assert again["length"]["status"] == "up_to_date"
+    assert {r[0] for r in _sql(store, "SELECT doc_id FROM tags WHERE detector = 'versions'")} == changed
+
+
+# ----- memory -------------------------------------------------------------------------------------
+LIMIT_MB = 256
+MEMORY = f'''
+import numpy as np
+import pyarrow as pa
+
+import provenance
+
+LIMIT = {LIMIT_MB} * 2**20
+
+
+class Hog(provenance.Detector):
+    """Asks Arrow's allocator for twice the worker's memory limit when its batch holds a 'huge' document."""
+    name = "hog"
+    version = "1"
+    needs = ("text",)
+
+    def tag_batch(self, batch):
+        if any("huge" in text for text in batch.column("text").to_pylist()):
+            pa.allocate_buffer(2 * LIMIT)
+        return self.tags(batch.column("doc_id"), "fits")
+
+
+class Leaky(provenance.Detector):
+    """Keeps 70 MB of numpy memory from every batch: the fourth call of a worker goes over 256 MB."""
+    name = "leaky"
+    version = "1"
+    needs = ()
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.hoard = []
+
+    def tag_batch(self, batch):
+        self.hoard.append(np.ones(70 * 2**20 // 8))
+        return self.tags(batch.column("doc_id"), "kept")
+
+
+class BigModel(provenance.Detector):
+    """Loads a 'model' twice the limit in __init__."""
+    name = "big_model"
+    version = "1"
+    needs = ()
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.weights = np.zeros(2 * LIMIT // 8)
+
+    def tag_batch(self, batch):
+        return None
+
+
+class Good(provenance.Detector):
+    name = "good"
+    version = "1"
+    needs = ("text",)
+
+    def tag_batch(self, batch):
+        return self.tags(batch.column("doc_id"), "seen")
+
+
+@provenance.hookimpl
+def register_detectors(register):
+    register(Hog)
+    register(Leaky)
+    register(BigModel)
+    register(Good)
+'''
+
+
+def test_a_detector_over_its_memory_limit_is_stopped_recorded_and_the_run_goes_on(cli, tmp_path):
+    docs = [{"url": f"https://example.org/{i}", "text": "a huge page" if i == 17 else f"Document {i}."}
+            for i in range(N_DOCS)]
+    store = make_store(tmp_path / "store", docs).root
+    plugin = _write(tmp_path, "memory_hungry", MEMORY)
+    (tmp_path / "provenance.toml").write_text(f"[tag]\nworker_memory_mb = {LIMIT_MB}\n")
+    started = time.monotonic()
+    proc = cli("tag", "--store", store, "--plugin-module", plugin, "--disable", "exact_duplicate",
+               "--batch-size", BATCH, "--json", cwd=tmp_path, check=3)
+    assert time.monotonic() - started < 60
+    det = json.loads(proc.stdout)["detectors"]
+
+    # The 512 MB request failed at once, in the batch holding document 17 only; the rest is tagged.
+    hog = det["hog"]
+    assert (hog["status"], hog["rows"], hog["errors"], hog["pending"]) == ("partial", 36, 1, 4)
+    assert hog["faults"][0]["kind"] == "memory" and hog["faults"][0]["where"].endswith("[16:20]")
+    # The leak fills the worker on its 4th batch; a fresh worker takes over and the run goes on.
+    leaky = det["leaky"]
+    assert [f["where"][-7:] for f in leaky["faults"]] == ["[12:16]", "[28:32]"]
+    assert (leaky["status"], leaky["rows"], leaky["pending"]) == ("partial", 32, 8)
+    assert (det["good"]["status"], det["good"]["rows"]) == ("ok", N_DOCS)
+    # Loading a model bigger than the limit: stopped at start, with the reason.
+    big = det["big_model"]
+    assert (big["status"], big["pending"], big["faults"][0]["kind"], big["faults"][0]["where"]) == \
+        ("stopped", N_DOCS, "memory", "start")
+
+    errors = _sql(store, "SELECT detector, kind, batch_start, message, traceback FROM errors "
+                         "WHERE detector <> 'big_model' ORDER BY 1, 3")
+    assert [e[:3] for e in errors] == [("hog", "memory", 16), ("leaky", "memory", 12), ("leaky", "memory", 28)]
+    for e in errors:
+        assert f"over the worker memory limit of {LIMIT_MB} MB" in e[3] and "MemoryError" in e[3]
+    assert "ArrowMemoryError" in errors[0][3] and "allocate_buffer" in errors[0][4]
+    assert "memory x1" in proc.stderr
+
+    # Unlimited (0): the same run has no faults.
+    (tmp_path / "provenance.toml").write_text("[tag]\nworker_memory_mb = 0\n")
+    again = json.loads(cli("tag", "--store", store, "--plugin-module", plugin, "--plugins", "hog",
+                           "--batch-size", BATCH, "--json", cwd=tmp_path, check=0).stdout)["detectors"]
+    assert (again["hog"]["rows"], again["hog"]["errors"], again["hog"]["pending"]) == (4, 0, 0)
+
+
+@pytest.mark.parametrize("line", ["commit_rows = -1", "commit_rows = 2.5", "commit_seconds = \"soon\"",
+                                  "worker_memory_mb = true", "worker_memory_mb = -4096"])
+def test_bad_commit_and_memory_settings_are_one_clear_line(cli, tmp_path, line):
+    store = _store(tmp_path, n=1)
+    (tmp_path / "provenance.toml").write_text(f"[tag]\n{line}\n")
+    proc = cli("tag", "--store", store, cwd=tmp_path, check=2)
+    key = line.split(" =")[0]
+    assert proc.stderr.startswith("provenance: error: ") and f"{key}" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

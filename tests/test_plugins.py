@@ -395,6 +395,44 @@ def test_corpus_detector_through_the_test_kit():
     assert json.loads(tags[0]["evidence"])["kept_doc_id"] == original
 
 
+def test_the_test_kit_stamps_the_entry_point_name_a_real_run_stamps(tmp_path, monkeypatch, cli):
+    """An installed plugin (a real distribution on sys.path) whose entry-point name differs from its module."""
+    site = tmp_path / "site"
+    (site / "kit_demo_pkg").mkdir(parents=True)
+    (site / "kit_demo_pkg" / "__init__.py").write_text(textwrap.dedent('''
+        import provenance
+
+        class KitDemo(provenance.Detector):
+            name = "kit_demo"
+            version = "1"
+            needs = ("text",)
+
+            def tag_batch(self, batch):
+                return self.tags(batch.column("doc_id"), "seen")
+
+        @provenance.hookimpl
+        def register_detectors(register):
+            register(KitDemo)
+    '''))
+    info = site / "kit_demo_pkg-2.5.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kit-demo-pkg\nVersion: 2.5.0\n")
+    (info / "entry_points.txt").write_text("[provenance.plugins]\nkitdemo = kit_demo_pkg\n")
+    monkeypatch.syspath_prepend(str(site))
+    from kit_demo_pkg import KitDemo
+
+    docs = ["One document.", "Another one."]
+    kit = run_detector(KitDemo, docs)
+    pure = tag_batch(KitDemo, docs)
+    store = make_store(tmp_path / "store", docs).root
+    cli("tag", "--store", store, "--plugins", "kit_demo", env={"PYTHONPATH": str(site),
+                                                               "PROVENANCE_LOAD_PLUGINS": "kitdemo"}, check=0)
+    real = _sql(store, "SELECT DISTINCT plugin, plugin_version FROM tags")
+    assert real == [("kitdemo", "2.5.0")]  # the entry-point name, not the module kit_demo_pkg
+    for tags in (kit, pure):
+        assert set(zip(tags.column("plugin").to_pylist(), tags.column("plugin_version").to_pylist())) == set(real)
+
+
 def test_plugin_manager_with_checks_plugins():
     pm = plugin_manager_with(Upper, DetectorsPlugin())
     assert "upper" in pm.detectors()

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import provenance
+from provenance.store import Store
+from provenance.testing import make_store
 
 SLOW_PLUGIN = Path(__file__).parent / "plugins" / "slow_tagger.py"
 
@@ -59,3 +64,78 @@ def test_kill_tag_mid_run_then_resume_without_duplicates(tmp_path, cli):
     # The next writer removed the killed run's orphans.
     on_disk = {p.relative_to(store).as_posix() for p in (store / "tags").rglob("*.parquet")}
     assert on_disk == {e.path for e in provenance.store.Store(store).snapshot().entries("tags")}
+
+
+def _tag_rows(store: Path) -> list[tuple]:
+    """Every live tag row, without what names the run that wrote it."""
+    con = provenance.connect(store)
+    try:
+        return con.execute("SELECT doc_id, plugin, plugin_version, detector, detector_version, category, tag, "
+                           "score, evidence, config_hash FROM tags ORDER BY ALL").fetchall()
+    finally:
+        con.close()
+
+
+def _one_file_store(tmp_path: Path, n: int) -> Path:
+    docs = [{"url": f"https://e.com/{i}", "text": f"document {i}"} for i in range(n)]
+    store = make_store(tmp_path / "s", docs, rows_per_file=n).root
+    assert len(Store(store).snapshot().entries("documents")) == 1  # the demo's shape: one document file
+    return store
+
+
+@pytest.mark.parametrize("settings, granularity", [
+    ("commit_rows = 20", 20),  # a commit every 4 batches of 5
+    ("commit_rows = 0\ncommit_seconds = 0.5", 5),  # a commit every ~3 batches of 0.15 s; batch-aligned
+])
+def test_kill_on_a_one_file_store_loses_at_most_one_commit_of_work(tmp_path, cli, settings, granularity):
+    n = 200
+    store = _one_file_store(tmp_path, n)
+    reference = tmp_path / "reference"
+    shutil.copytree(store, reference)
+    (tmp_path / "provenance.toml").write_text(f"[tag]\n{settings}\n")
+    tag = ("tag", "--plugin-module", SLOW_PLUGIN, "--plugins", "slow_tagger", "--batch-size", "5", "--json")
+
+    proc = subprocess.Popen([sys.executable, "-c", "from provenance.cli import main; main()", *map(str, tag),
+                             "--store", str(store)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while _tag_commits(store) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the tag run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    # What was committed before the kill is visible, in whole commits.
+    kept = len(_tag_rows(store))
+    assert 0 < kept < n and kept % granularity == 0
+
+    # The rerun tags only the rest, and the result equals an uninterrupted run's, row for row.
+    rerun = json.loads(cli(*tag, "--store", store, cwd=tmp_path, check=0).stdout)["detectors"]["slow_tagger"]
+    assert rerun["rows"] == n - kept
+    cli(*tag, "--store", reference, cwd=tmp_path, check=0)
+    assert _tag_rows(store) == _tag_rows(reference)
+    assert len(_tag_rows(store)) == n
+
+
+def test_ctrl_c_keeps_every_batch_that_finished(tmp_path):
+    n = 200
+    store = _one_file_store(tmp_path, n)
+    # No periodic commit in this run: what is kept is what the interrupt committed.
+    (tmp_path / "provenance.toml").write_text("[tag]\ncommit_rows = 0\ncommit_seconds = 0\n")
+    args = [sys.executable, "-c", "from provenance.cli import main; main()", "tag", "--store", str(store),
+            "--plugin-module", str(SLOW_PLUGIN), "--plugins", "slow_tagger", "--batch-size", "5"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PROVENANCE_TRACE_PLUGINS": "1"})
+    finished = 0
+    for line in proc.stderr:  # one trace line per finished detector call
+        finished += " tag documents/" in line and "tags in" in line
+        if finished == 4:
+            break
+    os.kill(proc.pid, signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait() == 130, rest
+    assert "interrupted; committed work is kept" in rest and "Traceback" not in rest
+    kept = len(_tag_rows(store))
+    assert 20 <= kept < n
+    con = provenance.connect(store)
+    assert con.execute("SELECT status FROM runs WHERE command = 'tag'").fetchall() == [("interrupted",)]
+    con.close()
