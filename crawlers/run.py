@@ -26,7 +26,7 @@ from provenance.config import ConfigError
 from provenance.crawlers import CrawlError, CrawlRequest, CrawlResult
 from provenance.crawlers.journal import url_key
 from provenance.crawlers.settings import effective
-from provenance.crawlers.urllist import UrlListError, read_url_list
+from provenance.crawlers.urllist import UrlListError, crawl_url_problem, read_url_list
 from provenance.store import Store, StoreLocked, safe_name
 
 
@@ -64,9 +64,9 @@ def plan_crawl(request: CrawlRequest) -> dict:
     else:
         urls = list(request.start_urls if mode == "site" else request.sitemaps)
         for url in urls:
-            parts = urlsplit(url)
-            if not parts.scheme or not parts.netloc:
-                raise CrawlError(f"not an absolute URL: {url!r}", exitcodes.USAGE)
+            problem = crawl_url_problem(url)
+            if problem is not None:
+                raise CrawlError(problem, exitcodes.USAGE)
         plan["start_urls" if mode == "site" else "sitemaps"] = urls
     plan["crawl_id"] = safe_name(request.crawl_id) if request.crawl_id else \
         default_crawl_id(mode, urls, Path(request.url_file) if request.url_file else None)

@@ -8,8 +8,10 @@ provenance.exitcodes. Errors are one line on stderr: ``provenance: error: ...``.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,8 +19,11 @@ import click
 
 import provenance
 from provenance import config as config_mod
-from provenance import exitcodes
+from provenance import errors, exitcodes
 from provenance.store import Store, StoreError, StoreLocked
+
+# The store the running command opened: named by the safety net in main() when, say, its disk fills up.
+_store_in_use: Path | None = None
 
 
 class Failure(click.ClickException):
@@ -63,9 +68,19 @@ def store_option(fn):
 
 
 def settings_and_store(config_file, store_dir, create: bool = False) -> tuple[dict, Store]:
+    global _store_in_use
     settings = config_mod.load(config_file)
     root = config_mod.resolve_store(store_dir, settings)
-    return settings, Store.open(root, create=create)
+    _store_in_use = root
+    if root.exists() and not root.is_dir():
+        raise Failure(f"--store {root}: is a file, not a store directory; give a directory", exitcodes.USAGE)
+    try:
+        return settings, Store.open(root, create=create)
+    except OSError as exc:
+        if errors.is_disk_full(exc):
+            raise
+        raise Failure(f"--store {root}: cannot {'create' if create else 'open'} the store: "
+                      f"{exc.strerror or exc}; give a directory you can write to") from None
 
 
 def progress_bar(description: str):
@@ -76,8 +91,15 @@ def progress_bar(description: str):
                     transient=True, disable=not sys.stderr.isatty(), console=None)
 
 
+def _debug_option(_ctx, _param, value):
+    if value:
+        errors.enable_debug()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(provenance.__version__, prog_name="provenance")
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_debug_option,
+              help=f"Show the traceback of an unexpected error (also: {errors.DEBUG_ENV}=1).")
 def cli():
     """Provenance Guard: crawl with provenance, tag with detector plugins, export clean sets with SQL.
 
@@ -120,8 +142,8 @@ def ingest(paths, store_dir, config_file, crawl_id):
               help="Fetch the URLs listed in FILE (one per line, optionally 'URL SHA256'); no link following.")
 @click.option("--sitemap", "sitemaps", multiple=True, help="Crawl the pages listed by this sitemap (repeatable).")
 @click.option("--crawl-id", help="Name this crawl [default: derived from the start URLs].")
-@click.option("--max-pages", type=int, help="Stop after this many pages.")
-@click.option("--max-depth", type=int, help="Follow links at most this deep.")
+@click.option("--max-pages", type=click.IntRange(min=0), help="Stop after this many pages (0: no limit).")
+@click.option("--max-depth", type=click.IntRange(min=0), help="Follow links at most this deep.")
 @click.option("--allow-private", is_flag=True, default=None,
               help="Allow private, loopback and link-local addresses (refused by default).")
 @click.option("--ignore-robots", is_flag=True, default=False, help="Do not obey robots.txt.")
@@ -153,6 +175,9 @@ def crawl(urls, store_dir, config_file, url_file, sitemaps, crawl_id, max_pages,
     if stats_file:
         stats_file.write_text(json.dumps(result.stats, indent=2, default=str) + "\n")
     click.echo(result.summary_line())
+    if result.exit_code == exitcodes.FAILURE:
+        click.echo(f"provenance: error: nothing was fetched; see why with: provenance query \"SELECT url, outcome, "
+                   f"error FROM fetches WHERE run_id = '{result.run_id}'\"", err=True)
     sys.exit(result.exit_code)
 
 
@@ -349,9 +374,49 @@ def _register_plugin_commands() -> None:
                    err=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The console script: every way a command can end becomes an exit code and at most one error line.
+
+    Click's standalone mode would print four lines for a usage error and a
+    traceback for anything unexpected; here each is one line on stderr.
+    """
     _register_plugin_commands()
-    cli(prog_name="provenance")
+    try:
+        code = cli.main(args=argv, prog_name="provenance", standalone_mode=False)
+    except click.UsageError as exc:
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        click.echo(f"provenance: error: {exc.format_message()}{where}", err=True)
+        sys.exit(exitcodes.USAGE)
+    except click.ClickException as exc:  # Failure and click's file errors
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("provenance: interrupted; committed work is kept and the next run resumes", err=True)
+        sys.exit(130)
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:  # `provenance query ... | head`: the reader left, nothing is wrong
+            _silence_stdout()
+            sys.exit(exitcodes.FAILURE)
+        _report_unexpected(exc)
+    except Exception as exc:
+        _report_unexpected(exc)
+    sys.exit(code if isinstance(code, int) else exitcodes.OK)
+
+
+def _report_unexpected(exc: Exception) -> None:
+    """The safety net: one line and exit 1, or the traceback under --debug / PROVENANCE_DEBUG=1."""
+    if errors.debug_enabled():
+        raise exc
+    message = errors.describe(exc, _store_in_use)
+    hint = "" if errors.is_disk_full(exc) else f" ({errors.DEBUG_HINT})"
+    click.echo(f"provenance: error: {message}{hint}", err=True)
+    sys.exit(exitcodes.FAILURE)
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout again at exit, which would raise EPIPE once more.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":
