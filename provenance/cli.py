@@ -107,6 +107,10 @@ def cli():
     """
 
 
+# Bad input lines printed per ingest; the rest are counted (and the first 100 kept in the run's stats).
+MAX_PROBLEM_LINES = 20
+
+
 # ----- ingest ---------------------------------------------------------------------------------
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -123,14 +127,29 @@ def ingest(paths, store_dir, config_file, crawl_id):
     from provenance.ingest import run_ingest
 
     settings, store = settings_and_store(config_file, store_dir, create=True)
+    shown = 0
+
+    def report_problem(problem) -> None:  # a file of 20,000 bad lines must not print 20,000 lines
+        nonlocal shown
+        shown += 1
+        if shown <= MAX_PROBLEM_LINES:
+            click.echo(f"provenance: bad input: {problem}", err=True)
+
     with progress_bar("ingest") as bar:
         task = bar.add_task("records", total=None)
         result = run_ingest(store, list(paths), crawl_id=crawl_id,
                             flush_rows=settings["ingest"]["flush_rows"],
-                            on_problem=lambda p: click.echo(f"provenance: bad input: {p}", err=True),
-                            on_record=lambda: bar.advance(task))
+                            on_problem=report_problem, on_record=lambda: bar.advance(task))
+    if shown > MAX_PROBLEM_LINES:
+        click.echo(f"provenance: bad input: {shown - MAX_PROBLEM_LINES} more not shown; the first 100 are in "
+                   f"the run's stats: provenance query \"SELECT stats FROM runs WHERE command = 'ingest' "
+                   f"ORDER BY started_at DESC LIMIT 1\"", err=True)
+    skipped = ""
+    if result.skipped:  # files of unknown format found in a directory: said, not silently dropped
+        names = ", ".join(Path(f).name for f in result.skipped[:5]) + (", ..." if len(result.skipped) > 5 else "")
+        skipped = f", {len(result.skipped)} file(s) skipped (unknown format: {names})"
     click.echo(f"ingest: {result.records} records in {len(result.files)} file(s): {result.stored} stored, "
-               f"{result.already_stored} already stored, {len(result.problems)} bad -> {store.root}")
+               f"{result.already_stored} already stored, {len(result.problems)} bad{skipped} -> {store.root}")
     sys.exit(exitcodes.PARTIAL if result.problems else exitcodes.OK)
 
 
