@@ -1,6 +1,6 @@
 """run_crawl(store, request) -> CrawlResult: plan a crawl here, run it in a child process.
 
-The child (``python -m provenance.crawlers.worker``) does all of the work and
+The child (``provenance.crawlers.worker``, started without the working directory on sys.path) does all of the work and
 all of the store writes, under the store's lock: Twisted's reactor cannot be
 restarted, and callers (the demo, the tests) crawl more than once per process.
 This side only validates the request (usage errors surface before anything
@@ -27,6 +27,7 @@ from provenance.crawlers import CrawlError, CrawlRequest, CrawlResult
 from provenance.crawlers.journal import url_key
 from provenance.crawlers.settings import effective
 from provenance.crawlers.urllist import UrlListError, crawl_url_problem, read_url_list
+from provenance.processes import python_command
 from provenance.store import Store, StoreLocked, safe_name
 
 
@@ -78,8 +79,8 @@ def run_crawl(store: Store, request: CrawlRequest) -> CrawlResult:
     with tempfile.TemporaryDirectory(prefix="provenance-crawl-") as tmp:
         request_path, result_path = Path(tmp, "request.json"), Path(tmp, "result.json")
         request_path.write_text(json.dumps(plan))
-        cmd = [sys.executable, "-m", "provenance.crawlers.worker", "--store", str(store.root),
-               "--request", str(request_path), "--result", str(result_path)]
+        cmd = [*python_command("from provenance.crawlers.worker import main; sys.exit(main())"),
+               "--store", str(store.root), "--request", str(request_path), "--result", str(result_path)]
         proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         returncode = _wait_forwarding_signals(proc)
         result = json.loads(result_path.read_text()) if result_path.exists() else None

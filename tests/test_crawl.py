@@ -331,10 +331,12 @@ def test_non_html_only_recorded_when_store_non_html_is_off(tmp_path):
     assert fetches["private/secret.html"]["outcome"] == "robots_denied"
     assert fetches["data/report.bin"]["outcome"] == "non_html" and fetches["data/report.bin"]["bytes"] == 2048
     assert fetches["data/report.bin"]["doc_id"] is None
-    assert fetches["missing.html"]["outcome"] == "error" and fetches["missing.html"]["http_status"] == 404
+    assert fetches["missing.html"]["outcome"] == "not_found" and fetches["missing.html"]["http_status"] == 404
     assert fetches["missing.html"]["error"].startswith("http_404")
     assert [d["url"] for d in rows(store_dir, "SELECT url FROM documents")] == [base + "index.html"]
-    assert result.exit_code == exitcodes.PARTIAL and result.stats["errors_by_kind"] == {"http_404": 1}
+    # A 404 is the site's answer, not a failed fetch: recorded and counted, and the run is not partial.
+    assert result.exit_code == exitcodes.OK and result.stats["errors_by_kind"] == {}
+    assert result.stats["not_found"] == 1 and result.stats["errors"] == 0
 
 
 def test_failures_are_recorded_with_their_kind(tmp_path):
@@ -351,11 +353,12 @@ def test_failures_are_recorded_with_their_kind(tmp_path):
                             f"{base}index.html\n")
         result = crawl(store_dir, {"max_size_bytes": 100_000, "max_redirects": 3}, url_file=url_list)
     errors = {r["url"].removeprefix(base): r["error"].split(":")[0]
-              for r in rows(store_dir, "SELECT url, error FROM fetches WHERE outcome = 'error'")}
+              for r in rows(store_dir, "SELECT url, error FROM fetches WHERE outcome IN ('error', 'not_found')")}
     assert errors == {"big.html": "too_large", "loop.html": "too_many_redirects", "gone.html": "http_404",
                       f"http://127.0.0.1:{port}/x.html": "connection_refused"}
-    assert result.exit_code == exitcodes.PARTIAL and result.stats["errors"] == 4
-    assert result.summary_line().startswith(f"crawl {result.crawl_id}: 5 pages, 1 stored, 0 unchanged, 4 errors")
+    assert result.exit_code == exitcodes.PARTIAL and result.stats["errors"] == 3 and result.stats["not_found"] == 1
+    assert result.summary_line().startswith(
+        f"crawl {result.crawl_id}: 5 pages, 1 stored, 0 unchanged, 3 errors, 1 not found")
 
 
 # ----- sitemaps ---------------------------------------------------------------------------------
