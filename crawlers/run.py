@@ -1,7 +1,8 @@
 """run_crawl(store, request) -> CrawlResult: plan a crawl here, run it in a child process.
 
-The child (``provenance.crawlers.worker``, started without the working directory on sys.path) does all of the work and
-all of the store writes, under the store's lock: Twisted's reactor cannot be
+The child (``provenance.crawlers.worker``, started without the working
+directory on sys.path) does all of the work and all of the store writes,
+under the store's lock: Twisted's reactor cannot be
 restarted, and callers (the demo, the tests) crawl more than once per process.
 This side only validates the request (usage errors surface before anything
 starts), waits, and turns the child's report into a CrawlResult -- or into
@@ -15,7 +16,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 from pathlib import Path
