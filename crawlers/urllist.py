@@ -34,9 +34,11 @@ def crawl_url_problem(url: str) -> str | None:
         parts.port  # noqa: B018  (parses the port: 'http://h:x/' raises here)
     except ValueError as exc:
         return f"invalid URL {url!r}: {exc}"
+    if not parts.scheme:
+        return f"{url!r}: not an absolute URL; give its scheme, e.g. https://{url.lstrip('/')}"
     if parts.scheme.lower() not in ALLOWED_SCHEMES:
-        scheme = f"scheme {parts.scheme!r} is" if parts.scheme else "a URL without a scheme is"
-        return f"{url!r}: {scheme} not allowed; only {' and '.join(ALLOWED_SCHEMES)} URLs are crawled"
+        return (f"{url!r}: scheme {parts.scheme!r} is not allowed; only "
+                f"{' and '.join(ALLOWED_SCHEMES)} URLs are crawled")
     if not parts.hostname:
         return f"{url!r}: the URL has no host (give an absolute URL such as https://example.org/)"
     return None
