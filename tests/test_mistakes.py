@@ -302,3 +302,42 @@ def test_disk_full_during_ingest_is_one_line_and_the_rerun_completes(tmp_path):
     assert 0 < partial["n"] == partial["u"] < 3000  # readable, and what was committed is there once
     assert (tmp_path / "rerun.rc").read_text().strip() == "0"
     assert json.loads((tmp_path / "after_rerun.json").read_text()) == [{"n": 3000, "u": 3000}]
+
+
+@pytest.mark.slow
+def test_disk_full_during_a_crawl_is_one_line(tmp_path):
+    """The crawl's child process fills a 12 MB disk: the parent reports it in the same words as ingest."""
+    if not _private_tmpfs_available():
+        pytest.skip("needs `unshare -rm` and tmpfs mounts (a private mount namespace) to fill a disk safely")
+    import random
+    import sys
+
+    rng = random.Random(18)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<html><body>" + "".join(f'<a href="p{i}.html">p{i}</a>' for i in range(24))
+                                     + "</body></html>")
+    for i in range(24):  # ~0.7 MB of incompressible text each: twice the disk
+        words = " ".join("".join(rng.choice("abcdefghijklmnop") for _ in range(7)) for _ in range(90_000))
+        (site / f"p{i}.html").write_text(f"<html><head><title>p{i}</title></head><body><p>{words}</p></body></html>")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    store = disk / "store"
+    script = f"""
+import subprocess, sys
+from provenance.sites import serve
+with serve({str(site)!r}) as base:
+    proc = subprocess.run([sys.executable, "-c", "from provenance.cli import main; main()", "crawl",
+                           base + "index.html", "--allow-private", "--store", {str(store)!r}],
+                          capture_output=True, text=True, timeout=300)
+print(proc.returncode)
+sys.stderr.write(proc.stderr)
+"""
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c",
+                           f"mount -t tmpfs -o size=12m tmpfs {disk} && {sys.executable} -c \"$0\"", script],
+                          capture_output=True, text=True, timeout=400,
+                          env={"PATH": "/usr/bin:/bin", "PROVENANCE_DEBUG": "", "HOME": str(tmp_path)})
+    assert proc.stdout.strip() == "1", proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"provenance: error: crawl failed: disk full: {store}; free space and rerun, committed work is kept" \
+        in proc.stderr.splitlines()
