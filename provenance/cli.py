@@ -3,7 +3,9 @@
 A contract users script against: every command takes ``--store DIR`` (default
 from provenance.toml, then ./provenance-store), never prompts, prints progress
 only on a terminal, ends with a one-line summary, and exits with a code from
-provenance.exitcodes. Errors are one line on stderr: ``provenance: error: ...``.
+provenance.exitcodes. Errors are one line on stderr: ``provenance: error: ...``,
+also for the unexpected (main() is the safety net; ``provenance --debug`` or
+PROVENANCE_DEBUG=1 shows the traceback instead).
 """
 
 from __future__ import annotations
@@ -73,14 +75,14 @@ def settings_and_store(config_file, store_dir, create: bool = False) -> tuple[di
     root = config_mod.resolve_store(store_dir, settings)
     _store_in_use = root
     if root.exists() and not root.is_dir():
-        raise Failure(f"--store {root}: is a file, not a store directory; give a directory", exitcodes.USAGE)
+        raise Failure(f"store {root}: is a file, not a store directory; give --store a directory", exitcodes.USAGE)
     try:
         return settings, Store.open(root, create=create)
     except OSError as exc:
         if errors.is_disk_full(exc):
             raise
-        raise Failure(f"--store {root}: cannot {'create' if create else 'open'} the store: "
-                      f"{exc.strerror or exc}; give a directory you can write to") from None
+        raise Failure(f"store {root}: cannot {'create' if create else 'open'} the store: "
+                      f"{exc.strerror or exc}; give --store a directory you can write to") from None
 
 
 def progress_bar(description: str):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
@@ -223,11 +224,9 @@ def load_plugin_modules(pm: ProvenancePluginManager, modules) -> None:
     """Register one-off plugins from importable module names or .py files (like datasette --plugins-dir).
 
     Also reads PROVENANCE_PLUGIN_MODULES (comma-separated). The plugin's name is
-    the module's name and its version the module's ``__version__`` (or "0").
+    the module's (a file's name without .py) and its version the module's ``__version__`` (or "0").
     """
     import importlib
-    import importlib.util
-    from pathlib import Path
 
     names = list(modules or [])
     env = os.environ.get("PROVENANCE_PLUGIN_MODULES")
@@ -252,7 +251,7 @@ def load_plugin_modules(pm: ProvenancePluginManager, modules) -> None:
 PLUGIN_FILE_PREFIX = "provenance_plugin_file_"
 
 
-def _load_plugin_file(path):
+def _load_plugin_file(path: Path):
     """Import a plugin from a .py file under a private module name.
 
     Its own name would do harm: a file called json.py or email.py, registered in
