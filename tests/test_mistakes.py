@@ -341,3 +341,37 @@ sys.stderr.write(proc.stderr)
     assert "Traceback" not in proc.stderr
     assert f"provenance: error: crawl failed: disk full: {store}; free space and rerun, committed work is kept" \
         in proc.stderr.splitlines()
+
+
+def test_disk_full_during_tag_is_one_line_and_the_rerun_completes(tmp_path):
+    """The store's disk is full when tag starts writing: one line, and after space is freed the rerun tags all."""
+    if not _private_tmpfs_available():
+        pytest.skip("needs `unshare -rm` and tmpfs mounts (a private mount namespace) to fill a disk safely")
+    import sys
+
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"url": f"https://e.example/{i}", "text": f"text {i % 50} " * 20}) + "\n"
+                           for i in range(2000)))
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    store = disk / "store"
+    cli = f"{sys.executable} -c 'from provenance.cli import main; main()'"
+    tags = f"{cli} query 'SELECT count(*) AS n, count(DISTINCT doc_id) AS d FROM tags' --store {store} --format json"
+    script = f"""
+        mount -t tmpfs -o size=12m tmpfs {disk} || exit 99
+        {cli} ingest {src} --store {store} > /dev/null || exit 98
+        dd if=/dev/zero of={disk}/filler bs=64k 2>/dev/null  # fills the disk: dd stops at ENOSPC
+        {cli} tag --store {store} 2>{tmp_path}/full.err; echo $? > {tmp_path}/full.rc
+        rm {disk}/filler
+        {cli} tag --store {store} > /dev/null; echo $? > {tmp_path}/rerun.rc
+        {tags} > {tmp_path}/tags.json
+    """
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=600,
+                          env={"PATH": "/usr/bin:/bin", "PROVENANCE_DEBUG": "", "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "full.rc").read_text().strip() == "1"
+    assert (tmp_path / "full.err").read_text() == \
+        f"provenance: error: disk full: {store}; free space and rerun, committed work is kept\n"
+    assert (tmp_path / "rerun.rc").read_text().strip() == "0"
+    # exact_duplicate tags every document of a text shared by others: 50 texts over 2000 documents, once each.
+    assert json.loads((tmp_path / "tags.json").read_text()) == [{"n": 1950, "d": 1950}]
