@@ -40,7 +40,7 @@ class CrawlResult:
         s = self.stats
         line = (f"crawl {self.crawl_id}: {s.get('pages', 0)} pages, {s.get('stored', 0)} stored, "
                 f"{s.get('unchanged', 0) + s.get('not_modified', 0)} unchanged, {s.get('errors', 0)} errors")
-        for key in ("robots_denied", "refused", "integrity_mismatch"):
+        for key in ("not_found", "robots_denied", "refused", "integrity_mismatch"):
             if s.get(key):
                 line += f", {s[key]} {key.replace('_', ' ')}"
         return line + f" in {s.get('duration_s', 0):.1f}s (run {self.run_id})"

@@ -1,7 +1,8 @@
 """run_crawl(store, request) -> CrawlResult: plan a crawl here, run it in a child process.
 
-The child (``python -m provenance.crawlers.worker``) does all of the work and
-all of the store writes, under the store's lock: Twisted's reactor cannot be
+The child (``provenance.crawlers.worker``, started without the working
+directory on sys.path) does all of the work and all of the store writes,
+under the store's lock: Twisted's reactor cannot be
 restarted, and callers (the demo, the tests) crawl more than once per process.
 This side only validates the request (usage errors surface before anything
 starts), waits, and turns the child's report into a CrawlResult -- or into
@@ -15,7 +16,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -26,7 +26,8 @@ from provenance.config import ConfigError
 from provenance.crawlers import CrawlError, CrawlRequest, CrawlResult
 from provenance.crawlers.journal import url_key
 from provenance.crawlers.settings import effective
-from provenance.crawlers.urllist import UrlListError, read_url_list
+from provenance.crawlers.urllist import UrlListError, crawl_url_problem, read_url_list
+from provenance.processes import python_command
 from provenance.store import Store, StoreLocked, safe_name
 
 
@@ -64,9 +65,9 @@ def plan_crawl(request: CrawlRequest) -> dict:
     else:
         urls = list(request.start_urls if mode == "site" else request.sitemaps)
         for url in urls:
-            parts = urlsplit(url)
-            if not parts.scheme or not parts.netloc:
-                raise CrawlError(f"not an absolute URL: {url!r}", exitcodes.USAGE)
+            problem = crawl_url_problem(url)
+            if problem is not None:
+                raise CrawlError(problem, exitcodes.USAGE)
         plan["start_urls" if mode == "site" else "sitemaps"] = urls
     plan["crawl_id"] = safe_name(request.crawl_id) if request.crawl_id else \
         default_crawl_id(mode, urls, Path(request.url_file) if request.url_file else None)
@@ -78,8 +79,8 @@ def run_crawl(store: Store, request: CrawlRequest) -> CrawlResult:
     with tempfile.TemporaryDirectory(prefix="provenance-crawl-") as tmp:
         request_path, result_path = Path(tmp, "request.json"), Path(tmp, "result.json")
         request_path.write_text(json.dumps(plan))
-        cmd = [sys.executable, "-m", "provenance.crawlers.worker", "--store", str(store.root),
-               "--request", str(request_path), "--result", str(result_path)]
+        cmd = [*python_command("from provenance.crawlers.worker import main; sys.exit(main())"),
+               "--store", str(store.root), "--request", str(request_path), "--result", str(result_path)]
         proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         returncode = _wait_forwarding_signals(proc)
         result = json.loads(result_path.read_text()) if result_path.exists() else None

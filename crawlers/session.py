@@ -10,9 +10,14 @@ Outcomes (the ``fetches.outcome`` column), for each page fetch:
   not_modified        a 304 to our conditional request: doc_id is the known version, nothing stored
   non_html            a non-HTML body when crawl.store_non_html is false (and every sitemap fetched)
   integrity_mismatch  URL lists: the body matches neither the expected raw nor text sha256
+  not_found           the server answered 404 Not Found or 410 Gone (a broken link): an answer, not a failure
   robots_denied       robots.txt disallows the URL; nothing sent
   refused             the SSRF guard refused the address; nothing sent
-  error               anything else (HTTP 4xx/5xx, DNS, timeout, too large, ...); ``error`` says which
+  error               anything else (other HTTP 4xx/5xx, DNS, timeout, too large, ...); ``error`` says which
+
+Only ``error`` (and ``integrity_mismatch``) make a run partial (exit 3): not_found, robots_denied and refused
+are what the site or the crawl's policy said about a URL, recorded and counted, and a site with broken links
+must not fail every scheduled crawl.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from provenance.store import Run, Store, file_sha256, safe_name, utcnow
 
 # Outcomes that mean "we have the page's content" (stored now or before).
 FETCHED = ("new", "changed", "unchanged", "not_modified", "non_html", "integrity_mismatch")
+# HTTP statuses that say "no such page": recorded as the outcome not_found, not as a failed fetch.
+NOT_FOUND_STATUSES = (404, 410)
 # A commit at least this often, so a kill loses little even on a slow crawl.
 FLUSH_INTERVAL_S = 60.0
 FLUSH_BYTES = 64 * 1024 * 1024
@@ -215,7 +222,8 @@ class CrawlSession:
 
     def page_failure(self, url: str, final_url: str | None, kind: str, message: str, *, status: int | None = None,
                      outcome: str = "error", fetched_at: datetime | None = None, nbytes: int | None = None) -> str:
-        """A page that was not fetched: robots_denied, refused or error (``kind`` names the error)."""
+        """A page that was not fetched: robots_denied, refused, not_found or error (``kind`` names the error)."""
+        outcome = _not_found_or(outcome, status)
         error = None if outcome == "robots_denied" else f"{kind}: {message}"
         if outcome == "error":
             self.errors_by_kind[kind] += 1
@@ -230,10 +238,11 @@ class CrawlSession:
     def sitemap_failure(self, url: str, kind: str, message: str, status: int | None = None,
                         outcome: str = "error") -> None:
         self.counts["sitemaps"] += 1
+        outcome = _not_found_or(outcome, status)
         if outcome == "error":
             self.errors_by_kind[kind] += 1
-        elif outcome == "refused":
-            self.counts["refused"] += 1
+        elif outcome in ("refused", "not_found"):
+            self.counts[outcome] += 1
         self._record(url, None, utcnow(), status, outcome, page=False,
                      error=None if outcome == "robots_denied" else f"{kind}: {message}")
 
@@ -309,7 +318,7 @@ class CrawlSession:
             exit_code = 130  # stopped by a signal: committed work is kept, the next run resumes
         elif fetched == 0:
             exit_code = exitcodes.FAILURE  # nothing fetched
-        elif errors or c["refused"] or c["integrity_mismatch"]:
+        elif errors or c["integrity_mismatch"]:  # work that failed; not_found/robots_denied/refused did not
             exit_code = exitcodes.PARTIAL
         else:
             exit_code = exitcodes.OK
@@ -320,7 +329,7 @@ class CrawlSession:
             "resumed": getattr(self.journal, "resumed", None),
             "pages": c["pages"], "stored": self.sink.written,
             **{o: c[o] for o in ("new", "changed", "unchanged", "not_modified", "non_html", "integrity_mismatch",
-                                 "robots_denied", "refused")},
+                                 "not_found", "robots_denied", "refused")},
             "errors": errors, "errors_by_kind": dict(sorted(self.errors_by_kind.items())),
             "sitemaps": c["sitemaps"], "bytes": self.bytes,
             "requests_sent": scrapy_stats.get("downloader/request_count", 0),
@@ -331,6 +340,10 @@ class CrawlSession:
         }
         self.run.stats = stats
         return stats
+
+
+def _not_found_or(outcome: str, status: int | None) -> str:
+    return "not_found" if outcome == "error" and status in NOT_FOUND_STATUSES else outcome
 
 
 def failure_text(exc: BaseException) -> str:

@@ -19,7 +19,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from provenance.crawlers.netguard import ALLOWED_SCHEMES
+
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def crawl_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot start a crawl (start URL, sitemap, URL list line), or None when it can.
+
+    Checked before the crawl starts, so a typo is a usage error, not a failed run.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (parses the port: 'http://h:x/' raises here)
+    except ValueError as exc:
+        return f"invalid URL {url!r}: {exc}"
+    if not parts.scheme:
+        return f"{url!r}: not an absolute URL; give its scheme, e.g. https://{url.lstrip('/')}"
+    if parts.scheme.lower() not in ALLOWED_SCHEMES:
+        return (f"{url!r}: scheme {parts.scheme!r} is not allowed; only "
+                f"{' and '.join(ALLOWED_SCHEMES)} URLs are crawled")
+    if not parts.hostname:
+        return f"{url!r}: the URL has no host (give an absolute URL such as https://example.org/)"
+    return None
 
 
 class UrlListError(ValueError):
@@ -48,9 +70,9 @@ def read_url_list(path: str | Path) -> list[UrlEntry]:
         if len(fields) > 2:
             raise UrlListError(f"{path}:{number}: expected 'URL' or 'URL SHA256', got {len(fields)} fields")
         url = fields[0]
-        parts = urlsplit(url)
-        if not parts.scheme or not parts.netloc:
-            raise UrlListError(f"{path}:{number}: not an absolute URL: {url!r}")
+        problem = crawl_url_problem(url)
+        if problem is not None:
+            raise UrlListError(f"{path}:{number}: {problem}")
         expected = None
         if len(fields) == 2:
             expected = fields[1].removeprefix("sha256:")

@@ -1,4 +1,7 @@
-"""The crawl process: ``python -m provenance.crawlers.worker --store DIR --request FILE --result FILE``.
+"""The crawl process: ``provenance.crawlers.worker.main`` with ``--store DIR --request FILE --result FILE``.
+
+run.py starts it with processes.python_command (never ``python -m``: that would put the
+working directory first on sys.path).
 
 Scrapy runs on Twisted, whose reactor cannot be started twice in one
 process, so every crawl runs here, in a child of whoever called run_crawl
@@ -119,7 +122,7 @@ def crawl_in_run(store, run, plan: dict, extract_pool=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m provenance.crawlers.worker")
+    parser = argparse.ArgumentParser(prog="provenance-crawl-worker")
     parser.add_argument("--store", required=True)
     parser.add_argument("--request", required=True, help="JSON crawl plan written by run_crawl")
     parser.add_argument("--result", required=True, help="where to write the JSON result")
@@ -149,7 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     except StoreLocked as exc:
         result = {"locked": str(exc), "exit_code": 75}
     except Exception as exc:  # reported by the parent as one clear line
-        result = {"error": f"{type(exc).__name__}: {exc}", "exit_code": 1}
+        from provenance import errors
+
+        if errors.debug_enabled():
+            import traceback
+
+            traceback.print_exc()
+        result = {"error": errors.describe(exc, args.store), "exit_code": 1}
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -3,13 +3,17 @@
 A contract users script against: every command takes ``--store DIR`` (default
 from provenance.toml, then ./provenance-store), never prompts, prints progress
 only on a terminal, ends with a one-line summary, and exits with a code from
-provenance.exitcodes. Errors are one line on stderr: ``provenance: error: ...``.
+provenance.exitcodes. Errors are one line on stderr: ``provenance: error: ...``,
+also for the unexpected (main() is the safety net; ``provenance --debug`` or
+PROVENANCE_DEBUG=1 shows the traceback instead).
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +21,7 @@ import click
 
 import provenance
 from provenance import config as config_mod
-from provenance import exitcodes
+from provenance import errors, exitcodes
 from provenance.store import Store, StoreError, StoreLocked, show_store_warnings
 
 
@@ -28,6 +32,9 @@ _VISIBLE_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x00, 0x20), *range(0x7f,
 def printable(text: str) -> str:
     """``text`` with control characters made visible, for a terminal: crawled data may carry any of them."""
     return text.translate(_VISIBLE_CONTROLS)
+
+# The store the running command opened: named by the safety net in main() when, say, its disk fills up.
+_store_in_use: Path | None = None
 
 
 class Failure(click.ClickException):
@@ -74,11 +81,21 @@ def store_option(fn):
 def settings_and_store(config_file, store_dir, create: bool = False,
                        overrides: dict[str, dict] | None = None) -> tuple[dict, Store]:
     """Settings (file, then flags: ``{section: {key: value or None}}``, validated alike), then the store."""
+    global _store_in_use
     settings = config_mod.load(config_file)
     for section, values in (overrides or {}).items():
         settings = config_mod.override(settings, section, **values)
     root = config_mod.resolve_store(store_dir, settings)
-    return settings, Store.open(root, create=create)
+    _store_in_use = root
+    if root.exists() and not root.is_dir():
+        raise Failure(f"store {root}: is a file, not a store directory; give --store a directory", exitcodes.USAGE)
+    try:
+        return settings, Store.open(root, create=create)
+    except OSError as exc:
+        if errors.is_disk_full(exc):
+            raise
+        raise Failure(f"store {root}: cannot {'create' if create else 'open'} the store: "
+                      f"{exc.strerror or exc}; give --store a directory you can write to") from None
 
 
 def progress_bar(description: str):
@@ -89,13 +106,24 @@ def progress_bar(description: str):
                     transient=True, disable=not sys.stderr.isatty(), console=None)
 
 
+def _debug_option(_ctx, _param, value):
+    if value:
+        errors.enable_debug()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(provenance.__version__, prog_name="provenance")
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_debug_option,
+              help=f"Show the traceback of an unexpected error (also: {errors.DEBUG_ENV}=1).")
 def cli():
     """Provenance Guard: crawl with provenance, tag with detector plugins, export clean sets with SQL.
 
     Exit codes: 0 ok, 1 failure, 2 usage, 3 partial (some inputs or batches failed), 75 store locked.
     """
+
+
+# Bad input lines printed per ingest; the rest are counted (and the first 100 kept in the run's stats).
+MAX_PROBLEM_LINES = 20
 
 
 # ----- ingest ---------------------------------------------------------------------------------
@@ -114,14 +142,29 @@ def ingest(paths, store_dir, config_file, crawl_id):
     from provenance.ingest import run_ingest
 
     settings, store = settings_and_store(config_file, store_dir, create=True)
+    shown = 0
+
+    def report_problem(problem) -> None:  # a file of 20,000 bad lines must not print 20,000 lines
+        nonlocal shown
+        shown += 1
+        if shown <= MAX_PROBLEM_LINES:
+            click.echo(f"provenance: bad input: {problem}", err=True)
+
     with progress_bar("ingest") as bar:
         task = bar.add_task("records", total=None)
         result = run_ingest(store, list(paths), crawl_id=crawl_id,
                             flush_rows=settings["ingest"]["flush_rows"],
-                            on_problem=lambda p: click.echo(f"provenance: bad input: {p}", err=True),
-                            on_record=lambda: bar.advance(task))
+                            on_problem=report_problem, on_record=lambda: bar.advance(task))
+    if shown > MAX_PROBLEM_LINES:
+        click.echo(f"provenance: bad input: {shown - MAX_PROBLEM_LINES} more not shown; the first 100 are in "
+                   f"the run's stats: provenance query \"SELECT stats FROM runs WHERE command = 'ingest' "
+                   f"ORDER BY started_at DESC LIMIT 1\"", err=True)
+    skipped = ""
+    if result.skipped:  # files of unknown format found in a directory: said, not silently dropped
+        names = ", ".join(Path(f).name for f in result.skipped[:5]) + (", ..." if len(result.skipped) > 5 else "")
+        skipped = f", {len(result.skipped)} file(s) skipped (unknown format: {names})"
     click.echo(f"ingest: {result.records} records in {len(result.files)} file(s): {result.stored} stored, "
-               f"{result.already_stored} already stored, {len(result.problems)} bad -> {store.root}")
+               f"{result.already_stored} already stored, {len(result.problems)} bad{skipped} -> {store.root}")
     sys.exit(exitcodes.PARTIAL if result.problems else exitcodes.OK)
 
 
@@ -133,8 +176,8 @@ def ingest(paths, store_dir, config_file, crawl_id):
               help="Fetch the URLs listed in FILE (one per line, optionally 'URL SHA256'); no link following.")
 @click.option("--sitemap", "sitemaps", multiple=True, help="Crawl the pages listed by this sitemap (repeatable).")
 @click.option("--crawl-id", help="Name this crawl [default: derived from the start URLs].")
-@click.option("--max-pages", type=int, help="Stop after this many pages.")
-@click.option("--max-depth", type=int, help="Follow links at most this deep.")
+@click.option("--max-pages", type=click.IntRange(min=0), help="Stop after this many pages (0: no limit).")
+@click.option("--max-depth", type=click.IntRange(min=0), help="Follow links at most this deep.")
 @click.option("--allow-private", is_flag=True, default=None,
               help="Allow private, loopback and link-local addresses (refused by default).")
 @click.option("--ignore-robots", is_flag=True, default=False, help="Do not obey robots.txt.")
@@ -164,6 +207,9 @@ def crawl(urls, store_dir, config_file, url_file, sitemaps, crawl_id, max_pages,
     if stats_file:
         stats_file.write_text(json.dumps(result.stats, indent=2, default=str) + "\n")
     click.echo(result.summary_line())
+    if result.exit_code == exitcodes.FAILURE:
+        click.echo(f"provenance: error: nothing was fetched; see why with: provenance query \"SELECT url, outcome, "
+                   f"error FROM fetches WHERE run_id = '{result.run_id}'\"", err=True)
     sys.exit(result.exit_code)
 
 
@@ -375,10 +421,50 @@ def _register_plugin_commands() -> None:
                    err=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The console script: every way a command can end becomes an exit code and at most one error line.
+
+    Click's standalone mode would print four lines for a usage error and a
+    traceback for anything unexpected; here each is one line on stderr.
+    """
     show_store_warnings()
     _register_plugin_commands()
-    cli(prog_name="provenance")
+    try:
+        code = cli.main(args=argv, prog_name="provenance", standalone_mode=False)
+    except click.UsageError as exc:
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        click.echo(f"provenance: error: {exc.format_message()}{where}", err=True)
+        sys.exit(exitcodes.USAGE)
+    except click.ClickException as exc:  # Failure and click's file errors
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("provenance: interrupted; committed work is kept and the next run resumes", err=True)
+        sys.exit(130)
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:  # `provenance query ... | head`: the reader left, nothing is wrong
+            _silence_stdout()
+            sys.exit(exitcodes.FAILURE)
+        _report_unexpected(exc)
+    except Exception as exc:
+        _report_unexpected(exc)
+    sys.exit(code if isinstance(code, int) else exitcodes.OK)
+
+
+def _report_unexpected(exc: Exception) -> None:
+    """The safety net: one line and exit 1, or the traceback under --debug / PROVENANCE_DEBUG=1."""
+    if errors.debug_enabled():
+        raise exc
+    message = errors.describe(exc, _store_in_use)
+    hint = "" if errors.is_disk_full(exc) else f" ({errors.DEBUG_HINT})"
+    click.echo(f"provenance: error: {message}{hint}", err=True)
+    sys.exit(exitcodes.FAILURE)
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout again at exit, which would raise EPIPE once more.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

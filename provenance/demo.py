@@ -18,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 
+from provenance.processes import python_command
 from provenance.sites import generate_site, serve
 
 # A fixed port keeps the site's URLs the same between demo runs, so a second `make demo`
@@ -33,7 +34,7 @@ class DemoFailed(Exception):
 def sh(*args: str, ok=(0,)) -> subprocess.CompletedProcess:
     """Run `provenance ARGS`, echoing the command as a user would type it."""
     print(f"$ provenance {' '.join(shlex.quote(a) for a in args)}", flush=True)
-    proc = subprocess.run([sys.executable, "-c", "from provenance.cli import main; main()", *args],
+    proc = subprocess.run([*python_command("from provenance.cli import main; main()"), *args],
                           text=True, stdout=subprocess.PIPE)
     if proc.stdout:
         print(proc.stdout.rstrip())

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from provenance.documents import DocumentSink, build_document, existing_doc_ids
@@ -45,11 +46,12 @@ class IngestResult:
     already_stored: int = 0
     problems: list[InputProblem] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)  # format-specific counts, e.g. WARC records skipped
+    skipped: list[str] = field(default_factory=list)  # files of unknown format found in a directory
 
     def to_json(self) -> dict:
         out = {"files": self.files, "records": self.records, "stored": self.stored,
                "already_stored": self.already_stored, "problems": len(self.problems),
-               "first_problems": [str(p) for p in self.problems[:100]]}
+               "first_problems": [str(p) for p in self.problems[:100]], "skipped_unknown_format": self.skipped}
         if self.stats:
             out["stats"] = dict(sorted(self.stats.items()))
         return out
@@ -76,14 +78,18 @@ def record_to_document(record: dict, *, source: str, crawl_id: str, run_id: str,
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
     url = record.get("url")
-    if not isinstance(url, str) or not url.strip():
+    if url is None:
         raise ValueError("missing 'url' (a non-empty string is required)")
+    if not isinstance(url, str):
+        raise ValueError(f"'url' must be a string, got {_type_name(url)}")
+    if not url.strip():
+        raise ValueError("'url' is empty (a non-empty string is required)")
     text, html = record.get("text"), record.get("html")
     if text is None and html is None:
         raise ValueError("needs 'text' or 'html'")
     for name, value in (("text", text), ("html", html)):
         if value is not None and not isinstance(value, str):
-            raise ValueError(f"'{name}' must be a string, got {type(value).__name__}")
+            raise ValueError(f"'{name}' must be a string, got {_type_name(value)}")
     try:
         fetched_at = parse_time(record.get("fetched_at"))
     except ValueError as exc:
@@ -96,6 +102,15 @@ def record_to_document(record: dict, *, source: str, crawl_id: str, run_id: str,
         http_status=status if isinstance(status, int) else None, content_type=record.get("content_type"),
         metadata=extra or None, source_file=source_file, source_line=line,
     )
+
+
+def _type_name(value) -> str:
+    """The JSON word for a value's type: what a user who wrote the record recognises."""
+    for kind, word in ((bool, "a boolean"), (int, "a number"), (float, "a number"), (list, "an array"),
+                       (dict, "an object")):
+        if isinstance(value, kind):
+            return word
+    return type(value).__name__
 
 
 def _open_maybe_gzip(path: Path):
@@ -122,7 +137,37 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
         yield -1, None, f"unreadable after this point: {type(exc).__name__}: {exc}"
 
 
+def _is_string_type(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or str(t) == "string_view"
+
+
+def check_parquet_columns(path: Path) -> None:
+    """Refuse a Parquet file whose columns cannot make documents: one error for the file, not one per row.
+
+    Reads only the footer. Raises IngestError naming the file, the column and what it must be.
+    """
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:
+        raise IngestError(f"{path}: not a readable Parquet file: {exc}") from None
+    columns = {f.name: f.type for f in schema}
+    listing = ", ".join(columns) or "none"
+    if "url" not in columns:
+        raise IngestError(f"{path}: Parquet file has no 'url' column (columns: {listing}); "
+                          "records need 'url' and 'text' and/or 'html'")
+    if "text" not in columns and "html" not in columns:
+        raise IngestError(f"{path}: Parquet file has neither a 'text' nor an 'html' column (columns: {listing}); "
+                          "records need 'url' and 'text' and/or 'html'")
+    for name in ("url", "text", "html"):
+        if name in columns and not pa.types.is_null(columns[name]) and not _is_string_type(columns[name]):
+            raise IngestError(f"{path}: Parquet column '{name}' is of type {columns[name]}, "
+                              "it must be a string column")
+
+
 def iter_parquet(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    check_parquet_columns(path)
     try:
         pf = pq.ParquetFile(path)
     except Exception as exc:
@@ -156,17 +201,26 @@ def _known_format(path: Path) -> bool:
     return True
 
 
-def expand_inputs(paths: list[Path]) -> list[Path]:
-    """Files named explicitly must be ingestible; in a directory, files of unknown format are skipped."""
-    out = []
+def expand_inputs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(files to ingest, files skipped). Files named explicitly must be ingestible; in a directory, files
+    of unknown format are skipped (and listed in the summary), and a directory with none to ingest is an error.
+    """
+    out, skipped = [], []
     for p in paths:
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and _known_format(f)))
+            found = sorted(f for f in p.rglob("*") if f.is_file())
+            known = [f for f in found if _known_format(f)]
+            if not known:
+                unknown = f" ({len(found)} of unknown format, e.g. {found[0].name})" if found else ""
+                raise IngestError(f"{p}: no files to ingest{unknown}; expected .jsonl[.gz], .parquet, "
+                                  ".warc[.gz], .arc[.gz] or .wet[.gz] files")
+            out.extend(known)
+            skipped.extend(f for f in found if not _known_format(f))
         elif p.exists():
             out.append(p)
         else:
             raise IngestError(f"{p}: no such file or directory")
-    return out
+    return out, skipped
 
 
 def ingest_file(path: Path, run: Run, sink: DocumentSink, result: IngestResult,
@@ -208,10 +262,11 @@ def ingest_file(path: Path, run: Run, sink: DocumentSink, result: IngestResult,
 
 def run_ingest(store: Store, paths: list[Path], crawl_id: str | None = None, flush_rows: int = 500,
                on_problem=None, on_record=None) -> IngestResult:
-    files = expand_inputs(paths)
-    for f in files:
-        detect_format(f)  # refuse unknown formats before taking the lock
-    result = IngestResult(files=[str(f) for f in files])
+    files, skipped = expand_inputs(paths)
+    for f in files:  # refuse unusable files before taking the lock: one error for a file, not one per record
+        if detect_format(f) == "parquet":
+            check_parquet_columns(f)
+    result = IngestResult(files=[str(f) for f in files], skipped=[str(f) for f in skipped])
     config = {"inputs": [str(p) for p in paths], "crawl_id": crawl_id}
     with store.run("ingest", config=config) as run:
         known = existing_doc_ids(store.snapshot())

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
@@ -83,6 +84,7 @@ class ProvenancePluginManager(pluggy.PluginManager):
         except ValueError as exc:  # the same module already registered under another name
             raise PluginLoadError(f"plugin {name!r} ({distribution or 'unpackaged'}): {exc}") from None
         module_name = getattr(module, "__name__", None) or type(module).__module__
+        module_name = module_name.removeprefix(PLUGIN_FILE_PREFIX)  # a .py file: shown by its own name
         self.infos[name] = PluginInfo(name, version, distribution, builtin, module_name)
 
     def check_hooks(self) -> None:
@@ -222,37 +224,55 @@ def load_plugin_modules(pm: ProvenancePluginManager, modules) -> None:
     """Register one-off plugins from importable module names or .py files (like datasette --plugins-dir).
 
     Also reads PROVENANCE_PLUGIN_MODULES (comma-separated). The plugin's name is
-    the module's name and its version the module's ``__version__`` (or "0").
+    the module's (a file's name without .py) and its version the module's ``__version__`` (or "0").
     """
     import importlib
-    import importlib.util
-    from pathlib import Path
 
     names = list(modules or [])
     env = os.environ.get("PROVENANCE_PLUGIN_MODULES")
     if env:
         names.extend(m.strip() for m in env.split(",") if m.strip())
     for ref in names:
+        if ref.endswith(".py") and not Path(ref).is_file():
+            raise PluginLoadError(f"plugin module file {ref!r} not found (give a .py file or an importable module)")
         try:
-            if ref.endswith(".py"):
-                path = Path(ref)
-                spec = importlib.util.spec_from_file_location(path.stem, path)
-                if spec is None or not path.is_file():
-                    raise FileNotFoundError(ref)
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[path.stem] = module
-                spec.loader.exec_module(module)
-            else:
-                module = importlib.import_module(ref)
+            module = _load_plugin_file(Path(ref)) if ref.endswith(".py") else importlib.import_module(ref)
         except Exception as exc:
             raise PluginLoadError(f"plugin module {ref!r} failed to import: {type(exc).__name__}: {exc}") from exc
-        name = module.__name__.rsplit(".", 1)[-1]
+        name = Path(ref).stem if ref.endswith(".py") else module.__name__.rsplit(".", 1)[-1]
         if pm.has_plugin(name) and pm.get_plugin(name) is module:
             continue
         pm.register_plugin(module, name, str(getattr(module, "__version__", "0")), None)
         _trace(f"loaded plugin module {name} from {ref}")
     if names:
         pm.check_hooks()
+
+
+PLUGIN_FILE_PREFIX = "provenance_plugin_file_"
+
+
+def _load_plugin_file(path: Path):
+    """Import a plugin from a .py file under a private module name.
+
+    Its own name would do harm: a file called json.py or email.py, registered in
+    sys.modules as 'json', would replace the standard module for everything that
+    imports it afterwards. The plugin is still named after the file (path.stem).
+    """
+    import importlib.util
+
+    module_name = PLUGIN_FILE_PREFIX + path.stem
+    loaded = sys.modules.get(module_name)
+    if loaded is not None and getattr(loaded, "__file__", None) == str(path.resolve()):
+        return loaded  # the same file, named twice (e.g. flag and PROVENANCE_PLUGIN_MODULES)
+    spec = importlib.util.spec_from_file_location(module_name, path.resolve())
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # while it runs too: dataclasses and pickling look modules up there
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
 
 
 def plugin_listing(pm: ProvenancePluginManager) -> list[dict]:

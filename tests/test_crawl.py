@@ -26,7 +26,7 @@ import provenance
 from provenance import exitcodes, schemas
 from provenance.crawlers import CrawlRequest, run_crawl
 from provenance.extract import extract
-from provenance.sites import generate_site, redirect, serve
+from provenance.sites import Route, generate_site, redirect, serve
 from provenance.sql import connect
 from provenance.store import Store, file_sha256
 
@@ -331,10 +331,12 @@ def test_non_html_only_recorded_when_store_non_html_is_off(tmp_path):
     assert fetches["private/secret.html"]["outcome"] == "robots_denied"
     assert fetches["data/report.bin"]["outcome"] == "non_html" and fetches["data/report.bin"]["bytes"] == 2048
     assert fetches["data/report.bin"]["doc_id"] is None
-    assert fetches["missing.html"]["outcome"] == "error" and fetches["missing.html"]["http_status"] == 404
+    assert fetches["missing.html"]["outcome"] == "not_found" and fetches["missing.html"]["http_status"] == 404
     assert fetches["missing.html"]["error"].startswith("http_404")
     assert [d["url"] for d in rows(store_dir, "SELECT url FROM documents")] == [base + "index.html"]
-    assert result.exit_code == exitcodes.PARTIAL and result.stats["errors_by_kind"] == {"http_404": 1}
+    # A 404 is the site's answer, not a failed fetch: recorded and counted, and the run is not partial.
+    assert result.exit_code == exitcodes.OK and result.stats["errors_by_kind"] == {}
+    assert result.stats["not_found"] == 1 and result.stats["errors"] == 0
 
 
 def test_failures_are_recorded_with_their_kind(tmp_path):
@@ -351,11 +353,12 @@ def test_failures_are_recorded_with_their_kind(tmp_path):
                             f"{base}index.html\n")
         result = crawl(store_dir, {"max_size_bytes": 100_000, "max_redirects": 3}, url_file=url_list)
     errors = {r["url"].removeprefix(base): r["error"].split(":")[0]
-              for r in rows(store_dir, "SELECT url, error FROM fetches WHERE outcome = 'error'")}
+              for r in rows(store_dir, "SELECT url, error FROM fetches WHERE outcome IN ('error', 'not_found')")}
     assert errors == {"big.html": "too_large", "loop.html": "too_many_redirects", "gone.html": "http_404",
                       f"http://127.0.0.1:{port}/x.html": "connection_refused"}
-    assert result.exit_code == exitcodes.PARTIAL and result.stats["errors"] == 4
-    assert result.summary_line().startswith(f"crawl {result.crawl_id}: 5 pages, 1 stored, 0 unchanged, 4 errors")
+    assert result.exit_code == exitcodes.PARTIAL and result.stats["errors"] == 3 and result.stats["not_found"] == 1
+    assert result.summary_line().startswith(
+        f"crawl {result.crawl_id}: 5 pages, 1 stored, 0 unchanged, 3 errors, 1 not found")
 
 
 # ----- sitemaps ---------------------------------------------------------------------------------
@@ -528,3 +531,59 @@ def test_not_modified_answers_let_autothrottle_speed_up_like_200s():
     assert delay_after(ConditionalAutoThrottle, 304) < 0.6
     assert delay_after(ConditionalAutoThrottle, 200) == delay_after(AutoThrottle, 200)
     assert delay_after(ConditionalAutoThrottle, 500) == 1.0  # errors still cannot speed it up
+
+
+# ----- HTTP outcomes are not run failures ----------------------------------------------------------
+def _site_with_broken_links(root: Path) -> None:
+    root.mkdir(parents=True)
+    links = "".join(f'<a href="{href}">{href}</a> ' for href in
+                    ("a.html", "missing-1.html", "missing-2.html", "old/gone.html", "private/p.html"))
+    (root / "index.html").write_text(f"<html><head><title>Home</title></head><body><p>{links}</p></body></html>")
+    (root / "a.html").write_text("<html><head><title>A</title></head><body><p>Page a.</p></body></html>")
+    (root / "robots.txt").write_text("User-agent: *\nDisallow: /private/\n")
+
+
+def test_broken_links_are_recorded_outcomes_not_failures(tmp_path):
+    """404/410 and robots denials are what the site said: counted, stored in fetches, and exit 0 every run."""
+    site, store_dir = tmp_path / "site", tmp_path / "store"
+    _site_with_broken_links(site)
+    gone = Route(410, (("Content-Type", "text/html"),), b"<html><body>gone</body></html>")
+    with serve(site, routes={"/old/gone.html": gone}) as base:
+        proc = cli("crawl", base, "--allow-private", "--store", store_dir, "--stats-file", tmp_path / "s.json")
+        assert proc.returncode == exitcodes.OK, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert ", 0 errors, 3 not found, 1 robots denied in " in proc.stdout
+        stats = json.loads((tmp_path / "s.json").read_text())
+        assert (stats["not_found"], stats["robots_denied"], stats["errors"], stats["exit_code"]) == (3, 1, 0, 0)
+        # The incremental re-crawl (304s) is fine too.
+        assert cli("crawl", base, "--allow-private", "--store", store_dir).returncode == exitcodes.OK
+        # A link that fails for real (a redirect loop) still makes the run partial.
+        (site / "index.html").write_text((site / "index.html").read_text().replace(
+            "</p>", '<a href="loop.html">loop</a></p>'))
+    with serve(site, routes={"/old/gone.html": gone, "/loop.html": redirect("/loop.html", 302)}) as base2:
+        proc = cli("crawl", base2, "--allow-private", "--store", store_dir, "--crawl-id", "again")
+    assert proc.returncode == exitcodes.PARTIAL and ", 1 errors, 3 not found" in proc.stdout, proc.stdout
+    outcomes = {(r["url"].rsplit("/", 1)[-1], r["outcome"], r["http_status"])
+                for r in rows(store_dir, "SELECT url, outcome, http_status FROM fetches WHERE crawl_id = 'again'")}
+    assert {("missing-1.html", "not_found", 404), ("missing-2.html", "not_found", 404),
+            ("gone.html", "not_found", 410), ("p.html", "robots_denied", None),
+            ("loop.html", "error", None)} <= outcomes
+
+
+# ----- child processes ---------------------------------------------------------------------------
+def test_crawl_from_a_directory_holding_a_package_named_provenance(tmp_path):
+    """The crawl's child process must import the installed provenance, not one in the working directory."""
+    fake = tmp_path / "checkout" / "provenance"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("# a source checkout's package: no crawlers in it\n")
+    site, store_dir = tmp_path / "site", tmp_path / "store"
+    generate_site(site, pages=2)
+    script = Path(sys.executable).with_name("provenance")  # the console script, as a user runs it
+    if not script.exists():
+        pytest.skip(f"no console script beside {sys.executable}")
+    with serve(site) as base:
+        proc = subprocess.run([str(script), "crawl", f"{base}index.html", "--allow-private", "--max-depth", "0",
+                               "--store", str(store_dir)], cwd=fake.parent, capture_output=True, text=True,
+                              timeout=180)
+    assert proc.returncode == exitcodes.OK, proc.stderr
+    assert "No module named" not in proc.stderr and "1 stored" in proc.stdout

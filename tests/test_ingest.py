@@ -123,5 +123,20 @@ def test_a_directory_ingests_known_formats_and_skips_the_rest(tmp_path, cli):
     (d / "a.jsonl").write_text(json.dumps({"url": "https://a.org/", "text": "a"}) + "\n")
     (d / "sub" / "b.jsonl").write_text(json.dumps({"url": "https://b.org/", "text": "b"}) + "\n")
     (d / "LICENSE").write_text("not data")
+    (d / "sub" / "notes.csv").write_text("a,b\n")
     proc = cli("ingest", d, "--store", tmp_path / "s", check=0)
     assert "2 stored" in proc.stdout and "2 file(s)" in proc.stdout
+    # Skipped files are said, not silently dropped (exit 0 all the same: a README beside data is normal).
+    assert "2 file(s) skipped (unknown format: LICENSE, notes.csv)" in proc.stdout
+    stats = json.loads(provenance.connect(tmp_path / "s").execute(
+        "SELECT stats FROM runs WHERE command = 'ingest'").fetchone()[0])
+    assert stats["skipped_unknown_format"] == [str(d / "LICENSE"), str(d / "sub" / "notes.csv")]
+
+
+def test_many_bad_records_print_at_most_20_lines(tmp_path, cli):
+    src = tmp_path / "bad.jsonl"
+    src.write_text("".join(json.dumps({"link": f"https://a.org/{i}", "text": "x"}) + "\n" for i in range(5000)))
+    proc = cli("ingest", src, "--store", tmp_path / "s", check=3)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 21 and lines[-1].startswith("provenance: bad input: 4980 more not shown")
+    assert "5000 bad" in proc.stdout

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 import provenance
-from provenance.pluginmanager import PluginLoadError, get_plugin_manager
+from provenance.pluginmanager import PluginLoadError, get_plugin_manager, load_plugin_modules
 from provenance.runner import TagBatchFn, run_tag
 from provenance.sql import connect
 from provenance.store import Store
@@ -522,3 +522,29 @@ def test_tag_batch_fn_is_a_pure_function_over_arrow(store):
     run_tag(Store.open(store), pm, _settings(isolation="inline"), enable=["upper"])
     stored = _sql(store, "SELECT doc_id, score FROM tags WHERE detector = 'upper' ORDER BY doc_id")
     assert sorted(zip(out.column("doc_id").to_pylist(), out.column("score").to_pylist())) == stored
+
+
+# ----- a plugin file never shadows a standard module -----------------------------------------------
+@pytest.mark.parametrize("stem", ["json", "email"])
+def test_a_plugin_file_named_like_a_standard_module_does_not_replace_it(tmp_path, stem):
+    import importlib
+
+    standard = importlib.import_module(stem)
+    path = tmp_path / f"{stem}.py"
+    path.write_text(LOCAL)  # which itself imports json: it must get the standard one
+    pm = get_plugin_manager()
+    try:
+        load_plugin_modules(pm, [str(path)])
+        assert sys.modules[stem] is standard
+        assert pm.has_plugin(stem) and {"length", "hosts"} <= set(pm.detectors())
+        assert pm.infos[stem].module == stem
+        load_plugin_modules(pm, [str(path)])  # named twice (flag and environment): loaded once
+    finally:
+        pm.unregister_plugin(stem)
+
+
+def test_a_plugin_file_named_json_py_through_the_cli(cli, store, tmp_path):
+    plugin = tmp_path / "json.py"
+    plugin.write_text(LOCAL)
+    summary = _tag(cli, store, "--plugin-module", plugin, "--plugins", "json")  # --json output uses json
+    assert set(summary["detectors"]) == {"length", "hosts"}
