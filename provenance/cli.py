@@ -176,8 +176,9 @@ def ingest(paths, store_dir, config_file, crawl_id):
               help="Fetch the URLs listed in FILE (one per line, optionally 'URL SHA256'); no link following.")
 @click.option("--sitemap", "sitemaps", multiple=True, help="Crawl the pages listed by this sitemap (repeatable).")
 @click.option("--crawl-id", help="Name this crawl [default: derived from the start URLs].")
-@click.option("--max-pages", type=click.IntRange(min=0), help="Stop after this many pages (0: no limit).")
-@click.option("--max-depth", type=click.IntRange(min=0), help="Follow links at most this deep.")
+# Bounds are checked by the settings model (provenance.config), the one place that types every key.
+@click.option("--max-pages", type=int, help="Stop after this many pages.")
+@click.option("--max-depth", type=int, help="Follow links at most this deep.")
 @click.option("--allow-private", is_flag=True, default=None,
               help="Allow private, loopback and link-local addresses (refused by default).")
 @click.option("--ignore-robots", is_flag=True, default=False, help="Do not obey robots.txt.")
