@@ -260,3 +260,23 @@ def test_kill_crawl_at_random_points(tmp_path):
         started = time.monotonic()
         kill_campaign("crawl", baseline, start, finish)
     print(f"crawl campaign: {time.monotonic() - started:.0f}s")
+
+
+# ----- the one kill point a random delay rarely hits: creating the store -----------------------------
+@pytest.mark.parametrize("made", [(), ("_log",), ("_log", "runs"), ("_log", "runs", "_tmp")])
+def test_a_store_whose_creation_was_killed_can_be_created_again(tmp_path, made):
+    """Store creation makes _log, runs and _tmp, then writes store.json: a kill in between left a
+    directory that every later command refused as 'not a provenance store'."""
+    store = tmp_path / "store"
+    store.mkdir()
+    for sub in made:
+        (store / sub).mkdir()
+    (tmp_path / "a.jsonl").write_text(json.dumps({"url": "https://e.example/1", "text": "one"}) + "\n")
+    ok(cli("ingest", tmp_path / "a.jsonl", "--store", store))
+    assert store_readable(store) == 1
+    # A directory holding anything else is still not taken over.
+    other = tmp_path / "other"
+    (other / "_log").mkdir(parents=True)
+    (other / "_log" / "notes.txt").write_text("mine")
+    refused = cli("ingest", tmp_path / "a.jsonl", "--store", other)
+    assert refused.returncode == 1 and "is not a provenance store" in refused.stderr
