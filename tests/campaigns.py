@@ -70,7 +70,8 @@ def _wait_group_gone(pgid: int, timeout_s: float = 5.0) -> None:
         time.sleep(0.02)  # zombies waiting for a reaper also answer; their locks are already released
 
 
-def timed_run(args, first_write, *, cwd=None, env=None, timeout=300) -> tuple[subprocess.CompletedProcess, float, float]:
+def timed_run(args, first_write, *, cwd=None, env=None,
+              timeout=300) -> tuple[subprocess.CompletedProcess, float, float]:
     """Run the CLI to completion; returns (process, seconds until ``first_write()`` was true, seconds in all).
 
     The second figure tells a kill campaign when the command starts writing (after imports, planning and

@@ -59,7 +59,8 @@ def kill_campaign(name: str, baseline: tuple[float, float], start_trial, finish_
             delays.append(round(delay, 2))
             left.append(finish_trial(attempt))
     assert len(delays) == TRIALS, f"{name}: only {len(delays)} of {MAX_ATTEMPTS} attempts were killed in time"
-    print(f"\n{name}: baseline {baseline[1]:.1f}s (first write {baseline[0]:.1f}s); killed after {delays} s; left: {left}")
+    print(f"\n{name}: baseline {baseline[1]:.1f}s (first write {baseline[0]:.1f}s); "
+          f"killed after {delays} s; left: {left}")
     return delays
 
 
@@ -77,7 +78,8 @@ def _jsonl(path: Path, n: int = 1500) -> None:
         text = f"Record {i % 1200}. {words}" if i % 10 else f"Shared text {i % 3}. The same words again."
         record = {"url": f"https://ingest.example/{i}", "fetched_at": 1_600_000_000 + i}
         if i % 4 == 0:
-            record["html"] = f"<html><head><title>R{i}</title></head><body><article><p>{text}</p></article></body></html>"
+            record["html"] = (f"<html><head><title>R{i}</title></head>"
+                              f"<body><article><p>{text}</p></article></body></html>")
         else:
             record["text"] = text
         lines.append(json.dumps(record))

@@ -14,6 +14,7 @@ one fetch row per URL and one document per new fetch). Skipped when ../shared is
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -25,6 +26,7 @@ import subprocess
 import threading
 import time
 import zlib
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -63,9 +65,15 @@ def html5lib_cases(shared: Path) -> list[tuple[str, bytes, str | None]]:
     return cases
 
 
-def crawl_cli(tmp_path: Path, *args, settings: dict | None = None, timeout=600) -> tuple[subprocess.CompletedProcess, dict]:
-    config = tmp_path / "crawl.toml"
-    config.write_text("[crawl]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in {**CRAWL, **(settings or {})}.items()))
+def crawl_config(path: Path, **settings) -> Path:
+    """A provenance.toml with CRAWL and ``settings`` as its [crawl] section."""
+    path.write_text("[crawl]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in {**CRAWL, **settings}.items()))
+    return path
+
+
+def crawl_cli(tmp_path: Path, *args, timeout=600) -> tuple[subprocess.CompletedProcess, dict]:
+    """`provenance crawl ARGS` with the CRAWL settings; returns the process and the run's stats."""
+    config = crawl_config(tmp_path / "crawl.toml")
     stats_file = tmp_path / "stats.json"
     proc = cli("crawl", *args, "--stats-file", stats_file, env={"PROVENANCE_CONFIG": str(config)}, timeout=timeout)
     ok(proc, 0, 3)
@@ -78,13 +86,15 @@ def assert_crawl_counts_add_up(store: Path, stats: dict, urls: set[str]) -> dict
     pages = [f for f in fetches if f[0] in urls]
     outcomes = {url: outcome for url, outcome, _ in pages}
     assert len(pages) == len(outcomes) == len(urls), \
-        f"not fetched exactly once: {sorted(urls - set(outcomes))[:10]}; others: {sorted({f[0] for f in fetches} - urls)[:10]}"
+        f"not fetched exactly once: {sorted(urls - set(outcomes))[:10]}; " \
+        f"fetched instead: {sorted({f[0] for f in fetches} - urls)[:10]}"
     stored = {doc for _url, outcome, doc in pages if outcome in ("new", "changed")}
     docs = query(store, f"SELECT doc_id, url FROM documents WHERE run_id = {stats['run_id']!r}")
     assert len(docs) == len({d for d, _ in docs}) == stats["stored"]
     assert {d for d, u in docs if u in urls} == stored
-    counted = sum(stats[k] for k in ("new", "changed", "unchanged", "not_modified", "non_html",
-                                     "integrity_mismatch", "robots_denied", "refused")) + stats["errors"] + stats["sitemaps"]
+    outcomes_counted = ("new", "changed", "unchanged", "not_modified", "non_html", "integrity_mismatch",
+                        "robots_denied", "refused", "errors", "sitemaps")
+    counted = sum(stats[k] for k in outcomes_counted)
     assert counted == len(fetches), (stats, len(fetches))  # every fetch row (sitemaps too) is counted once
     return outcomes
 
@@ -283,9 +293,8 @@ def test_compressed_samples_and_a_gzip_bomb_through_a_crawl(shared_dir, tmp_path
                                          + "".join(f'<a href="{link}">{link}</a>' for link in links)
                                          + "</body></html>")
     store = tmp_path / "store"
-    config = tmp_path / "crawl.toml"
-    limits = {"max_size_bytes": 4 * 2**20, "warn_size_bytes": 2**20}  # Scrapy's bombs decode to 11.5 MB
-    config.write_text("[crawl]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in {**CRAWL, **limits}.items()))
+    # Scrapy's bombs decode to 11.5 MB: below the default limit (32 MiB), above this one.
+    config = crawl_config(tmp_path / "crawl.toml", max_size_bytes=4 * 2**20, warn_size_bytes=2**20)
     with serve(site, routes=routes) as base:
         proc, peak_one, peak_tree = _run_measuring_memory(
             ["crawl", base + "index.html", base + "malformed.html", "--store", store,
@@ -297,7 +306,8 @@ def test_compressed_samples_and_a_gzip_bomb_through_a_crawl(shared_dir, tmp_path
     outcomes = assert_crawl_counts_add_up(store, stats, urls | {base + "private/secret.html"})
     fetch_errors = dict(query(store, f"SELECT url, error FROM fetches WHERE run_id = {stats['run_id']!r}"))
     # Every bomb, the 1.5 GiB one included, is stopped by the size limit; nothing of it is stored.
-    for bomb_url in [base + "bomb-1.5g.html"] + [base + f"compressed/{n}.html" for n in ENCODINGS if n.startswith("bomb")]:
+    bombs = [base + "bomb-1.5g.html"] + [base + f"compressed/{n}.html" for n in ENCODINGS if n.startswith("bomb")]
+    for bomb_url in bombs:
         assert outcomes[bomb_url] == "error" and fetch_errors[bomb_url].startswith("too_large"), bomb_url
     # The rest of the site is stored: every generated page and every well-formed compressed page.
     site_pages = {base + p for p in reachable if not p.startswith("private/")} | {base + "malformed.html"}
@@ -310,16 +320,9 @@ def test_compressed_samples_and_a_gzip_bomb_through_a_crawl(shared_dir, tmp_path
             assert texts[url], name  # decoded, then extracted
     # Bounded memory: far below the 1.5 GiB the bomb decodes to.
     assert peak_one < 600 * 2**20 and peak_tree < 900 * 2**20, (peak_one, peak_tree)
-    print(f"\nbomb crawl: {len(urls)} URLs, outcomes {dict(sorted(_count(outcomes.values()).items()))}, "
+    print(f"\nbomb crawl: {len(urls)} URLs, outcomes {dict(sorted(Counter(outcomes.values()).items()))}, "
           f"bomb {bomb_size / 2**20:.1f} MiB -> {BOMB_BYTES / 2**30:.1f} GiB, peak RSS one process "
           f"{peak_one / 2**20:.0f} MiB, process tree {peak_tree / 2**20:.0f} MiB")
-
-
-def _count(values) -> dict:
-    out: dict = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
-    return out
 
 
 # ----- robots.txt edge cases ---------------------------------------------------------------------
@@ -351,7 +354,7 @@ def test_robots_txt_edge_cases_through_the_crawler(shared_dir, tmp_path):
     files = sorted((shared_dir / CRAWLER_COMMONS / "robots").glob("*.txt"))
     files += random.Random(18).sample(sorted((shared_dir / PROTEGO).iterdir()), 25)  # real sites' robots.txt
     logs, urls, expected_denied = [], [], set()
-    with contextlib_exit_stack() as stack:
+    with contextlib.ExitStack() as stack:
         for i, robots_file in enumerate(files):
             site = tmp_path / f"site{i}"
             site.mkdir()
@@ -379,13 +382,7 @@ def test_robots_txt_edge_cases_through_the_crawler(shared_dir, tmp_path):
     requested = {base.rstrip("/") + path for base, log in logs for _m, path, _h in log}
     assert not requested & expected_denied  # nothing was sent for a denied URL
     print(f"\nrobots: {len(files)} robots.txt files, {len(urls)} URLs, {len(denied)} denied, "
-          f"outcomes {dict(sorted(_count(outcomes.values()).items()))}")
-
-
-def contextlib_exit_stack():
-    import contextlib
-
-    return contextlib.ExitStack()
+          f"outcomes {dict(sorted(Counter(outcomes.values()).items()))}")
 
 
 # ----- sitemap edge cases ------------------------------------------------------------------------
@@ -461,4 +458,4 @@ def test_sitemap_edge_cases_through_the_crawler(shared_dir, tmp_path):
               for u in _listed_pages(path)}
     assert listed and listed <= stored, sorted(listed - stored)[:10]  # every page a sitemap lists is stored
     print(f"\nsitemaps: {len(served)} sitemaps, {len(page_fetches)} pages fetched, {len(stored)} stored, "
-          f"outcomes {dict(sorted(_count(o for _u, o in fetches).items()))}")
+          f"outcomes {dict(sorted(Counter(o for _u, o in fetches).items()))}")
