@@ -2,11 +2,10 @@
 
 For each command: one uninterrupted run gives the expected result, its duration T and the moment W
 it first wrote; then, per trial, ``random.Random(SEED)`` picks a delay in [0.7 W, 0.95 T], the
-command's whole process group
-is killed with SIGKILL at that moment, the store must answer ``provenance query``, and running the
-same command again must end with exactly the uninterrupted run's rows: documents as (doc_id,
-text_sha256, url), tags as (doc_id, detector, tag, score), each as often as in the uninterrupted
-run. An export's output directory is either absent or a complete export, never half of one.
+command's whole process group is killed with SIGKILL at that moment, the store must answer
+``provenance query``, and running the same command again must end with exactly the uninterrupted
+run's rows: documents as (doc_id, text_sha256, url), tags as (doc_id, detector, tag, score), each
+as often as in the uninterrupted run. An export's output directory is either absent or a complete export, never half of one.
 
 PROVENANCE_KILL_TRIALS (default 5) and PROVENANCE_KILL_SEED change the campaign's size and seed.
 """
@@ -25,16 +24,16 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from campaigns import (TAGGER_PLUGIN, cli, document_rows, ok, run_killed_after, store_readable, tag_rows,
-                       has_parquet, timed_run)
+from campaigns import (TAGGER_PLUGIN, cli, document_rows, has_parquet, ok, run_killed_after, store_readable,
+                       tag_rows, timed_run)
+from conftest import SHARED
 from provenance.sites import generate_site, serve
 
 pytestmark = pytest.mark.slow
 
 TRIALS = int(os.environ.get("PROVENANCE_KILL_TRIALS", "5"))
 SEED = int(os.environ.get("PROVENANCE_KILL_SEED", "18"))
-SHARED_WARC = Path(os.environ.get("PROVENANCE_SHARED", Path(__file__).resolve().parents[2] / "shared")) / \
-    "data/warc/N0taN3rd__node-warc/test/files/books.toscrape.warc"
+SHARED_WARC = SHARED / "data/warc/N0taN3rd__node-warc/test/files/books.toscrape.warc"
 MAX_ATTEMPTS = 3 * TRIALS  # attempts whose run finished before its kill are drawn again
 
 
