@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from html import unescape
 from importlib.metadata import version
 
-from w3lib.encoding import html_to_unicode
+from w3lib.encoding import html_body_declared_encoding, html_to_unicode, http_content_type_encoding, read_bom
 
 EXTRACTOR = "trafilatura"
 EXTRACTOR_VERSION = version("trafilatura")
@@ -54,7 +54,13 @@ def looks_like_html(content_type: str | None, body: bytes) -> bool:
 
 
 def decode(body: bytes, content_type: str | None) -> tuple[str, str]:
-    """Decode like a browser: Content-Type charset, then BOM, then <meta>, then UTF-8 with replacement."""
+    """Decode like a browser: BOM, then Content-Type charset, then <meta>, then UTF-8 with replacement."""
+    if read_bom(body)[0] is None and http_content_type_encoding(content_type) is None:
+        declared = html_body_declared_encoding(body)
+        if declared and declared.startswith(("utf-16", "utf-32")):
+            # A <meta> that could be read as ASCII cannot be UTF-16 (or UTF-32): browsers decode such a
+            # page as UTF-8 (WHATWG encoding sniffing); taking it at its word turns the text into noise.
+            return html_to_unicode("text/html; charset=utf-8", body)
     charset, text = html_to_unicode(content_type, body)
     return charset, text
 

@@ -195,7 +195,9 @@ def serve(root: str | Path, port: int = 0, *, routes: dict[str, Route] | None = 
     server = _Server(("127.0.0.1", port), handler)
     server.routes, server.delay_s, server.request_log = dict(routes or {}), delay_s, request_log
     server.load, server.load_lock = load, threading.Lock()
-    thread = threading.Thread(target=server.serve_forever, name="provenance-site", daemon=True)
+    # A short poll interval: shutdown() waits up to one interval, and tests start many servers.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="provenance-site",
+                              daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/"

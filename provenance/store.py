@@ -245,6 +245,14 @@ class Snapshot:
         return [self.root / f.path for f in self.entries(kind)]
 
 
+_SKELETON = ("_log", "runs", "_tmp")  # created before store.json, which is written last
+
+
+def _empty_skeleton_dir(path: Path) -> bool:
+    """An empty _log/runs/_tmp: what a creation killed before writing store.json leaves; it may be finished."""
+    return path.name in _SKELETON and path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
 class Store:
     """A store directory. Reading needs nothing; writing happens inside ``run()``."""
 
@@ -263,10 +271,11 @@ class Store:
             if info.get("version", 0) > STORE_FORMAT_VERSION:
                 raise StoreError(f"{store.root}: store format {info['version']} is newer than this tool reads")
         elif create:
-            if store.root.exists() and any(p for p in store.root.iterdir() if not p.name.startswith(".")):
+            if store.root.exists() and any(p for p in store.root.iterdir()
+                                           if not p.name.startswith(".") and not _empty_skeleton_dir(p)):
                 raise StoreError(f"{store.root}: directory exists, is not empty and is not a provenance store")
             make_dirs(store.root)
-            for sub in ("_log", "runs", "_tmp"):
+            for sub in _SKELETON:
                 (store.root / sub).mkdir(exist_ok=True)
             atomic_write_text(marker, json.dumps({"format": "provenance-store", "version": STORE_FORMAT_VERSION}))
         else:
