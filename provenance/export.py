@@ -12,7 +12,9 @@ The output directory gets:
   README.md           a short dataset card
 
 It is assembled in a temporary directory and renamed into place, so a failed
-export leaves nothing half-written. The manifest follows schemas/manifest.v1.json.
+export leaves nothing half-written; an earlier export it replaces is moved
+aside, not deleted, until the new one is in place, and the next run cleans up
+(or restores) what a killed export left. The manifest follows schemas/manifest.v1.json.
 
 The predicate is untrusted text: it must be exactly one boolean expression
 (``provenance.sql.boolean_predicate``), and it runs on a sandboxed connection
@@ -113,12 +115,13 @@ def _detector_descriptions(store: Store) -> dict[tuple[str, str], dict]:
 def run_export(store: Store, out_dir: Path, where: str = DEFAULT_WHERE, include_raw: bool = False,
                overwrite: bool = False) -> dict:
     out_dir = Path(out_dir).absolute()
+    recover_interrupted_export(out_dir)
     check_output_dir(out_dir, overwrite)
     snapshot = store.snapshot()
     doc_paths = snapshot.paths("documents")
     if not doc_paths:
         raise ExportError(f"{store.root}: the store holds no documents")
-    tmp_dir = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    tmp_dir = _staging_dir(out_dir, "tmp", os.getpid())
     # The predicate runs on a connection that can write nothing but tmp_dir (our own COPY below).
     con = connect(store, sandbox=True, snapshot=snapshot, writable_dirs=[tmp_dir])
     try:
@@ -144,13 +147,56 @@ def run_export(store: Store, out_dir: Path, where: str = DEFAULT_WHERE, include_
         manifest = _manifest(con, store, snapshot, where, selection, data_path)
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
         (tmp_dir / "README.md").write_text(dataset_card(manifest))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp_dir, out_dir)
+        _replace_dir(tmp_dir, out_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     return manifest
+
+
+# ----- staging: a kill at any point leaves the earlier export or the new one, and no litter -----------
+def _staging_dir(out_dir: Path, kind: str, pid: int) -> Path:
+    """``.<out>.tmp-<pid>`` (the export being built) or ``.<out>.old-<pid>`` (the one it replaces)."""
+    return out_dir.parent / f".{out_dir.name}.{kind}-{pid}"
+
+
+def _replace_dir(new: Path, out_dir: Path) -> None:
+    """Put ``new`` at ``out_dir``. An earlier export is moved aside first, never deleted before the new one
+    is in place: a kill between the two renames leaves it in ``.<out>.old-<pid>``, restored by the next run."""
+    old = _staging_dir(out_dir, "old", os.getpid())
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(new, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def recover_interrupted_export(out_dir: Path) -> None:
+    """Clean up after an export to ``out_dir`` that was killed: drop its half-built directory and, if it was
+    killed between moving the earlier export aside and renaming the new one into place, put the earlier
+    one back. Staging directories of a process still running are left alone."""
+    prefix = f".{out_dir.name}."
+    if not out_dir.parent.is_dir():
+        return
+    for path in sorted(out_dir.parent.iterdir()):
+        kind, _, pid = path.name.removeprefix(prefix).rpartition("-")
+        if not path.name.startswith(prefix) or kind not in ("tmp", "old") or not pid.isdigit():
+            continue
+        if _pid_alive(int(pid)):
+            continue
+        if kind == "old" and not out_dir.exists():
+            os.replace(path, out_dir)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _counts_by(con, sql: str) -> dict[str, int]:

@@ -120,3 +120,33 @@ def test_first_seen_gives_the_earliest_fetch_of_each_text(tagged_store):
                       ).fetchone()
     assert row[0] == "https://site0.org/p" and row[1:3] == (3, 3) and row[3].day == 1
     assert con.execute("SELECT count(*) FROM first_seen").fetchone()[0] == 4
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_an_export_killed_while_replacing_an_earlier_one_is_recovered_by_the_next_run(tagged_store, cli, tmp_path):
+    out = tmp_path / "clean"
+    cli("export", "--store", tagged_store, "--out", out, check=0)
+    earlier = (out / "manifest.json").read_text()
+    # What a kill leaves between "move the earlier export aside" and "rename the new one into place":
+    # no output directory, the earlier export set aside, and a half-built one.
+    pid = _dead_pid()
+    out.rename(tmp_path / f".clean.old-{pid}")
+    (tmp_path / f".clean.tmp-{pid}").mkdir()
+    (tmp_path / f".clean.tmp-{pid}" / "documents.parquet").write_bytes(b"half")
+
+    refused = cli("export", "--store", tagged_store, "--out", out)
+    assert refused.returncode == 2 and "--overwrite" in refused.stderr  # the earlier export is back in the way
+    assert (out / "manifest.json").read_text() == earlier
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".clean")) == []
+
+    cli("export", "--store", tagged_store, "--out", out, "--overwrite", "--where", "true", check=0)
+    assert json.loads((out / "manifest.json").read_text())["query"]["where"] == "true"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".clean")) == []
