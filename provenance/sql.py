@@ -11,6 +11,11 @@ Views (stable names; add, never rename):
   runs        one row per run: command, status, times, stats (JSON)
   first_seen  one row per distinct text_sha256: when and where that exact text
               was first fetched, how many documents and domains carry it
+  clusters    one row per document in a near-duplicate cluster (near_duplicate
+              tags): doc_id, cluster_id (the kept document's doc_id),
+              cluster_size, n_domains, n_registered_domains, first_seen
+              (earliest fetched_at in the cluster), is_representative (the
+              kept document: the cluster's earliest, which carries no tag)
 
 Views read only files named by the commit log (a snapshot taken at connect
 time), so a run in progress is never half visible. A tag with a null score
@@ -125,6 +130,34 @@ FROM documents WHERE text_sha256 IS NOT NULL GROUP BY text_sha256
 """
 
 
+# The near_duplicate detector tags every cluster member but the kept one, naming it as cluster_id;
+# the kept (representative) document joins its cluster through that id.
+CLUSTERS_SQL = """
+CREATE OR REPLACE VIEW clusters AS
+WITH tagged AS (
+    SELECT DISTINCT doc_id, json_extract_string(evidence, '$.cluster_id') AS cluster_id
+    FROM tags WHERE detector = 'near_duplicate' AND tag = 'near_duplicate'
+),
+members AS (
+    SELECT doc_id, cluster_id, false AS is_representative FROM tagged
+    UNION
+    SELECT DISTINCT cluster_id, cluster_id, true FROM tagged
+),
+per_cluster AS (
+    SELECT m.cluster_id,
+           count(*) AS cluster_size,
+           count(DISTINCT d.domain) AS n_domains,
+           count(DISTINCT d.registered_domain) AS n_registered_domains,
+           min(d.fetched_at) AS first_seen
+    FROM members m JOIN documents d USING (doc_id) GROUP BY m.cluster_id
+)
+SELECT m.doc_id, m.cluster_id, p.cluster_size, p.n_domains, p.n_registered_domains, p.first_seen,
+       m.is_representative
+FROM members m JOIN per_cluster p USING (cluster_id)
+WHERE m.doc_id IN (SELECT doc_id FROM documents)
+"""
+
+
 def create_views(con: duckdb.DuckDBPyConnection, store: Store, snapshot: Snapshot | None = None) -> Snapshot:
     snapshot = snapshot or store.snapshot()
     for kind in PARQUET_VIEWS:
@@ -132,6 +165,7 @@ def create_views(con: duckdb.DuckDBPyConnection, store: Store, snapshot: Snapsho
     con.register("_runs", _runs_table(store))
     con.execute("CREATE OR REPLACE VIEW runs AS SELECT * FROM _runs")
     con.execute(FIRST_SEEN_SQL)
+    con.execute(CLUSTERS_SQL)
     score_columns = ",\n           ".join(
         f"max(score) FILTER (WHERE category = '{c}') AS {c}_score" for c in SCORE_CATEGORIES)
     score_select = ", ".join(f"c.{c}_score" for c in SCORE_CATEGORIES)
