@@ -44,6 +44,7 @@ from provenance.detectors import DetectorError
 # Tokens: runs of letters and digits (any script), after lower-casing. RE2 syntax (Arrow's regex engine).
 WORD_SEPARATORS = r"[^\p{L}\p{N}]+"
 SHINGLE_KINDS = ("word", "char")
+VERIFY_MODES = ("estimate", "exact", "none")
 
 _U64 = np.uint64
 _MASK64 = (1 << 64) - 1
@@ -280,6 +281,17 @@ def estimated_jaccard(sig: np.ndarray, left: np.ndarray, right: np.ndarray, chun
     return out
 
 
+def exact_jaccard(sets: list[np.ndarray]):
+    """A function of pairs (left, right) giving the exact Jaccard of the documents' shingle-hash sets."""
+    def jaccard(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        out = np.empty(len(left), dtype=np.float64)
+        for k, (i, j) in enumerate(zip(left.tolist(), right.tolist())):
+            common = len(np.intersect1d(sets[i], sets[j], assume_unique=True))
+            out[k] = common / (len(sets[i]) + len(sets[j]) - common)
+        return out
+    return jaccard
+
+
 def components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Connected-component label of each of n nodes, given edges (left[k], right[k])."""
     from scipy.sparse import coo_matrix
@@ -302,9 +314,11 @@ class NearDuplicate(provenance.CorpusDetector):
         "seed": 1,             # permutation seed (datasketch's default)
         "shingle": "word",     # "word" (word n-grams) or "char" (character n-grams)
         "ngram": 5,            # tokens per shingle
-        "verify": True,        # keep only candidate pairs whose estimated Jaccard reaches threshold
-        "fp_weight": 0.5,      # datasketch MinHashLSH weights: bands x rows minimise
-        "fn_weight": 0.5,      #   fp_weight * P(false positive) + fn_weight * P(false negative)
+        "verify": "estimate",  # keep candidate pairs whose Jaccard reaches threshold: "estimate" (from the
+                               # signatures), "exact" (from stored shingle hashes; more memory) or "none"
+        "fp_weight": 0.1,      # datasketch MinHashLSH weights: bands x rows minimise
+        "fn_weight": 0.9,      #   fp_weight * P(false positive) + fn_weight * P(false negative); recall first,
+                               #   since verification drops the extra candidates
     }
 
     @classmethod
@@ -319,6 +333,8 @@ class NearDuplicate(provenance.CorpusDetector):
             problems.append("seed must be in [0, 2**32)")
         if merged["shingle"] not in SHINGLE_KINDS:
             problems.append(f"shingle must be one of {list(SHINGLE_KINDS)}, not {merged['shingle']!r}")
+        if merged["verify"] not in VERIFY_MODES:
+            problems.append(f"verify must be one of {list(VERIFY_MODES)}, not {merged['verify']!r}")
         if not 1 <= merged["ngram"] <= 64:
             problems.append("ngram must be in [1, 64]")
         weights = (merged["fp_weight"], merged["fn_weight"])
@@ -332,11 +348,15 @@ class NearDuplicate(provenance.CorpusDetector):
         super().__init__(**options)
         self._meta: list[pa.Table] = []
         self._sigs: list[np.ndarray] = []
+        self._sets: list[np.ndarray] = []  # verify="exact": each document's distinct shingle hashes, sorted
 
     def observe(self, batch: pa.RecordBatch) -> None:
         o = self.options
         sig, has_shingles = signatures(batch.column("text"), o["shingle"], o["ngram"], o["num_perm"], o["seed"])
         keep = pa.array(has_shingles)
+        if o["verify"] == "exact":
+            hashes, per_text = shingle_hashes(batch.column("text"), o["shingle"], o["ngram"])
+            self._sets += [np.unique(part) for part in np.split(hashes, np.cumsum(per_text)[:-1]) if len(part)]
         self._meta.append(pa.Table.from_batches([batch.select(["doc_id", "fetched_at", "domain"])]).filter(keep))
         self._sigs.append(sig[has_shingles])
 
@@ -348,8 +368,9 @@ class NearDuplicate(provenance.CorpusDetector):
         self._sigs, self._meta = [], []
         bands, rows = lsh_bands(o["threshold"], o["num_perm"], o["fp_weight"], o["fn_weight"])
         left, right = candidate_pairs(sig, bands, rows)
-        if o["verify"]:
-            close = estimated_jaccard(sig, left, right) >= o["threshold"]
+        similarity = exact_jaccard(self._sets) if o["verify"] == "exact" else functools.partial(estimated_jaccard, sig)
+        if o["verify"] != "none":
+            close = similarity(left, right) >= o["threshold"]
             left, right = left[close], right[close]
         if len(left) == 0:
             return None
@@ -367,7 +388,7 @@ class NearDuplicate(provenance.CorpusDetector):
         domains = table.group_by("label").aggregate([("domain", "count_distinct")])
         n_domains = dict(zip(domains.column("label").to_pylist(), domains.column("domain_count_distinct").to_pylist()))
         tagged = ~first
-        jaccard = estimated_jaccard(sig, row[kept_pos][tagged], row[tagged])
+        jaccard = similarity(row[kept_pos][tagged], row[tagged])
         doc_ids = table.column("doc_id")
         cluster_id = doc_ids.take(pa.array(kept_pos[tagged]))
         cluster_size = np.bincount(label)[table_label[tagged]]

@@ -85,10 +85,10 @@ def test_load_plugins_switch_keeps_builtins(env):
         proc = env.provenance("plugins", "--format", "json", env={"PROVENANCE_LOAD_PLUGINS": value})
         return sorted(p["name"] for p in json.loads(proc.stdout))
 
-    assert names("") == ["exact_duplicate"]
-    assert names("shouting") == ["exact_duplicate", "shouting"]
-    assert names("provenance-shouting") == ["exact_duplicate", "shouting"]  # the distribution name works too
-    assert names("something-else") == ["exact_duplicate"]
+    assert names("") == ["exact_duplicate", "near_duplicate"]
+    assert names("shouting") == ["exact_duplicate", "near_duplicate", "shouting"]
+    assert names("provenance-shouting") == ["exact_duplicate", "near_duplicate", "shouting"]  # the distribution name works too
+    assert names("something-else") == ["exact_duplicate", "near_duplicate"]
 
 
 def test_hook_register_commands_from_an_installed_plugin(env):
@@ -132,7 +132,7 @@ def test_tag_query_rerun_and_version_bump(env, tmp_path):
     env.provenance("export", "--store", store, "--out", out)
     manifest = json.loads((out / "manifest.json").read_text())
     vetted = {d["detector"]: d for d in manifest["detectors"]}
-    assert set(vetted) == {"exact_duplicate", "shouting"}
+    assert set(vetted) == {"exact_duplicate", "near_duplicate", "shouting"}
     assert (vetted["shouting"]["plugin"], vetted["shouting"]["plugin_version"]) == ("shouting", "0.1.0")
     assert vetted["shouting"]["covers_all_kept"] is True
 
@@ -142,7 +142,7 @@ def test_tag_query_rerun_and_version_bump(env, tmp_path):
     assert again["tags"] == 0
     assert {d["status"] for d in again["detectors"].values()} == {"up_to_date"}
     assert len(list((store / "tags").rglob("*.parquet"))) == n_tag_files
-    assert _query(env, store, "SELECT count(*) AS n FROM tags") == [{"n": 3}]
+    assert _query(env, store, "SELECT count(*) AS n FROM tags") == [{"n": 4}]  # shouting 2, exact + near dup 1 each
 
     # A new release of the plugin: same code, version 0.2.0. Its detector re-tags everything.
     src = env.root / "src-0.2.0"

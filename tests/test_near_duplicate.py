@@ -72,8 +72,8 @@ def test_signatures_load_into_datasketch_lsh():
     base = prose(rng, 200)
     texts = [base, edit(rng, base, 1), prose(rng, 200)]
     sig, _ = nd.signatures(pa.array(texts, pa.large_string()))
-    lsh = MinHashLSH(threshold=0.8, num_perm=128)
-    assert (lsh.b, lsh.r) == nd.lsh_bands(0.8, 128)
+    lsh = MinHashLSH(threshold=0.8, num_perm=128, weights=(0.1, 0.9))  # the detector's defaults
+    assert (lsh.b, lsh.r) == nd.lsh_bands(0.8, 128, 0.1, 0.9)
     for i, row in enumerate(sig):
         lsh.insert(i, MinHash(hashvalues=row, scheme="affine32"))
     assert sorted(lsh.query(MinHash(hashvalues=sig[0], scheme="affine32"))) == [0, 1]
@@ -183,6 +183,7 @@ def test_char_shingles_see_through_typos_that_break_word_shingles():
     ("fp_weight = 0.3", "fp_weight and fn_weight must be in [0, 1] and add up to 1"),
     ("ngram = 0", "ngram must be in [1, 64]"),
     ("verify = 1", "verify"),
+    ('verify = "maybe"', "verify must be one of ['estimate', 'exact', 'none']"),
 ])
 def test_bad_options_are_one_usage_error(cli, tmp_path, table, needle):
     store = make_store(tmp_path / "store", DEFAULT_DOCS).root
@@ -193,3 +194,16 @@ def test_bad_options_are_one_usage_error(cli, tmp_path, table, needle):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("provenance: error: ") and needle in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_exact_verification_scores_the_true_jaccard(tmp_path):
+    docs, expect = corpus()
+    store = make_store(tmp_path / "store", docs)
+    tags = run_detectors([NearDuplicate], store, {"near_duplicate": {"verify": "exact"}}).tags
+    con = provenance.connect(store)
+    text = dict(con.execute("SELECT doc_id, text FROM documents").fetchall())
+    url = dict(con.execute("SELECT doc_id, url FROM documents").fetchall())
+    assert {url[d] for d in tags.column("doc_id").to_pylist()} == set(expect)
+    for t in tags.to_pylist():
+        a, b = set(nd.shingles(text[t["doc_id"]])), set(nd.shingles(text[json.loads(t["evidence"])["cluster_id"]]))
+        assert t["score"] == pytest.approx(len(a & b) / len(a | b))  # exact (32-bit shingle hashes collide rarely)

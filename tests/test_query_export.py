@@ -14,7 +14,7 @@ from provenance import schemas
 
 @pytest.fixture
 def tagged_store(tmp_path, cli):
-    """Six documents, two of which repeat another's text (exact duplicates), tagged."""
+    """Six documents, two of which repeat another's text (exact duplicates), tagged by exact_duplicate alone."""
     src = tmp_path / "docs.jsonl"
     texts = ["alpha text", "beta text", "alpha text", "gamma text", "alpha text", "delta text"]
     src.write_text("".join(json.dumps({"url": f"https://site{i}.org/p", "text": t,
@@ -22,7 +22,7 @@ def tagged_store(tmp_path, cli):
                            for i, t in enumerate(texts)))
     store = tmp_path / "store"
     cli("ingest", src, "--store", store, check=0)
-    cli("tag", "--store", store, check=0)
+    cli("tag", "--store", store, "--plugins", "exact_duplicate", check=0)
     return store
 
 
