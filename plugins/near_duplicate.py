@@ -357,7 +357,10 @@ class NearDuplicate(provenance.CorpusDetector):
         if o["verify"] == "exact":
             hashes, per_text = shingle_hashes(batch.column("text"), o["shingle"], o["ngram"])
             self._sets += [np.unique(part) for part in np.split(hashes, np.cumsum(per_text)[:-1]) if len(part)]
-        self._meta.append(pa.Table.from_batches([batch.select(["doc_id", "fetched_at", "domain"])]).filter(keep))
+        # Plain (nullable) fields: the runner's batches of one run may differ in nullability (e.g. files read
+        # with and without previous_* columns), and concat_tables refuses schemas that differ in it.
+        columns = ["doc_id", "fetched_at", "domain"]
+        self._meta.append(pa.Table.from_arrays([batch.column(c) for c in columns], names=columns).filter(keep))
         self._sigs.append(sig[has_shingles])
 
     def finish(self):

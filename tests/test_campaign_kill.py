@@ -161,7 +161,7 @@ def test_kill_tag_at_random_points(tmp_path):
     expected = tag_rows(base_store)
     n_docs = len(document_rows(template))
     detectors = {r[1] for r in expected}
-    assert detectors == {"campaign_tagger", "exact_duplicate"}
+    assert detectors == {"campaign_tagger", "exact_duplicate", "near_duplicate"}
     assert sum(r[1] == "campaign_tagger" for r in expected) == n_docs
     log = tmp_path / "killed.log"
 

@@ -18,7 +18,7 @@ import provenance
 from provenance import exitcodes
 from provenance.plugins import near_duplicate as nd
 from provenance.plugins.near_duplicate import NearDuplicate
-from provenance.testing import DEFAULT_DOCS, make_store, run_detectors
+from provenance.testing import DEFAULT_DOCS, make_batch, make_store, run_detectors
 
 VOCAB = ("river mill trout summer bread flour water salt kitchen honey hive jar town hill market storm coast "
          "harbour noon quay fisherman boat net winter spring autumn garden apple pear cherry road bridge stone "
@@ -207,3 +207,18 @@ def test_exact_verification_scores_the_true_jaccard(tmp_path):
     for t in tags.to_pylist():
         a, b = set(nd.shingles(text[t["doc_id"]])), set(nd.shingles(text[json.loads(t["evidence"])["cluster_id"]]))
         assert t["score"] == pytest.approx(len(a & b) / len(a | b))  # exact (32-bit shingle hashes collide rarely)
+
+
+def test_batches_differing_in_nullability_are_one_corpus():
+    """The runner may hand batches whose doc_id is 'not null' in one file and nullable in another."""
+    rng = random.Random(4)
+    base = prose(rng, 120)
+    batch = make_batch([{"text": base}, {"text": edit(rng, base, 1)}], needs=NearDuplicate.needs)
+    def with_doc_id_nullable(nullable):
+        schema = batch.schema.set(0, batch.schema.field("doc_id").with_nullable(nullable))
+        return pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+
+    detector = NearDuplicate(**NearDuplicate.validate_options({}))
+    detector.observe(with_doc_id_nullable(False).slice(0, 1))
+    detector.observe(with_doc_id_nullable(True).slice(1, 1))
+    assert detector.finish().column("doc_id").to_pylist() == [batch.column("doc_id")[1].as_py()]
