@@ -316,9 +316,13 @@ class PreviousLookup:
     def add(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         index = pc.index_in(batch.column("previous_doc_id"), value_set=self.table.column("doc_id"))
         found = self.table.take(index)
-        arrays = list(batch.columns) + [found.column(b).combine_chunks() for _, b in self.BASE]
-        names = batch.schema.names + [name for name, _ in self.BASE]
-        return pa.RecordBatch.from_arrays(arrays, names=names)
+        added = [found.column(b).combine_chunks() for _, b in self.BASE]
+        # The batch's own fields keep their schema (nullability included): a detector that concatenates the
+        # batches of one run gets one schema, whether or not a file was read with previous_* columns.
+        schema = batch.schema
+        for (name, _), array in zip(self.BASE, added):
+            schema = schema.append(pa.field(name, array.type))
+        return pa.RecordBatch.from_arrays(list(batch.columns) + added, schema=schema)
 
 
 def _iter_batches(path, columns: list[str], batch_size: int) -> Iterator[tuple[int, pa.RecordBatch]]:

@@ -139,3 +139,22 @@ def test_ctrl_c_keeps_every_batch_that_finished(tmp_path):
     con = provenance.connect(store)
     assert con.execute("SELECT status FROM runs WHERE command = 'tag'").fetchall() == [("interrupted",)]
     con.close()
+
+
+def test_previous_columns_leave_the_batch_schema_as_the_file_has_it(tmp_path, cli):
+    """A corpus detector concatenates the batches of a run: files read with and without previous_* columns must
+    give the same schema for the columns they share (from_arrays used to drop doc_id's not-null)."""
+    import json
+
+    from provenance.runner import PreviousLookup, _iter_batches
+    from provenance.store import Store
+
+    src = tmp_path / "d.jsonl"
+    src.write_text("".join(json.dumps({"url": f"https://a.org/{i}", "text": f"text {i}"}) + "\n" for i in range(3)))
+    cli("ingest", src, "--store", tmp_path / "s", check=0)
+    paths = Store(tmp_path / "s").snapshot().paths("documents")
+    (_, batch), = _iter_batches(paths[0], ["doc_id", "previous_doc_id", "text"], 100)
+    with_previous = PreviousLookup(paths).add(batch)
+    assert with_previous.schema.field("doc_id") == batch.schema.field("doc_id")
+    shared = with_previous.select(batch.schema.names)
+    assert shared.schema == batch.schema
