@@ -21,8 +21,6 @@ ratio, MB/s of our signature stage against tokenising + shingle hashing alone
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import re
 import sys
 import time
@@ -33,7 +31,8 @@ from pathlib import Path
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
-from dedup import DATA, build_corpus  # noqa: E402
+from dedup import build_corpus  # noqa: E402
+from reference import DATA, read_reference  # noqa: E402
 
 from provenance.plugins.near_duplicate import NearDuplicate, lsh_bands, shingle_hashes  # noqa: E402
 
@@ -107,11 +106,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-datasketch", action="store_true")
     args = parser.parse_args()
-    if not args.data.exists():
-        print(f"bench: {args.data} not found (needs ../shared)", file=sys.stderr)
+    rows = read_reference(args.data, "bench")
+    if rows is None:
         return 1
-    with gzip.open(args.data, "rt") as fh:
-        rows = [json.loads(line) for line in fh]
     corpus, _ = build_corpus(rows, args.sample, args.inject, args.seed)
     del rows
     parts = batches(corpus)

@@ -22,8 +22,6 @@ of its cluster). Prints precision, recall, AUROC and TPR at 1% FPR.
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
 import json
 import math
 import random
@@ -34,8 +32,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from exact_duplicate import DATA, iso_date  # noqa: E402
-from metrics import auroc, precision_recall, tpr_at_fpr  # noqa: E402
+from metrics import print_detection_metrics  # noqa: E402
+from reference import DATA, iso_date, read_reference  # noqa: E402
 
 import provenance  # noqa: E402
 from provenance.config import DEFAULTS  # noqa: E402
@@ -122,11 +120,9 @@ def main() -> int:
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a near_duplicate option (JSON value), e.g. --option verify='\"exact\"'")
     args = parser.parse_args()
-    if not args.data.exists():
-        print(f"eval: {args.data} not found (needs ../shared)", file=sys.stderr)
+    rows = read_reference(args.data, "eval")
+    if rows is None:
         return 1
-    with gzip.open(args.data, "rt") as fh:
-        rows = [json.loads(line) for line in fh]
     options = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)}
     corpus, rates = build_corpus(rows, args.sample, args.inject, args.seed)
 
@@ -165,16 +161,12 @@ def main() -> int:
     ids = [r["id"] for r in corpus]
     y = [i in positives for i in ids]
     s = [scores.get(i, 0.0) for i in ids]
-    precision, recall = precision_recall(y, [i in scores for i in ids])
     n_twins = sum(1 for r in corpus if r["id"] not in rates) - min(args.sample, len(rows))
     print(f"near_duplicate on {len(corpus)} texts: {min(args.sample, len(rows))} sampled, {n_twins} more Reuters "
           f"twins, {len(rates)} injected copies (1-15% word edits); {sum(y)} true positives "
           f"(word-5-gram Jaccard >= {THRESHOLD} to another text)")
     print(f"  options        {options or 'defaults'}")
-    print(f"  precision      {precision:.4f}")
-    print(f"  recall         {recall:.4f}")
-    print(f"  AUROC          {auroc(y, s):.4f}")
-    print(f"  TPR @ 1% FPR   {tpr_at_fpr(y, s, 0.01):.4f}")
+    print_detection_metrics(y, s, [i in scores for i in ids])
     # Where the misses are: by exact Jaccard band (the MinHash estimate's noise is ~0.035 at 0.8 with 128 perms).
     for lo, hi in ((0.8, 0.85), (0.85, 0.9), (0.9, 1.01)):
         band = [i for i in ids if lo <= best.get(i, 0.0) < hi]

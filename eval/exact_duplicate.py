@@ -15,7 +15,6 @@ near-exact copies this detector deliberately leaves to the MinHash detector.
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import sys
@@ -24,7 +23,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from metrics import auroc, precision_recall, tpr_at_fpr  # noqa: E402
+from metrics import print_detection_metrics  # noqa: E402
+from reference import DATA, iso_date, read_reference  # noqa: E402
 
 import provenance  # noqa: E402
 from provenance.config import DEFAULTS  # noqa: E402
@@ -33,29 +33,14 @@ from provenance.pluginmanager import get_plugin_manager  # noqa: E402
 from provenance.runner import run_tag  # noqa: E402
 from provenance.store import Store  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "text" / "human_reference.jsonl.gz"
-
-
-def iso_date(value: str | None) -> str | None:
-    """Reuters dates look like '26-FEB-1987 15:01:01.79'; other sources give only '<=2015'."""
-    from datetime import datetime
-
-    try:
-        return datetime.strptime(value, "%d-%b-%Y %H:%M:%S.%f").isoformat() + "Z"
-    except (TypeError, ValueError):
-        return None
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--limit", type=int, default=0, help="use only the first N texts")
     args = parser.parse_args()
-    if not args.data.exists():
-        print(f"eval: {args.data} not found (needs ../shared)", file=sys.stderr)
+    rows = read_reference(args.data, "eval")
+    if rows is None:
         return 1
-    with gzip.open(args.data, "rt") as fh:
-        rows = [json.loads(line) for line in fh]
     if args.limit:
         rows = rows[: args.limit]
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,12 +79,8 @@ def main() -> int:
     ids = [r["id"] for r in rows]
     y = [labels[i] for i in ids]
     s = [got.get(i, 0.0) for i in ids]
-    precision, recall = precision_recall(y, [v >= 0.5 for v in s])
     print(f"exact_duplicate on {len(rows)} texts ({sum(y)} true exact duplicates)")
-    print(f"  AUROC          {auroc(y, s):.4f}")
-    print(f"  TPR @ 1% FPR   {tpr_at_fpr(y, s, 0.01):.4f}")
-    print(f"  precision      {precision:.4f}")
-    print(f"  recall         {recall:.4f}")
+    print_detection_metrics(y, s, [v >= 0.5 for v in s])
     print(f"  near-exact copies (case/whitespace only) not flagged, by design: {near_only}")
     print(f"  ingest {t1 - t0:.1f}s ({len(rows) / (t1 - t0):.0f} docs/s), tag {t2 - t1:.1f}s "
           f"({len(rows) / (t2 - t1):.0f} docs/s)")

@@ -44,3 +44,12 @@ def precision_recall(labels, predicted) -> tuple[float, float]:
     precision = tp / predicted.sum() if predicted.sum() else float("nan")
     recall = tp / labels.sum() if labels.sum() else float("nan")
     return float(precision), float(recall)
+
+
+def print_detection_metrics(labels, scores, predicted) -> None:
+    """The four figures every evaluation reports, in one format: AUROC and TPR at 1% FPR from ``scores``,
+    precision and recall from the detector's own decisions ``predicted``."""
+    precision, recall = precision_recall(labels, predicted)
+    for name, value in (("AUROC", auroc(labels, scores)), ("TPR @ 1% FPR", tpr_at_fpr(labels, scores, 0.01)),
+                        ("precision", precision), ("recall", recall)):
+        print(f"  {name:<14} {value:.4f}")
