@@ -33,15 +33,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from metrics import print_detection_metrics  # noqa: E402
-from reference import DATA, iso_date, read_reference  # noqa: E402
+from reference import DATA, ingest_records, iso_date, read_reference  # noqa: E402
 
 import provenance  # noqa: E402
 from provenance.config import DEFAULTS  # noqa: E402
-from provenance.ingest import run_ingest  # noqa: E402
 from provenance.pluginmanager import get_plugin_manager  # noqa: E402
 from provenance.plugins.near_duplicate import shingles  # noqa: E402
 from provenance.runner import run_tag  # noqa: E402
-from provenance.store import Store  # noqa: E402
 
 THRESHOLD = 0.8
 
@@ -132,17 +130,8 @@ def main() -> int:
     t1 = time.perf_counter()
 
     with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "texts.jsonl"
-        with open(src, "w") as fh:
-            for r in corpus:
-                fh.write(json.dumps({"url": r["url"], "text": r["text"], "fetched_at": r["date"],
-                                     "ref_id": r["id"]}) + "\n")
-        store = Store.open(Path(tmp) / "store", create=True)
-        ingested = run_ingest(store, [src], crawl_id="eval")
-        if ingested.problems:
-            print(f"eval: {len(ingested.problems)} texts failed to ingest, e.g. {ingested.problems[0]}",
-                  file=sys.stderr)
-            return 1
+        store = ingest_records(({"url": r["url"], "text": r["text"], "fetched_at": r["date"], "ref_id": r["id"]}
+                                for r in corpus), Path(tmp))
         t2 = time.perf_counter()
         settings = {**DEFAULTS, "detectors": {"near_duplicate": options}}
         summary = run_tag(store, get_plugin_manager(), settings, enable=["near_duplicate"])

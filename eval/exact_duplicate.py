@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 import tempfile
 import time
@@ -24,14 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from metrics import print_detection_metrics  # noqa: E402
-from reference import DATA, iso_date, read_reference  # noqa: E402
+from reference import DATA, ingest_records, iso_date, read_reference  # noqa: E402
 
 import provenance  # noqa: E402
 from provenance.config import DEFAULTS  # noqa: E402
-from provenance.ingest import run_ingest  # noqa: E402
 from provenance.pluginmanager import get_plugin_manager  # noqa: E402
 from provenance.runner import run_tag  # noqa: E402
-from provenance.store import Store  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,18 +41,9 @@ def main() -> int:
     if args.limit:
         rows = rows[: args.limit]
     with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "texts.jsonl"
-        with open(src, "w") as fh:
-            for r in rows:
-                fh.write(json.dumps({"url": f"https://{r['source']}.example/{r['id']}", "text": r["text"],
-                                     "fetched_at": iso_date(r.get("date")), "ref_id": r["id"]}) + "\n")
-        store = Store.open(Path(tmp) / "store", create=True)
         t0 = time.perf_counter()
-        ingested = run_ingest(store, [src], crawl_id="eval")
-        if ingested.problems:
-            print(f"eval: {len(ingested.problems)} texts failed to ingest, e.g. {ingested.problems[0]}",
-                  file=sys.stderr)
-            return 1
+        store = ingest_records(({"url": f"https://{r['source']}.example/{r['id']}", "text": r["text"],
+                                 "fetched_at": iso_date(r.get("date")), "ref_id": r["id"]} for r in rows), Path(tmp))
         t1 = time.perf_counter()
         run_tag(store, get_plugin_manager(), DEFAULTS, enable=["exact_duplicate"])
         t2 = time.perf_counter()

@@ -27,3 +27,22 @@ def iso_date(value: str | None) -> str | None:
         return datetime.strptime(value, "%d-%b-%Y %H:%M:%S.%f").isoformat() + "Z"
     except (TypeError, ValueError):
         return None
+
+
+def ingest_records(records, workdir: Path):
+    """``records`` (dicts with url, text, fetched_at, ref_id) through the real ingest into a new store under
+    ``workdir``; the store. A record that fails to ingest ends the script with one line: the figures would be off."""
+    import sys
+
+    from provenance.ingest import run_ingest
+    from provenance.store import Store
+
+    src = workdir / "texts.jsonl"
+    with open(src, "w") as fh:
+        for record in records:
+            fh.write(json.dumps(record) + "\n")
+    store = Store.open(workdir / "store", create=True)
+    ingested = run_ingest(store, [src], crawl_id="eval")
+    if ingested.problems:
+        sys.exit(f"eval: {len(ingested.problems)} texts failed to ingest, e.g. {ingested.problems[0]}")
+    return store
