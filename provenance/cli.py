@@ -64,8 +64,7 @@ def handle_errors(fn):
             raise Failure(str(exc), exitcodes.USAGE) from None
         except (StoreError, IngestError, ExportError, PluginLoadError) as exc:
             raise Failure(str(exc), getattr(exc, "exit_code", exitcodes.FAILURE)) from None
-        except KeyboardInterrupt:
-            raise Failure("interrupted; committed work is kept and the next run resumes", 130) from None
+        # Ctrl-C is main()'s to report, the same way for every command.
 
     return wrapper
 
