@@ -23,7 +23,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 hookimpl = pluggy.HookimplMarker("provenance")
 
 _LAZY = {"Detector": "provenance.detectors", "CorpusDetector": "provenance.detectors",
-         "CATEGORIES": "provenance.detectors", "DetectorError": "provenance.detectors"}
+         "CorpusState": "provenance.detectors", "CATEGORIES": "provenance.detectors", "DetectorError": "provenance.detectors"}
 _SUBMODULES = {"detectors", "schemas", "testing", "runner", "pluginmanager", "hookspecs", "store", "sql",
                "documents", "config"}
 
@@ -50,4 +50,4 @@ def connect(store, **kwargs):
     return _connect(store, **kwargs)
 
 
-__all__ = ["__version__", "hookimpl", "Detector", "CorpusDetector", "DetectorError", "CATEGORIES", "connect"]
+__all__ = ["__version__", "hookimpl", "Detector", "CorpusDetector", "CorpusState", "DetectorError", "CATEGORIES", "connect"]

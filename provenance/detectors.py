@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -131,29 +132,84 @@ def _per_row(value, n: int, type_):
     return _as_array(value, type_)
 
 
+@dataclass
+class CorpusState:
+    """What ``finish(corpus)`` of a state-keeping corpus detector reads: files, never rows in memory.
+
+    state_files      every live state file of this detector's state key (Parquet, absolute paths): the
+                     rows its ``observe`` returned, for every document of the store that got one
+    new_state_files  those added since its last complete ``finish`` under the same configuration
+                     (all of them on a first run or after a configuration change)
+    doc_files        every live document file (absolute paths)
+    references       reference sets added with ``provenance reference add``: name -> Parquet files
+                     with the columns reference, ref_id, text (schemas/references.v1.json)
+    scratch_dir      an empty directory for spill files (e.g. DuckDB's temp_directory), deleted after finish
+    time_budget_s    what ``finish`` has, all parts together ([tag] finish_budget_s)
+    """
+
+    state_files: list[str] = field(default_factory=list)
+    new_state_files: list[str] = field(default_factory=list)
+    doc_files: list[str] = field(default_factory=list)
+    references: dict[str, list[str]] = field(default_factory=dict)
+    scratch_dir: str | None = None
+    time_budget_s: float | None = None
+
+
 class CorpusDetector(Detector):
-    """A corpus-level detector: ``observe`` sees every batch, then ``finish`` emits the tags.
+    """A corpus-level detector: ``observe`` sees batches, then ``finish`` emits the tags.
 
     For near-duplicate clusters, trigger mining and other signals that need the
-    whole corpus. ``finish`` may return one output or yield several (to bound memory).
+    whole corpus. ``finish`` may return one output or yield several: each part
+    is written to disk as it arrives, so the runner never holds the whole
+    output, and all parts become live together, replacing the detector's
+    earlier tags in one commit.
 
-    ``finish`` may tag any document it observed in the pass (every live
-    document of the store), no other: an unknown doc_id refuses the whole
-    output. It is one call under ``[tag] time_budget_s``, in the same worker
-    (and memory limit) as the observe calls. Nothing is committed before
-    ``finish`` returns, so an interrupted pass is redone from the start.
+    Two kinds:
+
+    * Without state (``keeps_state = False``, the default): ``observe`` sees
+      every batch of every live document in one pass, then ``finish()`` (no
+      argument) is called. Any new document file means a whole new pass.
+    * With state (``keeps_state = True``): ``observe(batch)`` returns *state
+      rows* for the batch's documents (a table with a non-null ``doc_id``
+      column and any others, the same schema every call; e.g. a MinHash
+      signature per document). The runner stores them as Parquet beside the
+      tags, committed with their own coverage like per-document tags, so each
+      document is observed once per state key (``state_version`` and the
+      options named in ``state_options``). Then ``finish(corpus)`` is called
+      with a ``CorpusState`` naming the files; it reads them itself (out of
+      core, e.g. with DuckDB) and need not keep anything between calls. The
+      instance that runs ``finish`` may not be the one that observed.
+
+    ``finish`` may tag any live document of the store, no other: an unknown
+    doc_id refuses the whole output. It runs under its own time budget,
+    ``[tag] finish_budget_s``, for all its parts together, in the same worker
+    (and memory limit) as the observe calls. If it fails, the earlier tags stay
+    live and the next run calls it again (re-observing only what a stateless
+    detector must).
     """
 
     corpus_level = True
+    keeps_state = False
+    state_version: str | None = None  # bump when the state rows change; None: the detector's version
+    state_options: tuple[str, ...] | None = None  # options whose values change the state rows; None: all
 
-    def observe(self, batch: pa.RecordBatch) -> None:
+    def observe(self, batch: pa.RecordBatch):
         raise NotImplementedError(f"{type(self).__name__} must implement observe(batch)")
 
-    def finish(self):
+    def finish(self, corpus: CorpusState | None = None):
         raise NotImplementedError(f"{type(self).__name__} must implement finish()")
 
     def tag_batch(self, batch):  # pragma: no cover - corpus detectors are driven by observe/finish
         raise TypeError("corpus-level detectors use observe()/finish(), not tag_batch()")
+
+    @classmethod
+    def state_key(cls, options: dict) -> str:
+        """Names the stored state: changes when state_version or an option in state_options changes."""
+        merged = cls.validate_options(options)
+        names = cls.options if cls.state_options is None else cls.state_options
+        blob = json.dumps({k: merged[k] for k in names}, sort_keys=True, default=str)
+        version = cls.state_version or cls.version
+        return f"s{version}-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def check_detector_class(cls) -> None:
