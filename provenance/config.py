@@ -118,6 +118,9 @@ class TagSettings(_Section):
     batch_size: int = Field(1000, ge=1, description="Documents per batch handed to a detector.")
     time_budget_s: float = Field(300.0, gt=0, description="Seconds a detector may spend on one call (one batch, "
                                                           "or its start); after that it is stopped.")
+    finish_budget_s: float = Field(3600.0, gt=0, description="Seconds a corpus-level detector's `finish` may "
+                                                             "take, all its streamed parts together; after that "
+                                                             "it is stopped and its earlier tags stay live.")
     isolation: Literal["process", "inline"] = Field("process", description="`process`: each detector in its own "
                                                     "worker (enforces the time budget); `inline`: in the command's "
                                                     "process, for debugging.")

@@ -283,3 +283,24 @@ def output_to_table(output, detector: Detector) -> pa.Table:
         if required not in output.column_names:
             raise InvalidOutput(f"detector {name}: tag output lacks the {required!r} column")
     return output
+
+
+def state_to_table(output, detector: Detector) -> pa.Table | None:
+    """State rows from ``observe`` of a state-keeping corpus detector: None (no rows) or a table with doc_id.
+
+    Raises InvalidOutput, naming the detector, for anything else; the runner also checks that every
+    doc_id is in the batch observed and that the schema does not change between calls.
+    """
+    name = getattr(detector, "name", type(detector).__name__)
+    if output is None:
+        return None
+    if isinstance(output, pa.RecordBatch):
+        output = pa.Table.from_batches([output])
+    if not isinstance(output, pa.Table):
+        raise InvalidOutput(f"detector {name}: observe returned {type(output).__name__}; a state-keeping "
+                            "detector returns None or a pyarrow Table of state rows")
+    if "doc_id" not in output.column_names or not pa.types.is_string(output.schema.field("doc_id").type):
+        raise InvalidOutput(f"detector {name}: state rows need a string 'doc_id' column")
+    if output.column("doc_id").null_count:
+        raise InvalidOutput(f"detector {name}: state rows have a null doc_id")
+    return output

@@ -11,8 +11,10 @@ crashed. The child's memory is bounded too: see ``limit_memory``.
 memory limit, for debugging (pdb works) and for engines that isolate tasks
 themselves (Ray).
 
-Ops: "tag" (per-document batch -> table), "observe" (corpus batch -> None),
-"finish" (corpus -> list of tables).
+Ops: "tag" (per-document batch -> table), "observe" (corpus batch -> None, or
+a table of state rows), "finish" (corpus -> tables, streamed: ``finish_parts``
+yields one Reply per part as the detector produces it, so neither process
+holds the whole output).
 
 Reply kinds when ``ok`` is false (the ``kind`` column of the errors view):
   exception       the detector raised; ``traceback`` holds where
@@ -37,7 +39,7 @@ import traceback
 from dataclasses import dataclass
 
 from provenance.processes import die_with_parent
-from provenance.detectors import Detector, InvalidOutput, output_to_table
+from provenance.detectors import Detector, InvalidOutput, output_to_table, state_to_table
 
 
 @dataclass
@@ -54,20 +56,28 @@ def _run_op(detector: Detector, op: str, payload):
     if op == "tag":
         return output_to_table(detector.tag_batch(payload), detector)
     if op == "observe":
-        detector.observe(payload)
+        state = detector.observe(payload)
+        if getattr(detector, "keeps_state", False):
+            return state_to_table(state, detector)
         return None
-    if op == "finish":
-        out = detector.finish()
-        if out is None:
-            return []
-        if isinstance(out, (list, tuple)) and not (out and isinstance(out[0], dict)):
-            parts = out
-        elif hasattr(out, "__next__"):
-            parts = list(out)
-        else:
-            parts = [out]
-        return [output_to_table(part, detector) for part in parts]
     raise ValueError(f"unknown op {op!r}")
+
+
+def _finish_parts(detector: Detector, corpus):
+    """The tables ``finish`` produces, one at a time (it may return one output, a list, or yield parts)."""
+    out = detector.finish(corpus) if getattr(detector, "keeps_state", False) else detector.finish()
+    if out is None:
+        return
+    if isinstance(out, (list, tuple)) and not (out and isinstance(out[0], dict)):
+        parts = out
+    elif hasattr(out, "__next__"):
+        parts = out
+    else:
+        parts = [out]
+    for part in parts:
+        table = output_to_table(part, detector)
+        if table.num_rows:
+            yield table
 
 
 def _is_memory_error(exc: BaseException | None) -> bool:
@@ -155,6 +165,17 @@ class InlineWorker:
             return _exception_reply(exc, started)
         return Reply(True, value, seconds=time.monotonic() - started)
 
+    def finish_parts(self, payload=None, timeout: float | None = None):
+        """Each part of ``finish`` as a Reply(ok, table); a failure ends the stream with its Reply."""
+        started = time.monotonic()
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                for table in _finish_parts(self.detector, payload):
+                    yield Reply(True, table, seconds=time.monotonic() - started)
+                    started = time.monotonic()
+        except Exception as exc:
+            yield _exception_reply(exc, started)
+
     def send(self, op: str, payload=None) -> None:
         self._pending = (op, payload)
 
@@ -195,6 +216,12 @@ def _child_main(conn, detector_cls, options, memory_limit_mb: int = 0) -> None:
         else:
             if op == "close":
                 return
+            if op == "finish":
+                reply = _send_finish_parts(conn, detector, payload, memory_limit_mb)
+                payload = None
+                if reply.kind == "memory":
+                    return
+                continue
             started = time.monotonic()
             try:
                 reply = Reply(True, _run_op(detector, op, payload), seconds=time.monotonic() - started)
@@ -211,6 +238,24 @@ def _child_main(conn, detector_cls, options, memory_limit_mb: int = 0) -> None:
             # Whatever the detector holds (a leak, a half-updated state) stays with this process:
             # end it, so its memory goes back to the system; the runner starts a fresh worker.
             return
+
+
+_FINISH_DONE = "finish-done"  # the last message of a finish stream: every part has been sent
+
+
+def _send_finish_parts(conn, detector, corpus, memory_limit_mb: int) -> Reply:
+    """In the worker: send each part of ``finish`` as it is produced, then the end marker (or the fault)."""
+    started = time.monotonic()
+    try:
+        for table in _finish_parts(detector, corpus):
+            conn.send(Reply(True, table, seconds=time.monotonic() - started))
+            table = None
+            started = time.monotonic()
+        reply = Reply(True, _FINISH_DONE, seconds=time.monotonic() - started)
+    except Exception as exc:
+        reply = _exception_reply(exc, started, memory_limit_mb)
+    conn.send(reply)
+    return reply
 
 
 class WorkerStartError(RuntimeError):
@@ -282,6 +327,25 @@ class ProcessWorker:
     def call(self, op: str, payload=None, timeout: float | None = None) -> Reply:
         self.send(op, payload)
         return self.receive(timeout)
+
+    def finish_parts(self, payload=None, timeout: float | None = None):
+        """Each part of ``finish`` as a Reply(ok, table), as the worker sends it; a failure (or running past
+        ``timeout``, which covers all parts together) ends the stream with its Reply."""
+        started = time.monotonic()
+        self.send("finish", payload)
+        while True:
+            remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+            reply = self._receive(remaining, time.monotonic())
+            if reply.kind == "timeout":
+                reply.message = (f"finish did not complete within its time budget of {timeout:g} s "
+                                 "([tag] finish_budget_s); the detector was stopped")
+            if reply.kind == "memory":
+                self.close()
+            if not reply.ok or reply.value == _FINISH_DONE:
+                if not reply.ok:
+                    yield reply
+                return
+            yield reply
 
     def close(self, kill: bool = False) -> None:
         if not self.alive:

@@ -14,17 +14,24 @@ Two layers:
   ``commit_seconds`` (and at the end of each file). A kill loses at most that
   much; Ctrl-C loses only the calls in flight; a rerun skips everything
   already covered for the same detector version, plugin version and options.
-  Corpus detectors commit only when ``finish`` has seen the whole corpus.
+  A corpus detector's tags are committed once ``finish`` has seen the whole
+  corpus; its parts are written to disk as they stream in, under
+  ``[tag] finish_budget_s``. A state-keeping corpus detector's state rows are
+  committed like per-document tags (bounded commits, own coverage), so a new
+  crawl observes only the new documents, and ``finish`` reads the stored state.
 
 Coverage records (in the store's commit log) say what a detector has seen:
   per-document: {"detector", "tag_key", "doc_file", "ranges": [[start, end], ...]}
-  corpus-level: {"detector", "tag_key", "corpus": true, "doc_files": [...]}
+  state rows:   {"detector", "state_key", "doc_file", "ranges": [[start, end], ...]}
+  corpus-level: {"detector", "tag_key", "corpus": true, "doc_files": [...],
+                 and for state-keeping detectors "state_files": [...], "references": {name: [file, ...]}}
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from collections import defaultdict
@@ -37,7 +44,7 @@ import pyarrow.parquet as pq
 
 from provenance import config as config_mod
 from provenance import schemas
-from provenance.detectors import SPECIAL_NEEDS, DetectorError, InvalidOutput, output_to_table
+from provenance.detectors import SPECIAL_NEEDS, CorpusState, DetectorError, InvalidOutput, output_to_table
 from provenance.isolation import Reply, WorkerStartError, make_worker
 from provenance.pluginmanager import DetectorSpec, ProvenancePluginManager
 from provenance.store import FileEntry, Run, Snapshot, Store, safe_name, utcnow
@@ -69,6 +76,15 @@ class DetectorRun:
         return safe_name(f"v{self.spec.cls.version}-p{self.spec.plugin.version}-{self.config_hash}")
 
     @property
+    def keeps_state(self) -> bool:
+        return self.spec.cls.corpus_level and bool(getattr(self.spec.cls, "keeps_state", False))
+
+    @property
+    def state_key(self) -> str | None:
+        """Names the detector's stored state rows (state-keeping corpus detectors only)."""
+        return safe_name(self.spec.cls.state_key(self.options)) if self.keeps_state else None
+
+    @property
     def columns(self) -> list[str]:
         cols = {"doc_id"}
         for need in self.spec.cls.needs:
@@ -80,7 +96,7 @@ class DetectorRun:
         return {"detector": cls.name, "detector_version": cls.version, "category": cls.category,
                 "plugin": plugin.name, "plugin_version": plugin.version, "distribution": plugin.distribution,
                 "config_hash": self.config_hash, "options": self.options, "tag_key": self.tag_key,
-                "corpus_level": cls.corpus_level}
+                "corpus_level": cls.corpus_level, "state_key": self.state_key}
 
 
 # ----- pure batch functions -------------------------------------------------------------------
@@ -216,10 +232,12 @@ def _subtract(total: tuple[int, int], covered: list[tuple[int, int]]) -> list[tu
 
 
 def pending_ranges(snapshot: Snapshot, drun: DetectorRun) -> dict[str, list[tuple[int, int]]]:
-    """Per document file, the row ranges this per-document detector configuration has not covered."""
+    """Per document file, the row ranges not yet covered: tagged by a per-document detector configuration,
+    or observed into the stored state of a state-keeping corpus detector."""
+    key, value = ("state_key", drun.state_key) if drun.keeps_state else ("tag_key", drun.tag_key)
     covered: dict[str, list] = defaultdict(list)
     for c in snapshot.coverage:
-        if c["detector"] == drun.name and c["tag_key"] == drun.tag_key and "doc_file" in c:
+        if c["detector"] == drun.name and c.get(key) == value and "doc_file" in c:
             covered[c["doc_file"]].extend(c["ranges"])
     todo = {}
     for entry in snapshot.entries("documents"):
@@ -229,10 +247,40 @@ def pending_ranges(snapshot: Snapshot, drun: DetectorRun) -> dict[str, list[tupl
     return todo
 
 
+def state_files(snapshot: Snapshot, drun: DetectorRun, current: bool = True) -> list[str]:
+    """The live state files of a state-keeping detector: of its current state key, or (current=False) of others."""
+    return [e.path for e in snapshot.entries("state") if e.meta.get("detector") == drun.name
+            and (e.meta.get("state_key") == drun.state_key) == current]
+
+
+def reference_sets(snapshot: Snapshot) -> dict[str, list[str]]:
+    """Reference sets (``provenance reference add``): name -> its live files, store-relative."""
+    sets: dict[str, list[str]] = defaultdict(list)
+    for entry in snapshot.entries("references"):
+        sets[entry.meta.get("reference", "")].append(entry.path)
+    return dict(sets)
+
+
+def _corpus_record(snapshot: Snapshot, drun: DetectorRun) -> dict:
+    """What a corpus detector's finish covers now; it is up to date when its last record says the same."""
+    record = {"detector": drun.name, "tag_key": drun.tag_key, "corpus": True,
+              "doc_files": sorted(e.path for e in snapshot.entries("documents"))}
+    if drun.keeps_state:
+        record["state_files"] = sorted(state_files(snapshot, drun))
+        record["references"] = reference_sets(snapshot)
+    return record
+
+
+def _last_corpus_record(snapshot: Snapshot, drun: DetectorRun) -> dict | None:
+    records = [c for c in snapshot.coverage if c["detector"] == drun.name and c.get("corpus")
+               and c.get("tag_key") == drun.tag_key]
+    return records[-1] if records else None
+
+
 def corpus_up_to_date(snapshot: Snapshot, drun: DetectorRun) -> bool:
-    doc_files = sorted(e.path for e in snapshot.entries("documents"))
-    return any(c["detector"] == drun.name and c["tag_key"] == drun.tag_key and c.get("corpus")
-               and c["doc_files"] == doc_files for c in snapshot.coverage)
+    if drun.keeps_state and pending_ranges(snapshot, drun):
+        return False
+    return _last_corpus_record(snapshot, drun) == _corpus_record(snapshot, drun)
 
 
 def superseded_files(snapshot: Snapshot, drun: DetectorRun, keep_current: bool) -> list[str]:
@@ -364,6 +412,7 @@ class TagSettings:
     commit_rows: int = 10_000  # document rows read between commits: what a kill can lose (0: per file only)
     commit_seconds: float = 60.0  # ... or seconds between commits (0: no time limit)
     worker_memory_mb: int = 4096  # what a detector's worker may allocate (0: unlimited)
+    finish_budget_s: float = 3600.0  # a corpus detector's finish(), all its parts together
 
     @classmethod
     def from_settings(cls, tag: dict | None) -> TagSettings:
@@ -374,7 +423,7 @@ class TagSettings:
     def to_json(self) -> dict:
         return {"batch_size": self.batch_size, "time_budget_s": self.time_budget_s, "isolation": self.isolation,
                 "commit_rows": self.commit_rows, "commit_seconds": self.commit_seconds,
-                "worker_memory_mb": self.worker_memory_mb}
+                "worker_memory_mb": self.worker_memory_mb, "finish_budget_s": self.finish_budget_s}
 
 
 def run_tag(store: Store, pm: ProvenancePluginManager, settings: dict, enable: list[str] | None = None,
@@ -436,7 +485,13 @@ class _Uncommitted:
 
 
 class _TagPass:
-    """One tag run over a store snapshot: plans, streams document files, commits every bounded amount of work."""
+    """One tag run over a store snapshot: plans, streams document files, commits every bounded amount of work.
+
+    ``ranged`` holds the detectors that work through row ranges of document files with coverage of
+    their own: per-document detectors (op "tag", output: tags) and state-keeping corpus detectors
+    (op "observe", output: state rows). ``corpus`` holds stateless corpus detectors, which observe
+    every row of every file in one pass. Both kinds of corpus detector then ``finish``.
+    """
 
     def __init__(self, store: Store, run: Run, druns: list[DetectorRun], tag: TagSettings, progress, on_total):
         self.store, self.run, self.tag, self.progress, self.on_total = store, run, tag, progress, on_total
@@ -445,42 +500,49 @@ class _TagPass:
         self.doc_entries = {e.path: e for e in self.snapshot.entries("documents")}
         self.stats = {d.name: DetectorStats() for d in druns}
         self.summary = TagSummary(run.run_id, self.stats, {d.name: d.describe() for d in druns})
-        per_doc = {d.name: (d, pending_ranges(self.snapshot, d)) for d in druns if not d.spec.cls.corpus_level}
-        self.per_doc = {n: v for n, v in per_doc.items() if v[1]}
-        self.corpus = [d for d in druns if d.spec.cls.corpus_level and not corpus_up_to_date(self.snapshot, d)]
+        ranged = {d.name: (d, pending_ranges(self.snapshot, d)) for d in druns
+                  if not d.spec.cls.corpus_level or d.keeps_state}
+        self.ranged = {n: v for n, v in ranged.items() if v[1]}
+        self.corpus = [d for d in druns if d.spec.cls.corpus_level and not d.keeps_state
+                       and not corpus_up_to_date(self.snapshot, d)]
+        self.stateful = [d for d in druns if d.keeps_state and not corpus_up_to_date(self.snapshot, d)]
         self.workers: dict = {}
         self.corpus_failed: set[str] = set()
+        self._state_schema: dict[str, pa.Schema] = {}  # the first state rows' schema, per detector, this run
         self._previous: PreviousLookup | None = None
         self._doc_ids: pa.ChunkedArray | None = None
+
+    def _per_document(self, name: str) -> bool:
+        return not self.ranged[name][0].spec.cls.corpus_level
 
     # ----- the pass -------------------------------------------------------------------------
     def execute(self) -> TagSummary:
         run, stats = self.run, self.stats
         # Per-document detectors already complete under this configuration may still have old files to retire.
-        _retire_superseded(run, self.snapshot,
-                           [d for d in self.druns if not d.spec.cls.corpus_level and d.name not in self.per_doc])
-        if not self.per_doc and not self.corpus:
+        _retire_superseded(run, self.snapshot, [d for d in self.druns
+                                                if not d.spec.cls.corpus_level and d.name not in self.ranged])
+        if not self.ranged and not self.corpus and not self.stateful:
             return self.summary
         todo_rows = {name: sum(e - s for ranges in todo.values() for s, e in ranges)
-                     for name, (_, todo) in self.per_doc.items()}
+                     for name, (_, todo) in self.ranged.items()}
         todo_rows.update({d.name: sum(e.rows for e in self.doc_entries.values()) for d in self.corpus})
         start_errors = []
-        for drun in [v[0] for v in self.per_doc.values()] + self.corpus:
+        for drun in [v[0] for v in self.ranged.values()] + self.corpus:
             stats[drun.name].status = "ok"
             start_errors += self._start_worker(drun)
         if start_errors:
             run.commit(add=[run.write("errors", pa.Table.from_pylist(start_errors), "")])
         try:
             files = [p for p in self.doc_entries
-                     if self.corpus or any(p in todo for _, todo in self.per_doc.values())]
+                     if self.corpus or any(p in todo for _, todo in self.ranged.values())]
             if self.on_total:
                 self.on_total(sum(self.doc_entries[p].rows for p in files))
             for path in files:
                 self._tag_file(self.doc_entries[path])
-            for drun in self.corpus:
+            for drun in self.corpus + self.stateful:
                 self._finish_corpus(drun)
-            finished = [drun for name, (drun, _todo) in self.per_doc.items()
-                        if stats[name].status == "ok" and not stats[name].errors]
+            finished = [drun for name, (drun, _todo) in self.ranged.items() if self._per_document(name)
+                        and stats[name].status == "ok" and not stats[name].errors]
             if finished:  # one read of the log, now holding this run's commits, for all of them
                 _retire_superseded(run, self.store.snapshot(), finished)
         finally:
@@ -490,8 +552,10 @@ class _TagPass:
             if s.status == "ok" and s.errors:
                 s.status = "partial"
             if name in todo_rows:
-                corpus_done = name not in self.per_doc and s.status == "ok"
-                s.pending = 0 if corpus_done else max(0, todo_rows[name] - (s.rows if name in self.per_doc else 0))
+                if name in self.ranged:
+                    s.pending = max(0, todo_rows[name] - s.rows)
+                else:
+                    s.pending = 0 if s.status == "ok" else todo_rows[name]
         return self.summary
 
     def _start_worker(self, drun: DetectorRun) -> list[dict]:
@@ -523,10 +587,10 @@ class _TagPass:
         return self._previous
 
     def _tag_file(self, entry: FileEntry) -> None:
-        todo = {n: r for n, (d, t) in self.per_doc.items() if (r := t.get(entry.path)) and self._alive(n)}
+        todo = {n: r for n, (d, t) in self.ranged.items() if (r := t.get(entry.path)) and self._alive(n)}
         corpus = [d for d in self.corpus if self._alive(d.name) and d.name not in self.corpus_failed]
         # What this file is read for: the detectors that still have work in it, and nothing else.
-        readers = [self.per_doc[n][0] for n in todo] + corpus
+        readers = [self.ranged[n][0] for n in todo] + corpus
         if not readers:
             return
         available = set(schemas.load("documents").names)
@@ -546,7 +610,7 @@ class _TagPass:
                 if pending.due(self.tag):
                     self._commit(entry, pending.take())
         except KeyboardInterrupt:
-            # Ctrl-C: keep every call that finished (each item is tags + their coverage), then stop.
+            # Ctrl-C: keep every call that finished (each item is output + its coverage), then stop.
             self._commit(entry, pending.take())
             raise
         self._commit(entry, pending.take())
@@ -557,11 +621,12 @@ class _TagPass:
         run, stats = self.run, self.stats
         calls = []  # (drun, op, start, end, sliced) sent this round
         for name, ranges in todo.items():
-            drun = self.per_doc[name][0]
+            drun = self.ranged[name][0]
             if not self._alive(name):
                 continue
+            op = "observe" if drun.keeps_state else "tag"
             for lo, hi, part in _slice_pending(batch, start, ranges):
-                calls.append((drun, "tag", lo, hi, part.select(drun.columns + _previous_cols(drun, part))))
+                calls.append((drun, op, lo, hi, part.select(drun.columns + _previous_cols(drun, part))))
         for drun in corpus:
             if self._alive(drun.name) and drun.name not in self.corpus_failed:
                 calls.append((drun, "observe", start, start + batch.num_rows,
@@ -577,6 +642,8 @@ class _TagPass:
             reply = self.workers[drun.name].receive(self.tag.time_budget_s)
             stat.seconds += reply.seconds
             where = f"{entry.path}[{lo}:{hi}]"
+            if reply.ok and drun.name in self.ranged:
+                reply = self._ranged_output(drun, op, reply, part, pending, lo, hi)
             if not reply.ok:
                 _trace(f"{drun.name} {op} {where} -> {reply.kind}: {reply.message}")
                 pending.errors.append(_error_row(run.run_id, drun, reply, entry.path, lo, hi))
@@ -585,84 +652,140 @@ class _TagPass:
                     worker_gone.add(drun.name)
                 if reply.kind in ("timeout", "crashed"):
                     stat.status = "stopped"
-                if op == "observe":
+                if drun.name not in self.ranged:
                     self.corpus_failed.add(drun.name)
                 continue
-            if op == "tag":
-                try:
-                    tags = finalize_tags(reply.value, drun, run.run_id, allowed_doc_ids=part.column("doc_id"))
-                except DetectorError as exc:
-                    _trace(f"{drun.name} {op} {where} -> invalid_output: {exc}")
-                    bad = Reply(False, kind="invalid_output", message=str(exc))
-                    pending.errors.append(_error_row(run.run_id, drun, bad, entry.path, lo, hi))
-                    _fault(stat, "invalid_output", str(exc), where)
-                    continue
-                pending.done[drun.name].append((lo, hi, tags))
-                stat.tags += tags.num_rows
-                _trace(f"{drun.name} tag {where} -> {tags.num_rows} tags in {reply.seconds:.3f} s")
-            else:
-                _trace(f"{drun.name} observe {where} -> ok in {reply.seconds:.3f} s")
+            _trace(f"{drun.name} {op} {where} -> ok in {reply.seconds:.3f} s")
             stat.batches += 1
             stat.rows += hi - lo
-        # A per-document detector that went over its memory limit gets a fresh worker: a leak or
-        # one huge document costs the batches it failed, not the rest of the run. (A corpus
-        # detector's state cannot be rebuilt: it is stopped, see _finish_corpus.)
+        # A detector that keeps nothing in its worker (per-document, or state-keeping: its state is stored)
+        # and went over its memory limit gets a fresh worker: a leak or one huge document costs the batches
+        # it failed, not the rest of the run. (A stateless corpus detector's state cannot be rebuilt: it is
+        # stopped, see _finish_corpus.)
         for name in sorted(worker_gone):
-            if name in self.per_doc and stats[name].status != "stopped" and not self._alive(name):
+            if name in self.ranged and stats[name].status != "stopped" and not self._alive(name):
                 _trace(f"{name}: restarting its worker after a memory fault")
-                errors = self._start_worker(self.per_doc[name][0])
+                errors = self._start_worker(self.ranged[name][0])
                 pending.errors.extend(errors)
 
+    def _ranged_output(self, drun: DetectorRun, op: str, reply: Reply, part: pa.RecordBatch,
+                       pending: _Uncommitted, lo: int, hi: int) -> Reply:
+        """Check a ranged call's output (tags, or state rows) and keep it with the rows it covers; a Reply
+        of kind invalid_output when it cannot be stored."""
+        try:
+            if op == "tag":
+                out = finalize_tags(reply.value, drun, self.run.run_id, allowed_doc_ids=part.column("doc_id"))
+                self.stats[drun.name].tags += out.num_rows
+            else:
+                out = reply.value
+                if out is not None:
+                    _check_doc_ids(out.column("doc_id"), part.column("doc_id"), drun.name,
+                                   "the batch it observed")
+                    expected = self._state_schema.setdefault(drun.name, out.schema)
+                    if not out.schema.equals(expected):
+                        raise InvalidOutput(f"detector {drun.name}: state rows changed schema within the run "
+                                            f"(first {expected}, now {out.schema})")
+        except DetectorError as exc:
+            return Reply(False, kind="invalid_output", message=str(exc), seconds=reply.seconds)
+        pending.done[drun.name].append((lo, hi, out))
+        return reply
+
     def _commit(self, entry: FileEntry, work: _Uncommitted) -> None:
-        """Tags, errors and coverage of part of one document file, in one atomic commit."""
+        """Tags or state rows, errors and coverage of part of one document file, in one atomic commit."""
         run = self.run
         add, coverage = [], []
         for name, items in work.done.items():
-            drun = self.per_doc[name][0]
-            parts = [t for _lo, _hi, t in items if t.num_rows]
+            drun = self.ranged[name][0]
+            parts = [t for _lo, _hi, t in items if t is not None and t.num_rows]
+            ranges = [list(r) for r in _merge_ranges([[lo, hi] for lo, hi, _t in items])]
+            if drun.keeps_state:
+                if parts:
+                    add.append(run.write("state", pa.concat_tables(parts), f"{safe_name(name)}/{drun.state_key}",
+                                         meta={"detector": name, "state_key": drun.state_key,
+                                               "doc_file": entry.path}))
+                coverage.append({"detector": name, "state_key": drun.state_key, "doc_file": entry.path,
+                                 "ranges": ranges})
+                continue
             if parts:
                 add.append(run.write("tags", pa.concat_tables(parts), f"{safe_name(name)}/{drun.tag_key}",
                                      meta={"detector": name, "tag_key": drun.tag_key, "doc_file": entry.path}))
-            coverage.append({"detector": name, "tag_key": drun.tag_key, "doc_file": entry.path,
-                             "ranges": [list(r) for r in _merge_ranges([[lo, hi] for lo, hi, _t in items])]})
+            coverage.append({"detector": name, "tag_key": drun.tag_key, "doc_file": entry.path, "ranges": ranges})
         if work.errors:
             add.append(run.write("errors", pa.Table.from_pylist(work.errors), ""))
         run.commit(add=add, coverage=coverage)
 
     def _finish_corpus(self, drun: DetectorRun) -> None:
-        run, budget = self.run, self.tag.time_budget_s
-        stat, worker = self.stats[drun.name], self.workers.get(drun.name)
-        if worker is None or not worker.alive or drun.name in self.corpus_failed:
+        """``finish``, its parts written as they stream in; one commit makes them live, replacing the old tags."""
+        run, stat = self.run, self.stats[drun.name]
+        stat.status = "ok" if stat.status == "up_to_date" else stat.status
+        if drun.keeps_state:
+            if any(f["where"] == "start" for f in stat.faults):
+                return  # it could not start this run; its start error is recorded
+            if not self._alive(drun.name):
+                # Its state is on disk, so a fresh worker can finish (after a memory fault, or when there
+                # was nothing new to observe and only the references changed).
+                errors = self._start_worker(drun)
+                if errors:
+                    run.commit(add=[run.write("errors", pa.Table.from_pylist(errors), "")])
+                    return
+        elif not self._alive(drun.name) or drun.name in self.corpus_failed:
             # Its fault is recorded already. finish() is not called on a partial view of the corpus:
             # the detector's earlier tags stay live and the next run starts it again.
             stat.status = "stopped"
             return
-        reply = worker.call("finish", None, budget)
-        stat.seconds += reply.seconds
-        add = []
-        if reply.ok:
-            try:
-                parts = [finalize_tags(t, drun, run.run_id) for t in reply.value]
-                tags = pa.concat_tables(parts) if parts else schemas.load("tags").arrow.empty_table()
-                # finish() may tag any document of the pass it observed (every live document), no other.
-                _check_doc_ids(tags.column("doc_id"), self._live_doc_ids(), drun.name, "the store's documents")
-            except DetectorError as exc:
-                reply = Reply(False, kind="invalid_output", message=str(exc))
-        if not reply.ok:
-            _trace(f"{drun.name} finish -> {reply.kind}: {reply.message}")
-            _fault(stat, reply.kind, reply.message, "finish")
+        snapshot = self.store.snapshot()  # with this run's commits (its state rows)
+        record = _corpus_record(snapshot, drun)
+        scratch = None
+        payload = None
+        if drun.keeps_state:
+            scratch = self.store.root / "_tmp" / f"{run.run_id}-{safe_name(drun.name)}"
+            scratch.mkdir(parents=True, exist_ok=True)
+            last = _last_corpus_record(snapshot, drun) or {}
+            seen = set(last.get("state_files", []))
+            root = self.store.root
+            payload = CorpusState(
+                state_files=[str(root / f) for f in record["state_files"]],
+                new_state_files=[str(root / f) for f in record["state_files"] if f not in seen],
+                doc_files=[str(root / f) for f in record["doc_files"]],
+                references={name: [str(root / f) for f in files] for name, files in record["references"].items()},
+                scratch_dir=str(scratch), time_budget_s=self.tag.finish_budget_s)
+        written: list[FileEntry] = []
+        failure: Reply | None = None
+        try:
+            for reply in self.workers[drun.name].finish_parts(payload, self.tag.finish_budget_s):
+                stat.seconds += reply.seconds
+                if not reply.ok:
+                    failure = reply
+                    break
+                try:
+                    tags = finalize_tags(reply.value, drun, run.run_id)
+                    # finish() may tag any live document of the store, no other.
+                    _check_doc_ids(tags.column("doc_id"), self._live_doc_ids(), drun.name, "the store's documents")
+                except DetectorError as exc:
+                    failure = Reply(False, kind="invalid_output", message=str(exc))
+                    break
+                written.append(run.write("tags", tags, f"{safe_name(drun.name)}/{drun.tag_key}",
+                                         meta={"detector": drun.name, "tag_key": drun.tag_key, "corpus": True}))
+                stat.tags += tags.num_rows
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+        if failure is not None:
+            for entry in written:  # never committed: nothing names them
+                (self.store.root / entry.path).unlink(missing_ok=True)
+            stat.tags = 0
+            _trace(f"{drun.name} finish -> {failure.kind}: {failure.message}")
+            _fault(stat, failure.kind, failure.message, "finish")
             stat.status = "stopped"
-            run.commit(add=[run.write("errors", pa.Table.from_pylist([_error_row(run.run_id, drun, reply)]), "")])
+            run.commit(add=[run.write("errors", pa.Table.from_pylist([_error_row(run.run_id, drun, failure)]), "")])
             return
-        stat.tags += tags.num_rows
-        _trace(f"{drun.name} finish -> {tags.num_rows} tags in {reply.seconds:.3f} s")
-        if tags.num_rows:
-            add.append(run.write("tags", tags, f"{safe_name(drun.name)}/{drun.tag_key}",
-                                 meta={"detector": drun.name, "tag_key": drun.tag_key, "corpus": True}))
-        run.commit(add=add, remove=superseded_files(self.snapshot, drun, keep_current=False),
-                   coverage=[{"detector": drun.name, "tag_key": drun.tag_key, "corpus": True,
-                              "doc_files": sorted(self.doc_entries)}],
-                   drop_coverage=[{"detector": drun.name}])
+        _trace(f"{drun.name} finish -> {stat.tags} tags in {len(written)} part(s)")
+        remove = superseded_files(snapshot, drun, keep_current=False)
+        drop = [{"detector": drun.name, "kind": "corpus"}]
+        if drun.keeps_state:  # state of an earlier state key is of no use once the current one is complete
+            remove += state_files(snapshot, drun, current=False)
+            drop.append({"detector": drun.name, "kind": "state", "keep_state_key": drun.state_key})
+        run.commit(add=written, remove=remove, coverage=[record], drop_coverage=drop)
 
     def _live_doc_ids(self) -> pa.ChunkedArray:
         if self._doc_ids is None:
@@ -678,7 +801,7 @@ def _retire_superseded(run: Run, snapshot: Snapshot, druns: list[DetectorRun]) -
         if pending_ranges(snapshot, drun):
             continue
         old = superseded_files(snapshot, drun, keep_current=True)
-        stale_coverage = any(c["detector"] == drun.name and c["tag_key"] != drun.tag_key for c in snapshot.coverage)
+        stale_coverage = any(c["detector"] == drun.name and c.get("tag_key") != drun.tag_key for c in snapshot.coverage)
         if old or stale_coverage:
             run.commit(remove=old, drop_coverage=[{"detector": drun.name, "keep_tag_key": drun.tag_key}])
 

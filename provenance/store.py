@@ -47,6 +47,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -62,7 +63,9 @@ from provenance import schemas
 # 2: commit entries named by sequence number. Format 1 stores (entries named by time_ns) are still read;
 # the first writer marks them 2, so an older tool, which would sort the two kinds of name wrongly, refuses them.
 STORE_FORMAT_VERSION = 2
-DATA_KINDS = ("documents", "tags", "errors", "fetches")
+DATA_KINDS = ("documents", "tags", "errors", "fetches", "state")
+# Kinds whose columns a detector defines (state rows keyed by doc_id): not checked against a schema here.
+DETECTOR_DEFINED_KINDS = ("state",)
 # Files removed from the live set stay on disk this long, for readers still using an older snapshot.
 REMOVED_FILE_GRACE_S = 3600
 
@@ -184,6 +187,25 @@ def _warn_once(store_root: Path, key: str, message: str) -> None:
     if (store_root, key) not in _WARNED:
         _WARNED.add((store_root, key))
         log.warning(message)
+
+
+def coverage_kind(record: dict) -> str:
+    """What a coverage record covers: "corpus" (a corpus detector's finish), "state" (rows of a detector's
+    stored state) or "doc" (rows a per-document detector tagged)."""
+    if record.get("corpus"):
+        return "corpus"
+    return "state" if "state_key" in record else "doc"
+
+
+def _drops(drop: dict, record: dict) -> bool:
+    """Whether a drop_coverage entry {"detector", "kind"?, "keep_tag_key"?, "keep_state_key"?} forgets a record."""
+    if record["detector"] != drop["detector"]:
+        return False
+    if drop.get("kind") is not None and coverage_kind(record) != drop["kind"]:
+        return False
+    if drop.get("keep_tag_key") is not None and record.get("tag_key") == drop["keep_tag_key"]:
+        return False
+    return not (drop.get("keep_state_key") is not None and record.get("state_key") == drop["keep_state_key"])
 
 
 def _parse_entry(data: bytes) -> dict:
@@ -320,9 +342,7 @@ class Store:
                 if files.pop(removed_path, None) is not None:
                     removed[removed_path] = entry["committed_at_unix"]
             for drop in entry.get("drop_coverage", []):
-                keep = drop.get("keep_tag_key")
-                coverage = [c for c in coverage
-                            if c["detector"] != drop["detector"] or (keep is not None and c["tag_key"] == keep)]
+                coverage = [c for c in coverage if not _drops(drop, c)]
             coverage.extend(entry.get("coverage", []))
         return Snapshot(self.root, files, removed, coverage, log_seq=log_seq, torn=torn)
 
@@ -427,7 +447,10 @@ class Store:
         tmp.mkdir(exist_ok=True)
         for leftover in tmp.iterdir():
             with contextlib.suppress(OSError):
-                leftover.unlink()
+                if leftover.is_dir() and not leftover.is_symlink():  # a detector's scratch directory
+                    shutil.rmtree(leftover)
+                else:
+                    leftover.unlink()
         log_dir = self.root / "_log"
         make_dirs(log_dir)
         for leftover in log_dir.glob(".*.tmp"):  # a commit entry written but never renamed in
@@ -525,10 +548,14 @@ class Run:
 
         The file is moved to its final path but is invisible until ``commit()`` names it.
         """
-        conformed = schemas.conform(table, kind)
-        schema = schemas.load(kind)
+        if kind in DETECTOR_DEFINED_KINDS:
+            conformed = table if isinstance(table, pa.Table) else pa.Table.from_batches([table])
+            schema_metadata = {b"provenance.schema": kind.encode()}
+        else:
+            conformed = schemas.conform(table, kind)
+            schema_metadata = schemas.load(kind).metadata()
         conformed = conformed.replace_schema_metadata({
-            **schema.metadata(),
+            **schema_metadata,
             b"provenance.run_id": self.run_id.encode(),
         })
         self._seq += 1
@@ -549,8 +576,9 @@ class Run:
         """Make ``add`` visible and ``remove`` invisible, atomically, in one log entry.
 
         ``coverage`` records what a detector has processed (see runner.py);
-        ``drop_coverage`` entries ({"detector", "keep_tag_key"?}) forget a
-        detector's earlier coverage, applied before this entry's own coverage.
+        ``drop_coverage`` entries ({"detector", "kind"?, "keep_tag_key"?,
+        "keep_state_key"?}, see ``_drops``) forget a detector's earlier
+        coverage, applied before this entry's own coverage.
         """
         if not (add or remove or coverage or drop_coverage):
             return

@@ -1,0 +1,168 @@
+"""State-keeping corpus detectors: state rows stored once per document, finish() streamed and budgeted."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+import provenance
+from provenance.store import Store
+from provenance.testing import make_store, run_detectors
+
+
+class LengthState(provenance.CorpusDetector):
+    """Keeps each document's text length as state; finish tags every document with what it read."""
+
+    name = "length_state"
+    version = "1"
+    category = "other"
+    needs = ("text",)
+    keeps_state = True
+    state_options = ("unit",)
+    options = {"unit": "chars", "parts": 1, "label": "seen"}
+
+    def observe(self, batch):
+        lengths = pc.utf8_length(pc.fill_null(batch.column("text"), ""))
+        return pa.table({"doc_id": batch.column("doc_id"), "length": lengths})
+
+    def finish(self, corpus):
+        if os.environ.get("LENGTH_STATE_SLOW_FINISH"):
+            time.sleep(30)
+        state = pa.concat_tables([pq.read_table(f) for f in corpus.state_files])
+        new_rows = sum(pq.read_metadata(f).num_rows for f in corpus.new_state_files)
+        evidence = {"state_rows": state.num_rows, "new_rows": new_rows,
+                    "scratch_is_dir": os.path.isdir(corpus.scratch_dir)}
+        doc_ids = state.column("doc_id")
+        step = -(-len(doc_ids) // self.options["parts"])
+        for start in range(0, len(doc_ids), step):
+            if start and os.environ.get("LENGTH_STATE_FAIL_AFTER_FIRST_PART"):
+                raise RuntimeError("finish failed half-way")
+            part = doc_ids.slice(start, step)
+            yield self.tags(part, self.options["label"], evidence=[json.dumps(evidence)] * len(part))
+
+
+def _docs(n: int, offset: int = 0) -> list[dict]:
+    return [{"url": f"https://example.org/{offset + i}", "text": f"document number {offset + i} " * (i + 1)}
+            for i in range(n)]
+
+
+def _log_entries(store: Store) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((store.root / "_log").glob("*.json"))]
+
+
+def _evidence(tags: pa.Table) -> set[str]:
+    return set(tags.column("evidence").to_pylist())
+
+
+def test_state_is_stored_once_per_document_and_a_new_crawl_observes_only_its_documents(tmp_path):
+    store = make_store(tmp_path / "store", _docs(10), rows_per_file=4)
+    first = run_detectors([LengthState], store, batch_size=3)
+    stat = first.summary.detectors["length_state"]
+    assert (stat.status, stat.rows, stat.tags) == ("ok", 10, 10)
+    assert _evidence(first.tags) == {json.dumps({"state_rows": 10, "new_rows": 10, "scratch_is_dir": True})}
+    state = store.snapshot().entries("state")
+    assert sum(e.rows for e in state) == 10 and {e.meta["detector"] for e in state} == {"length_state"}
+    assert pq.read_table(store.root / state[0].path).column_names == ["doc_id", "length"]
+
+    entries = len(_log_entries(store))
+    again = run_detectors([LengthState], store)
+    assert again.summary.detectors["length_state"].status == "up_to_date"
+    assert len(_log_entries(store)) == entries  # nothing new: nothing observed, finished or committed
+
+    make_store(store.root, _docs(3, offset=100))
+    third = run_detectors([LengthState], store)
+    stat = third.summary.detectors["length_state"]
+    assert (stat.status, stat.rows, stat.tags) == ("ok", 3, 13)  # observed 3 rows, finished over 13
+    assert _evidence(third.tags) == {json.dumps({"state_rows": 13, "new_rows": 3, "scratch_is_dir": True})}
+    assert third.tags.num_rows == 13  # the earlier output was replaced, not added to
+    assert not any((store.root / "_tmp").iterdir())  # the scratch directory is gone
+
+
+def test_finish_parts_are_streamed_and_made_live_in_one_commit(tmp_path):
+    store = make_store(tmp_path / "store", _docs(9))
+    result = run_detectors([LengthState], store, {"length_state": {"parts": 3}})
+    assert result.tags.num_rows == 9
+    files = [e for e in store.snapshot().entries("tags") if e.meta.get("detector") == "length_state"]
+    assert sorted(e.rows for e in files) == [3, 3, 3]  # one file per part, as the parts arrived
+    adding = [e for e in _log_entries(store) if any(a["kind"] == "tags" for a in e["add"])]
+    assert len(adding) == 1 and len(adding[0]["add"]) == 3
+
+
+def test_finish_failing_half_way_keeps_the_earlier_tags_and_leaves_no_files(tmp_path, monkeypatch):
+    store = make_store(tmp_path / "store", _docs(6))
+    run_detectors([LengthState], store, {"length_state": {"parts": 3}})
+    make_store(store.root, _docs(2, offset=50))
+    files_before = sorted(p.name for p in (store.root / "tags").rglob("*.parquet"))
+    monkeypatch.setenv("LENGTH_STATE_FAIL_AFTER_FIRST_PART", "1")
+    failed = run_detectors([LengthState], store, {"length_state": {"parts": 3}}, raise_on_error=False)
+    stat = failed.summary.detectors["length_state"]
+    assert stat.status == "stopped" and stat.faults[0]["where"] == "finish"
+    assert "finish failed half-way" in stat.faults[0]["message"]
+    assert failed.tags.num_rows == 6  # the earlier output, still live
+    assert sorted(p.name for p in (store.root / "tags").rglob("*.parquet")) == files_before  # first part deleted
+    monkeypatch.delenv("LENGTH_STATE_FAIL_AFTER_FIRST_PART")
+    fixed = run_detectors([LengthState], store, {"length_state": {"parts": 3}})
+    stat = fixed.summary.detectors["length_state"]
+    assert (stat.status, stat.rows) == ("ok", 0)  # the new documents' state was kept: only finish reran
+    assert fixed.tags.num_rows == 8
+
+
+def test_finish_has_its_own_time_budget(tmp_path, monkeypatch):
+    store = make_store(tmp_path / "store", _docs(4))
+    monkeypatch.setenv("LENGTH_STATE_SLOW_FINISH", "1")
+    result = run_detectors([LengthState], store, settings={"tag": {"finish_budget_s": 1.0}}, raise_on_error=False)
+    stat = result.summary.detectors["length_state"]
+    assert stat.status == "stopped" and stat.faults[0]["kind"] == "timeout"
+    assert "finish_budget_s" in stat.faults[0]["message"]
+    assert result.tags.num_rows == 0
+    # The per-call budget does not apply to finish: a budget of 1 s per call, 60 s for finish, passes.
+    monkeypatch.delenv("LENGTH_STATE_SLOW_FINISH")
+    ok = run_detectors([LengthState], store, time_budget=1.0, settings={"tag": {"finish_budget_s": 60.0}})
+    assert ok.tags.num_rows == 4
+
+
+def test_state_options_decide_what_is_observed_again(tmp_path):
+    store = make_store(tmp_path / "store", _docs(5))
+    run_detectors([LengthState], store)
+    relabelled = run_detectors([LengthState], store, {"length_state": {"label": "again"}})
+    stat = relabelled.summary.detectors["length_state"]
+    assert (stat.rows, stat.tags) == (0, 5)  # not a state option: finish again over the stored state
+    assert set(relabelled.tags.column("tag").to_pylist()) == {"again"}
+    old_state = {e.path for e in store.snapshot().entries("state")}
+    recounted = run_detectors([LengthState], store, {"length_state": {"unit": "bytes", "label": "again"}})
+    assert recounted.summary.detectors["length_state"].rows == 5  # a state option: every document again
+    live = store.snapshot().entries("state")
+    assert sum(e.rows for e in live) == 5 and not old_state & {e.path for e in live}  # old state retired
+
+
+class BadState(provenance.CorpusDetector):
+    name = "bad_state"
+    version = "1"
+    needs = ("text",)
+    keeps_state = True
+
+    def observe(self, batch):
+        if os.environ.get("BAD_STATE") == "stranger":
+            return pa.table({"doc_id": pa.array(["f" * 32] * batch.num_rows)})
+        return pa.table({"id": batch.column("doc_id")})
+
+    def finish(self, corpus):
+        return None
+
+
+@pytest.mark.parametrize("mode, message", [("no_doc_id", "state rows need a string 'doc_id' column"),
+                                           ("stranger", "which is not in the batch it observed")])
+def test_state_rows_are_checked_before_they_are_stored(tmp_path, monkeypatch, mode, message):
+    monkeypatch.setenv("BAD_STATE", mode)
+    store = make_store(tmp_path / "store", _docs(3))
+    result = run_detectors([BadState], store, raise_on_error=False)
+    stat = result.summary.detectors["bad_state"]
+    assert stat.errors == 1 and stat.faults[0]["kind"] == "invalid_output"
+    assert message in stat.faults[0]["message"]
+    assert store.snapshot().entries("state") == []
