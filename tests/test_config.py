@@ -211,6 +211,7 @@ isolation = "inline"
 commit_rows = 50
 commit_seconds = 5.5
 worker_memory_mb = 512
+finish_budget_s = 120
 enable = ["exact_duplicate"]
 disable = ["another_plugin"]
 
