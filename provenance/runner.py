@@ -655,7 +655,12 @@ class _TagPass:
                 if drun.name not in self.ranged:
                     self.corpus_failed.add(drun.name)
                 continue
-            _trace(f"{drun.name} {op} {where} -> ok in {reply.seconds:.3f} s")
+            if drun.name in self.ranged:
+                out = pending.done[drun.name][-1][2]
+                made = f"{0 if out is None else out.num_rows} {'tags' if op == 'tag' else 'state rows'}"
+                _trace(f"{drun.name} {op} {where} -> {made} in {reply.seconds:.3f} s")
+            else:
+                _trace(f"{drun.name} {op} {where} -> ok in {reply.seconds:.3f} s")
             stat.batches += 1
             stat.rows += hi - lo
         # A detector that keeps nothing in its worker (per-document, or state-keeping: its state is stored)
