@@ -62,7 +62,7 @@ from provenance import schemas
 # 2: commit entries named by sequence number. Format 1 stores (entries named by time_ns) are still read;
 # the first writer marks them 2, so an older tool, which would sort the two kinds of name wrongly, refuses them.
 STORE_FORMAT_VERSION = 2
-DATA_KINDS = ("documents", "tags", "errors", "fetches")
+DATA_KINDS = ("documents", "tags", "errors", "fetches", "references")
 # Files removed from the live set stay on disk this long, for readers still using an older snapshot.
 REMOVED_FILE_GRACE_S = 3600
 
