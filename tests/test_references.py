@@ -184,3 +184,15 @@ def test_views_and_listing_work_on_a_store_without_references(tmp_path, cli):
     assert "no reference sets" in proc.stderr
     assert cli("reference", "list", "--store", tmp_path / "s", "--format", "csv", check=0).stdout.startswith(
         "name,texts,files,bytes,added_at,run_id,content_sha256")
+
+
+def test_add_and_remove_wait_for_no_one_while_another_run_writes(tmp_path, cli):
+    src = tmp_path / "a.jsonl"
+    _write_jsonl(src, [{"text": "known"}])
+    store = Store.open(tmp_path / "s", create=True)
+    cli("reference", "add", "llm", src, "--store", store.root, check=0)
+    with store.run("ingest"):  # this process holds the write lock
+        for args in (("add", "other", src), ("remove", "llm")):
+            proc = cli("reference", *args, "--store", store.root, check=75)
+            assert "store is locked by pid" in proc.stderr and proc.stderr.count("\n") == 1
+    assert _listing(cli, store.root)["llm"]["texts"] == 1 and "other" not in _listing(cli, store.root)
