@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from provenance import exitcodes
 from provenance.ingest import (InputProblem, detect_format, expand_inputs, is_string_type, iter_jsonl,
                                iter_parquet_rows, json_type_name)
-from provenance.store import FileEntry, Snapshot, Store, utcnow
+from provenance.store import FileEntry, Snapshot, Store
 
 KIND = "references"
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -66,6 +66,11 @@ def _entries_by_name(snapshot: Snapshot) -> dict[str, list[FileEntry]]:
 def reference_sets(snapshot: Snapshot) -> dict[str, list[Path]]:
     """Every live reference set: name -> its Parquet files (absolute paths, sorted). Columns: see schema."""
     return {name: [snapshot.root / e.path for e in entries] for name, entries in _entries_by_name(snapshot).items()}
+
+
+def reference_versions(snapshot: Snapshot) -> dict[str, str]:
+    """name -> content sha256 of every live set: what changes when a set's texts change (for staleness checks)."""
+    return {name: entries[0].meta.get("content_sha256", "") for name, entries in _entries_by_name(snapshot).items()}
 
 
 def list_references(snapshot: Snapshot) -> list[dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 
 import pyarrow as pa
@@ -10,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import provenance
-from provenance.references import ReferenceSetError, add_reference, reference_sets
+from provenance.references import ReferenceSetError, add_reference, reference_sets, reference_versions
 from provenance.store import Store
 
 
@@ -48,7 +49,6 @@ def test_add_list_query_and_remove_through_the_cli(tmp_path, cli):
     assert [r[1] for r in rows] == ["gpt-1", "llm.jsonl.gz:2", "7"]
     assert {r[0] for r in rows} == {"llm"} and rows[2][2] == "In conclusion, it depends."
     assert all(r[4] == str(src) for r in rows) and [r[5] for r in rows] == [1, 2, 3]
-    import hashlib
     assert rows[0][3] == hashlib.sha256(rows[0][2].encode()).hexdigest()
     # The sandboxed query of the CLI reads the reference files too.
     out = cli("query", "SELECT count(*) AS n FROM reference_texts", "--store", store, "--format", "json", check=0)
@@ -101,6 +101,8 @@ def test_adding_changed_texts_replaces_the_set_in_one_commit(tmp_path, cli):
 
     listed = _listing(cli, store)
     assert listed["llm"]["texts"] == 4 and listed["llm"]["run_id"] != first["run_id"]
+    assert reference_versions(Store.open(store).snapshot()) == {
+        "llm": listed["llm"]["content_sha256"], "other": listed["other"]["content_sha256"]}
     assert listed["other"]["texts"] == 1  # another name is untouched
     con = provenance.connect(store)
     assert sorted(r[0] for r in con.execute("SELECT ref_id FROM reference_texts WHERE reference = 'llm'")
