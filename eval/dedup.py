@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from metrics import print_detection_metrics  # noqa: E402
-from reference import DATA, ingest_records, iso_date, read_reference  # noqa: E402
+from reference import DATA, edited, ingest_records, iso_date, read_reference  # noqa: E402
 
 import provenance  # noqa: E402
 from provenance.config import DEFAULTS  # noqa: E402
@@ -42,20 +42,6 @@ from provenance.plugins.near_duplicate import shingles  # noqa: E402
 from provenance.runner import run_tag  # noqa: E402
 
 THRESHOLD = 0.8
-
-
-def edited(rng: random.Random, text: str, rate: float, vocabulary: list[str]) -> str:
-    """``text`` with round(rate * words) random word edits: replace, delete or insert a word."""
-    words = text.split()
-    for _ in range(max(1, round(rate * len(words)))):
-        op, i = rng.choice("rdi"), rng.randrange(max(1, len(words)))
-        if op == "r" and words:
-            words[i] = rng.choice(vocabulary)
-        elif op == "d" and len(words) > 1:
-            del words[i]
-        else:
-            words.insert(i, rng.choice(vocabulary))
-    return " ".join(words)
 
 
 def build_corpus(rows: list[dict], sample: int, inject: int, seed: int) -> tuple[list[dict], dict]:

@@ -1,13 +1,17 @@
-"""The human reference texts in ../shared that the evaluations and benchmarks read: where, how, and their dates."""
+"""The reference texts in ../shared that the evaluations and benchmarks read: where, how, their dates, and
+edited copies of them (near duplicates with a known share of word edits)."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import random
 from datetime import datetime
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "text" / "human_reference.jsonl.gz"
+TEXT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "text"
+DATA = TEXT_DATA / "human_reference.jsonl.gz"
+LLM_DATA = TEXT_DATA / "llm_reference.jsonl.gz"
 
 
 def read_reference(path: Path, who: str) -> list[dict] | None:
@@ -27,6 +31,20 @@ def iso_date(value: str | None) -> str | None:
         return datetime.strptime(value, "%d-%b-%Y %H:%M:%S.%f").isoformat() + "Z"
     except (TypeError, ValueError):
         return None
+
+
+def edited(rng: random.Random, text: str, rate: float, vocabulary: list[str]) -> str:
+    """``text`` with round(rate * words) random word edits (at least one): replace, delete or insert a word."""
+    words = text.split()
+    for _ in range(max(1, round(rate * len(words)))):
+        op, i = rng.choice("rdi"), rng.randrange(max(1, len(words)))
+        if op == "r" and words:
+            words[i] = rng.choice(vocabulary)
+        elif op == "d" and len(words) > 1:
+            del words[i]
+        else:
+            words.insert(i, rng.choice(vocabulary))
+    return " ".join(words)
 
 
 def ingest_records(records, workdir: Path):

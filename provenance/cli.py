@@ -1,4 +1,4 @@
-"""The ``provenance`` command line: crawl | ingest | tag | query | export | plugins.
+"""The ``provenance`` command line: crawl | ingest | reference | tag | query | export | plugins.
 
 A contract users script against: every command takes ``--store DIR`` (default
 from provenance.toml, then ./provenance-store), never prompts, prints progress
@@ -52,6 +52,7 @@ def handle_errors(fn):
     from provenance.export import ExportError
     from provenance.ingest import IngestError
     from provenance.pluginmanager import PluginLoadError
+    from provenance.references import ReferenceSetError
     from provenance.runner import TagRunError
 
     @functools.wraps(fn)
@@ -62,7 +63,7 @@ def handle_errors(fn):
             raise Failure(str(exc), exitcodes.LOCKED) from None
         except (config_mod.ConfigError, TagRunError, DetectorError) as exc:
             raise Failure(str(exc), exitcodes.USAGE) from None
-        except (StoreError, IngestError, ExportError, PluginLoadError) as exc:
+        except (StoreError, IngestError, ExportError, PluginLoadError, ReferenceSetError) as exc:
             raise Failure(str(exc), getattr(exc, "exit_code", exitcodes.FAILURE)) from None
         # Ctrl-C is main()'s to report, the same way for every command.
 
@@ -165,6 +166,80 @@ def ingest(paths, store_dir, config_file, crawl_id):
     click.echo(f"ingest: {result.records} records in {len(result.files)} file(s): {result.stored} stored, "
                f"{result.already_stored} already stored, {len(result.problems)} bad{skipped} -> {store.root}")
     sys.exit(exitcodes.PARTIAL if result.problems else exitcodes.OK)
+
+
+# ----- reference ------------------------------------------------------------------------------
+@cli.group()
+def reference():
+    """Reference sets of known LLM texts, which detectors (near_duplicate) compare documents against."""
+
+
+@reference.command("add")
+@click.argument("name")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@store_option
+@click.option("--text-field", default="text", show_default=True, help="The field (column) holding the text.")
+@click.option("--id-field", default="id", show_default=True,
+              help="The field holding each text's id [absent: <file name>:<line>].")
+@handle_errors
+def reference_add(name, paths, store_dir, config_file, text_field, id_field):
+    """Add reference set NAME from JSONL or Parquet files (or directories), replacing its earlier version.
+
+    NAME: lower-case letters, digits, '_', '.', '-'. Records without a text
+    string are reported with file and line; the others are kept. Adding the
+    same texts again stores nothing.
+    """
+    from provenance.references import add_reference
+
+    _settings, store = settings_and_store(config_file, store_dir, create=True)
+    with progress_bar("reference") as bar:
+        task = bar.add_task("records", total=None)
+        result = add_reference(store, name, list(paths), text_field=text_field, id_field=id_field,
+                               on_record=lambda: bar.advance(task))
+    for problem in result["first_problems"][:MAX_PROBLEM_LINES]:
+        click.echo(f"provenance: bad input: {problem}", err=True)
+    if result["problems"] > MAX_PROBLEM_LINES:
+        click.echo(f"provenance: bad input: {result['problems'] - MAX_PROBLEM_LINES} more not shown; the first 100 "
+                   f"are in the run's stats: provenance query \"SELECT stats FROM runs WHERE command = 'reference' "
+                   f"ORDER BY started_at DESC LIMIT 1\"", err=True)
+    if result["unchanged"]:
+        what = f"unchanged, already stored (version {result['run_id']})"
+    else:
+        replaced = f", replacing {result['replaced_files']} file(s)" if result["replaced_files"] else ""
+        what = f"{result['files']} file(s){replaced}, version {result['run_id']}"
+    click.echo(f"reference add: {name}: {result['texts']} texts from {result['records']} records in "
+               f"{len(result['inputs'])} input(s), {result['problems']} bad; {what} -> {store.root}", err=True)
+    sys.exit(exitcodes.PARTIAL if result["problems"] else exitcodes.OK)
+
+
+@reference.command("list")
+@store_option
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@handle_errors
+def reference_list(store_dir, config_file, fmt):
+    """List the live reference sets: texts, files, when added, content hash."""
+    from provenance.references import list_references
+
+    _settings, store = settings_and_store(config_file, store_dir)
+    sets = list_references(store.snapshot())
+    columns = ["name", "texts", "files", "bytes", "added_at", "run_id", "content_sha256"]
+    _print_rows(columns, [[s[c] for c in columns] for s in sets], fmt)
+    if fmt == "table" and not sets:
+        click.echo("no reference sets; add one with: provenance reference add NAME FILE.jsonl", err=True)
+
+
+@reference.command("remove")
+@click.argument("name")
+@store_option
+@handle_errors
+def reference_remove(name, store_dir, config_file):
+    """Take reference set NAME out of use (one commit; later tag runs no longer see it)."""
+    from provenance.references import remove_reference
+
+    _settings, store = settings_and_store(config_file, store_dir)
+    result = remove_reference(store, name)
+    click.echo(f"reference remove: {name}: {result['texts']} texts in {result['files']} file(s) removed "
+               f"(run {result['run_id']}) -> {store.root}", err=True)
 
 
 # ----- crawl ----------------------------------------------------------------------------------
@@ -279,19 +354,22 @@ def query(sql, store_dir, config_file, fmt, max_rows):
                       exitcodes.USAGE) from None
     except duckdb.Error as exc:
         raise Failure(f"SQL error: {first_line(exc)}", exitcodes.USAGE) from None
-    columns = [d[0] for d in result.description]
+    _print_rows([d[0] for d in result.description], result.fetchall(), fmt, max_rows)
+
+
+def _print_rows(columns, rows, fmt: str, max_rows: int = 0) -> None:
+    """Rows as a table (for people), CSV, or a JSON array of row objects (for scripts)."""
     if fmt == "json":
-        rows = result.fetchall()
         click.echo(json.dumps([dict(zip(columns, _jsonable_row(r))) for r in rows], default=str, ensure_ascii=False))
     elif fmt == "csv":
         import csv
 
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
-        for row in result.fetchall():
+        for row in rows:
             writer.writerow(_jsonable_row(row))
     else:
-        _print_table(columns, result.fetchall(), max_rows)
+        _print_table(columns, rows, max_rows)
 
 
 def _jsonable_row(row) -> list:

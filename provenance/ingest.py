@@ -81,7 +81,7 @@ def record_to_document(record: dict, *, source: str, crawl_id: str, run_id: str,
     if url is None:
         raise ValueError("missing 'url' (a non-empty string is required)")
     if not isinstance(url, str):
-        raise ValueError(f"'url' must be a string, got {_type_name(url)}")
+        raise ValueError(f"'url' must be a string, got {json_type_name(url)}")
     if not url.strip():
         raise ValueError("'url' is empty (a non-empty string is required)")
     text, html = record.get("text"), record.get("html")
@@ -89,7 +89,7 @@ def record_to_document(record: dict, *, source: str, crawl_id: str, run_id: str,
         raise ValueError("needs 'text' or 'html'")
     for name, value in (("text", text), ("html", html)):
         if value is not None and not isinstance(value, str):
-            raise ValueError(f"'{name}' must be a string, got {_type_name(value)}")
+            raise ValueError(f"'{name}' must be a string, got {json_type_name(value)}")
     try:
         fetched_at = parse_time(record.get("fetched_at"))
     except ValueError as exc:
@@ -104,7 +104,7 @@ def record_to_document(record: dict, *, source: str, crawl_id: str, run_id: str,
     )
 
 
-def _type_name(value) -> str:
+def json_type_name(value) -> str:
     """The JSON word for a value's type: what a user who wrote the record recognises."""
     for kind, word in ((bool, "a boolean"), (int, "a number"), (float, "a number"), (list, "an array"),
                        (dict, "an object")):
@@ -137,7 +137,7 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
         yield -1, None, f"unreadable after this point: {type(exc).__name__}: {exc}"
 
 
-def _is_string_type(t: pa.DataType) -> bool:
+def is_string_type(t: pa.DataType) -> bool:
     if pa.types.is_dictionary(t):
         t = t.value_type
     return pa.types.is_string(t) or pa.types.is_large_string(t) or str(t) == "string_view"
@@ -161,20 +161,25 @@ def check_parquet_columns(path: Path) -> None:
         raise IngestError(f"{path}: Parquet file has neither a 'text' nor an 'html' column (columns: {listing}); "
                           "records need 'url' and 'text' and/or 'html'")
     for name in ("url", "text", "html"):
-        if name in columns and not pa.types.is_null(columns[name]) and not _is_string_type(columns[name]):
+        if name in columns and not pa.types.is_null(columns[name]) and not is_string_type(columns[name]):
             raise IngestError(f"{path}: Parquet column '{name}' is of type {columns[name]}, "
                               "it must be a string column")
 
 
 def iter_parquet(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
     check_parquet_columns(path)
+    yield from iter_parquet_rows(path)
+
+
+def iter_parquet_rows(path: Path, columns: list[str] | None = None) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(row number, record, problem) per row, like iter_jsonl; ``columns`` only (default all), unchecked."""
     try:
         pf = pq.ParquetFile(path)
     except Exception as exc:
         raise IngestError(f"{path}: not a readable Parquet file: {exc}") from None
     row = 0
     try:
-        for batch in pf.iter_batches(batch_size=256):
+        for batch in pf.iter_batches(batch_size=256, columns=columns):
             for record in batch.to_pylist():
                 row += 1
                 yield row, record, None

@@ -24,7 +24,7 @@ Coverage records (in the store's commit log) say what a detector has seen:
   per-document: {"detector", "tag_key", "doc_file", "ranges": [[start, end], ...]}
   state rows:   {"detector", "state_key", "doc_file", "ranges": [[start, end], ...]}
   corpus-level: {"detector", "tag_key", "corpus": true, "doc_files": [...],
-                 and for state-keeping detectors "state_files": [...], "references": {name: [file, ...]}}
+                 and for state-keeping detectors "state_files": [...], "references": {name: content sha256}}
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from provenance import schemas
 from provenance.detectors import SPECIAL_NEEDS, CorpusState, DetectorError, InvalidOutput, output_to_table
 from provenance.isolation import Reply, WorkerStartError, make_worker
 from provenance.pluginmanager import DetectorSpec, ProvenancePluginManager
+from provenance.references import reference_sets, reference_versions
 from provenance.store import FileEntry, Run, Snapshot, Store, safe_name, utcnow
 
 
@@ -253,21 +254,13 @@ def state_files(snapshot: Snapshot, drun: DetectorRun, current: bool = True) -> 
             and (e.meta.get("state_key") == drun.state_key) == current]
 
 
-def reference_sets(snapshot: Snapshot) -> dict[str, list[str]]:
-    """Reference sets (``provenance reference add``): name -> its live files, store-relative."""
-    sets: dict[str, list[str]] = defaultdict(list)
-    for entry in snapshot.entries("references"):
-        sets[entry.meta.get("reference", "")].append(entry.path)
-    return dict(sets)
-
-
 def _corpus_record(snapshot: Snapshot, drun: DetectorRun) -> dict:
     """What a corpus detector's finish covers now; it is up to date when its last record says the same."""
     record = {"detector": drun.name, "tag_key": drun.tag_key, "corpus": True,
               "doc_files": sorted(e.path for e in snapshot.entries("documents"))}
     if drun.keeps_state:
         record["state_files"] = sorted(state_files(snapshot, drun))
-        record["references"] = reference_sets(snapshot)
+        record["references"] = reference_versions(snapshot)  # name -> content hash: a re-added set is new
     return record
 
 
@@ -752,7 +745,7 @@ class _TagPass:
                 state_files=[str(root / f) for f in record["state_files"]],
                 new_state_files=[str(root / f) for f in record["state_files"] if f not in seen],
                 doc_files=[str(root / f) for f in record["doc_files"]],
-                references={name: [str(root / f) for f in files] for name, files in record["references"].items()},
+                references={name: [str(p) for p in paths] for name, paths in reference_sets(snapshot).items()},
                 scratch_dir=str(scratch), time_budget_s=self.tag.finish_budget_s)
         written: list[FileEntry] = []
         failure: Reply | None = None

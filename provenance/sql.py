@@ -16,6 +16,10 @@ Views (stable names; add, never rename):
               cluster_size, n_domains, n_registered_domains, first_seen
               (earliest fetched_at in the cluster), is_representative (the
               kept document: the cluster's earliest, which carries no tag)
+  reference_texts  every text of the live reference sets of known LLM
+              output (``provenance reference add``): reference, ref_id, text,
+              text_sha256, source_file, source_line, added_at
+              (schemas/references.v1.json)
 
 Views read only files named by the commit log (a snapshot taken at connect
 time), so a run in progress is never half visible. A tag with a null score
@@ -41,7 +45,9 @@ from provenance import schemas
 from provenance.store import Snapshot, Store
 
 SCORE_CATEGORIES = ("llm", "poison", "duplicate", "quality", "provenance")
-PARQUET_VIEWS = ("documents", "tags", "errors", "fetches")  # views over the store's Parquet files, one per kind
+# Views over the store's Parquet files: view name -> the kind of file it reads.
+PARQUET_VIEWS = {"documents": "documents", "tags": "tags", "errors": "errors", "fetches": "fetches",
+                 "reference_texts": "references"}
 
 
 class UserSQLError(ValueError):
@@ -160,8 +166,8 @@ WHERE m.doc_id IN (SELECT doc_id FROM documents)
 
 def create_views(con: duckdb.DuckDBPyConnection, store: Store, snapshot: Snapshot | None = None) -> Snapshot:
     snapshot = snapshot or store.snapshot()
-    for kind in PARQUET_VIEWS:
-        _parquet_view(con, kind, kind, snapshot.paths(kind))
+    for view, kind in PARQUET_VIEWS.items():
+        _parquet_view(con, view, kind, snapshot.paths(kind))
     con.register("_runs", _runs_table(store))
     con.execute("CREATE OR REPLACE VIEW runs AS SELECT * FROM _runs")
     con.execute(FIRST_SEEN_SQL)
@@ -206,7 +212,7 @@ def connect(store: str | Path | Store, database: str = ":memory:", *, sandbox: b
     snapshot = snapshot or store.snapshot()
     con = duckdb.connect(database)
     if sandbox:
-        readable = [p for kind in PARQUET_VIEWS for p in snapshot.paths(kind)]
+        readable = [p for kind in PARQUET_VIEWS.values() for p in snapshot.paths(kind)]
         restrict_file_access(con, readable, writable_dirs)
     create_views(con, store, snapshot)
     return con

@@ -7,6 +7,8 @@ Layout::
       documents/<crawl_id>/<run_id>-<seq>.parquet
       fetches/<crawl_id>/<run_id>-<seq>.parquet
       tags/<detector>/<tag_key>/<run_id>-<seq>.parquet
+      state/<detector>/<state_key>/<run_id>-<seq>.parquet   state rows of state-keeping corpus detectors
+      references/<name>/<run_id>-<seq>.parquet              reference sets (provenance reference add)
       errors/<run_id>-<seq>.parquet
       _log/<seq>.json                 one JSON entry per commit, seq = 1, 2, 3, ... (20 digits)
       _log/_torn/                     empty or cut-off last entries set aside (see below)
@@ -63,7 +65,7 @@ from provenance import schemas
 # 2: commit entries named by sequence number. Format 1 stores (entries named by time_ns) are still read;
 # the first writer marks them 2, so an older tool, which would sort the two kinds of name wrongly, refuses them.
 STORE_FORMAT_VERSION = 2
-DATA_KINDS = ("documents", "tags", "errors", "fetches", "state")
+DATA_KINDS = ("documents", "tags", "errors", "fetches", "references", "state")
 # Kinds whose columns a detector defines (state rows keyed by doc_id): not checked against a schema here.
 DETECTOR_DEFINED_KINDS = ("state",)
 # Files removed from the live set stay on disk this long, for readers still using an older snapshot.

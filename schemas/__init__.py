@@ -1,6 +1,6 @@
 """Versioned schemas of everything the store holds (installed as ``provenance.schemas``).
 
-Each Parquet kind (documents, tags, errors, fetches) is described once, in
+Each Parquet kind (documents, tags, errors, fetches, references) is described once, in
 ``<kind>.v<N>.json`` beside this file; this module turns those descriptions
 into pyarrow schemas and checks tables against them before they are written.
 Every Parquet file carries ``provenance.schema`` and
@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 SCHEMA_DIR = Path(__file__).resolve().parent
-KINDS = ("documents", "tags", "errors", "fetches")
+KINDS = ("documents", "tags", "errors", "fetches", "references")
 CURRENT_VERSION = {kind: 1 for kind in KINDS}
 MANIFEST_SCHEMA_PATH = SCHEMA_DIR / "manifest.v1.json"
 
@@ -64,7 +64,7 @@ class Schema:
 
 @lru_cache(maxsize=None)
 def load(kind: str, version: int | None = None) -> Schema:
-    """The schema of ``kind`` (documents, tags, errors, fetches), current version by default."""
+    """The schema of ``kind`` (documents, tags, errors, fetches, references), current version by default."""
     if kind not in KINDS:
         raise SchemaError(f"unknown schema kind {kind!r}; known: {', '.join(KINDS)}")
     version = version or CURRENT_VERSION[kind]

@@ -166,3 +166,39 @@ def test_state_rows_are_checked_before_they_are_stored(tmp_path, monkeypatch, mo
     assert stat.errors == 1 and stat.faults[0]["kind"] == "invalid_output"
     assert message in stat.faults[0]["message"]
     assert store.snapshot().entries("state") == []
+
+
+class ReferenceReader(provenance.CorpusDetector):
+    """Tags every document with the reference sets finish was given (name:texts)."""
+
+    name = "reference_reader"
+    version = "1"
+    needs = ("text",)
+    keeps_state = True
+
+    def observe(self, batch):
+        return pa.table({"doc_id": batch.column("doc_id")})
+
+    def finish(self, corpus):
+        seen = sorted(f"{name}:{sum(pq.read_metadata(f).num_rows for f in files)}"
+                      for name, files in corpus.references.items())
+        doc_ids = pa.concat_tables([pq.read_table(f) for f in corpus.state_files]).column("doc_id")
+        return self.tags(doc_ids, "read", evidence=[json.dumps(seen)] * len(doc_ids))
+
+
+def test_a_new_reference_set_reruns_finish_over_stored_state_without_observing(tmp_path):
+    from provenance.references import add_reference, remove_reference
+
+    store = make_store(tmp_path / "store", _docs(4))
+    first = run_detectors([ReferenceReader], store)
+    assert _evidence(first.tags) == {"[]"}
+    refs = tmp_path / "refs.jsonl"
+    refs.write_text("".join(json.dumps({"id": str(i), "text": f"known output {i}"}) + "\n" for i in range(3)))
+    add_reference(store, "llm", [refs])
+    second = run_detectors([ReferenceReader], store)
+    stat = second.summary.detectors["reference_reader"]
+    assert (stat.status, stat.rows) == ("ok", 0)  # finish again, no document observed again
+    assert _evidence(second.tags) == {'["llm:3"]'}
+    assert run_detectors([ReferenceReader], store).summary.detectors["reference_reader"].status == "up_to_date"
+    remove_reference(store, "llm")
+    assert _evidence(run_detectors([ReferenceReader], store).tags) == {"[]"}

@@ -126,6 +126,17 @@ MISTAKES = [
             ("a.warc:offset 0", "unreadable record"), {"a.warc": bytes(range(256)) * 12}),
     Mistake("WARC in LZ4", ("ingest", "{tmp}/a.warc.lz4", "--store", "{tmp}/s"), 3,
             ("LZ4-compressed", "decompress it first"), {"a.warc.lz4": b"\x04\x22\x4d\x18abcdef"}),
+    # ----- reference sets
+    Mistake("reference file missing", ("reference", "add", "llm", "{tmp}/nope.jsonl", "--store", "{tmp}/s"), 1,
+            ("nope.jsonl", "no such file or directory")),
+    Mistake("reference name invalid", ("reference", "add", "My Set!", "{tmp}/a.jsonl", "--store", "{tmp}/s"), 2,
+            ("invalid reference set name 'My Set!'", "lower-case"), {"a.jsonl": GOOD}),
+    Mistake("reference remove of an unknown name", ("reference", "remove", "nosuch", "--store", "{store}"), 2,
+            ("no reference set named 'nosuch'", "known: none yet", "provenance reference list")),
+    Mistake("reference file without usable records", ("reference", "add", "llm", "{tmp}/a.jsonl",
+                                                      "--store", "{tmp}/s"), 1,
+            ("a.jsonl: no usable records", "line 1: missing 'text'", "--text-field"),
+            {"a.jsonl": '{"body": "x"}\n{"body": "y"}\n'}),
     # ----- crawl requests
     Mistake("crawl without URLs", ("crawl", "--store", "{tmp}/s"), 2, ("give start URLs",)),
     Mistake("crawl of an invalid URL", ("crawl", "http://[::1", "--store", "{tmp}/s"), 2,

@@ -31,7 +31,7 @@ def _doc(run, i, text=None):
 def test_every_schema_loads_with_version_metadata():
     for kind in schemas.KINDS:
         s = schemas.load(kind)
-        assert s.version == 1 and "doc_id" in s.names or kind in ("errors", "fetches")
+        assert s.version == 1 and "doc_id" in s.names or kind in ("errors", "fetches", "references")
         assert s.metadata()[b"provenance.schema"] == kind.encode()
 
 
