@@ -227,7 +227,7 @@ def finish_over_state(tmp_path, batches, options=None, references=None, rows_per
     options = NearDuplicate.validate_options(options or {})
     observer = NearDuplicate(**options)
     state_dir, scratch = tmp_path / "state", tmp_path / "scratch"
-    state_dir.mkdir(exist_ok=True)
+    state_dir.mkdir(parents=True, exist_ok=True)
     scratch.mkdir(exist_ok=True)
     files = []
     for i, batch in enumerate(batches):
@@ -408,9 +408,9 @@ def test_amplification_tags_a_campaign_on_new_domains_and_not_syndication_by_old
     # The other clusters are near duplicates all the same.
     assert sum(t["tag"] == "near_duplicate" for t in tags.to_pylist()) == 7 + 7 + 3 + 7
 
-    # Looser options reach the small and the slow campaigns; a stricter share misses a half-new one.
-    loose = finish_over_state(tmp_path / "loose", batches_of(docs, 9) if (tmp_path / "loose").mkdir() is None
-                              else None, {"amplification_min_domains": 4, "amplification_window_days": 21.0})
+    # Looser options reach the small and the slow campaigns.
+    loose = finish_over_state(tmp_path / "loose", batches_of(docs, 9),
+                              {"amplification_min_domains": 4, "amplification_window_days": 21.0})
     assert sum(t["tag"] == "amplification" for t in loose.to_pylist()) == 8 + 4 + 8
 
 
@@ -422,7 +422,6 @@ def test_amplification_new_share_and_new_domain_days(tmp_path):
               "fetched_at": T0 - timedelta(days=40 if k < 3 else 10)} for k in range(6)]
     shares = {}
     for share, days in ((0.5, 30.0), (0.6, 30.0), (0.6, 45.0)):
-        (tmp_path / f"{share}-{days}").mkdir()
         tags = finish_over_state(tmp_path / f"{share}-{days}", batches_of(docs),
                                  {"amplification_new_share": share, "amplification_new_domain_days": days})
         shares[share, days] = [t["score"] for t in tags.to_pylist() if t["tag"] == "amplification"]
@@ -453,6 +452,6 @@ def test_known_llm_text_matches_an_edited_copy_of_a_reference_text_and_not_a_hum
     assert (second["reference"], second["ref_id"], second["jaccard"]) == ("gpt", "gen-4", 1.0)
     assert rows[0]["score"] == pytest.approx(first["jaccard"], abs=1e-4)
     # A higher reference_threshold drops the edited copy.
-    strict = finish_over_state(tmp_path / "s" if (tmp_path / "s").mkdir() is None else None, batches_of(docs, 2),
-                               {"reference_threshold": 0.6}, references=references)
+    strict = finish_over_state(tmp_path / "strict", batches_of(docs, 2), {"reference_threshold": 0.6},
+                               references=references)
     assert strict.column("doc_id").to_pylist() == [ids[1]]
