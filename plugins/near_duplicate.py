@@ -1,14 +1,49 @@
-"""Near duplicates: MinHash signatures, LSH banding and clusters, all vectorised over Arrow batches.
+"""Near duplicates at corpus scale: MinHash state per document, out-of-core LSH, clusters, campaigns, known texts.
 
-Corpus-level. Each document's text becomes a set of shingles (word 5-grams by
-default, or character n-grams), hashed to 32 bits and summarised by a MinHash
-signature of ``num_perm`` values. Documents whose signatures agree on a whole
-band of ``rows`` values become candidate pairs (LSH); a candidate pair is kept
-when its estimated Jaccard similarity reaches ``threshold`` (``verify``); the
-kept pairs are joined into clusters (connected components). In every cluster
-of two or more documents the earliest one (by fetched_at, then doc_id) is the
-one to keep and gets no tag; every other member is tagged ``near_duplicate``
-with its estimated Jaccard similarity to the kept document as the score.
+A state-keeping corpus detector (``keeps_state = True``), in two halves.
+
+``observe(batch)`` turns each document into one *state row*, which the runner
+stores as Parquet: its text becomes a set of shingles (word 5-grams by
+default, or character n-grams) hashed to 32 bits and summarised by a MinHash
+signature of ``num_perm`` values; the signature is cut into ``bands`` x
+``rows`` (datasketch's choice for ``threshold``) and each band hashed to one
+64-bit *band key* with the band index folded in, so one list column serves
+every band. Every document gets a row (with fetched_at, domain and
+registered_domain) even without shingles, so first-seen dates of domains are
+complete. No text is kept.
+
+``finish(corpus)`` reads the state files, never all of them at once:
+
+- *Candidates, out of core.* DuckDB (``temp_directory`` = the scratch
+  directory, ``memory_limit`` = ``memory_limit_mb``) unnests the band keys,
+  groups them, and for every key shared by two or more documents links the
+  bucket's first document (by a dense row number: file order, then row) to
+  each other one ("star" edges: linear in the bucket, and the same clusters as
+  all pairs). The distinct pairs are written to the scratch directory.
+- *Verification and clusters, in memory for candidates only.* The signatures
+  (or, with ``verify = "exact"``, the shingle sets) of documents in some pair
+  are read back file by file; a pair is kept when its Jaccard reaches
+  ``threshold``; kept pairs become clusters (connected components). In every
+  cluster the earliest document (fetched_at, then doc_id) is kept; every other
+  member is tagged ``near_duplicate`` (category duplicate).
+- *Amplification.* A cluster spread over at least
+  ``amplification_min_domains`` registered domains within
+  ``amplification_window_days``, most of whose domains
+  (``amplification_new_share``) were first seen in the store at most
+  ``amplification_new_domain_days`` before the cluster's first fetch: the same
+  text pushed through fresh sites at once. Every member is tagged
+  ``amplification`` (category poison). First-seen dates are one DuckDB
+  aggregate over all state files, for the clusters' domains only.
+- *Known LLM text.* Signatures of the reference sets (``provenance reference
+  add``) are computed in ``finish`` and banded for ``reference_threshold``;
+  state files are streamed batch by batch, each document's reference band keys
+  computed from its stored signature and matched against the (small)
+  in-memory set of reference keys; matches are verified by estimated Jaccard.
+  Tag ``known_llm_text`` (category llm), one per document and reference set.
+
+Memory in ``finish``: DuckDB's limit, plus signature and metadata of the
+documents in candidate pairs, plus one batch of state rows, plus the
+reference signatures. Output is yielded in parts of ``PART_ROWS`` rows.
 
 **Interoperable with datasketch.** For the same shingles, seed and num_perm,
 the signature equals ``datasketch.MinHash(num_perm, seed,
@@ -23,23 +58,24 @@ per shingle): every token is hashed with 64-bit FNV-1a over its UTF-8 bytes
 dictionary), the n tokens of a shingle are folded with a multiply-add, and the
 top 32 bits of the MurmurHash3 64-bit finalizer of that are the shingle hash.
 ``shingle_hash`` is the same function in plain Python.
-
-Memory: one signature (4 x num_perm bytes) plus doc_id, fetched_at and domain
-per document; no text is kept between batches. Candidate pairs are generated
-band by band with a numpy sort, as "star" edges from each bucket's first
-document to the others (linear in the bucket, not quadratic).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
+import os
+import tempfile
+from datetime import timedelta
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 import provenance
-from provenance.detectors import DetectorError
+from provenance.detectors import CorpusState, DetectorError
 
 # Tokens: runs of letters and digits (any script), after lower-casing. RE2 syntax (Arrow's regex engine).
 WORD_SEPARATORS = r"[^\p{L}\p{N}]+"
@@ -235,7 +271,19 @@ def signatures(texts: pa.Array, kind: str = "word", ngram: int = 5, num_perm: in
     return sig, per_text > 0
 
 
-# ----- LSH and clusters ---------------------------------------------------------------------------
+def distinct_shingle_sets(texts: pa.Array, kind: str = "word", ngram: int = 5) -> pa.Array:
+    """Each text's distinct shingle hashes, sorted, as list<uint32> (null for a text without shingles)."""
+    hashes, per_text = shingle_hashes(texts, kind, ngram)
+    owner = np.repeat(np.arange(len(texts)), per_text)
+    order = np.lexsort((hashes, owner))
+    hashes, owner = hashes[order], owner[order]
+    first = np.concatenate([[True], (hashes[1:] != hashes[:-1]) | (owner[1:] != owner[:-1])])
+    counts = np.bincount(owner[first], minlength=len(texts))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(hashes[first]), mask=pa.array(per_text == 0))
+
+
+# ----- LSH -----------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=32)
 def lsh_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
     """(bands, rows) minimising weighted false-positive and false-negative probability: datasketch's own choice."""
@@ -244,40 +292,31 @@ def lsh_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight
     return _optimal_param(threshold, num_perm, fp_weight, fn_weight)
 
 
-def candidate_pairs(sig: np.ndarray, bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (i < j) of signature rows that agree on at least one whole band, without duplicates.
+def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """One 64-bit key per signature row and band, shape (n, bands).
 
-    Per band: sort the band hashes, and link every member of a bucket to the
-    bucket's first (lowest) row. Star edges keep memory linear in the bucket
-    size; the clusters (connected components) are the same as with all pairs.
+    A band's ``rows`` values are folded after the band index, so equal values
+    in different bands give different keys and all bands can share one index.
     """
-    n = len(sig)
-    left, right = [], []
+    out = np.empty((len(sig), bands), dtype=_U64)
     fold = _U64(_FOLD)
     for band in range(bands):
-        acc = np.zeros(n, dtype=_U64)
+        acc = np.full(len(sig), band, dtype=_U64)
         for col in sig[:, band * rows:(band + 1) * rows].T:
             acc = acc * fold + col.astype(_U64)
-        key = _fmix(acc, _FMIX64, _U64)
-        order = np.lexsort((np.arange(n), key))
-        sorted_key = key[order]
-        new_bucket = np.concatenate([[True], sorted_key[1:] != sorted_key[:-1]])
-        leader = order[np.flatnonzero(new_bucket)][np.cumsum(new_bucket) - 1]
-        member = ~new_bucket
-        left.append(leader[member])
-        right.append(order[member])
-    if not left:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    pairs = np.unique(np.concatenate(left).astype(np.int64) * n + np.concatenate(right))
-    return pairs // n, pairs % n
+        out[:, band] = _fmix(acc, _FMIX64, _U64)
+    return out
 
 
-def estimated_jaccard(sig: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 65536) -> np.ndarray:
-    """Share of equal signature values for each pair (left[k], right[k]): the MinHash estimate of Jaccard."""
+def estimated_jaccard(sig: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 65536,
+                      other: np.ndarray | None = None) -> np.ndarray:
+    """Share of equal signature values of ``sig[left[k]]`` and ``other[right[k]]`` (``other`` defaults to
+    ``sig``): the MinHash estimate of Jaccard."""
+    other = sig if other is None else other
     out = np.empty(len(left), dtype=np.float64)
     for start in range(0, len(left), chunk):
         stop = start + chunk
-        out[start:stop] = (sig[left[start:stop]] == sig[right[start:stop]]).mean(axis=1)
+        out[start:stop] = (sig[left[start:stop]] == other[right[start:stop]]).mean(axis=1)
     return out
 
 
@@ -301,13 +340,108 @@ def components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
+# ----- the state files, out of core ---------------------------------------------------------------
+class StateFiles:
+    """The state files as one table with a dense row id per row (file by file in path order, then row order)."""
+
+    def __init__(self, paths):
+        self.paths = sorted(str(p) for p in paths)
+        counts = [pq.ParquetFile(p).metadata.num_rows for p in self.paths]
+        self.bases = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.bases[-1])
+
+    def batches(self, columns: list[str], batch_rows: int = 65536):
+        """(dense id of the first row, record batch) over every file, ``batch_rows`` at a time."""
+        for path, base in zip(self.paths, self.bases):
+            start = int(base)
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns):
+                yield start, batch
+                start += batch.num_rows
+
+    def take(self, ids: np.ndarray, columns: list[str]) -> pa.Table:
+        """The rows with the given dense ids (sorted, distinct), in that order; reads one batch at a time."""
+        parts = []
+        lo, hi = np.searchsorted(ids, [self.bases[0], self.bases[-1]])
+        if lo == hi:
+            return pq.read_schema(self.paths[0]).empty_table().select(columns)
+        for start, batch in self.batches(columns):
+            a, b = np.searchsorted(ids, [start, start + batch.num_rows])
+            if a < b:
+                parts.append(pa.Table.from_batches([batch.take(pa.array(ids[a:b] - start))]))
+        return pa.concat_tables(parts)
+
+    def candidate_pairs(self, con, scratch_dir: str) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs (bucket leader, other member) of dense ids sharing a band key, distinct; computed by DuckDB
+        out of core and spilled to ``scratch_dir/candidates.parquet`` before they are read back."""
+        con.register("_offsets", pa.table({"filename": self.paths, "base": self.bases[:-1]}))
+        con.execute("""
+            CREATE TEMP TABLE band AS
+            SELECT o.base + s.file_row_number AS id, unnest(s.band_keys) AS key
+            FROM read_parquet($files, filename = true, file_row_number = true) s
+            JOIN _offsets o ON s.filename = o.filename
+            WHERE s.band_keys IS NOT NULL""", {"files": self.paths})
+        path = os.path.join(scratch_dir, "candidates.parquet")
+        con.execute(f"""
+            COPY (
+                WITH bucket AS (SELECT key, min(id) AS leader FROM band GROUP BY key HAVING count(*) > 1)
+                SELECT DISTINCT bucket.leader AS a, band.id AS b
+                FROM band JOIN bucket USING (key) WHERE band.id <> bucket.leader
+            ) TO '{_sql_string(path)}' (FORMAT parquet)""")
+        con.execute("DROP TABLE band")
+        pairs = pq.read_table(path)
+        return pairs.column("a").to_numpy(), pairs.column("b").to_numpy()
+
+    def first_seen(self, con, sites: list[str]) -> dict:
+        """Earliest fetched_at of any state row per site (registered domain, else domain), for ``sites`` only."""
+        con.register("_sites", pa.table({"site": pa.array(sites, pa.string())}))
+        rows = con.execute("""
+            SELECT coalesce(registered_domain, domain) AS site, min(fetched_at)
+            FROM read_parquet($files) WHERE site IN (SELECT site FROM _sites) GROUP BY site""",
+                           {"files": self.paths}).fetchall()
+        return dict(rows)
+
+
+def _sql_string(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def duckdb_connection(scratch_dir: str, memory_limit_mb: int):
+    """A DuckDB connection that spills to ``scratch_dir`` beyond ``memory_limit_mb``, on every CPU."""
+    import duckdb
+
+    return duckdb.connect(config={"temp_directory": scratch_dir, "memory_limit": f"{memory_limit_mb}MB",
+                                  "threads": os.cpu_count() or 1, "preserve_insertion_order": False})
+
+
+def _signature_matrix(column, num_perm: int) -> np.ndarray:
+    """A fixed_size_list<uint32> column without nulls as an (n, num_perm) array."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
+    return column.flatten().to_numpy().reshape(-1, num_perm)
+
+
+def _parts(table: pa.Table):
+    for start in range(0, table.num_rows, PART_ROWS):
+        yield table.slice(start, PART_ROWS)
+
+
+def _iso(value) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+PART_ROWS = 100_000  # tag rows per part that finish yields
+
+
 class NearDuplicate(provenance.CorpusDetector):
-    """Texts whose shingle sets overlap by Jaccard >= threshold: every cluster member except the earliest is tagged."""
+    """Near-duplicate clusters (all but the earliest tagged), amplification campaigns, and copies of known texts."""
 
     name = "near_duplicate"
-    version = "1"
+    version = "2"
     category = "duplicate"
-    needs = ("text", "fetched_at", "domain")
+    needs = ("text", "fetched_at", "domain", "registered_domain")
+    keeps_state = True
     options = {
         "threshold": 0.8,      # Jaccard similarity of shingle sets that makes two texts near duplicates
         "num_perm": 128,       # MinHash permutations (signature length)
@@ -315,11 +449,20 @@ class NearDuplicate(provenance.CorpusDetector):
         "shingle": "word",     # "word" (word n-grams) or "char" (character n-grams)
         "ngram": 5,            # tokens per shingle
         "verify": "estimate",  # keep candidate pairs whose Jaccard reaches threshold: "estimate" (from the
-                               # signatures), "exact" (from stored shingle hashes; more memory) or "none"
+                               # signatures), "exact" (from stored shingle hashes; bigger state) or "none"
         "fp_weight": 0.1,      # datasketch MinHashLSH weights: bands x rows minimise
         "fn_weight": 0.9,      #   fp_weight * P(false positive) + fn_weight * P(false negative); recall first,
-                               #   since verification drops the extra candidates
+                               #   since verification drops the extra candidates (also for reference matching)
+        "amplification_min_domains": 5,         # registered domains a cluster must span to be a campaign
+        "amplification_window_days": 7.0,       # ... all its copies fetched within this many days
+        "amplification_new_share": 0.5,         # ... and at least this share of its domains new:
+        "amplification_new_domain_days": 30.0,  #     first seen in the store at most this many days before it
+        "reference_threshold": 0.2,  # Jaccard with a reference text that makes a known_llm_text match
+                                     # (a copy with 15% of its words edited has word-5-gram Jaccard ~0.28)
+        "memory_limit_mb": 1024,     # DuckDB's memory in finish; beyond it, it spills to the scratch directory
     }
+    # What the state rows depend on (the band keys on bands x rows, so threshold and weights too).
+    state_options = ("shingle", "ngram", "num_perm", "seed", "threshold", "fp_weight", "fn_weight", "verify")
 
     @classmethod
     def validate_options(cls, options):
@@ -340,68 +483,222 @@ class NearDuplicate(provenance.CorpusDetector):
         weights = (merged["fp_weight"], merged["fn_weight"])
         if any(not 0.0 <= w <= 1.0 for w in weights) or abs(sum(weights) - 1.0) > 1e-9:
             problems.append("fp_weight and fn_weight must be in [0, 1] and add up to 1")
+        if merged["amplification_min_domains"] < 2:
+            problems.append("amplification_min_domains must be at least 2")
+        if not merged["amplification_window_days"] > 0.0:
+            problems.append("amplification_window_days must be above 0")
+        if not 0.0 <= merged["amplification_new_share"] <= 1.0:
+            problems.append("amplification_new_share must be in [0, 1]")
+        if not merged["amplification_new_domain_days"] >= 0.0:
+            problems.append("amplification_new_domain_days must be at least 0")
+        if not 0.0 < merged["reference_threshold"] <= 1.0:
+            problems.append("reference_threshold must be in (0, 1]")
+        if merged["memory_limit_mb"] < 64:
+            problems.append("memory_limit_mb must be at least 64")
         if problems:
             raise DetectorError("detector near_duplicate: " + "; ".join(problems))
         return merged
 
-    def __init__(self, **options):
-        super().__init__(**options)
-        self._meta: list[pa.Table] = []
-        self._sigs: list[np.ndarray] = []
-        self._sets: list[np.ndarray] = []  # verify="exact": each document's distinct shingle hashes, sorted
+    def state_schema(self) -> pa.Schema:
+        """The schema of every table ``observe`` returns (plain nullable fields: one schema for every batch)."""
+        fields = [("doc_id", pa.string()), ("fetched_at", pa.timestamp("us", "UTC")), ("domain", pa.string()),
+                  ("registered_domain", pa.string()),
+                  ("signature", pa.list_(pa.uint32(), self.options["num_perm"])), ("band_keys", pa.list_(pa.uint64()))]
+        if self.options["verify"] == "exact":
+            fields.append(("shingle_set", pa.list_(pa.uint32())))
+        return pa.schema(fields)
 
-    def observe(self, batch: pa.RecordBatch) -> None:
+    def observe(self, batch: pa.RecordBatch) -> pa.Table:
         o = self.options
-        sig, has_shingles = signatures(batch.column("text"), o["shingle"], o["ngram"], o["num_perm"], o["seed"])
-        keep = pa.array(has_shingles)
-        if o["verify"] == "exact":
-            hashes, per_text = shingle_hashes(batch.column("text"), o["shingle"], o["ngram"])
-            self._sets += [np.unique(part) for part in np.split(hashes, np.cumsum(per_text)[:-1]) if len(part)]
-        # Plain (nullable) fields: the runner's batches of one run may differ in nullability (e.g. files read
-        # with and without previous_* columns), and concat_tables refuses schemas that differ in it.
-        columns = ["doc_id", "fetched_at", "domain"]
-        self._meta.append(pa.Table.from_arrays([batch.column(c) for c in columns], names=columns).filter(keep))
-        self._sigs.append(sig[has_shingles])
-
-    def finish(self):
-        if not self._sigs:
-            return None
-        o = self.options
-        sig, docs = np.concatenate(self._sigs), pa.concat_tables(self._meta)
-        self._sigs, self._meta = [], []
+        texts = batch.column("text")
+        sig, has_shingles = signatures(texts, o["shingle"], o["ngram"], o["num_perm"], o["seed"])
         bands, rows = lsh_bands(o["threshold"], o["num_perm"], o["fp_weight"], o["fn_weight"])
-        left, right = candidate_pairs(sig, bands, rows)
-        similarity = exact_jaccard(self._sets) if o["verify"] == "exact" else functools.partial(estimated_jaccard, sig)
+        keys = band_keys(sig, bands, rows)
+        missing = pa.array(~has_shingles)
+        schema = self.state_schema()
+        columns = [batch.column(c).cast(schema.field(c).type)
+                   for c in ("doc_id", "fetched_at", "domain", "registered_domain")]
+        columns.append(pa.FixedSizeListArray.from_arrays(pa.array(sig.reshape(-1)), o["num_perm"], mask=missing))
+        offsets = pa.array(np.arange(len(sig) + 1, dtype=np.int32) * bands)
+        columns.append(pa.ListArray.from_arrays(offsets, pa.array(keys.reshape(-1)), mask=missing))
+        if o["verify"] == "exact":
+            columns.append(distinct_shingle_sets(texts, o["shingle"], o["ngram"]))
+        return pa.Table.from_arrays(columns, schema=schema)
+
+    def finish(self, corpus: CorpusState | None = None):
+        if corpus is None:
+            raise TypeError("near_duplicate keeps state: finish needs the CorpusState naming its state files")
+        state = StateFiles(corpus.state_files) if corpus.state_files else None
+        if state is None or len(state) == 0:
+            return
+        with contextlib.ExitStack() as stack:
+            scratch = corpus.scratch_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="near_dup-"))
+            con = stack.enter_context(duckdb_connection(scratch, self.options["memory_limit_mb"]))
+            clusters = self._clusters(con, state, scratch)
+            if clusters is not None:
+                yield from _parts(self._near_duplicate_tags(*clusters))
+                yield from _parts(self._amplification_tags(con, state, clusters[0]))
+        for name in sorted(corpus.references):
+            yield from _parts(self._reference_tags(state, name, corpus.references[name]))
+
+    # ----- clusters ---------------------------------------------------------------------------------
+    def _clusters(self, con, state: StateFiles, scratch: str):
+        """(cluster members sorted by label, fetched_at, doc_id, with their label and local row; similarity
+        function over local rows), or None without clusters."""
+        o = self.options
+        left, right = state.candidate_pairs(con, scratch)
+        if len(left) == 0:
+            return None
+        ids = np.unique(np.concatenate([left, right]))
+        columns = ["doc_id", "fetched_at", "domain", "registered_domain"]
+        columns.append("shingle_set" if o["verify"] == "exact" else "signature")
+        docs = state.take(ids, columns)
+        left, right = np.searchsorted(ids, left), np.searchsorted(ids, right)
+        if o["verify"] == "exact":
+            sets = [np.asarray(s, dtype=np.uint32) for s in docs.column("shingle_set").to_numpy(zero_copy_only=False)]
+            similarity = exact_jaccard(sets)
+        else:
+            similarity = functools.partial(estimated_jaccard, _signature_matrix(docs.column("signature"),
+                                                                                o["num_perm"]))
+        docs = docs.select(columns[:4])
         if o["verify"] != "none":
             close = similarity(left, right) >= o["threshold"]
             left, right = left[close], right[close]
         if len(left) == 0:
             return None
-        label = components(len(sig), left, right)
+        label = components(len(ids), left, right)
         size = np.bincount(label)[label]
         members = np.flatnonzero(size > 1)
         # The kept document of each cluster: earliest fetched_at (nulls last), then doc_id.
         table = docs.take(pa.array(members)).append_column("label", pa.array(label[members])).append_column(
             "row", pa.array(members))
         table = table.sort_by([("label", "ascending"), ("fetched_at", "ascending"), ("doc_id", "ascending")])
+        return table, similarity
+
+    def _near_duplicate_tags(self, table: pa.Table, similarity) -> pa.Table:
         table_label = table.column("label").to_numpy()
         first = np.concatenate([[True], table_label[1:] != table_label[:-1]])
         kept_pos = np.flatnonzero(first)[np.cumsum(first) - 1]
         row = table.column("row").to_numpy()
-        domains = table.group_by("label").aggregate([("domain", "count_distinct")])
-        n_domains = dict(zip(domains.column("label").to_pylist(), domains.column("domain_count_distinct").to_pylist()))
+        stats = table.group_by("label").aggregate([("label", "count"), ("domain", "count_distinct"),
+                                                   ("registered_domain", "count_distinct")]).sort_by("label")
+        index = np.searchsorted(stats.column("label").to_numpy(), table_label)  # per member: its cluster's row
         tagged = ~first
         jaccard = similarity(row[kept_pos][tagged], row[tagged])
         doc_ids = table.column("doc_id")
-        cluster_id = doc_ids.take(pa.array(kept_pos[tagged]))
-        cluster_size = np.bincount(label)[table_label[tagged]]
-        domain_count = np.array([n_domains[lab] for lab in table_label[tagged]], dtype=np.int64)
+
+        def per_member(column):
+            return pa.array(stats.column(column).to_numpy()[index[tagged]]).cast(pa.string())
+
         evidence = pc.binary_join_element_wise(
-            '{"cluster_id": "', cluster_id, '", "cluster_size": ', pa.array(cluster_size).cast(pa.string()),
-            ', "n_domains": ', pa.array(domain_count).cast(pa.string()),
+            '{"cluster_id": "', doc_ids.take(pa.array(kept_pos[tagged])),
+            '", "cluster_size": ', per_member("label_count"),
+            ', "n_domains": ', per_member("domain_count_distinct"),
+            ', "n_registered_domains": ', per_member("registered_domain_count_distinct"),
             ', "jaccard": ', pa.array(np.round(jaccard, 4)).cast(pa.string()), "}", "")
         return self.tags(doc_ids.filter(pa.array(tagged)), "near_duplicate", score=pa.array(jaccard),
-                         evidence=evidence)
+                         evidence=evidence, category="duplicate")
+
+    def _amplification_tags(self, con, state: StateFiles, table: pa.Table) -> pa.Table:
+        """Every member of each cluster that looks like a campaign of fresh domains (see the module docstring)."""
+        o = self.options
+        site = pc.coalesce(table.column("registered_domain"), table.column("domain"))
+        members = table.select(["doc_id", "label", "fetched_at"]).append_column("site", site)
+        stats = members.group_by("label").aggregate([("site", "count_distinct"), ("fetched_at", "min"),
+                                                     ("fetched_at", "max")])
+        span = pc.subtract(stats.column("fetched_at_max"), stats.column("fetched_at_min"))
+        window = timedelta(days=o["amplification_window_days"])
+        spread = pc.and_(pc.greater_equal(stats.column("site_count_distinct"), o["amplification_min_domains"]),
+                         pc.less_equal(span, pa.scalar(window, pa.duration("us"))))
+        stats = stats.filter(pc.fill_null(spread, False))
+        if stats.num_rows == 0:
+            return self.tags(pa.array([], pa.string()), "amplification")
+        labels = stats.column("label")
+        sites = members.filter(pc.is_in(members.column("label"), labels)).group_by(["label", "site"]).aggregate([])
+        sites = sites.filter(pc.is_valid(sites.column("site")))
+        first_seen = state.first_seen(con, pc.unique(sites.column("site")).to_pylist())
+        per_label: dict[int, list[str]] = {}
+        for lab, s in zip(sites.column("label").to_pylist(), sites.column("site").to_pylist()):
+            per_label.setdefault(lab, []).append(s)
+        new_window = timedelta(days=o["amplification_new_domain_days"])
+        campaigns = {}
+        for lab, start, end in zip(labels.to_pylist(), stats.column("fetched_at_min").to_pylist(),
+                                   stats.column("fetched_at_max").to_pylist()):
+            domains = sorted(per_label[lab])
+            new = sum(first_seen[d] is not None and first_seen[d] >= start - new_window for d in domains)
+            share = new / len(domains)
+            if share >= o["amplification_new_share"]:
+                campaigns[lab] = (share, {"n_registered_domains": len(domains), "domains": domains[:50],
+                                          "first_seen": _iso(start), "last_seen": _iso(end),
+                                          "span_hours": round((end - start).total_seconds() / 3600, 2),
+                                          "new_domain_share": round(share, 4)})
+        hit = members.filter(pc.is_in(members.column("label"), pa.array(list(campaigns), labels.type)))
+        label_list = hit.column("label").to_pylist()
+        # cluster_id: the kept (earliest) member, which is the first of its label in the sorted table.
+        kept = {}
+        for lab, doc in zip(label_list, hit.column("doc_id").to_pylist()):
+            kept.setdefault(lab, doc)
+        evidence = [json.dumps({"cluster_id": kept[lab], **campaigns[lab][1]}) for lab in label_list]
+        return self.tags(hit.column("doc_id"), "amplification", score=[campaigns[lab][0] for lab in label_list],
+                         evidence=evidence, category="poison")
+
+    # ----- known texts ------------------------------------------------------------------------------
+    def reference_signatures(self, files: list[str]) -> tuple[np.ndarray, list[str]]:
+        """(signatures, ref_ids) of the texts of one reference set that have shingles."""
+        o = self.options
+        sigs, ref_ids = [], []
+        for path in files:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=4096, columns=["ref_id", "text"]):
+                sig, has = signatures(batch.column("text"), o["shingle"], o["ngram"], o["num_perm"], o["seed"])
+                sigs.append(sig[has])
+                ref_ids += [r for r, h in zip(batch.column("ref_id").to_pylist(), has) if h]
+        num_perm = o["num_perm"]
+        return (np.concatenate(sigs) if sigs else np.zeros((0, num_perm), np.uint32)), ref_ids
+
+    def _reference_tags(self, state: StateFiles, name: str, files: list[str]) -> pa.Table:
+        """known_llm_text: documents whose best reference text of set ``name`` reaches reference_threshold."""
+        o = self.options
+        ref_sig, ref_ids = self.reference_signatures(files)
+        empty = self.tags(pa.array([], pa.string()), "known_llm_text")
+        if not ref_ids:
+            return empty
+        bands, rows = lsh_bands(o["reference_threshold"], o["num_perm"], o["fp_weight"], o["fn_weight"])
+        keys = band_keys(ref_sig, bands, rows).reshape(-1)
+        order = np.argsort(keys, kind="stable")
+        keys, owner = keys[order], (np.arange(len(keys)) // bands)[order]
+        found_docs, found_refs, found_j = [], [], []
+        for _, batch in state.batches(["doc_id", "signature"]):
+            present = pc.is_valid(batch.column("signature"))
+            batch = batch.filter(present)
+            if batch.num_rows == 0:
+                continue
+            sig = _signature_matrix(batch.column("signature"), o["num_perm"])
+            doc_keys = band_keys(sig, bands, rows).reshape(-1)
+            lo, hi = np.searchsorted(keys, doc_keys, "left"), np.searchsorted(keys, doc_keys, "right")
+            count = hi - lo
+            if not count.any():
+                continue
+            doc = np.repeat(np.arange(len(doc_keys)) // bands, count)
+            start = np.repeat(lo, count) + np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+            pairs = np.unique(doc.astype(np.int64) * len(ref_ids) + owner[start])
+            doc, ref = pairs // len(ref_ids), pairs % len(ref_ids)
+            jaccard = estimated_jaccard(sig, doc, ref, other=ref_sig)
+            close = jaccard >= o["reference_threshold"]
+            found_docs.append(batch.column("doc_id").take(pa.array(doc[close])))
+            found_refs.append(ref[close])
+            found_j.append(jaccard[close])
+        if not found_docs:
+            return empty
+        hits = pa.table({"doc_id": pa.concat_arrays(found_docs), "ref": np.concatenate(found_refs),
+                         "jaccard": np.concatenate(found_j)})
+        hits = hits.sort_by([("doc_id", "ascending"), ("jaccard", "descending"), ("ref", "ascending")])
+        doc_ids = hits.column("doc_id").to_numpy(zero_copy_only=False)
+        best = np.concatenate([[True], doc_ids[1:] != doc_ids[:-1]]) if len(doc_ids) else np.zeros(0, bool)
+        hits = hits.filter(pa.array(best))
+        evidence = [json.dumps({"reference": name, "ref_id": ref_ids[r], "jaccard": round(j, 4)})
+                    for r, j in zip(hits.column("ref").to_pylist(), hits.column("jaccard").to_pylist())]
+        return self.tags(hits.column("doc_id"), "known_llm_text", score=hits.column("jaccard"), evidence=evidence,
+                         category="llm")
 
 
 @provenance.hookimpl

@@ -1,21 +1,27 @@
-"""The built-in near_duplicate detector: datasketch-equal signatures, clusters, tags, the clusters view.
+"""The built-in near_duplicate detector: datasketch-equal signatures, state rows, clusters, campaigns, known texts.
 
-Everything runs through the real runner (worker processes, Parquet store,
-DuckDB views) or the real CLI; no ../shared data is needed.
+The state-level tests call ``observe`` on batches, write each returned table
+as a real Parquet file and call ``finish`` on a fresh instance over them
+(``finish_over_state``), as the runner does; the end-to-end tests go through
+the real runner (worker processes, Parquet store, DuckDB views) or the real
+CLI. No ../shared data is needed.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from datasketch import MinHash, MinHashLSH
 
 import provenance
 from provenance import exitcodes
+from provenance.detectors import CorpusState, output_to_table
 from provenance.plugins import near_duplicate as nd
 from provenance.plugins.near_duplicate import NearDuplicate
 from provenance.testing import DEFAULT_DOCS, make_batch, make_store, run_detectors
@@ -126,7 +132,8 @@ def test_tags_every_cluster_member_but_the_earliest(tmp_path):
         assert t["tag"] == "near_duplicate" and t["category"] == "duplicate"
         assert 0.8 <= t["score"] <= 1.0 and evidence["jaccard"] == pytest.approx(t["score"], abs=1e-4)
         big = url[t["doc_id"]].startswith("https://mirror") or url[t["doc_id"]] == "https://copy0.example/b"
-        assert (evidence["cluster_size"], evidence["n_domains"]) == ((4, 4) if big else (2, 2))
+        assert (evidence["cluster_size"], evidence["n_domains"], evidence["n_registered_domains"]) == (
+            (4, 4, 4) if big else (2, 2, 2))
     scores = dict(con.execute("SELECT doc_id, duplicate_score FROM doc_flags").fetchall())
     assert sum(s is not None for s in scores.values()) == len(expect)
 
@@ -183,6 +190,10 @@ def test_char_shingles_see_through_typos_that_break_word_shingles():
     ("fp_weight = 0.3", "fp_weight and fn_weight must be in [0, 1] and add up to 1"),
     ("ngram = 0", "ngram must be in [1, 64]"),
     ("verify = 1", "verify"),
+    ("amplification_min_domains = 1", "amplification_min_domains must be at least 2"),
+    ("amplification_new_share = 1.5", "amplification_new_share must be in [0, 1]"),
+    ("reference_threshold = 0", "reference_threshold must be in (0, 1]"),
+    ("memory_limit_mb = 8", "memory_limit_mb must be at least 64"),
     ('verify = "maybe"', "verify must be one of ['estimate', 'exact', 'none']"),
 ])
 def test_bad_options_are_one_usage_error(cli, tmp_path, table, needle):
@@ -209,16 +220,238 @@ def test_exact_verification_scores_the_true_jaccard(tmp_path):
         assert t["score"] == pytest.approx(len(a & b) / len(a | b))  # exact (32-bit shingle hashes collide rarely)
 
 
-def test_batches_differing_in_nullability_are_one_corpus():
+# ----- state rows and finish over state files, as the runner drives them ---------------------------
+def finish_over_state(tmp_path, batches, options=None, references=None, rows_per_file=None) -> pa.Table:
+    """observe() every batch, each returned table written as a Parquet state file; then finish() of a fresh
+    instance over those files (and ``references``: name -> list of texts or (ref_id, text) pairs)."""
+    options = NearDuplicate.validate_options(options or {})
+    observer = NearDuplicate(**options)
+    state_dir, scratch = tmp_path / "state", tmp_path / "scratch"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    scratch.mkdir(exist_ok=True)
+    files = []
+    for i, batch in enumerate(batches):
+        table = observer.observe(batch)
+        assert table.schema == observer.state_schema()
+        files.append(str(state_dir / f"state-{i:04d}.parquet"))
+        pq.write_table(table, files[-1], row_group_size=rows_per_file)
+    ref_files = {}
+    for name, texts in (references or {}).items():
+        rows = [t if isinstance(t, tuple) else (f"{name}-{k}", t) for k, t in enumerate(texts)]
+        path = str(tmp_path / f"reference-{name}.parquet")
+        pq.write_table(pa.table({"reference": [name] * len(rows), "ref_id": [r for r, _ in rows],
+                                 "text": [t for _, t in rows]}), path)
+        ref_files[name] = [path]
+    fresh = NearDuplicate(**options)  # the instance that finishes may have observed nothing
+    parts = [output_to_table(part, fresh) for part in fresh.finish(
+        CorpusState(state_files=files, references=ref_files, scratch_dir=str(scratch)))]
+    for part in parts:
+        assert set(part.column_names) == {"doc_id", "tag", "score", "evidence", "category"}
+    return pa.concat_tables(parts) if parts else output_to_table(None, fresh)
+
+
+def batches_of(docs, size=7):
+    batch = make_batch(docs, needs=NearDuplicate.needs)
+    return [batch.slice(i, size) for i in range(0, batch.num_rows, size)]
+
+
+def test_state_rows_one_per_document_with_signature_band_keys_and_shingle_sets():
+    rng = random.Random(2)
+    docs = [{"url": "https://www.news.example.co.uk/a", "text": prose(rng, 80)}, {"text": "..."}, {"text": "Hi."}]
+    batch = make_batch(docs, needs=NearDuplicate.needs)
+    exact = NearDuplicate(**NearDuplicate.validate_options({"verify": "exact"}))
+    rows = exact.observe(batch)
+    assert rows.column_names == ["doc_id", "fetched_at", "domain", "registered_domain", "signature", "band_keys",
+                                 "shingle_set"]
+    assert rows.column("doc_id").to_pylist() == batch.column("doc_id").to_pylist()
+    assert rows.schema.field("signature").type == pa.list_(pa.uint32(), 128)
+    assert rows.schema.field("band_keys").type == pa.list_(pa.uint64())
+    assert rows.column("registered_domain")[0].as_py() == "example.co.uk"
+    # The text without shingles has a row (domains' first-seen dates need it) but no signature.
+    assert [s is None for s in rows.column("signature").to_pylist()] == [False, True, False]
+    assert [k is None for k in rows.column("band_keys").to_pylist()] == [False, True, False]
+    bands, rows_per_band = nd.lsh_bands(0.8, 128, 0.1, 0.9)
+    sig = np.array(rows.column("signature")[0].as_py(), dtype=np.uint32)
+    keys = rows.column("band_keys")[0].as_py()
+    assert keys == nd.band_keys(sig[None, :], bands, rows_per_band)[0].tolist() and len(set(keys)) == bands
+    expected = sorted({nd.shingle_hash(s) for s in nd.shingles(docs[0]["text"])})
+    assert rows.column("shingle_set").to_pylist() == [expected, None, [nd.shingle_hash("hi")]]
+    # The estimate mode keeps no shingle sets; the same band values in two bands give different keys.
+    assert "shingle_set" not in NearDuplicate(**NearDuplicate.validate_options({})).observe(batch).column_names
+    same = np.zeros((1, 4), np.uint32)
+    assert len(set(nd.band_keys(same, 2, 2)[0].tolist())) == 2
+
+
+def test_state_schema_is_the_same_for_batches_differing_in_nullability():
     """The runner may hand batches whose doc_id is 'not null' in one file and nullable in another."""
     rng = random.Random(4)
     base = prose(rng, 120)
     batch = make_batch([{"text": base}, {"text": edit(rng, base, 1)}], needs=NearDuplicate.needs)
+
     def with_doc_id_nullable(nullable):
         schema = batch.schema.set(0, batch.schema.field("doc_id").with_nullable(nullable))
         return pa.RecordBatch.from_arrays(batch.columns, schema=schema)
 
     detector = NearDuplicate(**NearDuplicate.validate_options({}))
-    detector.observe(with_doc_id_nullable(False).slice(0, 1))
-    detector.observe(with_doc_id_nullable(True).slice(1, 1))
-    assert detector.finish().column("doc_id").to_pylist() == [batch.column("doc_id")[1].as_py()]
+    one, two = detector.observe(with_doc_id_nullable(False).slice(0, 1)), detector.observe(
+        with_doc_id_nullable(True).slice(1, 1))
+    assert one.schema == two.schema == detector.state_schema()
+
+
+def datasketch_clusters(batch: pa.RecordBatch, threshold=0.8) -> dict:
+    """The in-memory answer, independently: datasketch's MinHashLSH over our signatures, pairs verified by
+    MinHash.jaccard, union-find, the earliest (fetched_at, doc_id) kept. {tagged doc_id: (kept doc_id, jaccard)}."""
+    sig, has = nd.signatures(batch.column("text"))
+    lsh = MinHashLSH(threshold=threshold, num_perm=128, weights=(0.1, 0.9))
+    parent = list(range(len(sig)))
+
+    def find(x):
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    sketches = {}
+    for i in np.flatnonzero(has).tolist():
+        m = MinHash(hashvalues=sig[i], scheme="affine32")
+        for j in lsh.query(m):
+            if m.jaccard(sketches[j]) >= threshold:
+                parent[find(i)] = find(j)
+        lsh.insert(i, m)
+        sketches[i] = m
+    key = list(zip(batch.column("fetched_at").to_pylist(), batch.column("doc_id").to_pylist()))
+    groups = {}
+    for i in range(len(sig)):
+        groups.setdefault(find(i), []).append(i)
+    out = {}
+    for members in groups.values():
+        kept = min(members, key=lambda i: key[i])
+        for i in members:
+            if i != kept:
+                out[key[i][1]] = (key[kept][1], sketches[i].jaccard(sketches[kept]))
+    return out
+
+
+def test_finish_over_state_files_equals_the_in_memory_answer(tmp_path):
+    docs, expect = corpus()
+    rng = random.Random(7)
+    for c in range(30):  # more clusters, of varied size and edit distance
+        base = prose(rng, 200)
+        docs += [{"url": f"https://c{c}-{k}.example/", "text": edit(rng, base, rng.randint(0, 6)),
+                  "fetched_at": f"2024-05-{1 + (c + k) % 28:02d}T00:00:00Z"} for k in range(rng.randint(2, 5))]
+    batch = make_batch(docs, needs=NearDuplicate.needs)
+    want = datasketch_clusters(batch)
+    assert len(want) > 30
+    tags = finish_over_state(tmp_path, batches_of(docs, 13), rows_per_file=5).to_pylist()
+    got = {t["doc_id"]: (json.loads(t["evidence"])["cluster_id"], t["score"]) for t in tags
+           if t["tag"] == "near_duplicate"}
+    assert got.keys() == want.keys()
+    for doc_id, (kept, jaccard) in want.items():
+        assert got[doc_id][0] == kept and got[doc_id][1] == pytest.approx(jaccard)
+    assert {t["category"] for t in tags if t["tag"] == "near_duplicate"} == {"duplicate"}
+    # Five-domain clusters fetched over four days on domains never seen before look like campaigns.
+    assert {t["tag"] for t in tags} == {"near_duplicate", "amplification"}
+
+
+def test_finish_spills_candidates_to_the_scratch_dir_under_a_small_memory_limit(tmp_path):
+    rng = random.Random(8)
+    base = prose(rng, 300)
+    docs = [{"text": edit(rng, base, 1)} for _ in range(3)] + [{"text": prose(rng, 100)} for _ in range(20)]
+    tags = finish_over_state(tmp_path, batches_of(docs), {"memory_limit_mb": 64})
+    assert tags.num_rows == 2
+    spilled = pq.read_table(tmp_path / "scratch" / "candidates.parquet")
+    assert spilled.column_names == ["a", "b"] and spilled.num_rows >= 2
+    con = nd.duckdb_connection(str(tmp_path / "scratch"), 64)
+    assert con.execute("SELECT current_setting('temp_directory'), current_setting('memory_limit')").fetchone()[0] \
+        == str(tmp_path / "scratch")
+
+
+def test_no_state_files_or_no_pairs_make_no_tags(tmp_path):
+    detector = NearDuplicate(**NearDuplicate.validate_options({}))
+    assert list(detector.finish(CorpusState(state_files=[], scratch_dir=str(tmp_path)))) == []
+    assert finish_over_state(tmp_path, batches_of(DEFAULT_DOCS[3:])).num_rows == 0
+
+
+# ----- amplification ------------------------------------------------------------------------------
+T0 = datetime(2024, 6, 1, tzinfo=timezone.utc)
+
+
+def campaign_docs(rng, text, n_domains, spread_hours, prefix, start=T0):
+    return [{"url": f"https://www.{prefix}{k}.com/story", "text": edit(rng, text, rng.randint(0, 2)),
+             "fetched_at": start + timedelta(hours=spread_hours * k / max(n_domains - 1, 1))}
+            for k in range(n_domains)]
+
+
+def test_amplification_tags_a_campaign_on_new_domains_and_not_syndication_by_old_ones(tmp_path):
+    rng = random.Random(11)
+    campaign = campaign_docs(rng, prose(rng, 200), 8, 48, "fresh")
+    syndicated = campaign_docs(rng, prose(rng, 200), 8, 48, "paper")
+    # The papers have published for a year; each fresh site's only other page is from a week before.
+    history = [{"url": f"https://www.paper{k}.com/old", "text": prose(rng, 100), "fetched_at": T0 - timedelta(days=365)}
+               for k in range(8)]
+    history += [{"url": f"https://fresh{k}.com/about", "text": prose(rng, 100), "fetched_at": T0 - timedelta(days=7)}
+                for k in range(8)]
+    small = campaign_docs(rng, prose(rng, 200), 4, 24, "tiny")  # below amplification_min_domains
+    slow = campaign_docs(rng, prose(rng, 200), 8, 24 * 20, "slow")  # spread over 20 days
+    docs = campaign + syndicated + history + small + slow
+    tags = finish_over_state(tmp_path, batches_of(docs, 9))
+    amplified = [t for t in tags.to_pylist() if t["tag"] == "amplification"]
+    ids = make_batch(docs, needs=NearDuplicate.needs).column("doc_id").to_pylist()
+    assert sorted(t["doc_id"] for t in amplified) == sorted(ids[:8])  # every member, the earliest too
+    evidence = json.loads(amplified[0]["evidence"])
+    assert set(evidence) == {"cluster_id", "n_registered_domains", "domains", "first_seen", "last_seen",
+                             "span_hours", "new_domain_share"}
+    assert evidence["cluster_id"] == ids[0] and evidence["n_registered_domains"] == 8
+    assert evidence["domains"] == sorted(f"fresh{k}.com" for k in range(8))
+    assert evidence["first_seen"] == "2024-06-01T00:00:00Z" and evidence["span_hours"] == 48
+    assert evidence["new_domain_share"] == 1.0
+    assert {t["category"] for t in amplified} == {"poison"} and {t["score"] for t in amplified} == {1.0}
+    # The other clusters are near duplicates all the same.
+    assert sum(t["tag"] == "near_duplicate" for t in tags.to_pylist()) == 7 + 7 + 3 + 7
+
+    # Looser options reach the small and the slow campaigns.
+    loose = finish_over_state(tmp_path / "loose", batches_of(docs, 9),
+                              {"amplification_min_domains": 4, "amplification_window_days": 21.0})
+    assert sum(t["tag"] == "amplification" for t in loose.to_pylist()) == 8 + 4 + 8
+
+
+def test_amplification_new_share_and_new_domain_days(tmp_path):
+    rng = random.Random(12)
+    docs = campaign_docs(rng, prose(rng, 200), 6, 10, "mixed")
+    # Three of the six sites were first seen 40 days before the campaign, three 10 days before.
+    docs += [{"url": f"https://mixed{k}.com/", "text": prose(rng, 80),
+              "fetched_at": T0 - timedelta(days=40 if k < 3 else 10)} for k in range(6)]
+    shares = {}
+    for share, days in ((0.5, 30.0), (0.6, 30.0), (0.6, 45.0)):
+        tags = finish_over_state(tmp_path / f"{share}-{days}", batches_of(docs),
+                                 {"amplification_new_share": share, "amplification_new_domain_days": days})
+        shares[share, days] = [t["score"] for t in tags.to_pylist() if t["tag"] == "amplification"]
+    assert shares[0.5, 30.0] == [0.5] * 6 and shares[0.6, 30.0] == [] and shares[0.6, 45.0] == [1.0] * 6
+
+
+# ----- known LLM text ------------------------------------------------------------------------------
+def replace_share(rng, text, share):
+    words = text.split()
+    for i in rng.sample(range(len(words)), round(share * len(words))):
+        words[i] = rng.choice(VOCAB).upper() + "x"
+    return " ".join(words)
+
+
+def test_known_llm_text_matches_an_edited_copy_of_a_reference_text_and_not_a_human_text(tmp_path):
+    rng = random.Random(13)
+    generated = [prose(rng, 300) for _ in range(5)]
+    docs = [{"text": replace_share(rng, generated[2], 0.1)}, {"text": generated[4]}, {"text": prose(rng, 300)},
+            {"text": prose(rng, 300)}, {"text": "..."}]
+    references = {"gpt": [(f"gen-{k}", t) for k, t in enumerate(generated)], "other": [prose(rng, 300)]}
+    tags = finish_over_state(tmp_path, batches_of(docs, 2), references=references)
+    ids = make_batch(docs, needs=NearDuplicate.needs).column("doc_id").to_pylist()
+    rows = sorted(tags.to_pylist(), key=lambda t: ids.index(t["doc_id"]))
+    assert [(t["doc_id"], t["tag"], t["category"]) for t in rows] == [
+        (ids[0], "known_llm_text", "llm"), (ids[1], "known_llm_text", "llm")]
+    first, second = (json.loads(t["evidence"]) for t in rows)
+    assert (first["reference"], first["ref_id"]) == ("gpt", "gen-2") and 0.2 <= first["jaccard"] < 0.5
+    assert (second["reference"], second["ref_id"], second["jaccard"]) == ("gpt", "gen-4", 1.0)
+    assert rows[0]["score"] == pytest.approx(first["jaccard"], abs=1e-4)
+    # A higher reference_threshold drops the edited copy.
+    strict = finish_over_state(tmp_path / "strict", batches_of(docs, 2), {"reference_threshold": 0.6},
+                               references=references)
+    assert strict.column("doc_id").to_pylist() == [ids[1]]
