@@ -72,7 +72,7 @@ def main() -> int:
     print(f"corpus: {len(corpus)} texts ({megabytes:.1f} MB); first crawl {len(first)}, new crawl {len(later)}")
 
     with tempfile.TemporaryDirectory(prefix="bench-dedup-tag-") as tmp:
-        store = ingest_records(records(first, ""), Path(tmp) / "first").root
+        store = ingest_records(records(first, ""), Path(tmp)).root
         full, stats = tag(store)
         print(f"first run:   {full:7.2f} s  (observed {stats['rows']} documents, {stats['tags']} tags)")
         idle, stats = tag(store)
