@@ -408,9 +408,18 @@ def _sql_string(text: str) -> str:
 
 
 def duckdb_connection(scratch_dir: str, memory_limit_mb: int):
-    """A DuckDB connection that spills to ``scratch_dir`` beyond ``memory_limit_mb``, on every CPU."""
+    """A DuckDB connection that spills to ``scratch_dir`` beyond ``memory_limit_mb``, on every CPU.
+
+    Within a worker's memory limit ([tag] worker_memory_mb), DuckDB gets at most a third of what is left,
+    so the signatures read back after it still fit.
+    """
     import duckdb
 
+    from provenance.isolation import memory_headroom_mb
+
+    headroom = memory_headroom_mb()
+    if headroom is not None:
+        memory_limit_mb = max(16, min(memory_limit_mb, headroom // 3))
     return duckdb.connect(config={"temp_directory": scratch_dir, "memory_limit": f"{memory_limit_mb}MB",
                                   "threads": os.cpu_count() or 1, "preserve_insertion_order": False})
 

@@ -118,6 +118,9 @@ class TagSettings(_Section):
     batch_size: int = Field(1000, ge=1, description="Documents per batch handed to a detector.")
     time_budget_s: float = Field(300.0, gt=0, description="Seconds a detector may spend on one call (one batch, "
                                                           "or its start); after that it is stopped.")
+    workers: int = Field(1, ge=1, le=256, description="Worker processes per per-document or state-keeping "
+                                                      "detector; each batch is split between them, so they use "
+                                                      "that many cores (and that many times the memory).")
     finish_budget_s: float = Field(3600.0, gt=0, description="Seconds a corpus-level detector's `finish` may "
                                                              "take, all its streamed parts together; after that "
                                                              "it is stopped and its earlier tags stay live.")
@@ -159,6 +162,7 @@ FLAGS: dict[tuple[str, str], str] = {
     ("tag", "batch_size"): "--batch-size",
     ("tag", "time_budget_s"): "--time-budget",
     ("tag", "isolation"): "--isolation",
+    ("tag", "workers"): "--workers",
     ("tag", "enable"): "--plugins",
     ("tag", "disable"): "--disable",
 }

@@ -119,6 +119,16 @@ def _data_segment_bytes() -> int:
     return 0
 
 
+def memory_headroom_mb() -> int | None:
+    """What this process may still allocate under its RLIMIT_DATA (the worker's ``[tag] worker_memory_mb``),
+    in MB; None when unlimited. For detectors that size a buffer or a library's memory limit (DuckDB's
+    ``memory_limit``) to fit the worker."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    return max(0, (soft - _data_segment_bytes()) // (1024 * 1024))
+
+
 def limit_memory(megabytes: int) -> None:
     """Let this (worker) process allocate at most ``megabytes`` more than it holds now.
 

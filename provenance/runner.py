@@ -373,6 +373,13 @@ def _iter_batches(path, columns: list[str], batch_size: int) -> Iterator[tuple[i
         offset += batch.num_rows
 
 
+def _split(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
+    """[lo, hi) cut into at most ``parts`` contiguous, non-empty, nearly equal ranges."""
+    parts = max(1, min(parts, hi - lo))
+    bounds = [lo + (hi - lo) * k // parts for k in range(parts + 1)]
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if a < b]
+
+
 def _slice_pending(batch: pa.RecordBatch, start: int, ranges: list[tuple[int, int]]):
     """The parts of a batch (rows start..start+len) that fall in ``ranges``, as (start, end, slice)."""
     end = start + batch.num_rows
@@ -406,6 +413,7 @@ class TagSettings:
     commit_seconds: float = 60.0  # ... or seconds between commits (0: no time limit)
     worker_memory_mb: int = 4096  # what a detector's worker may allocate (0: unlimited)
     finish_budget_s: float = 3600.0  # a corpus detector's finish(), all its parts together
+    workers: int = 1  # worker processes per per-document or state-keeping detector, each given part of a batch
 
     @classmethod
     def from_settings(cls, tag: dict | None) -> TagSettings:
@@ -416,7 +424,8 @@ class TagSettings:
     def to_json(self) -> dict:
         return {"batch_size": self.batch_size, "time_budget_s": self.time_budget_s, "isolation": self.isolation,
                 "commit_rows": self.commit_rows, "commit_seconds": self.commit_seconds,
-                "worker_memory_mb": self.worker_memory_mb, "finish_budget_s": self.finish_budget_s}
+                "worker_memory_mb": self.worker_memory_mb, "finish_budget_s": self.finish_budget_s,
+                "workers": self.workers}
 
 
 def run_tag(store: Store, pm: ProvenancePluginManager, settings: dict, enable: list[str] | None = None,
@@ -499,7 +508,7 @@ class _TagPass:
         self.corpus = [d for d in druns if d.spec.cls.corpus_level and not d.keeps_state
                        and not corpus_up_to_date(self.snapshot, d)]
         self.stateful = [d for d in druns if d.keeps_state and not corpus_up_to_date(self.snapshot, d)]
-        self.workers: dict = {}
+        self.workers: dict[str, list] = {}  # detector -> its workers (ranged: [tag] workers of them; others: one)
         self.corpus_failed: set[str] = set()
         self._state_schema: dict[str, pa.Schema] = {}  # the first state rows' schema, per detector, this run
         self._previous: PreviousLookup | None = None
@@ -522,7 +531,7 @@ class _TagPass:
         start_errors = []
         for drun in [v[0] for v in self.ranged.values()] + self.corpus:
             stats[drun.name].status = "ok"
-            start_errors += self._start_worker(drun)
+            start_errors += self._start_workers(drun, self.tag.workers if drun.name in self.ranged else 1)
         if start_errors:
             run.commit(add=[run.write("errors", pa.Table.from_pylist(start_errors), "")])
         try:
@@ -539,8 +548,9 @@ class _TagPass:
             if finished:  # one read of the log, now holding this run's commits, for all of them
                 _retire_superseded(run, self.store.snapshot(), finished)
         finally:
-            for worker in self.workers.values():
-                worker.close()
+            for workers in self.workers.values():
+                for worker in workers:
+                    worker.close()
         for name, s in stats.items():
             if s.status == "ok" and s.errors:
                 s.status = "partial"
@@ -551,27 +561,39 @@ class _TagPass:
                     s.pending = 0 if s.status == "ok" else todo_rows[name]
         return self.summary
 
-    def _start_worker(self, drun: DetectorRun) -> list[dict]:
-        """Start (or restart) the detector's worker; on failure the detector is stopped: its error row."""
+    def _start_workers(self, drun: DetectorRun, count: int = 1, index: int | None = None) -> list[dict]:
+        """Start ``count`` workers for the detector, or restart the one at ``index``; on failure the detector
+        is stopped (all its workers): its error row."""
         stat = self.stats[drun.name]
         try:
-            self.workers[drun.name] = make_worker(self.tag.isolation, drun.spec.cls, drun.options,
-                                                  start_timeout=self.tag.time_budget_s,
-                                                  memory_limit_mb=self.tag.worker_memory_mb)
+            def start():
+                return make_worker(self.tag.isolation, drun.spec.cls, drun.options,
+                                   start_timeout=self.tag.time_budget_s, memory_limit_mb=self.tag.worker_memory_mb)
+            if index is None:
+                self.workers[drun.name] = []
+                for _ in range(count):
+                    self.workers[drun.name].append(start())
+            else:
+                self.workers[drun.name][index] = start()
             return []
         except WorkerStartError as exc:
             reply = exc.reply
             kind = "crashed" if reply.kind == "exception" else reply.kind
             _fault(stat, kind, str(exc), "start")
             stat.status = "stopped"
-            self.workers.pop(drun.name, None)
+            for worker in self.workers.pop(drun.name, []):
+                worker.close()
             _trace(f"{drun.name}: failed to start: {exc}")
             return [_error_row(self.run.run_id, drun, Reply(False, kind=kind, message=str(exc),
                                                               traceback=reply.traceback))]
 
     def _alive(self, name: str) -> bool:
-        worker = self.workers.get(name)
-        return worker is not None and worker.alive
+        return any(w.alive for w in self.workers.get(name, []))
+
+    def _stop(self, name: str) -> None:
+        """A time-out or crash stops the detector for the run: all its workers."""
+        for worker in self.workers.get(name, []):
+            worker.close(kill=True)
 
     def _previous_lookup(self) -> PreviousLookup:
         """Built on first use: only a file read for a detector that needs "previous" pays for it."""
@@ -610,29 +632,35 @@ class _TagPass:
 
     def _tag_batch(self, entry: FileEntry, start: int, batch: pa.RecordBatch, todo, corpus,
                    pending: _Uncommitted) -> None:
-        """One batch to every detector that wants it, in parallel; results into ``pending``."""
+        """One batch to every detector that wants it, in parallel; results into ``pending``.
+
+        A ranged detector with several workers gets the batch split into one contiguous slice per live
+        worker, so its workers run in parallel too.
+        """
         run, stats = self.run, self.stats
-        calls = []  # (drun, op, start, end, sliced) sent this round
+        calls = []  # (drun, worker index, op, start, end, sliced) sent this round
         for name, ranges in todo.items():
             drun = self.ranged[name][0]
-            if not self._alive(name):
-                continue
+            live = [i for i, w in enumerate(self.workers.get(name, [])) if w.alive]
             op = "observe" if drun.keeps_state else "tag"
             for lo, hi, part in _slice_pending(batch, start, ranges):
-                calls.append((drun, op, lo, hi, part.select(drun.columns + _previous_cols(drun, part))))
+                for index, (a, b) in zip(live, _split(lo, hi, len(live))):
+                    piece = part.slice(a - lo, b - a)
+                    calls.append((drun, index, op, a, b, piece.select(drun.columns + _previous_cols(drun, piece))))
         for drun in corpus:
             if self._alive(drun.name) and drun.name not in self.corpus_failed:
-                calls.append((drun, "observe", start, start + batch.num_rows,
+                calls.append((drun, 0, "observe", start, start + batch.num_rows,
                               batch.select(drun.columns + _previous_cols(drun, batch))))
-        # Send to every detector first so their workers run in parallel, then collect.
-        for drun, op, lo, hi, part in calls:
-            self.workers[drun.name].send(op, part)
-        worker_gone: set[str] = set()  # detectors whose worker ended this round: later calls got no answer
-        for drun, op, lo, hi, part in calls:
-            if drun.name in worker_gone:
+        # Send to every worker first so that they run in parallel, then collect.
+        for drun, index, op, lo, hi, part in calls:
+            self.workers[drun.name][index].send(op, part)
+        worker_gone: set[tuple[str, int]] = set()  # workers that ended this round: later calls got no answer
+        for drun, index, op, lo, hi, part in calls:
+            if (drun.name, index) in worker_gone or drun.name not in self.workers:
                 continue  # left uncovered, for a later round or run; not a fault of its own
             stat = stats[drun.name]
-            reply = self.workers[drun.name].receive(self.tag.time_budget_s)
+            worker = self.workers[drun.name][index]
+            reply = worker.receive(self.tag.time_budget_s)
             stat.seconds += reply.seconds
             where = f"{entry.path}[{lo}:{hi}]"
             if reply.ok and drun.name in self.ranged:
@@ -641,10 +669,12 @@ class _TagPass:
                 _trace(f"{drun.name} {op} {where} -> {reply.kind}: {reply.message}")
                 pending.errors.append(_error_row(run.run_id, drun, reply, entry.path, lo, hi))
                 _fault(stat, reply.kind, reply.message, where)
-                if not self._alive(drun.name):  # timed out, crashed or over its memory limit
-                    worker_gone.add(drun.name)
+                if not worker.alive:  # timed out, crashed or over its memory limit
+                    worker_gone.add((drun.name, index))
                 if reply.kind in ("timeout", "crashed"):
                     stat.status = "stopped"
+                    self._stop(drun.name)
+                    worker_gone.update((drun.name, i) for i in range(len(self.workers[drun.name])))
                 if drun.name not in self.ranged:
                     self.corpus_failed.add(drun.name)
                 continue
@@ -660,11 +690,11 @@ class _TagPass:
         # and went over its memory limit gets a fresh worker: a leak or one huge document costs the batches
         # it failed, not the rest of the run. (A stateless corpus detector's state cannot be rebuilt: it is
         # stopped, see _finish_corpus.)
-        for name in sorted(worker_gone):
-            if name in self.ranged and stats[name].status != "stopped" and not self._alive(name):
+        for name, index in sorted(worker_gone):
+            if name in self.ranged and stats[name].status != "stopped" and name in self.workers \
+                    and not self.workers[name][index].alive:
                 _trace(f"{name}: restarting its worker after a memory fault")
-                errors = self._start_worker(self.ranged[name][0])
-                pending.errors.extend(errors)
+                pending.errors.extend(self._start_workers(self.ranged[name][0], index=index))
 
     def _ranged_output(self, drun: DetectorRun, op: str, reply: Reply, part: pa.RecordBatch,
                        pending: _Uncommitted, lo: int, hi: int) -> Reply:
@@ -722,7 +752,7 @@ class _TagPass:
             if not self._alive(drun.name):
                 # Its state is on disk, so a fresh worker can finish (after a memory fault, or when there
                 # was nothing new to observe and only the references changed).
-                errors = self._start_worker(drun)
+                errors = self._start_workers(drun)
                 if errors:
                     run.commit(add=[run.write("errors", pa.Table.from_pylist(errors), "")])
                     return
@@ -750,7 +780,8 @@ class _TagPass:
         written: list[FileEntry] = []
         failure: Reply | None = None
         try:
-            for reply in self.workers[drun.name].finish_parts(payload, self.tag.finish_budget_s):
+            worker = next(w for w in self.workers[drun.name] if w.alive)
+            for reply in worker.finish_parts(payload, self.tag.finish_budget_s):
                 stat.seconds += reply.seconds
                 if not reply.ok:
                     failure = reply

@@ -212,6 +212,7 @@ commit_rows = 50
 commit_seconds = 5.5
 worker_memory_mb = 512
 finish_budget_s = 120
+workers = 3
 enable = ["exact_duplicate"]
 disable = ["another_plugin"]
 

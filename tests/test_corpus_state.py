@@ -202,3 +202,30 @@ def test_a_new_reference_set_reruns_finish_over_stored_state_without_observing(t
     assert run_detectors([ReferenceReader], store).summary.detectors["reference_reader"].status == "up_to_date"
     remove_reference(store, "llm")
     assert _evidence(run_detectors([ReferenceReader], store).tags) == {"[]"}
+
+
+class WhoTagged(provenance.Detector):
+    name = "who_tagged"
+    version = "1"
+    needs = ("text",)
+
+    def tag_batch(self, batch):
+        return self.tags(batch.column("doc_id"), "seen", evidence=[json.dumps({"pid": os.getpid()})] * batch.num_rows)
+
+
+def test_workers_split_each_batch_and_give_the_same_result(tmp_path):
+    docs = _docs(30)
+    one = run_detectors([WhoTagged, LengthState], make_store(tmp_path / "one", docs), batch_size=10)
+    three = run_detectors([WhoTagged, LengthState], make_store(tmp_path / "three", docs), batch_size=10,
+                          settings={"tag": {"workers": 3}})
+    for name in ("who_tagged", "length_state"):
+        stat = three.summary.detectors[name]
+        assert (stat.status, stat.rows, stat.batches) == ("ok", 30, 9)  # 3 batches, each in 3 slices
+    pids = {json.loads(e)["pid"] for e in three.tags.filter(pc.field("detector") == "who_tagged")
+            .column("evidence").to_pylist()}
+    assert len(pids) == 3 and os.getpid() not in pids
+    drop = ["evidence", "run_id", "created_at"]
+    assert one.tags.filter(pc.field("detector") == "length_state").drop_columns(drop).equals(
+        three.tags.filter(pc.field("detector") == "length_state").drop_columns(drop))
+    assert one.tags.filter(pc.field("detector") == "who_tagged").column("doc_id").equals(
+        three.tags.filter(pc.field("detector") == "who_tagged").column("doc_id"))

@@ -620,7 +620,8 @@ def test_a_detector_over_its_memory_limit_is_stopped_recorded_and_the_run_goes_o
     plugin = _write(tmp_path, "memory_hungry", MEMORY)
     (tmp_path / "provenance.toml").write_text(f"[tag]\nworker_memory_mb = {LIMIT_MB}\n")
     started = time.monotonic()
-    proc = cli("tag", "--store", store, "--plugin-module", plugin, "--disable", "exact_duplicate",
+    # The built-ins are left out: near_duplicate's finish (DuckDB) needs more than the small limit set here.
+    proc = cli("tag", "--store", store, "--plugin-module", plugin, "--disable", "exact_duplicate,near_duplicate",
                "--batch-size", BATCH, "--json", cwd=tmp_path, check=3)
     assert time.monotonic() - started < 60
     det = json.loads(proc.stdout)["detectors"]
