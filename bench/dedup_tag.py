@@ -11,11 +11,13 @@ new process (start-up, plugin loading, reading Parquet, the worker, commits):
    observed; finish runs again over the stored signatures.
 
 The peer is bench/minhash.py's datasketch loop over the same texts with the
-same parameters, in this process (no start-up, no I/O: generous to it).
+same parameters, in this process, on one core (no start-up, no I/O: generous
+to it); ours uses ``--workers`` processes (default 2, this machine's cores).
 Prints seconds and the ratios: peer / first run (target >= 10x) and new
 crawl / first run (target about the new share, 1%).
 
-    .venv/bin/python bench/dedup_tag.py [--sample 20000] [--inject 10000] [--new-share 0.01] [--skip-datasketch]
+    .venv/bin/python bench/dedup_tag.py [--sample 20000] [--inject 10000] [--new-share 0.01] [--workers 2]
+                                        [--skip-datasketch]
 """
 
 from __future__ import annotations
@@ -38,11 +40,11 @@ from provenance.plugins.near_duplicate import NearDuplicate  # noqa: E402
 CLI = [sys.executable, "-m", "provenance.cli"]
 
 
-def tag(store: Path) -> tuple[float, dict]:
+def tag(store: Path, workers: int) -> tuple[float, dict]:
     """One `provenance tag --plugins near_duplicate --json` process: (wall seconds, its detector summary)."""
     t0 = time.perf_counter()
-    proc = subprocess.run([*CLI, "tag", "--store", str(store), "--plugins", "near_duplicate", "--json"],
-                          capture_output=True, text=True)
+    proc = subprocess.run([*CLI, "tag", "--store", str(store), "--plugins", "near_duplicate", "--json",
+                           "--workers", str(workers)], capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"bench: provenance tag exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
@@ -60,6 +62,7 @@ def main() -> int:
     parser.add_argument("--inject", type=int, default=10000, help="edited copies of sampled texts")
     parser.add_argument("--new-share", type=float, default=0.01, help="size of the new crawl, as a share")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2, help="provenance tag --workers (this machine: 2 cores)")
     parser.add_argument("--skip-datasketch", action="store_true", help="only our runs (the peer is slow)")
     args = parser.parse_args()
     rows = read_reference(DATA, "bench")
@@ -73,15 +76,15 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-dedup-tag-") as tmp:
         store = ingest_records(records(first, ""), Path(tmp)).root
-        full, stats = tag(store)
-        print(f"first run:   {full:7.2f} s  (observed {stats['rows']} documents, {stats['tags']} tags)")
-        idle, stats = tag(store)
+        full, stats = tag(store, args.workers)
+        print(f"first run:   {full:7.2f} s  (--workers {args.workers})  (observed {stats['rows']} documents, {stats['tags']} tags)")
+        idle, stats = tag(store, args.workers)
         print(f"nothing new: {idle:7.2f} s  (status {stats['status']}, observed {stats['rows']})")
         crawl = Path(tmp) / "new-crawl.jsonl"
         crawl.write_text("".join(json.dumps(r) + "\n" for r in records(later, "new.")))
         subprocess.run([*CLI, "ingest", str(crawl), "--store", str(store), "--crawl-id", "new"], check=True,
                        capture_output=True)
-        again, stats = tag(store)
+        again, stats = tag(store, args.workers)
         print(f"new crawl:   {again:7.2f} s  (observed {stats['rows']} documents, {stats['tags']} tags)")
         print(f"new crawl / first run: {again / full:.3f} (new documents: {len(later) / len(corpus):.3f} of the "
               f"corpus; the rest is process start-up and finish over all stored signatures)")

@@ -49,8 +49,8 @@ reference signatures. Output is yielded in parts of ``PART_ROWS`` rows.
 the signature equals ``datasketch.MinHash(num_perm, seed,
 hashfunc=shingle_hashfunc(kind)).hashvalues`` (datasketch's default
 "affine32" permutation scheme) fed with ``shingles(text, ...)``, so signatures
-can be loaded into ``MinHashLSH`` and friends. Bands x rows come from
-datasketch's own ``_optimal_param`` for the threshold and weights.
+can be loaded into ``MinHashLSH`` and friends. Bands x rows are the ones
+datasketch's ``MinHashLSH`` picks for the threshold and weights.
 
 The shingle hash is ours (datasketch's default, SHA-1, costs a Python call
 per shingle): every token is hashed with 64-bit FNV-1a over its UTF-8 bytes
@@ -245,13 +245,21 @@ def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def signatures(texts: pa.Array, kind: str = "word", ngram: int = 5, num_perm: int = 128,
-               seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+               seed: int = 1, compiled: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(MinHash signatures, one uint32 row of num_perm values per text; whether the text had any shingle).
 
     A text without shingles keeps datasketch's empty value (all 2**32 - 1).
+    Word shingles go through the compiled kernel (``_minhash_kernel``, about
+    ten times faster) unless ``compiled`` is false; the numpy code below is
+    the reference it is tested against, and serves character shingles.
     """
-    hashes, per_text = shingle_hashes(texts, kind, ngram)
     a, b = permutations(num_perm, seed)
+    if compiled and kind == "word":
+        from provenance.plugins import _minhash_kernel  # here: numba takes 0.2 s to import, every command
+
+        if _minhash_kernel.available():
+            return _minhash_kernel.word_signatures(_normalise(texts, "word"), ngram, a, b)
+    hashes, per_text = shingle_hashes(texts, kind, ngram)
     sig = np.full((len(texts), num_perm), np.uint32(0xFFFFFFFF), dtype=np.uint32)
     if len(hashes) == 0:
         return sig, per_text > 0
@@ -286,10 +294,25 @@ def distinct_shingle_sets(texts: pa.Array, kind: str = "word", ngram: int = 5) -
 # ----- LSH -----------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=32)
 def lsh_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
-    """(bands, rows) minimising weighted false-positive and false-negative probability: datasketch's own choice."""
-    from datasketch.lsh import _optimal_param
+    """(bands, rows) minimising weighted false-positive and false-negative probability: datasketch's choice.
 
-    return _optimal_param(threshold, num_perm, fp_weight, fn_weight)
+    The same search as datasketch's ``MinHashLSH`` (``_optimal_param``: every b x r <= num_perm, in order,
+    first minimum wins), with the two integrals by Gauss-Legendre quadrature in numpy instead of scipy's
+    ``quad``: importing datasketch.lsh loads scipy.integrate, half a second in every tag worker. A test
+    asserts the same choice as datasketch over a grid of thresholds, weights and signature lengths.
+    """
+    nodes, weights = np.polynomial.legendre.leggauss(64)
+
+    def integral(lo: float, hi: float, b: np.ndarray, r: np.ndarray, negative: bool) -> np.ndarray:
+        x = (hi - lo) / 2 * nodes + (hi + lo) / 2  # nodes on [lo, hi]
+        collide = 1 - (1 - x[None, :] ** r[:, None]) ** b[:, None]
+        return (hi - lo) / 2 * ((1 - collide) if negative else collide) @ weights
+
+    b = np.array([b for b in range(1, num_perm + 1) for _r in range(1, num_perm // b + 1)], dtype=np.float64)
+    r = np.array([r for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)], dtype=np.float64)
+    error = fp_weight * integral(0.0, threshold, b, r, False) + fn_weight * integral(threshold, 1.0, b, r, True)
+    best = int(np.argmin(error))
+    return int(b[best]), int(r[best])
 
 
 def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:

@@ -72,6 +72,36 @@ def test_signatures_equal_datasketch_hashvalues(kind, ngram, num_perm, seed):
         assert np.array_equal(sig[i], theirs.hashvalues), f"text {i}: {text[:60]!r}"
 
 
+@pytest.mark.parametrize("ngram,num_perm,seed", [(5, 128, 1), (3, 64, 42), (1, 16, 7)])
+def test_the_compiled_kernel_equals_the_numpy_reference(ngram, num_perm, seed):
+    """Word signatures from the compiled kernel equal the vectorised numpy path's, value for value."""
+    from provenance.plugins import _minhash_kernel
+
+    assert _minhash_kernel.available()
+    rng = random.Random(seed)
+    texts = [prose(rng, rng.randint(0, 400)) for _ in range(200)]
+    texts += [None, "", "   ", "Hi.", "one two", "snake_case under_score", "İstanbul ΣΊΣΥΦΟΣ straße ǅemal",
+              "e\u0301t\u00e9 caf\u00e9 — 日本語のテキスト 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 😀 ١٢٣ ⅫⅣ ½", "x" * 5000, "a b " * 2000]
+    array = pa.array(texts, pa.large_string())
+    compiled, has = nd.signatures(array, "word", ngram, num_perm, seed)
+    reference, reference_has = nd.signatures(array, "word", ngram, num_perm, seed, compiled=False)
+    assert np.array_equal(has, reference_has)
+    for i in range(len(texts)):
+        assert np.array_equal(compiled[i], reference[i]), f"text {i}: {(texts[i] or '')[:60]!r}"
+    sliced = array.slice(3, 50)  # an array that starts at an offset into its buffers
+    assert np.array_equal(nd.signatures(sliced, "word", ngram, num_perm, seed)[0], reference[3:53])
+
+
+@pytest.mark.parametrize("num_perm", [16, 128, 256])
+def test_bands_and_rows_are_the_ones_datasketch_picks(num_perm):
+    from datasketch.lsh import _optimal_param
+
+    for threshold in (0.05, 0.2, 0.33, 0.5, 0.72, 0.8, 0.85, 0.95):
+        for fp_weight, fn_weight in ((0.5, 0.5), (0.1, 0.9), (0.9, 0.1)):
+            assert nd.lsh_bands.__wrapped__(threshold, num_perm, fp_weight, fn_weight) == \
+                _optimal_param(threshold, num_perm, fp_weight, fn_weight), (threshold, fp_weight, fn_weight)
+
+
 def test_signatures_load_into_datasketch_lsh():
     """Our signatures as datasketch MinHash objects: its MinHashLSH finds the same near duplicate."""
     rng = random.Random(3)
