@@ -1,7 +1,8 @@
 """WARC, ARC and WET import: ``provenance ingest FILE.warc[.gz] | .arc[.gz] | .wet[.gz]``.
 
 Called by ``provenance.ingest.ingest_file`` once per file, as
-``ingest_warc(path, run, sink, result, problem, on_record)``.
+``ingest_warc(path, run, sink, result, problem, on_record, extractor=...)``; ``extractor`` is
+``[ingest] extractor`` (a name in provenance.extract.EXTRACTORS), used for every HTML page.
 
 What becomes a document
   * ``response`` records with HTTP status 200 and an HTML body (Content-Type text/html or
@@ -503,9 +504,10 @@ def _describe(exc: BaseException) -> str:
 
 # ----- the import of one file -------------------------------------------------------------------
 def ingest_warc(path: Path, run: Run, sink: DocumentSink, result: IngestResult,
-                problem: Callable[[str, str], None], on_record: Callable[[], None] | None) -> None:
+                problem: Callable[[str, str], None], on_record: Callable[[], None] | None,
+                extractor: str | None = None) -> None:
     """Import one WARC/ARC/WET file into ``sink``; see the module docstring for the rules."""
-    _FileImport(Path(path), run, sink, result, problem, on_record).read_file()
+    _FileImport(Path(path), run, sink, result, problem, on_record, extractor).read_file()
 
 
 @dataclass
@@ -530,8 +532,9 @@ class _Source:
 
 
 class _FileImport:
-    def __init__(self, path, run, sink, result, problem, on_record):
+    def __init__(self, path, run, sink, result, problem, on_record, extractor=None):
         self.path, self.run, self.sink, self.result = path, run, sink, result
+        self.extractor = extractor
         self.problem, self.on_record = problem, on_record
         self.index: _RevisitIndex = _INDEXES.setdefault(run, _RevisitIndex())
         self.deferred: list[_Revisit] = []  # revisits read before their original
@@ -822,5 +825,5 @@ class _FileImport:
             url=capture.url, body=body, source="warc", crawl_id=self.sink.crawl_id, run_id=self.run.run_id,
             fetched_at=capture.fetched_at, http_status=status, headers=list(headers), content_type=content_type,
             metadata=meta, warc_record_id=capture.record_id, warc_filename=self.path.name,
-            warc_offset=warc_offset, resolved_ip=capture.ip, source_file=str(self.path),
+            warc_offset=warc_offset, resolved_ip=capture.ip, source_file=str(self.path), extractor=self.extractor,
         )
