@@ -44,12 +44,13 @@ Bad input: each case is one problem "FILE:offset N: what", and reading goes on
     and offset_in_gzip_stream;
   * LZ4, zstd, bzip2, xz or zip containers: one problem at offset 0 (not supported).
 
-Why warcio and not fastwarc: warcio is already a dependency, reads ARC as well as WARC,
-and parsing is not what limits an import. On the shared WARC with the most records
-(example.warc.gz, 2.5 MB, 822 records, 94 HTML pages) warcio reads every record and
-payload in 0.05 s (~16,000 records/s, ~50 MB/s); this module with text extraction switched
-off imports it in ~0.1-0.15 s; the real import takes ~7 s, ~98% of it trafilatura
-extracting the 94 pages (bench/warc.py). A faster parser would change the total by <1%.
+Why warcio and not fastwarc: warcio reads ARC as well as WARC, the recovery from broken
+archives above is built on its record loader, and parsing is not what limits an import. On
+the shared WARC with the most records (example.warc.gz, 2.5 MB, 822 records, 94 HTML pages)
+warcio reads every record and payload in ~0.05 s, FastWARC 2.0 in ~0.013 s; this module
+with text extraction switched off imports it in ~0.1 s; the real import takes ~3.3 s with
+trafilatura and ~0.36 s with resiliparse (bench/warc.py). FastWARC would save ~10% of the
+fast path's import and nothing measurable of the quality path's.
 
 Memory: one record's payload at a time (at most MAX_PAYLOAD_BYTES, also after decoding),
 plus the revisit index (URL, digest and record id of every response record of the run).
