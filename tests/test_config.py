@@ -202,9 +202,11 @@ jobdir = false
 store_non_html = false
 extract_workers = 0
 flush_rows = 7
+extractor = "resiliparse"
 
 [ingest]
 flush_rows = 3
+extractor = "resiliparse"
 
 [tag]
 batch_size = 2
