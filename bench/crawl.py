@@ -1,6 +1,6 @@
 """Crawl throughput: our crawl against a bare Scrapy spider, same site, same settings, same run.
 
-    python bench/crawl.py [--rounds 3] [--pages 300] [--workers N] [--generated]
+    python bench/crawl.py [--rounds 3] [--pages 300] [--workers N] [--extractor NAME] [--generated]
 
 The site is ../shared's git-htmldocs (197 pages reachable from index.html)
 when present, else a generated 300-page site, served on 127.0.0.1.
@@ -52,10 +52,11 @@ SCENARIOS = [  # (label, server latency in seconds, requests in flight per host)
 ]
 
 
-def bench_settings(per_host: int, workers: int | None) -> dict:
+def bench_settings(per_host: int, workers: int | None, extractor: str | None = None) -> dict:
     """[crawl] settings for a loopback benchmark: private addresses allowed, no throttling."""
     return {"allow_private": True, "autothrottle": False, "concurrency": 16,
-            "concurrency_per_host": per_host, "extract_workers": workers}
+            "concurrency_per_host": per_host, "extract_workers": workers,
+            **({"extractor": extractor} if extractor else {})}
 
 
 # ----- the bare spider (runs in a child: python bench/crawl.py --bare URL SETTINGS_JSON) ---------------
@@ -128,8 +129,8 @@ def round_bare(start_url: str, crawl: dict, tmp: Path) -> dict:
 
 
 def run_scenario(label: str, site: Path, latency_s: float, per_host: int, workers, rounds: int,
-                 tmp: Path) -> tuple[float, float]:
-    crawl = bench_settings(per_host, workers)
+                 tmp: Path, extractor: str | None = None) -> tuple[float, float]:
+    crawl = bench_settings(per_host, workers, extractor)
     ours, bare = [], []
     print(f"-- {label}")
     with serve(site, delay_s=latency_s) as base:
@@ -157,6 +158,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pages", type=int, default=300, help="pages of the generated site (no shared data)")
     parser.add_argument("--workers", type=int, default=None, help="extraction processes [default: auto]")
+    parser.add_argument("--extractor", help="[crawl] extractor of our crawl [default: its default]")
     parser.add_argument("--generated", action="store_true", help="use the generated site even if shared exists")
     parser.add_argument("--bare", nargs=3, metavar=("URL", "SETTINGS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -174,8 +176,10 @@ def main() -> None:
             generate_site(tmp / "site", pages=args.pages)
             site, label = tmp / "site", f"generated, {args.pages} pages"
         workers = extract_workers(bench_settings(4, args.workers))
-        print(f"site: {label}; cpus: {os.cpu_count()}; extraction processes: {workers}; rounds: {args.rounds}")
-        summary = [(name, *run_scenario(name, site, latency, per_host, args.workers, args.rounds, tmp))
+        print(f"site: {label}; cpus: {os.cpu_count()}; extraction processes: {workers}; "
+              f"extractor: {args.extractor or 'default'}; rounds: {args.rounds}")
+        summary = [(name, *run_scenario(name, site, latency, per_host, args.workers, args.rounds, tmp,
+                                        args.extractor))
                    for name, latency, per_host in SCENARIOS]
     print("summary (crawl pages/s, medians; target: ours >= 90% of bare)")
     for name, bare, ours in summary:

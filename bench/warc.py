@@ -1,12 +1,12 @@
 """WARC import throughput: python bench/warc.py [FILE ...]
 
-Default: the two largest WARCs in ../shared/data/warc. For each file, three timings:
+Default: the two largest WARCs in ../shared/data/warc. For each file, these timings:
   parse    warcio alone: every record, every payload read (the floor for any import)
   import   `provenance ingest` with text extraction replaced by a no-op (our reader, hashing,
            Parquet writes and commits)
-  full     the real import, trafilatura text extraction included
+  <name>   the real import with each extractor of provenance.extract.EXTRACTORS
 Records/s counts every record in the file (requests, metadata, ... included); MB/s is the
-file's size on disk.
+file's size on disk; docs/s counts the HTML documents stored.
 """
 
 from __future__ import annotations
@@ -35,33 +35,36 @@ def parse_only(path: Path) -> int:
     return n
 
 
-def timed_import(path: Path) -> tuple[float, int, int]:
+def timed_import(path: Path, extractor: str | None = None) -> tuple[float, int, int]:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        result = run_ingest(Store.open(Path(tmp) / "store", create=True), [path])
+        result = run_ingest(Store.open(Path(tmp) / "store", create=True), [path], extractor=extractor)
         return time.perf_counter() - start, result.records, result.stored
 
 
 def main(paths: list[Path]) -> None:
-    print(f"{'file':34} {'MB':>5} {'records':>7} | {'parse rec/s':>11} {'MB/s':>6} | {'import rec/s':>12} "
-          f"{'MB/s':>6} | {'full rec/s':>10} {'MB/s':>6} {'docs':>5}")
+    names = list(provenance.extract.EXTRACTORS)
+    print(f"{'file':34} {'MB':>5} {'records':>7} {'docs':>5} | {'parse rec/s':>11} | {'import rec/s':>12} | "
+          + " | ".join(f"{name + ' docs/s':>17} {'MB/s':>6}" for name in names))
     real_extract = provenance.extract.extract
-    timed_import(paths[-1])  # warm-up: imports, the public-suffix list, first Parquet write
+    for name in names:  # warm-up: imports, the public-suffix list, first Parquet write
+        timed_import(paths[-1], name)
     for path in paths:
         mb = path.stat().st_size / 1e6
         start = time.perf_counter()
         records = max(parse_only(path) for _ in range(3))
         parse_s = (time.perf_counter() - start) / 3
-        provenance.extract.extract = lambda body, content_type, url=None: provenance.extract.Extracted(
-            None, None, None, "none", None)
+        provenance.extract.extract = lambda body, content_type, url=None, extractor=None: (
+            provenance.extract.Extracted(None, None, None, "none", None))
         try:
             import_s, _, _ = timed_import(path)
         finally:
             provenance.extract.extract = real_extract
-        full_s, _, docs = timed_import(path)
-        print(f"{path.name[:34]:34} {mb:5.2f} {records:7d} | {records / parse_s:11.0f} {mb / parse_s:6.1f} | "
-              f"{records / import_s:12.0f} {mb / import_s:6.1f} | {records / full_s:10.0f} {mb / full_s:6.2f} "
-              f"{docs:5d}")
+        full = {name: timed_import(path, name) for name in names}
+        docs = full[names[0]][2]
+        print(f"{path.name[:34]:34} {mb:5.2f} {records:7d} {docs:5d} | {records / parse_s:11.0f} | "
+              f"{records / import_s:12.0f} | "
+              + " | ".join(f"{docs / full_s:17.1f} {mb / full_s:6.2f}" for full_s, _, _ in full.values()))
 
 
 if __name__ == "__main__":

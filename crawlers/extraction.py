@@ -1,9 +1,10 @@
 """The text-extraction processes of a crawl (light imports: the crawl process starts them first thing).
 
-build_document spends almost all of its time in trafilatura (about 20 ms a page),
-which would stall Scrapy's event loop if it ran there. A pool of spawned
-processes runs it instead; the crawl process starts the pool before it even
-imports Scrapy, so the workers have imported trafilatura by the first page.
+build_document spends almost all of its time in text extraction (trafilatura:
+about 10-20 ms a page; resiliparse: a few ms), which would stall Scrapy's event
+loop if it ran there. A pool of spawned processes runs it instead; the crawl
+process starts the pool before it even imports Scrapy, so the workers have
+imported the crawl's extractor (``[crawl] extractor``) by the first page.
 """
 
 from __future__ import annotations
@@ -27,21 +28,25 @@ def extract_workers(crawl: dict) -> int:
     return max(0, int(value))
 
 
-def _init_worker() -> None:
+def _init_worker(extractor: str | None) -> None:
     """In each extraction process: Ctrl-C is the crawl's to handle, and die with the crawl."""
     from provenance.processes import die_with_parent
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(signal.SIGKILL)
-    import provenance.documents  # noqa: F401  (imports trafilatura now, not on the first page)
+    import provenance.documents  # noqa: F401
+    from provenance.extract import preload
+
+    preload(extractor)  # the extractor's library now, not on the first page
 
 
-def start_pool(workers: int) -> ProcessPoolExecutor | None:
-    """A started pool of ``workers`` processes, or None for inline extraction."""
+def start_pool(workers: int, extractor: str | None = None) -> ProcessPoolExecutor | None:
+    """A started pool of ``workers`` processes that have loaded ``extractor``, or None for inline extraction."""
     if workers <= 0:
         return None
     # 'spawn': forking a process that runs an event loop and threads is not safe.
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                               initargs=(extractor,))
     for _ in range(workers):  # submitting is what starts the processes
         pool.submit(int)
     return pool

@@ -5,7 +5,8 @@ Settings (Scrapy conventions: prefixed, with an _ENABLED switch):
   PROVENANCE_ENABLED           False turns the pipeline off (NotConfigured); pages are then only fetched
   PROVENANCE_STORE_NON_HTML    False: non-HTML bodies are recorded in fetches as 'non_html', not stored
   PROVENANCE_EXTRACT_WORKERS   processes that run build_document (text extraction is the costly part,
-                               about 20 ms a page); 0 runs it inline in the crawl's event loop
+                               about 10-20 ms a page with trafilatura); 0 runs it inline in the crawl's event loop
+  PROVENANCE_EXTRACTOR         the text extractor, a name in provenance.extract.EXTRACTORS (default: its default)
 
 The spider passes the crawl's ``CrawlSession`` as a spider argument; the
 pipeline hands each built row to it, and the session decides the outcome and
@@ -25,7 +26,7 @@ from twisted.python.failure import Failure
 from provenance.crawlers.extraction import start_pool
 from provenance.crawlers.items import FetchedPage
 from provenance.documents import build_document, header_value
-from provenance.extract import looks_like_html
+from provenance.extract import get_extractor, looks_like_html
 
 log = logging.getLogger("provenance.crawl")
 
@@ -52,6 +53,7 @@ class DocumentWriterPipeline:
         self.crawler = crawler
         self.store_non_html = settings.getbool("PROVENANCE_STORE_NON_HTML", True)
         self.workers = settings.getint("PROVENANCE_EXTRACT_WORKERS", 0)
+        self.extractor = get_extractor(settings.get("PROVENANCE_EXTRACTOR")).name  # unknown: fails here, not per page
         self.pool: ProcessPoolExecutor | None = None
         self._own_pool = False
         self.session = None
@@ -67,7 +69,7 @@ class DocumentWriterPipeline:
         self.pool = getattr(self.session, "extract_pool", None)
         self._own_pool = self.pool is None and self.workers > 0
         if self._own_pool:
-            self.pool = start_pool(self.workers)
+            self.pool = start_pool(self.workers, self.extractor)
         log.info("DocumentWriterPipeline: text extraction %s", "in worker processes" if self.pool else "inline")
 
     def close_spider(self, spider=None) -> None:
@@ -94,6 +96,7 @@ class DocumentWriterPipeline:
             redirect_chain=item.redirect_chain, resolved_ip=item.resolved_ip,
             previous_doc_id=known.doc_id if known is not None else None,
             spider=session.spider, settings_hash=session.settings_hash, metadata={"depth": item.depth},
+            extractor=self.extractor,
         )
         try:
             if self.pool is not None:

@@ -23,8 +23,9 @@ PROJECT_URL = "https://github.com/provenance-guard/provenance-guard"
 DEFAULT_USER_AGENT = f"provenance-guard/{provenance.__version__} (+{PROJECT_URL})"
 
 # Keys that change what is fetched or how it is recorded. Operational knobs
-# (workers, flush size, jobdir) do not change the result, so they stay out of the hash.
-_NOT_HASHED = {"extract_workers", "flush_rows", "jobdir"}
+# (workers, flush size, jobdir) do not change the result, so they stay out of the hash; nor does
+# the extractor, which every document records in its own columns (extractor, extractor_version).
+_NOT_HASHED = {"extract_workers", "flush_rows", "jobdir", "extractor"}
 # Not Scrapy's default asyncio reactor: with it, Scrapy 2.19's downloader hands a host's whole queue to
 # asyncio tasks at once (the slot counts a request as transferring only once its task runs), so
 # CONCURRENT_REQUESTS_PER_DOMAIN is not enforced. Twisted's own reactors run that code synchronously.
@@ -112,4 +113,5 @@ def scrapy_settings(crawl: dict, jobdir: str | None = None) -> dict:
         "PROVENANCE_ALLOW_PRIVATE": bool(crawl["allow_private"]),
         "PROVENANCE_STORE_NON_HTML": bool(crawl["store_non_html"]),
         "PROVENANCE_EXTRACT_WORKERS": extract_workers(crawl),
+        "PROVENANCE_EXTRACTOR": crawl["extractor"],
     }

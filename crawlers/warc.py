@@ -1,7 +1,8 @@
 """WARC, ARC and WET import: ``provenance ingest FILE.warc[.gz] | .arc[.gz] | .wet[.gz]``.
 
 Called by ``provenance.ingest.ingest_file`` once per file, as
-``ingest_warc(path, run, sink, result, problem, on_record)``.
+``ingest_warc(path, run, sink, result, problem, on_record, extractor=...)``; ``extractor`` is
+``[ingest] extractor`` (a name in provenance.extract.EXTRACTORS), used for every HTML page.
 
 What becomes a document
   * ``response`` records with HTTP status 200 and an HTML body (Content-Type text/html or
@@ -43,12 +44,13 @@ Bad input: each case is one problem "FILE:offset N: what", and reading goes on
     and offset_in_gzip_stream;
   * LZ4, zstd, bzip2, xz or zip containers: one problem at offset 0 (not supported).
 
-Why warcio and not fastwarc: warcio is already a dependency, reads ARC as well as WARC,
-and parsing is not what limits an import. On the shared WARC with the most records
-(example.warc.gz, 2.5 MB, 822 records, 94 HTML pages) warcio reads every record and
-payload in 0.05 s (~16,000 records/s, ~50 MB/s); this module with text extraction switched
-off imports it in ~0.1-0.15 s; the real import takes ~7 s, ~98% of it trafilatura
-extracting the 94 pages (bench/warc.py). A faster parser would change the total by <1%.
+Why warcio and not fastwarc: warcio reads ARC as well as WARC, the recovery from broken
+archives above is built on its record loader, and parsing is not what limits an import. On
+the shared WARC with the most records (example.warc.gz, 2.5 MB, 822 records, 94 HTML pages)
+warcio reads every record and payload in ~0.05 s, FastWARC 2.0 in ~0.013 s; this module
+with text extraction switched off imports it in ~0.1 s; the real import takes ~3.3 s with
+trafilatura and ~0.36 s with resiliparse (bench/warc.py). FastWARC would save ~10% of the
+fast path's import and nothing measurable of the quality path's.
 
 Memory: one record's payload at a time (at most MAX_PAYLOAD_BYTES, also after decoding),
 plus the revisit index (URL, digest and record id of every response record of the run).
@@ -503,9 +505,10 @@ def _describe(exc: BaseException) -> str:
 
 # ----- the import of one file -------------------------------------------------------------------
 def ingest_warc(path: Path, run: Run, sink: DocumentSink, result: IngestResult,
-                problem: Callable[[str, str], None], on_record: Callable[[], None] | None) -> None:
+                problem: Callable[[str, str], None], on_record: Callable[[], None] | None,
+                extractor: str | None = None) -> None:
     """Import one WARC/ARC/WET file into ``sink``; see the module docstring for the rules."""
-    _FileImport(Path(path), run, sink, result, problem, on_record).read_file()
+    _FileImport(Path(path), run, sink, result, problem, on_record, extractor).read_file()
 
 
 @dataclass
@@ -530,8 +533,9 @@ class _Source:
 
 
 class _FileImport:
-    def __init__(self, path, run, sink, result, problem, on_record):
+    def __init__(self, path, run, sink, result, problem, on_record, extractor=None):
         self.path, self.run, self.sink, self.result = path, run, sink, result
+        self.extractor = extractor
         self.problem, self.on_record = problem, on_record
         self.index: _RevisitIndex = _INDEXES.setdefault(run, _RevisitIndex())
         self.deferred: list[_Revisit] = []  # revisits read before their original
@@ -822,5 +826,5 @@ class _FileImport:
             url=capture.url, body=body, source="warc", crawl_id=self.sink.crawl_id, run_id=self.run.run_id,
             fetched_at=capture.fetched_at, http_status=status, headers=list(headers), content_type=content_type,
             metadata=meta, warc_record_id=capture.record_id, warc_filename=self.path.name,
-            warc_offset=warc_offset, resolved_ip=capture.ip, source_file=str(self.path),
+            warc_offset=warc_offset, resolved_ip=capture.ip, source_file=str(self.path), extractor=self.extractor,
         )

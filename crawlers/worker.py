@@ -130,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent(signal.SIGTERM)
     plan = json.loads(Path(args.request).read_text())
 
-    # First thing: the extraction processes import trafilatura while this one imports Scrapy.
+    # First thing: the extraction processes import their extractor while this one imports Scrapy.
     from provenance.crawlers.extraction import extract_workers, start_pool
 
-    pool = start_pool(extract_workers(plan["settings"]))
+    pool = start_pool(extract_workers(plan["settings"]), plan["settings"].get("extractor"))
 
     from provenance.store import Store, StoreLocked, show_store_warnings
 

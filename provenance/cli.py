@@ -153,7 +153,7 @@ def ingest(paths, store_dir, config_file, crawl_id):
     with progress_bar("ingest") as bar:
         task = bar.add_task("records", total=None)
         result = run_ingest(store, list(paths), crawl_id=crawl_id,
-                            flush_rows=settings["ingest"]["flush_rows"],
+                            flush_rows=settings["ingest"]["flush_rows"], extractor=settings["ingest"]["extractor"],
                             on_problem=report_problem, on_record=lambda: bar.advance(task))
     if shown > MAX_PROBLEM_LINES:
         click.echo(f"provenance: bad input: {shown - MAX_PROBLEM_LINES} more not shown; the first 100 are in "

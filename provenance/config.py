@@ -73,6 +73,12 @@ class StoreSettings(_Section):
                       description="Store directory. `--store DIR` and `PROVENANCE_STORE` win over it.")
 
 
+# The names of provenance/extract.py's EXTRACTORS (a test keeps the two equal).
+ExtractorName = Literal["trafilatura", "resiliparse"]
+EXTRACTOR_HELP = ("Main-text extractor: `trafilatura` (quality path) or `resiliparse` (fast path, about 6x "
+                  "less CPU, more boilerplate kept); see docs/CRAWLING.md. Recorded per document.")
+
+
 class CrawlSettings(_Section):
     """`provenance crawl`: limits, politeness and safety. Each key maps to one Scrapy setting or to a
     `PROVENANCE_*` setting (see docs/CRAWLING.md)."""
@@ -104,12 +110,15 @@ class CrawlSettings(_Section):
     extract_workers: int | None = Field(None, ge=0, description="Text-extraction processes; 0: extract in the "
                                         "crawl's own process. Not set: one per CPU, at most 4.")
     flush_rows: int = Field(500, ge=1, description="Fetches per commit: bounds what a kill can lose.")
+    extractor: ExtractorName = Field("trafilatura", description=EXTRACTOR_HELP)
 
 
 class IngestSettings(_Section):
     """`provenance ingest`."""
 
     flush_rows: int = Field(500, ge=1, description="Documents per commit: bounds memory and what a kill can lose.")
+    extractor: ExtractorName = Field("trafilatura", description=EXTRACTOR_HELP + " Used for HTML in WARC, "
+                                     "JSONL and Parquet input.")
 
 
 class TagSettings(_Section):

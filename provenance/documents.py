@@ -85,12 +85,14 @@ def build_document(
     html: str | None = None,
     title: str | None = None,
     metadata: dict | None = None,
+    extractor: str | None = None,
     **provenance,
 ) -> dict:
     """One documents-schema row. Give ``body`` (bytes as received), or ``html``/``text`` (ingest).
 
     When only ``text`` is given the document has no raw body: ``raw`` holds the
-    UTF-8 text so that raw_sha256 still pins exactly what was stored.
+    UTF-8 text so that raw_sha256 still pins exactly what was stored. ``extractor``
+    names one of provenance.extract.EXTRACTORS (None: its default).
     """
     if source not in SOURCES:
         raise ValueError(f"unknown document source {source!r}")
@@ -107,7 +109,7 @@ def build_document(
         else:
             raise ValueError("a document needs a body, html or text")
     if text is None:
-        extracted = extraction.extract(body, content_type, url=final_url or url)
+        extracted = extraction.extract(body, content_type, url=final_url or url, extractor=extractor)
         text, charset = extracted.text, extracted.charset
         title = title or extracted.title
         extractor, extractor_version, note = extracted.extractor, extracted.extractor_version, extracted.note

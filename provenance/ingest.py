@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from provenance.documents import DocumentSink, build_document, existing_doc_ids
+from provenance.extract import get_extractor
 from provenance.store import Run, Store
 
 KNOWN_FIELDS = {"url", "text", "html", "fetched_at", "title", "http_status", "content_type"}
@@ -73,7 +74,7 @@ def parse_time(value) -> datetime | None:
 
 
 def record_to_document(record: dict, *, source: str, crawl_id: str, run_id: str, source_file: str,
-                       line: int | None) -> dict:
+                       line: int | None, extractor: str | None = None) -> dict:
     """One JSONL/Parquet record -> a documents row. Raises ValueError with a readable message."""
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
@@ -100,7 +101,7 @@ def record_to_document(record: dict, *, source: str, crawl_id: str, run_id: str,
         url=url.strip(), body=None, html=html, text=text if html is None else None, source=source,
         crawl_id=crawl_id, run_id=run_id, fetched_at=fetched_at, title=record.get("title"),
         http_status=status if isinstance(status, int) else None, content_type=record.get("content_type"),
-        metadata=extra or None, source_file=source_file, source_line=line,
+        metadata=extra or None, source_file=source_file, source_line=line, extractor=extractor,
     )
 
 
@@ -230,7 +231,8 @@ def expand_inputs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
 
 def ingest_file(path: Path, run: Run, sink: DocumentSink, result: IngestResult,
                 on_problem: Callable[[InputProblem], None] | None = None,
-                on_record: Callable[[], None] | None = None) -> None:
+                on_record: Callable[[], None] | None = None, extractor: str | None = None) -> None:
+    """Import one file; ``extractor`` ([ingest] extractor) extracts the text of every HTML page in it."""
     fmt = detect_format(path)
 
     def problem(where: str, message: str) -> None:
@@ -242,7 +244,7 @@ def ingest_file(path: Path, run: Run, sink: DocumentSink, result: IngestResult,
     if fmt == "warc":
         from provenance.crawlers.warc import ingest_warc
 
-        ingest_warc(path, run, sink, result, problem, on_record)
+        ingest_warc(path, run, sink, result, problem, on_record, extractor=extractor)
         return
     rows = iter_jsonl(path) if fmt == "jsonl" else iter_parquet(path)
     where_word = "line" if fmt == "jsonl" else "row"
@@ -255,7 +257,7 @@ def ingest_file(path: Path, run: Run, sink: DocumentSink, result: IngestResult,
         result.records += 1
         try:
             doc = record_to_document(record, source=fmt, crawl_id=sink.crawl_id, run_id=run.run_id,
-                                     source_file=str(path), line=number)
+                                     source_file=str(path), line=number, extractor=extractor)
         except ValueError as exc:
             problem(f"{where_word} {number}", str(exc))
             continue
@@ -266,19 +268,23 @@ def ingest_file(path: Path, run: Run, sink: DocumentSink, result: IngestResult,
 
 
 def run_ingest(store: Store, paths: list[Path], crawl_id: str | None = None, flush_rows: int = 500,
-               on_problem=None, on_record=None) -> IngestResult:
+               on_problem=None, on_record=None, extractor: str | None = None) -> IngestResult:
+    try:  # an unknown or uninstalled extractor fails before the lock, not on every page
+        extractor = get_extractor(extractor).name
+    except ValueError as exc:
+        raise IngestError(str(exc)) from None
     files, skipped = expand_inputs(paths)
     for f in files:  # refuse unusable files before taking the lock: one error for a file, not one per record
         if detect_format(f) == "parquet":
             check_parquet_columns(f)
     result = IngestResult(files=[str(f) for f in files], skipped=[str(f) for f in skipped])
-    config = {"inputs": [str(p) for p in paths], "crawl_id": crawl_id}
+    config = {"inputs": [str(p) for p in paths], "crawl_id": crawl_id, "extractor": extractor}
     with store.run("ingest", config=config) as run:
         known = existing_doc_ids(store.snapshot())
         for path in files:
             sink = DocumentSink(run, crawl_id or f"ingest-{path.name.split('.')[0]}", known, flush_rows=flush_rows)
             try:
-                ingest_file(path, run, sink, result, on_problem, on_record)
+                ingest_file(path, run, sink, result, on_problem, on_record, extractor=extractor)
             finally:
                 sink.flush()  # commit what was read, even when the file then failed
         run.stats = result.to_json()

@@ -74,6 +74,8 @@ MISTAKES = [
      ["[tag] time_budget_s", "expected number > 0"]),
     ("zero_ingest_flush", "ingest", "[ingest]\nflush_rows = 0\n",
      ["[ingest] flush_rows", ">= 1"]),
+    ("unknown_extractor", "ingest", '[ingest]\nextractor = "boilerpipe"\n',
+     ["[ingest] extractor", 'expected "trafilatura" or "resiliparse"', '"boilerpipe"']),
     ("isolation_choice", "tag", '[tag]\nisolation = "thread"\n',
      ["[tag] isolation", 'expected "process" or "inline"', '"thread"']),
     ("unknown_key", "crawl", "[crawl]\nmax_pagse = 3\n",
@@ -200,9 +202,11 @@ jobdir = false
 store_non_html = false
 extract_workers = 0
 flush_rows = 7
+extractor = "resiliparse"
 
 [ingest]
 flush_rows = 3
+extractor = "resiliparse"
 
 [tag]
 batch_size = 2

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,7 +26,8 @@ import pytest
 import provenance
 from provenance import exitcodes, schemas
 from provenance.crawlers import CrawlRequest, run_crawl
-from provenance.extract import extract
+from provenance.crawlers.settings import settings_hash
+from provenance.extract import DEFAULT_EXTRACTOR, extract
 from provenance.sites import Route, generate_site, redirect, serve
 from provenance.sql import connect
 from provenance.store import Store, file_sha256
@@ -84,7 +86,7 @@ def wait_for(predicate, timeout=60.0, what="condition", proc: subprocess.Popen |
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def assert_provenance(doc: dict, html: bool = True) -> None:
+def assert_provenance(doc: dict, html: bool = True, extractor: str = DEFAULT_EXTRACTOR) -> None:
     for column in PROVENANCE_COLUMNS + (HTML_COLUMNS if html else ()):
         assert doc[column] is not None, f"{doc['url']}: {column} is null"
     assert doc["source"] == "crawl"
@@ -95,7 +97,7 @@ def assert_provenance(doc: dict, html: bool = True) -> None:
     assert {"etag", "last-modified", "server", "content-type"} <= set(names), names
     if html:
         assert doc["text_sha256"] == sha256(doc["text"].encode("utf-8"))
-        assert doc["extractor"] == "trafilatura"
+        assert doc["extractor"] == extractor and doc["extractor_version"] == version(extractor)
 
 
 # ----- a site crawl: every reachable page, with provenance ---------------------------------------
@@ -156,6 +158,24 @@ def test_site_crawl_stores_every_reachable_page_with_full_provenance(tmp_path):
     record = rows(store_dir, "SELECT status, stats FROM runs WHERE run_id = ?", run_id)[0]
     assert record["status"] == "succeeded" and json.loads(record["stats"])["stored"] == len(expected)
     assert not (store_dir / "_jobs" / "fixture").exists()  # a finished crawl leaves no job state
+
+
+def test_crawl_extractor_setting_is_used_in_the_extraction_processes_and_recorded(tmp_path):
+    site, store_dir = tmp_path / "site", tmp_path / "store"
+    reachable = generate_site(site, pages=4)
+    with serve(site) as base:
+        result = crawl(store_dir, {"extractor": "resiliparse", "extract_workers": 1}, start_urls=[base + "index.html"])
+    assert result.exit_code == exitcodes.OK
+    docs = {d["url"].removeprefix(base): d for d in rows(store_dir, "SELECT * FROM documents")}
+    assert set(docs) == {p for p in reachable if not p.startswith("private/")}
+    for path, doc in docs.items():
+        assert_provenance(doc, html=path.endswith(".html"), extractor="resiliparse")
+    page = docs["articles/page-001.html"]
+    assert page["text"].startswith(page["title"] + "\n\n") and len(page["text"]) > 200  # the article ...
+    assert "Home" not in page["text"] and "Next" not in page["text"]  # ... without its menu
+    assert "Fixture site generated" not in page["text"]  # ... or footer
+    # The extractor does not change what is fetched: same settings hash as the default crawl.
+    assert page["settings_hash"] == settings_hash({**FAST, "extract_workers": 1})
 
 
 def _write_config(tmp_path: Path, **crawl_settings) -> Path:

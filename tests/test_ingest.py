@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib.metadata import version
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 import provenance
+from provenance.extract import DEFAULT_EXTRACTOR
 from provenance.store import Store
 
 HTML = ("<html><head><title>Page {i}</title></head><body><article><p>"
@@ -40,11 +42,28 @@ def test_jsonl_ingest_stores_documents_with_provenance(tmp_path, cli):
         assert raw_sha == hashlib.sha256(raw).hexdigest()
         assert text_sha == hashlib.sha256(text.encode()).hexdigest()
         if "plain" not in url:
-            assert "Number" in text and title and extractor == "trafilatura"
+            assert "Number" in text and title and extractor == DEFAULT_EXTRACTOR
             assert fetched_at.year == 2019 and domain.startswith("site") and reg == "example.com"
             assert json.loads(meta) == {"lang": "en"}
         else:
             assert text == "just some text" and extractor == "none" and fetched_at is None
+
+
+def test_ingest_extractor_setting_is_used_and_recorded(tmp_path, cli):
+    src, config = tmp_path / "in.jsonl", tmp_path / "provenance.toml"
+    page = ("<html><head><title>Menu test</title></head><body><nav><ul>"
+            + "".join(f"<li><a href='/m{i}'>Menu entry {i}</a></li>" for i in range(10)) + "</ul></nav>"
+            + HTML.split("<body>")[1].format(i=7).replace("</body>", "<footer>Site footer line</footer></body>"))
+    _write_jsonl(src, [{"url": "https://site.example.com/a", "html": page}])
+    config.write_text('[ingest]\nextractor = "resiliparse"\n')
+    cli("ingest", src, "--store", tmp_path / "s", env={"PROVENANCE_CONFIG": str(config)}, check=0)
+    con = provenance.connect(tmp_path / "s")
+    text, extractor, extractor_version, run_config = con.execute(
+        "SELECT text, extractor, extractor_version, r.config FROM documents JOIN runs r USING (run_id)").fetchone()
+    assert (extractor, extractor_version) == ("resiliparse", version("resiliparse"))
+    assert "ordinary words to be kept" in text and "Number 7." in text
+    assert "Menu entry" not in text and "Site footer" not in text
+    assert json.loads(run_config)["extractor"] == "resiliparse"
 
 
 def test_ingesting_the_same_file_twice_stores_nothing_twice(tmp_path, cli):

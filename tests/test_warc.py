@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 from datetime import datetime
+from importlib.metadata import version
 from io import BytesIO
 from pathlib import Path
 
@@ -131,7 +132,7 @@ def by_url(store_dir: Path) -> dict[str, dict]:
 @pytest.fixture
 def no_extraction(monkeypatch):
     """Text extraction is not what these tests check, and it is most of the time taken."""
-    def extract(body, content_type, url=None):
+    def extract(body, content_type, url=None, extractor=None):
         return provenance.extract.Extracted(None, None, None, "none", None, note="skipped in test")
     monkeypatch.setattr(provenance.extract, "extract", extract)
 
@@ -174,6 +175,18 @@ def test_documents_provenance_and_revisits(tmp_path):
     again = ingest(tmp_path / "store", sample)  # the same file again stores nothing twice
     assert (again.stored, again.already_stored) == (0, 4)
     assert len(documents(tmp_path / "store")) == 3
+
+
+def test_the_ingest_extractor_is_used_and_recorded(tmp_path):
+    sample = tmp_path / "sample.warc.gz"
+    build_sample(sample)
+    run_ingest(Store.open(tmp_path / "store", create=True), [sample], extractor="resiliparse")
+    docs = by_url(tmp_path / "store")
+    assert len(docs) == 3  # a, b and the URL-agnostic revisit of a: each extracted by resiliparse
+    for doc in docs.values():
+        assert (doc["extractor"], doc["extractor_version"]) == ("resiliparse", version("resiliparse"))
+    assert docs["http://example.com/a"]["text"].startswith("Alpha\n\nAlpha paragraph about web archives")
+    assert "Bravo paragraph, sent gzip-compressed" in docs["http://example.com/b"]["text"]
 
 
 def test_wet_conversion_records(tmp_path):
