@@ -35,7 +35,7 @@ import duckdb
 import provenance
 from provenance import exitcodes
 from provenance.sql import UserSQLError, boolean_predicate, connect, first_line, sql_list, sql_string
-from provenance.store import Store, file_sha256, utcnow
+from provenance.store import Store, coverage_kind, file_sha256, utcnow
 
 MANIFEST_VERSION = 1
 TOOL_NAME = "provenance-guard"
@@ -89,6 +89,8 @@ def _is_manifest_of_this_tool(path: Path) -> bool:
 def _coverage_table(con, snapshot) -> None:
     rows = []
     for c in snapshot.coverage:
+        if coverage_kind(c) == "state":  # rows observed into a detector's state: vetted only once finish covers them
+            continue
         if c.get("corpus"):
             for f in c["doc_files"]:
                 rows.append((c["detector"], c["tag_key"], str(snapshot.root / f), 0, 2**62))

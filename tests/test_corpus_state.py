@@ -229,3 +229,14 @@ def test_workers_split_each_batch_and_give_the_same_result(tmp_path):
         three.tags.filter(pc.field("detector") == "length_state").drop_columns(drop))
     assert one.tags.filter(pc.field("detector") == "who_tagged").column("doc_id").equals(
         three.tags.filter(pc.field("detector") == "who_tagged").column("doc_id"))
+
+
+def test_the_export_manifest_counts_a_state_keeping_detector_once_finish_covers_the_documents(tmp_path):
+    from provenance.export import run_export
+
+    store = make_store(tmp_path / "store", _docs(5))
+    run_detectors([LengthState], store, {"length_state": {"label": "seen"}})
+    run_export(store, tmp_path / "out", where="true")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    vetted = {d["detector"]: d for d in manifest["detectors"]}
+    assert vetted["length_state"]["kept_documents_covered"] == 5 and vetted["length_state"]["covers_all_kept"]
