@@ -37,8 +37,7 @@ import provenance
 
 # Well-known AI-training and AI-answer crawlers: the one list (eval/consent_robots.py reads it too).
 AI_AGENTS = ("GPTBot", "ChatGPT-User", "OAI-SearchBot", "CCBot", "Google-Extended", "ClaudeBot", "Claude-Web",
-             "anthropic-ai", "Applebot-Extended", "PerplexityBot", "Bytespider", "meta-externalagent",
-             "cohere-ai", "Diffbot", "Amazonbot", "Omgilibot")
+             "anthropic-ai", "Applebot-Extended", "PerplexityBot", "Bytespider", "meta-externalagent", "cohere-ai")
 # Search crawlers whose names pages use for crawler-specific robots meta tags.
 SEARCH_AGENTS = ("googlebot", "googlebot-news", "googlebot-image", "bingbot", "slurp", "yandex", "baiduspider",
                  "duckduckbot", "applebot")

@@ -232,3 +232,25 @@ def test_respect_opt_out_without_the_detector_run_warns_in_the_card(tmp_path, cl
     assert manifest["opt_out"]["kept_documents_checked"] == 0 and manifest["counts"]["kept"] == 1
     assert "not checked by the consent detector" in (out / "README.md").read_text()
 
+
+
+# ----- eval/consent_robots.py: AI agents in robots.txt, read by Protego -----------------------------------
+def test_consent_robots_eval_counts_blanket_and_named_rules(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = tmp_path / "robots"
+    data.mkdir()
+    (data / "blanket.example").write_text("User-agent: *\nDisallow: /\n")
+    (data / "named.example").write_text("User-agent: GPTBot\nDisallow: /\n\nUser-agent: *\nAllow: /\n")
+    (data / "allows-ccbot.example").write_text("User-agent: CCBot\nAllow: /\n\nUser-agent: *\nDisallow: /\n")
+    (data / "open.example").write_text("User-agent: *\nDisallow: /private/\n")
+    script = Path(__file__).resolve().parents[1] / "eval" / "consent_robots.py"
+    out = subprocess.run([sys.executable, script, "--data", data, "--agents", "GPTBot,CCBot"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("GPTBot", "CCBot"))}
+    # agent, disallowed /, share, by name, share, allowed by name
+    assert rows["GPTBot"][1] == "3" and rows["GPTBot"][3] == "1" and rows["GPTBot"][5] == "0"
+    assert rows["CCBot"][1] == "1" and rows["CCBot"][3] == "0" and rows["CCBot"][5] == "1"
+    assert "robots.txt files: 4" in out and "(User-agent: *): 2 (50.0%)" in out
