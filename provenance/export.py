@@ -96,6 +96,8 @@ def _is_manifest_of_this_tool(path: Path) -> bool:
 def _coverage_table(con, snapshot) -> None:
     rows = []
     for c in snapshot.coverage:
+        if "tag_key" not in c:  # a state-keeping detector's observed rows (state_key): its finish entry vets
+            continue
         if c.get("corpus"):
             for f in c["doc_files"]:
                 rows.append((c["detector"], c["tag_key"], str(snapshot.root / f), 0, 2**62))
