@@ -410,13 +410,18 @@ def _print_table(columns, rows, max_rows) -> None:
               help="Output directory (documents.parquet, manifest.json, README.md).")
 @click.option("--include-raw", is_flag=True, help="Keep the raw body bytes in the export.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in the output directory (nothing else).")
+@click.option("--respect-opt-out/--no-respect-opt-out", default=None,
+              help="Leave out documents whose publisher reserved text-and-data mining (TDMRep or noai, as tagged "
+                   "by the consent detector). Default: [export] respect_opt_out (false).")
 @handle_errors
-def export(store_dir, config_file, where, out_dir, include_raw, overwrite):
+def export(store_dir, config_file, where, out_dir, include_raw, overwrite, respect_opt_out):
     """Export the documents a predicate keeps, with a manifest of what was kept, excluded and why."""
     from provenance.export import run_export
 
-    _settings, store = settings_and_store(config_file, store_dir)
-    manifest = run_export(store, out_dir, where=where, include_raw=include_raw, overwrite=overwrite)
+    settings, store = settings_and_store(config_file, store_dir,
+                                         overrides={"export": {"respect_opt_out": respect_opt_out}})
+    manifest = run_export(store, out_dir, where=where, include_raw=include_raw, overwrite=overwrite,
+                          respect_opt_out=settings["export"]["respect_opt_out"])
     c = manifest["counts"]
     click.echo(f"export: kept {c['kept']} of {c['documents_in_store']} documents "
                f"({c['excluded']} excluded) -> {out_dir}")

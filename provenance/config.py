@@ -147,6 +147,15 @@ class TagSettings(_Section):
     disable: list[str] = Field([], description="Detector or plugin names not to run (added to `--disable`).")
 
 
+class ExportSettings(_Section):
+    """`provenance export`."""
+
+    respect_opt_out: bool = Field(False, description="Leave out documents whose publisher reserved text-and-data "
+                                  "mining (a TDMRep `tdm-reservation: 1` or a `noai` robots directive, as the "
+                                  "`consent` detector tagged them); the manifest and dataset card say which "
+                                  "signals were honoured and how many documents each excluded.")
+
+
 class Settings(_Section):
     """The whole of provenance.toml."""
 
@@ -154,6 +163,7 @@ class Settings(_Section):
     crawl: CrawlSettings = Field(default_factory=CrawlSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     tag: TagSettings = Field(default_factory=TagSettings)
+    export: ExportSettings = Field(default_factory=ExportSettings)
     # Each detector validates its own options (Detector.validate_options); here only: a table per detector.
     detectors: dict[str, dict[str, Any]] = Field({}, description="`[detectors.<name>]`: options of one detector.")
 
@@ -174,6 +184,7 @@ FLAGS: dict[tuple[str, str], str] = {
     ("tag", "workers"): "--workers",
     ("tag", "enable"): "--plugins",
     ("tag", "disable"): "--disable",
+    ("export", "respect_opt_out"): "--respect-opt-out",
 }
 
 DEFAULTS: dict = Settings().model_dump()

@@ -8,7 +8,9 @@ The output directory gets:
   manifest.json       query, input files and their sha256, counts kept and
                       excluded by category and tag, every detector that vetted
                       the set (plugin, versions, config hash, how many kept
-                      documents it covered), tool version and time
+                      documents it covered), the text-and-data-mining opt-outs
+                      honoured (``respect_opt_out``) and what each excluded,
+                      tool version and time
   README.md           a short dataset card
 
 It is assembled in a temporary directory and renamed into place, so a failed
@@ -34,6 +36,7 @@ import duckdb
 
 import provenance
 from provenance import exitcodes
+from provenance.plugins.consent import RESERVATION_TAGS
 from provenance.sql import UserSQLError, boolean_predicate, connect, first_line, sql_list, sql_string
 from provenance.store import Store, coverage_kind, file_sha256, utcnow
 
@@ -42,6 +45,10 @@ TOOL_NAME = "provenance-guard"
 DEFAULT_WHERE = "NOT flagged"
 SELECTED_FROM = "documents JOIN doc_flags USING (doc_id)"
 EXPORT_FILES = ("documents.parquet", "manifest.json", "README.md")  # everything an export directory holds
+# respect_opt_out leaves out documents the consent detector tagged with one of these (TDMRep reservation, noai).
+OPT_OUT_SIGNALS = tuple(f"consent:{t}" for t in RESERVATION_TAGS)
+OPT_OUT_TAGS_SQL = (f"SELECT doc_id, 'consent:' || tag AS signal FROM tags WHERE detector = 'consent' "
+                    f"AND category = 'consent' AND tag IN ({', '.join(sql_string(t) for t in RESERVATION_TAGS)})")
 
 
 class ExportError(Exception):
@@ -115,7 +122,7 @@ def _detector_descriptions(store: Store) -> dict[tuple[str, str], dict]:
 
 
 def run_export(store: Store, out_dir: Path, where: str = DEFAULT_WHERE, include_raw: bool = False,
-               overwrite: bool = False) -> dict:
+               overwrite: bool = False, respect_opt_out: bool = False) -> dict:
     out_dir = Path(out_dir).absolute()
     recover_interrupted_export(out_dir)
     check_output_dir(out_dir, overwrite)
@@ -132,11 +139,18 @@ def run_export(store: Store, out_dir: Path, where: str = DEFAULT_WHERE, include_
         raise ExportUsageError(str(exc)) from None
     con.execute(f"CREATE TEMP VIEW located AS SELECT doc_id, filename AS _file, file_row_number AS _row "
                 f"FROM read_parquet({sql_list(doc_paths)}, filename=true, file_row_number=true)")
-    selection = f"SELECT doc_id FROM {SELECTED_FROM} WHERE ({where})"
+    chosen = f"SELECT doc_id FROM {SELECTED_FROM} WHERE ({where})"
     try:
-        con.execute(f"CREATE TEMP TABLE selected AS {selection}")
+        con.execute(f"CREATE TEMP TABLE chosen AS {chosen}")
     except duckdb.Error as exc:  # it parsed and bound, but failed on the data (a bad cast, a file it may not read)
         raise ExportUsageError(f"--where {where!r} failed: {first_line(exc)}") from None
+    con.execute(f"CREATE TEMP TABLE opted_out AS {OPT_OUT_TAGS_SQL}")
+    kept_sql = "SELECT doc_id FROM chosen"
+    selection = chosen  # what the manifest records: the whole selection as one query
+    if respect_opt_out:
+        kept_sql += " WHERE doc_id NOT IN (SELECT doc_id FROM opted_out)"
+        selection += f" AND doc_id NOT IN (SELECT doc_id FROM ({OPT_OUT_TAGS_SQL}))"
+    con.execute(f"CREATE TEMP TABLE selected AS {kept_sql}")
     _coverage_table(con, snapshot)
 
     columns = "*" if include_raw else "* EXCLUDE (raw)"
@@ -146,7 +160,7 @@ def run_export(store: Store, out_dir: Path, where: str = DEFAULT_WHERE, include_
         data_path = tmp_dir / "documents.parquet"
         con.execute(f"COPY (SELECT {columns} FROM documents WHERE doc_id IN (SELECT doc_id FROM selected) "
                     f"ORDER BY doc_id) TO {sql_string(data_path)} (FORMAT parquet, COMPRESSION zstd)")
-        manifest = _manifest(con, store, snapshot, where, selection, data_path)
+        manifest = _manifest(con, store, snapshot, where, selection, data_path, respect_opt_out)
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
         (tmp_dir / "README.md").write_text(dataset_card(manifest))
         _replace_dir(tmp_dir, out_dir)
@@ -205,7 +219,32 @@ def _counts_by(con, sql: str) -> dict[str, int]:
     return {k: v for k, v in con.execute(sql).fetchall()}
 
 
-def _manifest(con, store: Store, snapshot, where: str, selection: str, data_path: Path) -> dict:
+def _opt_out(con, respect: bool) -> dict:
+    """Which opt-out signals were honoured, how many documents the predicate chose that each excluded, and how
+    many kept documents carry each (when not honoured) or were checked for them at all."""
+    def per_signal(among: str) -> dict[str, int]:
+        found = _counts_by(con, f"SELECT signal, count(DISTINCT doc_id) FROM opted_out "
+                                f"WHERE doc_id IN (SELECT doc_id FROM {among}) GROUP BY 1")
+        return {s: found.get(s, 0) for s in OPT_OUT_SIGNALS}
+
+    excluded = per_signal("chosen") if respect else dict.fromkeys(OPT_OUT_SIGNALS, 0)
+    return {
+        "respected": respect,
+        "signals": list(OPT_OUT_SIGNALS),
+        "excluded_by_signal": excluded,
+        "excluded": con.execute("SELECT count(*) FROM chosen WHERE doc_id NOT IN (SELECT doc_id FROM selected)"
+                                ).fetchone()[0],
+        "kept_with_signal": per_signal("selected"),
+        # a reservation can only be honoured where the consent detector has looked
+        "kept_documents_checked": con.execute(
+            "SELECT count(DISTINCT l.doc_id) FROM coverage c JOIN located l ON l._file = c.file "
+            "AND l._row >= c.row_start AND l._row < c.row_end "
+            "WHERE c.detector = 'consent' AND l.doc_id IN (SELECT doc_id FROM selected)").fetchone()[0],
+    }
+
+
+def _manifest(con, store: Store, snapshot, where: str, selection: str, data_path: Path,
+              respect_opt_out: bool = False) -> dict:
     total = con.execute("SELECT count(*) FROM documents").fetchone()[0]
     kept = con.execute("SELECT count(*) FROM selected").fetchone()[0]
     excluded_tags = "FROM tags WHERE doc_id NOT IN (SELECT doc_id FROM selected)"
@@ -218,8 +257,10 @@ def _manifest(con, store: Store, snapshot, where: str, selection: str, data_path
                                                 "GROUP BY 1 ORDER BY 1"),
         "excluded_by_tag": _counts_by(con, f"SELECT category || ':' || tag, count(DISTINCT doc_id) {excluded_tags} "
                                            "GROUP BY 1 ORDER BY 1"),
+        # excluded by the predicate, not flagged (consent tags are no flags), and not left out as opted out
         "excluded_without_tags": con.execute(
             "SELECT count(*) FROM doc_flags WHERE NOT flagged AND doc_id NOT IN (SELECT doc_id FROM selected)"
+            + (" AND doc_id NOT IN (SELECT doc_id FROM opted_out)" if respect_opt_out else "")
         ).fetchone()[0],
         "kept_with_tags_by_tag": _counts_by(con, f"SELECT category || ':' || tag, count(DISTINCT doc_id) {kept_tags} "
                                                  "GROUP BY 1 ORDER BY 1"),
@@ -248,6 +289,7 @@ def _manifest(con, store: Store, snapshot, where: str, selection: str, data_path
                      "sha256": file_sha256(data_path)}],
         "counts": counts,
         "detectors": detectors,
+        "opt_out": _opt_out(con, respect_opt_out),
     }
 
 
@@ -268,6 +310,22 @@ def dataset_card(m: dict) -> str:
         lines.append("No tagged document was excluded.")
     if c["excluded_without_tags"]:
         lines.append(f"\n{c['excluded_without_tags']} untagged documents were excluded by the predicate itself.")
+    lines += ["", "## Text-and-data-mining opt-outs", ""]
+    o = m.get("opt_out")
+    if o and o["respected"]:
+        lines.append(f"Publishers' opt-outs were honoured: documents tagged {', '.join(f'`{s}`' for s in o['signals'])} "
+                     f"were left out ({o['excluded']} documents the selection chose).")
+        lines += ["", "| signal | documents excluded |", "| --- | --- |"]
+        lines += [f"| {k} | {v} |" for k, v in o["excluded_by_signal"].items()]
+    elif o:
+        lines.append(f"Publishers' opt-outs ({', '.join(f'`{s}`' for s in o['signals'])}) were NOT honoured "
+                     f"(export without `--respect-opt-out`).")
+        reserved = {k: v for k, v in o["kept_with_signal"].items() if v}
+        if reserved:
+            lines.append("Kept documents that carry one: " + ", ".join(f"{k} {v}" for k, v in reserved.items()) + ".")
+    if o and o["kept_documents_checked"] < c["kept"]:
+        lines.append(f"\n{c['kept'] - o['kept_documents_checked']} of {c['kept']} kept documents were not checked "
+                     f"by the consent detector: their opt-outs are unknown (run `provenance tag`).")
     lines += ["", "## Detectors that vetted it", ""]
     if m["detectors"]:
         lines += ["| detector | version | plugin | config | kept documents covered |", "| --- | --- | --- | --- | --- |"]

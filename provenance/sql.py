@@ -16,6 +16,11 @@ Views (stable names; add, never rename):
               cluster_size, n_domains, n_registered_domains, first_seen
               (earliest fetched_at in the cluster), is_representative (the
               kept document: the cluster's earliest, which carries no tag)
+  consent     one row per document: what its consent tags (the built-in
+              consent detector) say: tdm_reserved ('true', 'false' or
+              'unknown'), ai_agents_disallowed (empty until the crawl records
+              robots.txt per AI agent), directives (noai, noindex, ...),
+              license, evidence (JSON: tag -> that tag's evidence)
   reference_texts  every text of the live reference sets of known LLM
               output (``provenance reference add``): reference, ref_id, text,
               text_sha256, source_file, source_line, added_at
@@ -45,6 +50,10 @@ from provenance import schemas
 from provenance.store import Snapshot, Store
 
 SCORE_CATEGORIES = ("llm", "poison", "duplicate", "quality", "provenance")
+# Categories whose tags state what a document permits, not what is wrong with it: doc_flags leaves them out,
+# so a licence or a TDM reservation never makes a document "flagged" (the default export keeps NOT flagged);
+# the consent view and export --respect-opt-out read them.
+NOT_FLAG_CATEGORIES = ("consent",)
 # Views over the store's Parquet files: view name -> the kind of file it reads.
 PARQUET_VIEWS = {"documents": "documents", "tags": "tags", "errors": "errors", "fetches": "fetches",
                  "reference_texts": "references"}
@@ -91,9 +100,12 @@ def _runs_table(store: Store) -> pa.Table:
 
 DOC_FLAGS_SQL = """
 CREATE OR REPLACE VIEW doc_flags AS
-WITH per_category AS (
+WITH flag_tags AS (
+    SELECT * FROM tags WHERE category NOT IN ({not_flag_categories})
+),
+per_category AS (
     SELECT doc_id, category, max(coalesce(score, 1.0)) AS score
-    FROM tags GROUP BY doc_id, category
+    FROM flag_tags GROUP BY doc_id, category
 ),
 by_category AS (
     SELECT doc_id,
@@ -108,7 +120,7 @@ by_tag AS (
            list(DISTINCT category || ':' || tag ORDER BY category || ':' || tag) AS flags,
            list({'detector': detector, 'category': category, 'tag': tag, 'score': score}
                 ORDER BY detector, tag) AS tag_list
-    FROM tags GROUP BY doc_id
+    FROM flag_tags GROUP BY doc_id
 )
 SELECT d.doc_id,
        coalesce(t.n_tags, 0) > 0 AS flagged,
@@ -164,6 +176,36 @@ WHERE m.doc_id IN (SELECT doc_id FROM documents)
 """
 
 
+# The consent detector's tags (plugins/consent.py): tdm_reserved / tdm_not_reserved / tdm_policy, license:<id>,
+# malformed_signal, and one tag per robots directive (every other tag name).
+CONSENT_SQL = """
+CREATE OR REPLACE VIEW consent AS
+WITH c AS (
+    SELECT DISTINCT doc_id, tag, score, evidence FROM tags WHERE detector = 'consent' AND category = 'consent'
+),
+per_doc AS (
+    SELECT doc_id,
+           CASE WHEN bool_or(tag = 'tdm_reserved') THEN 'true'
+                WHEN bool_or(tag = 'tdm_not_reserved') THEN 'false' ELSE 'unknown' END AS tdm_reserved,
+           list(DISTINCT tag ORDER BY tag) FILTER (WHERE NOT starts_with(tag, 'tdm_')
+               AND NOT starts_with(tag, 'license:') AND tag <> 'malformed_signal') AS directives,
+           -- an explicit rel=license (null score) before a bare Creative Commons link (0.5)
+           first(substr(tag, 9) ORDER BY coalesce(score, 1.0) DESC, tag) FILTER (WHERE starts_with(tag, 'license:'))
+               AS license,
+           json_group_object(tag, json(evidence)) AS evidence
+    FROM c GROUP BY doc_id
+)
+SELECT d.doc_id, d.url,
+       coalesce(p.tdm_reserved, 'unknown') AS tdm_reserved,
+       []::VARCHAR[] AS ai_agents_disallowed,
+       coalesce(p.directives, []::VARCHAR[]) AS directives,
+       p.license,
+       p.evidence
+FROM (SELECT doc_id, url FROM documents) d
+LEFT JOIN per_doc p USING (doc_id)
+"""
+
+
 def create_views(con: duckdb.DuckDBPyConnection, store: Store, snapshot: Snapshot | None = None) -> Snapshot:
     snapshot = snapshot or store.snapshot()
     for view, kind in PARQUET_VIEWS.items():
@@ -172,11 +214,13 @@ def create_views(con: duckdb.DuckDBPyConnection, store: Store, snapshot: Snapsho
     con.execute("CREATE OR REPLACE VIEW runs AS SELECT * FROM _runs")
     con.execute(FIRST_SEEN_SQL)
     con.execute(CLUSTERS_SQL)
+    con.execute(CONSENT_SQL)
     score_columns = ",\n           ".join(
         f"max(score) FILTER (WHERE category = '{c}') AS {c}_score" for c in SCORE_CATEGORIES)
     score_select = ", ".join(f"c.{c}_score" for c in SCORE_CATEGORIES)
+    not_flag = ", ".join(sql_string(c) for c in NOT_FLAG_CATEGORIES)
     con.execute(DOC_FLAGS_SQL.replace("{score_columns}", score_columns)
-                .replace("{score_select}", score_select))
+                .replace("{score_select}", score_select).replace("{not_flag_categories}", not_flag))
     return snapshot
 
 

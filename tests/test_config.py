@@ -87,7 +87,7 @@ MISTAKES = [
     ("detector_table_not_a_table", "tag", "[detectors]\nexact_duplicate = 5\n",
      ["[detectors.exact_duplicate]", "expected a table"]),
     ("unknown_detector", "tag", "[detectors.nope]\nx = 1\n",
-     ["[detectors.nope]", "no detector named 'nope'", "known detectors: exact_duplicate"]),
+     ["[detectors.nope]", "no detector named 'nope'", "known detectors: consent, exact_duplicate"]),
     ("misspelt_detector", "tag", "[detectors.exact_duplicat]\nmin_chars = 2\n",
      ["[detectors.exact_duplicat]", "did you mean 'exact_duplicate'"]),
     ("store_path_type", "tag", "[store]\npath = 5\n",
@@ -220,6 +220,9 @@ workers = 3
 enable = ["exact_duplicate"]
 disable = ["another_plugin"]
 
+[export]
+respect_opt_out = true
+
 [detectors.exact_duplicate]
 min_chars = 2
 """
@@ -239,7 +242,7 @@ def test_every_key_can_be_set_and_is_read_with_its_type(tmp_path):
     for name in config.SECTIONS:
         assert set(settings[name]) == set(config.DEFAULTS[name])
         assert all(settings[name][k] != v for k, v in config.DEFAULTS[name].items()), name
-    assert set(config.DEFAULTS) == {"store", "crawl", "ingest", "tag", "detectors"}
+    assert set(config.DEFAULTS) == {"store", "crawl", "ingest", "tag", "export", "detectors"}
 
 
 def test_no_file_gives_the_defaults_and_an_empty_file_too(tmp_path, monkeypatch):
