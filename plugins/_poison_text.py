@@ -107,8 +107,11 @@ def normalise_with_offsets(text: str) -> tuple[str, list[int]]:
 
 
 # ----- text addressed to AI readers --------------------------------------------------------------------
-_AI = (r"(?:ai|a\.i\.|llms?|large language models?|language models?|chat ?bots?|(?:ai )?assistants?|"
-       r"(?:ai )?agents?|gpt-?\d*|chatgpt|claude|gemini|copilot|ai models?|ai systems?|bots?)")
+_AI = (r"(?:ai|a\.i\.|llms?|large language models?|language models?|chat ?bots?|ai assistants?|ai agents?|"
+       r"gpt-?\d*|chatgpt|claude|gemini|copilot|ai models?|ai systems?|ai crawlers?)")
+# Addressed to the machine itself, not "if you are an AI researcher": punctuation or a verb-like word follows.
+_AI_END = (r"(?=\s*[,.:;!?)\-\u2014]|\s+(?:reading|processing|summari[sz]ing|crawling|scraping|parsing|"
+           r"analy[sz]ing|indexing|trained|that|who|or|and|then|please|you|tasked|asked|model)\b)")
 # (name, weight, pattern) on normalised lower-case text. Weights combine as independent evidence.
 INJECTION_PATTERNS = [
     ("ignore_instructions", 1.0,
@@ -116,11 +119,11 @@ INJECTION_PATTERNS = [
      r"former|all|any|your|system|original|initial)\b(?:\s+\S+){0,2}?\s+(?:instructions?|prompts?|rules|"
      r"directions|directives|guidelines|guardrails|constraints|programming|context)\b"),
     ("addressed_to_ai", 0.8,
-     r"\b(?:if|when|since|as)\s+(?:you\s+are|you're)\s+(?:an?\s+|the\s+)?" + _AI + r"\b"),
+     r"\b(?:if|when|since|as)\s+(?:you\s+are|you're)\s+(?:an?\s+|the\s+)?" + _AI + _AI_END),
     ("addressed_to_ai", 0.8,
      r"\b(?:note|message|instructions?|attention|notice|reminder)\s+(?:to|for)\s+(?:any\s+|all\s+|the\s+)?"
-     + _AI + r"\b"),
-    ("addressed_to_ai", 0.8, r"\bdear\s+" + _AI + r"\b"),
+     + _AI + _AI_END),
+    ("addressed_to_ai", 0.8, r"\bdear\s+" + _AI + _AI_END),
     ("addressed_to_ai", 0.7,
      r"\b" + _AI + r"\s+(?:reading|processing|summari[sz]ing|crawling|scraping|parsing|analy[sz]ing|indexing)"
      r"\s+this\b"),
@@ -159,6 +162,11 @@ PREFILTER = (r"ignore|disregard|forget|override|bypass|you are|you're|\bai\b|a\.
 _PREFILTER_PY = re.compile(PREFILTER.replace("\\x{0370}-\\x{04FF}", "\u0370-\u04ff"))
 INVISIBLE_RE2 = "[\\x{200B}-\\x{200D}\\x{2060}\\x{FEFF}\\x{180E}\\x{00AD}\\x{202A}-\\x{202E}\\x{2066}-\\x{2069}" \
                 "\\x{FE00}-\\x{FE0F}\\x{E0100}-\\x{E01EF}]"
+
+
+def could_address_ai(text: str) -> bool:
+    """False when no injection pattern can match ``text``: a cheap test before ``injection_hits``."""
+    return _PREFILTER_PY.search(normalise(text)) is not None
 
 
 def injection_hits(text: str) -> tuple[float, list[tuple[str, float, int, int]], bool]:

@@ -29,51 +29,79 @@ import lxml.html
 import pyarrow as pa
 
 import provenance
-from provenance.plugins._poison_text import decode_raw, injection_hits, span
+from provenance.plugins._poison_text import could_address_ai, decode_raw, injection_hits, span
 
 MAX_SPANS = 5
 _STEALTH = {"font-size:0", "opacity:0", "off-screen", "clip", "zero height", "same colour"}
-_HIDING = [
-    ("display:none", re.compile(r"display\s*:\s*none", re.I)),
-    ("visibility:hidden", re.compile(r"visibility\s*:\s*(?:hidden|collapse)", re.I)),
-    ("font-size:0", re.compile(r"font-size\s*:\s*(?:0+(?:\.0+)?|0?\.0\d*|1)\s*(?:px|pt|em|rem|%)?\s*(?:;|$|!)", re.I)),
-    ("opacity:0", re.compile(r"(?<![-\w])opacity\s*:\s*0*(?:\.0+)?\s*(?:;|$|!)", re.I)),
-    ("off-screen", re.compile(r"(?<![-\w])(?:left|top|right|text-indent|margin-left|margin-top)\s*:\s*-\d{3,}", re.I)),
-    ("clip", re.compile(r"clip\s*:\s*rect\(\s*0(?:px)?[\s,]+0|clip-path\s*:\s*inset\(\s*(?:50|100)%", re.I)),
-    ("zero height", re.compile(r"(?<![-\w])(?:max-)?height\s*:\s*0(?:px)?\s*(?:;|$|!)", re.I)),
-]
+_HIDING = {
+    "display_none": ("display:none", r"display\s*:\s*none"),
+    "visibility": ("visibility:hidden", r"visibility\s*:\s*(?:hidden|collapse)"),
+    "font_size": ("font-size:0", r"font-size\s*:\s*(?:0+(?:\.0+)?|0?\.0\d*|1)\s*(?:px|pt|em|rem|%)?\s*(?:;|$|!)"),
+    "opacity": ("opacity:0", r"(?<![-\w])opacity\s*:\s*0*(?:\.0+)?\s*(?:;|$|!)"),
+    "off_screen": ("off-screen", r"(?<![-\w])(?:left|top|right|text-indent|margin-left|margin-top)\s*:\s*-\d{3,}"),
+    "clip": ("clip", r"clip\s*:\s*rect\(\s*0(?:px)?[\s,]+0|clip-path\s*:\s*inset\(\s*(?:50|100)%"),
+    "zero_height": ("zero height", r"(?<![-\w])(?:max-)?height\s*:\s*0(?:px)?\s*(?:;|$|!)"),
+}
+# One pass per style: the group that matched names the technique.
+_HIDING_RX = re.compile("|".join(f"(?P<{key}>{rx})" for key, (_, rx) in _HIDING.items()), re.I)
 _COLOUR = re.compile(r"(?<![-\w])(color|background(?:-color)?)\s*:\s*([#\w]+)", re.I)
-_STYLE_RULE = re.compile(r"([^{}]+)\{([^{}]*)\}")
 _CLASS_SELECTOR = re.compile(r"^\s*\.([\w-]+)\s*$")
 _WORD = re.compile(r"\w+")
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
-# Hidden UI: what menus, dialogs, banners and screen-reader labels say.
+# Hidden UI: what menus, dialogs, banners and screen-reader labels say, and where slides and tabs live.
 _UI = re.compile(r"\b(?:cookies?|consent|menu|navigation|newsletter|subscribe|sign ?in|log ?in|password|search|"
-                 r"close|skip to|loading|javascript|browser|share|datenschutz|anmelden|suche)\b", re.I)
+                 r"close|skip to|loading|javascript|browser|datenschutz|anmelden|suche)\b", re.I)
+_UI_CONTAINER = re.compile(r"slide|carousel|caption|gallery|swiper|slick|tab|accordion|collapse|modal|popup|"
+                           r"dropdown|tooltip|menu|nav|fade|animat|reveal|aos|lightbox|overlay", re.I)
+# Links to social networks are profile and share buttons, not spam.
+_SOCIAL = {"facebook.com", "twitter.com", "x.com", "instagram.com", "linkedin.com", "youtube.com", "pinterest.com",
+           "tiktok.com", "whatsapp.com", "t.me", "reddit.com", "xing.com", "flipboard.com", "tumblr.com"}
 _SKIP_TEXT = {"script", "style"}
+_CANDIDATES = "//*[@style] | //*[@hidden] | //*[@aria-hidden='true'] | //template | //noscript"
+
+
+_STYLE_KEYS = ("none", "hidden", "collapse", "font-size", "opacity", ":-", ": -", "clip", "height", "background")
 
 
 def _technique(style: str) -> str | None:
-    for name, rx in _HIDING:
-        if rx.search(style):
-            return name
-    colours = {k.lower().split("-")[0]: v.lower() for k, v in _COLOUR.findall(style)}
-    if "color" in colours and colours.get("background") == colours["color"]:
-        return "same colour"
+    lowered = style.lower()
+    if not any(key in lowered for key in _STYLE_KEYS):
+        return None
+    m = _HIDING_RX.search(style)
+    if m:
+        return _HIDING[m.lastgroup][0]
+    if "color" in style and "background" in style:
+        colours = {k.lower().split("-")[0]: v.lower() for k, v in _COLOUR.findall(style)}
+        if "color" in colours and colours.get("background") == colours["color"]:
+            return "same colour"
     return None
+
+
+# Where a stylesheet may hide something: found with str.find (fast on large stylesheets), then read as a rule.
+_CSS_KEYS = ("display:none", "display: none", "visibility:hidden", "visibility: hidden", "font-size:0",
+             "font-size: 0", "opacity:0", "opacity: 0", ":-9", ": -9", "clip:rect", "clip: rect", "height:0",
+             "height: 0", "font-size:1px", "font-size: 1px")
 
 
 def hidden_classes(root) -> dict[str, str]:
     """Class names that a <style> block hides with a simple ``.name {...}`` rule, with the technique."""
     out = {}
     for style in root.iter("style"):
-        for selectors, body in _STYLE_RULE.findall(style.text or ""):
-            technique = _technique(body)
+        css = (style.text or "").lower()
+        bodies = set()
+        for key in _CSS_KEYS:
+            at = css.find(key)
+            while at >= 0:
+                bodies.add((css.rfind("{", 0, at), css.find("}", at)))
+                at = css.find(key, at + len(key))
+        for open_at, close_at in bodies:
+            if open_at < 0:
+                continue
+            technique = _technique(css[open_at + 1:close_at if close_at >= 0 else None])
             if technique:
-                for selector in selectors.split(","):
-                    m = _CLASS_SELECTOR.match(selector)
-                    if m:
-                        out[m.group(1)] = technique
+                selectors = css[max(css.rfind("}", 0, open_at), css.rfind("{", 0, open_at)) + 1:open_at]
+                names = [m.group(1) for m in map(_CLASS_SELECTOR.match, selectors.split(",")) if m]
+                out.update(dict.fromkeys(names, technique))
     return out
 
 
@@ -88,12 +116,13 @@ def _text_of(el) -> str:
 
 
 def hidden_elements(root):
-    """(element, technique) for each hidden element not inside another hidden one."""
+    """(element, technique, stealth) for each hidden element not inside another hidden one."""
     classes = hidden_classes(root)
     found = {}
-    for el in root.iter():
-        if not isinstance(el.tag, str):
-            continue
+    candidates = root.xpath(_CANDIDATES)
+    if classes:
+        candidates += [el for el in root.xpath("//*[@class]") if not classes.keys().isdisjoint(el.get("class").split())]
+    for el in candidates:
         technique = None
         if el.tag in ("template", "noscript"):
             technique = f"<{el.tag}>"
@@ -103,14 +132,27 @@ def hidden_elements(root):
             technique = "aria-hidden"
         elif el.get("style"):
             technique = _technique(el.get("style"))
-        if technique is None and classes and el.get("class"):
+        stealth = technique in _STEALTH
+        if technique is None and el.get("class"):
             for name in el.get("class").split():
                 if name in classes:
-                    technique = f"class {name} ({classes[name]})"
+                    technique, stealth = f"class {name} ({classes[name]})", classes[name] in _STEALTH
                     break
-        if technique and not any(a in found for a in el.iterancestors()):
-            found[el] = technique
-    return found.items()
+        if technique:
+            found[el] = (technique, stealth)
+    for el, (technique, stealth) in found.items():
+        if not any(a in found for a in el.iterancestors()):
+            yield el, technique, stealth
+
+
+def _ui_context(el) -> bool:
+    """A figure, a slide, a tab, a menu: hidden by design until the reader asks for it."""
+    for node in (el, *el.iterancestors()):
+        if node.tag in ("figure", "figcaption", "nav", "dialog", "header", "footer"):
+            return True
+        if _UI_CONTAINER.search((node.get("class") or "") + " " + (node.get("id") or "")):
+            return True
+    return False
 
 
 def _site(url: str | None) -> str:
@@ -151,28 +193,38 @@ def analyse(html: str, url: str | None) -> dict[str, list[dict]]:
             return True
         return False
 
-    for el, technique in hidden_elements(root):
+    for el, technique, stealth in hidden_elements(root):
         text = _text_of(el)
         if not text:
             continue
         if instructions(text, technique, el.tag):
             continue
-        links = [a.get("href") for a in el.iter("a") if (a.get("href") or "").startswith(("http://", "https://"))]
-        other_sites = {_site(h) for h in links} - {page_site, ""}
-        prose = _prose_words(text)
-        if len(other_sites) >= 3 and (prose >= 20 or len(_WORD.findall(text)) >= 4 * len(links)) and not _UI.search(text):
-            found["hidden_links"].append(where(text, technique, el.tag, sites=sorted(other_sites)[:10]))
-        elif technique in _STEALTH and prose >= 25 and not _UI.search(text):
+        if _UI.search(text):
+            continue
+        anchors = [a for a in el.iter("a") if (a.get("href") or "").startswith(("http://", "https://"))]
+        other_sites = {_site(a.get("href")) for a in anchors} - {page_site, ""} - _SOCIAL
+        if len(other_sites) >= 3:
+            # Link spam sits in sentences; a hidden list of headlines or sister sites has no text around links.
+            around = text
+            for a in anchors:
+                around = around.replace(" ".join(a.text_content().split()), " ", 1)
+            if len(_WORD.findall(around)) >= 5 and _SENTENCE_END.search(around):
+                found["hidden_links"].append(where(text, technique, el.tag, sites=sorted(other_sites)[:10]))
+                continue
+        prose = _prose_words(text) if stealth else 0
+        if prose >= 25 and not _ui_context(el):
             found["hidden_prose"].append(where(text, technique, el.tag, words=prose))
     # Never rendered at all: only instructions count there (comments and meta descriptions hold prose).
-    for node in root.iter(lxml.etree.Comment):
-        if node.text and len(node.text) > 20:
-            instructions(" ".join(node.text.split()), "comment", "comment")
+    never = [(" ".join(node.text.split()), "comment", "comment") for node in root.iter(lxml.etree.Comment)
+             if node.text and len(node.text) > 20]
     for el in root.xpath("//meta[@content]|//*[@alt or @title or @aria-label]"):
         for attr in ("content", "alt", "title", "aria-label"):
             value = el.get(attr)
             if value and len(value) > 20:
-                instructions(value, f"{attr} attribute", el.tag)
+                never.append((value, f"{attr} attribute", el.tag))
+    if never and could_address_ai("\n".join(text for text, _, _ in never)):
+        for text, technique, element in never:
+            instructions(text, technique, element)
     return found
 
 

@@ -33,11 +33,12 @@ from provenance.plugins._poison_text import (BIDI_CONTROLS, BLACK_FLAG, CANCEL_T
 MAX_SPANS = 5
 _TEXT_SCREEN = ("[\\x{200B}-\\x{200D}\\x{2060}\\x{FEFF}\\x{180E}\\x{202A}-\\x{202E}\\x{2066}-\\x{2069}"
                 "\\x{FE00}-\\x{FE0F}\\x{E0000}-\\x{E007F}\\x{E0100}-\\x{E01EF}\\x{0370}-\\x{04FF}]")
-# UTF-8 of tag characters, supplementary variation selectors, RLE/LRO/RLO, RLI, three VS1-16 in a row,
-# and numeric character references to those.
-_RAW_SCREEN = re.compile(
-    rb"\xf3\xa0[\x80\x81\x84-\x87]|\xe2\x80[\xab\xad\xae]|\xe2\x81\xa7|(?:\xef\xb8[\x80-\x8f]){3}|"
-    rb"&#[xX]0*(?:[eE]0[01][0-9a-fA-F]{2}|202[bBdDeE]|2067)\b|&#0*(?:917[5-9]\d\d|823[578]|8295)\b")
+# Raw bodies are screened in bulk (RE2 over the binary column: bytes, not characters) for the UTF-8 of tag
+# characters and supplementary variation selectors, zero-width characters, RLE/LRO/RLO, RLI, three VS1-16 in a
+# row, and numeric character references to those.
+_RAW_SCREEN = (r"\xf3\xa0|\xe2\x80[\x8b-\x8d\xab\xad\xae]|\xe2\x81[\xa0\xa7]|(?:\xef\xb8[\x80-\x8f]){3}|"
+               r"&#(?:[xX]0*(?:[eE]0[01][0-9a-fA-F]{2}|202[bBdDeE]|2067)|0*(?:917[5-9]\d\d|823[578]|8295));")
+
 
 _LETTER = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff\u0370-\u03ff\u0400-\u04ff"
 _ZW = "".join(ZERO_WIDTH)
@@ -119,8 +120,8 @@ def vs_payloads(s: str, field: str) -> list[dict]:
     return spans
 
 
-def zero_width_words(s: str) -> list[dict]:
-    return [span("text", m.start(), m.end(), visible(m.group())) for m in _ZW_WORD.finditer(s)]
+def zero_width_words(s: str, field: str) -> list[dict]:
+    return [span(field, m.start(), m.end(), visible(m.group())) for m in _ZW_WORD.finditer(s)]
 
 
 def bidi_controls(s: str, field: str) -> list[dict]:
@@ -174,13 +175,16 @@ def scan(text: str, raw: str | None) -> dict[str, list[dict]]:
     if text:
         found["unicode_tag_payload"] += tag_payloads(text, "text")
         found["variation_selector_payload"] += vs_payloads(text, "text")
-        found["zero_width_in_word"] += zero_width_words(text)
+        found["zero_width_in_word"] += zero_width_words(text, "text")
         found["bidi_control"] += bidi_controls(text, "text")
         found["mixed_script_word"] += mixed_script_words(text)
     if raw:
         found["unicode_tag_payload"] += tag_payloads(raw, "raw")
         found["variation_selector_payload"] += vs_payloads(raw, "raw")
         found["bidi_control"] += bidi_controls(raw, "raw")
+        # Extractors may drop zero-width characters; the raw HTML still shows the split words.
+        if not found["zero_width_in_word"]:
+            found["zero_width_in_word"] += zero_width_words(raw, "raw")
     return found
 
 
@@ -195,16 +199,17 @@ class InvisibleUnicode(provenance.Detector):
     def tag_batch(self, batch: pa.RecordBatch):
         text_col = pc.fill_null(batch.column("text"), "")
         text_hit = pc.match_substring_regex(text_col, _TEXT_SCREEN).to_pylist()
-        raws = batch.column("raw").to_pylist()
+        raw_col = batch.column("raw")
+        raw_hit = pc.fill_null(pc.match_substring_regex(raw_col.cast(pa.large_binary()), _RAW_SCREEN), False).to_pylist()
         charsets = batch.column("charset").to_pylist()
         texts = text_col.to_pylist()
         doc_ids = batch.column("doc_id").to_pylist()
         out_ids, out_tags, scores, evidence = [], [], [], []
         for i, doc_id in enumerate(doc_ids):
-            raw_hit = raws[i] is not None and _RAW_SCREEN.search(raws[i]) is not None
-            if not (text_hit[i] or raw_hit):
+            if not (text_hit[i] or raw_hit[i]):
                 continue
-            found = scan(texts[i] if text_hit[i] else "", decode_raw(raws[i], charsets[i]) if raw_hit else None)
+            raw = decode_raw(raw_col[i].as_py(), charsets[i]) if raw_hit[i] else None
+            found = scan(texts[i] if text_hit[i] else "", raw)
             for kind, spans in found.items():
                 if spans:
                     out_ids.append(doc_id)
