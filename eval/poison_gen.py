@@ -77,9 +77,16 @@ def homoglyphs(word: str) -> str:
     return word.translate(str.maketrans("aeopcx", "аеорсх"))
 
 
-def _in_paragraph(html: str, rng: random.Random, edit) -> str | None:
-    """``html`` with ``edit(text) -> text`` applied to one long paragraph's text (kept by extraction)."""
-    paras = list(_PARA.finditer(html))
+def _kept(html: str) -> str:
+    """The page's extracted text, whitespace folded: where an injection reaches the training text."""
+    from provenance.extract import extract_html
+
+    return " ".join((extract_html(html).text or "").split())
+
+
+def _in_paragraph(html: str, rng: random.Random, edit, kept: str) -> str | None:
+    """``html`` with ``edit(text) -> text`` applied to one long paragraph's text that extraction keeps."""
+    paras = [m for m in _PARA.finditer(html) if " ".join(m.group(2).split())[:80] in kept]
     if not paras:
         return None
     m = rng.choice(paras)
@@ -128,7 +135,8 @@ def hidden_block(technique: str, content: str, n: int, rng: random.Random) -> st
 
 
 def _after_paragraph(html: str, block: str, rng: random.Random) -> str:
-    ends = [m.end() for m in _CLOSE_P.finditer(html)]
+    """``html`` with ``block`` after a long paragraph (of the article, not inside a hidden menu), else the end."""
+    ends = [m.end() for m in _PARA.finditer(html)]
     at = rng.choice(ends) if ends else (html.lower().rfind("</body>") if "</body>" in html.lower() else len(html))
     return html[:at] + block + html[at:]
 
@@ -137,12 +145,13 @@ def poisoned(pages: list[tuple[str, str]], seed: int = 0):
     """Cases (name, kind, variant, html, expected tag) injected into ``pages`` ((name, html) pairs)."""
     rng = random.Random(seed)
     for n, (name, html) in enumerate(pages):
+        kept = _kept(html)
         for variant, tag, edit in unicode_cases(html, rng):
-            out = _in_paragraph(html, rng, edit)
+            out = _in_paragraph(html, rng, edit, kept)
             if out is not None:
                 yield f"{name}#unicode-{variant}", "unicode", variant, out, tag
         for variant, phrase in injection_cases(rng):
-            out = _in_paragraph(html, rng, lambda t: _insert_sentence(t, phrase, rng))
+            out = _in_paragraph(html, rng, lambda t: _insert_sentence(t, phrase, rng), kept)
             if out is not None:
                 yield f"{name}#injection-{variant}", "injection", variant, out, "prompt_injection"
         technique = list(TECHNIQUES)[n % len(TECHNIQUES)]  # every technique, over the pages

@@ -50,7 +50,8 @@ _WORD = re.compile(r"\w+")
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 # Hidden UI: what menus, dialogs, banners and screen-reader labels say, and where slides and tabs live.
 _UI = re.compile(r"\b(?:cookies?|consent|menu|navigation|newsletter|subscribe|sign ?in|log ?in|password|search|"
-                 r"close|skip to|loading|javascript|browser|datenschutz|anmelden|suche)\b", re.I)
+                 r"close|skip to|loading|javascript|browser|ad ?blocker|adblock|advertis\w*|paywall|datenschutz|anmelden|"
+                 r"suche)\b", re.I)
 _UI_CONTAINER = re.compile(r"slide|carousel|caption|gallery|swiper|slick|tab|accordion|collapse|modal|popup|"
                            r"dropdown|tooltip|menu|nav|fade|animat|reveal|aos|lightbox|overlay", re.I)
 # Links to social networks are profile and share buttons, not spam.

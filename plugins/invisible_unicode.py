@@ -183,8 +183,10 @@ def scan(text: str, raw: str | None) -> dict[str, list[dict]]:
         found["variation_selector_payload"] += vs_payloads(raw, "raw")
         found["bidi_control"] += bidi_controls(raw, "raw")
         # Extractors may drop zero-width characters; the raw HTML still shows the split words.
+        # One split word in markup is a stray character (a logo, a script); attacks split several.
         if not found["zero_width_in_word"]:
-            found["zero_width_in_word"] += zero_width_words(raw, "raw")
+            split = zero_width_words(raw, "raw")
+            found["zero_width_in_word"] += split if len({s["text"] for s in split}) >= 2 else []
     return found
 
 

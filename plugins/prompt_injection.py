@@ -27,7 +27,8 @@ def screen(texts: pa.Array) -> list[bool]:
     """Rows that may hold an injection phrase: RE2 over the batch, on NFKC lower-cased text without
     invisible characters (what a phrase could hide behind); Python looks only at these."""
     folded = pc.utf8_lower(pc.replace_substring_regex(pc.utf8_normalize(texts, "NFKC"), INVISIBLE_RE2, ""))
-    return pc.match_substring_regex(folded, PREFILTER).to_pylist()
+    # Tag characters are decoded only in Python (normalise): rows holding any are candidates.
+    return pc.match_substring_regex(folded, PREFILTER + "|[\\x{E0000}-\\x{E007F}]").to_pylist()
 
 
 def evidence_of(text: str, hits, discussion: bool) -> dict:
