@@ -8,7 +8,8 @@ elements keep what extraction drops). One tag per kind, category ``poison``:
 - ``variation_selector_payload``: a run of 3+ variation selectors (one after an emoji or a CJK ideograph is
   normal), decoded as bytes the way the "emoji smuggling" encoders write them.
 - ``zero_width_in_word``: zero-width characters between letters of Latin, Greek or Cyrillic words (they split
-  words to dodge filters); Persian, Arabic and Indic joiners and emoji ZWJ sequences never match.
+  words to dodge filters); Persian, Arabic and Indic joiners and emoji ZWJ sequences never match. Where
+  extraction dropped them, two or more split words in the raw HTML count.
 - ``bidi_control``: bidi overrides (LRO/RLO, "Trojan Source"); right-to-left embeddings and isolates only in
   text with no right-to-left letters at all.
 - ``mixed_script_word``: one word mixing Latin with Cyrillic letters, or with Greek letters drawn like Latin
