@@ -43,7 +43,7 @@ class Language(provenance.Detector):
     options = {
         "min_chars": 20,  # fewer letters than this: lang_und, no guess
         "max_chars": 20000,  # identify on the first max_chars characters (speed; a page's language shows early)
-        "chunk_chars": 200,  # paragraphs at least this long are identified on their own for the agreement share
+        "chunk_chars": 100,  # paragraphs at least this long are identified on their own for the agreement share
         "languages": "",  # comma-separated ISO 639-1 codes to choose among (default: py3langid's 97)
     }
 
