@@ -3,7 +3,8 @@
 Views (stable names; add, never rename):
   documents   every stored document (all columns of schemas/documents.v1.json)
   tags        every live tag row (schemas/tags.v1.json)
-  doc_flags   one row per document: flagged, n_tags, categories, flags
+  doc_flags   one row per document: flagged (a tag outside NOT_FLAG_CATEGORIES:
+              consent, language, quality), n_tags, categories, flags
               ('category:tag'), category_scores (map), <category>_score for the
               five built-in categories, tag_list
   errors      detector faults recorded by tag runs
@@ -50,10 +51,11 @@ from provenance import schemas
 from provenance.store import Snapshot, Store
 
 SCORE_CATEGORIES = ("llm", "poison", "duplicate", "quality", "provenance")
-# Categories whose tags state what a document permits, not what is wrong with it: doc_flags leaves them out,
-# so a licence or a TDM reservation never makes a document "flagged" (the default export keeps NOT flagged);
-# the consent view and export --respect-opt-out read them.
-NOT_FLAG_CATEGORIES = ("consent",)
+# Categories whose tags describe a document rather than suspect it: what a publisher permits (consent), its
+# language, and the published quality heuristics (Gopher, C4, FineWeb drop a large share of real human text:
+# a choice a team makes on purpose, with quality_score, not by default). Their tags never make a document
+# "flagged" (the default export keeps NOT flagged), but they are in the lists and score columns of doc_flags.
+NOT_FLAG_CATEGORIES = ("consent", "language", "quality")
 # Views over the store's Parquet files: view name -> the kind of file it reads.
 PARQUET_VIEWS = {"documents": "documents", "tags": "tags", "errors": "errors", "fetches": "fetches",
                  "reference_texts": "references"}
@@ -100,12 +102,9 @@ def _runs_table(store: Store) -> pa.Table:
 
 DOC_FLAGS_SQL = """
 CREATE OR REPLACE VIEW doc_flags AS
-WITH flag_tags AS (
-    SELECT * FROM tags WHERE category NOT IN ({not_flag_categories})
-),
-per_category AS (
+WITH per_category AS (
     SELECT doc_id, category, max(coalesce(score, 1.0)) AS score
-    FROM flag_tags GROUP BY doc_id, category
+    FROM tags GROUP BY doc_id, category
 ),
 by_category AS (
     SELECT doc_id,
@@ -117,13 +116,14 @@ by_category AS (
 by_tag AS (
     SELECT doc_id,
            count(*) AS n_tags,
+           count(*) FILTER (WHERE category NOT IN ({not_flag_categories})) AS n_flagging,
            list(DISTINCT category || ':' || tag ORDER BY category || ':' || tag) AS flags,
            list({'detector': detector, 'category': category, 'tag': tag, 'score': score}
                 ORDER BY detector, tag) AS tag_list
-    FROM flag_tags GROUP BY doc_id
+    FROM tags GROUP BY doc_id
 )
 SELECT d.doc_id,
-       coalesce(t.n_tags, 0) > 0 AS flagged,
+       coalesce(t.n_flagging, 0) > 0 AS flagged,
        coalesce(t.n_tags, 0) AS n_tags,
        coalesce(c.categories, []::VARCHAR[]) AS categories,
        coalesce(t.flags, []::VARCHAR[]) AS flags,
