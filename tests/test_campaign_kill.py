@@ -127,7 +127,9 @@ TAG_ENV = {"CAMPAIGN_TAGGER_SLEEP_S": "0.02"}
 
 
 def _tag_args(store: Path) -> list:
-    return ["tag", "--store", store, "--plugin-module", TAGGER_PLUGIN, "--batch-size", "25"]
+    # A per-document detector, a stateless and a state-keeping corpus detector: each way the runner commits.
+    return ["tag", "--store", store, "--plugin-module", TAGGER_PLUGIN, "--batch-size", "25",
+            "--plugins", "campaign_tagger,exact_duplicate,near_duplicate"]
 
 
 # ----- ingest --------------------------------------------------------------------------------------
