@@ -34,3 +34,21 @@ def run_cli(*args, cwd=None, env=None, timeout=300, check=None) -> subprocess.Co
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# ----- the built-ins, read from what is installed: listings tests need not change with each new built-in ---------
+def builtin_plugins() -> list[str]:
+    """Names of the built-in plugins (the ``provenance.plugins`` entry points of this package), sorted as
+    ``provenance plugins`` lists them."""
+    from importlib.metadata import entry_points
+
+    return sorted(ep.name for ep in entry_points(group="provenance.plugins")
+                  if ep.value.startswith("provenance.plugins."))
+
+
+def builtin_detectors() -> set[str]:
+    """Names of the detectors the built-in plugins register."""
+    from provenance.pluginmanager import get_plugin_manager
+
+    pm = get_plugin_manager()
+    return {name for name, spec in pm.detectors().items() if spec.plugin.name in builtin_plugins()}

@@ -375,9 +375,9 @@ def test_disk_full_during_tag_is_one_line_and_the_rerun_completes(tmp_path):
         mount -t tmpfs -o size=12m tmpfs {disk} || exit 99
         {cli} ingest {src} --store {store} > /dev/null || exit 98
         dd if=/dev/zero of={disk}/filler bs=64k 2>/dev/null  # fills the disk: dd stops at ENOSPC
-        {cli} tag --store {store} 2>{tmp_path}/full.err; echo $? > {tmp_path}/full.rc
+        {cli} tag --store {store} --plugins exact_duplicate,near_duplicate 2>{tmp_path}/full.err; echo $? > {tmp_path}/full.rc
         rm {disk}/filler
-        {cli} tag --store {store} > /dev/null; echo $? > {tmp_path}/rerun.rc
+        {cli} tag --store {store} --plugins exact_duplicate,near_duplicate > /dev/null; echo $? > {tmp_path}/rerun.rc
         {tags} > {tmp_path}/tags.json
     """
     proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=600,

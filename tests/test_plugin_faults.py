@@ -244,7 +244,7 @@ def register_detectors(register):
 def test_output_that_breaks_the_tags_schema_is_refused_and_nothing_of_it_stored(cli, tmp_path):
     store = _store(tmp_path, n=6)
     plugin = _write(tmp_path, "invalid", INVALID)
-    proc = cli("tag", "--store", store, "--plugin-module", plugin, "--disable", "exact_duplicate", "--json", check=3)
+    proc = cli("tag", "--store", store, "--plugin-module", plugin, "--plugins", plugin.stem, "--json", check=3)
     det = json.loads(proc.stdout)["detectors"]
     bad = ["extra_column", "not_rows", "null_tag", "score_out_of_range", "unknown_doc", "wrong_type"]
     for name in bad:
@@ -262,7 +262,7 @@ def test_output_that_breaks_the_tags_schema_is_refused_and_nothing_of_it_stored(
     assert "tags.tag" in messages["null_tag"]
     assert "expected None, a list of dicts or a pyarrow Table" in messages["not_rows"]
     # Nothing was covered, so the next run tries them again.
-    again = json.loads(cli("tag", "--store", store, "--plugin-module", plugin, "--disable", "exact_duplicate",
+    again = json.loads(cli("tag", "--store", store, "--plugin-module", plugin, "--plugins", plugin.stem,
                            "--json", check=3).stdout)["detectors"]
     assert again["score_out_of_range"]["errors"] == 1 and again["fine"]["status"] == "up_to_date"
 
@@ -310,7 +310,7 @@ def register_detectors(register):
 def test_crash_and_failed_start_are_recorded_and_prints_stay_off_stdout(cli, tmp_path):
     store = _store(tmp_path, n=5)
     plugin = _write(tmp_path, "crashy", CRASHY)
-    proc = cli("tag", "--store", store, "--plugin-module", plugin, "--disable", "exact_duplicate", "--json", check=3)
+    proc = cli("tag", "--store", store, "--plugin-module", plugin, "--plugins", plugin.stem, "--json", check=3)
     summary = json.loads(proc.stdout)  # stdout is pure JSON: the detector's print went to stderr
     assert "debug output from a detector" in proc.stderr
     det = summary["detectors"]
@@ -512,7 +512,7 @@ def _versioned_store(tmp_path, n_urls=12, rows_per_file=8):
 def test_a_detector_needing_previous_that_is_up_to_date_does_not_break_the_others(cli, tmp_path):
     store, changed = _versioned_store(tmp_path)
     plugin = _write(tmp_path, "needs", NEEDS)
-    args = ("tag", "--store", store, "--plugin-module", plugin, "--disable", "exact_duplicate", "--json")
+    args = ("tag", "--store", store, "--plugin-module", plugin, "--plugins", plugin.stem, "--json")
     first = json.loads(cli(*args, "--plugins", "versions", check=0).stdout)["detectors"]
     assert first["versions"]["tags"] == len(changed)
     # versions has nothing left to do, length has every document: the files are read without previous_*.
@@ -525,7 +525,7 @@ def test_a_detector_needing_previous_that_is_up_to_date_does_not_break_the_other
 def test_a_detector_needing_previous_that_times_out_part_way_does_not_break_the_others(cli, tmp_path):
     store, changed = _versioned_store(tmp_path)  # 3 document files of 8 rows
     plugin = _write(tmp_path, "needs", NEEDS)
-    args = ("tag", "--store", store, "--plugin-module", plugin, "--disable", "exact_duplicate", "--batch-size", 4,
+    args = ("tag", "--store", store, "--plugin-module", plugin, "--plugins", plugin.stem, "--batch-size", 4,
             "--time-budget", 2, "--json")
     det = json.loads(cli(*args, env={"VERSIONS_HANG_FROM": "2"}, check=3).stdout)["detectors"]
     # Stopped on its second batch (rows 4..8 of the first file); the batch before it is kept.
@@ -620,8 +620,8 @@ def test_a_detector_over_its_memory_limit_is_stopped_recorded_and_the_run_goes_o
     plugin = _write(tmp_path, "memory_hungry", MEMORY)
     (tmp_path / "provenance.toml").write_text(f"[tag]\nworker_memory_mb = {LIMIT_MB}\n")
     started = time.monotonic()
-    # The built-ins are left out: near_duplicate's finish (DuckDB) needs more than the small limit set here.
-    proc = cli("tag", "--store", store, "--plugin-module", plugin, "--disable", "exact_duplicate,near_duplicate",
+    # Only this plugin's detectors: near_duplicate's finish (DuckDB) needs more than the small limit set here.
+    proc = cli("tag", "--store", store, "--plugin-module", plugin, "--plugins", plugin.stem,
                "--batch-size", BATCH, "--json", cwd=tmp_path, check=3)
     assert time.monotonic() - started < 60
     det = json.loads(proc.stdout)["detectors"]
