@@ -8,7 +8,7 @@ token is 0 (unknown) and 1 pads the start of a document. An n-gram is one intege
 of documents at once.
 
 Smoothing: interpolated Kneser-Ney (Chen & Goodman 1998) with one discount per order,
-``D = n1 / (n1 + 2 n2)``; lower orders use continuation counts; the unigram level is the
+``D = n1 / (n1 + 2 n2)`` (0.5 where that is undefined, kept in [0.05, 0.95]); lower orders use continuation counts; the unigram level is the
 continuation unigram with add-one smoothing over the vocabulary. Pruning drops n-grams (order >= 2)
 seen fewer than ``min_count`` times *after* the totals are taken, and moves their discounted mass
 into the context's back-off weight, so each distribution still sums to one. Per level an artifact
@@ -127,7 +127,9 @@ class NgramLM:
     @staticmethod
     def _level(keys, counts, r, min_count):
         n1, n2 = (counts == 1).sum(), (counts == 2).sum()
-        d = n1 / (n1 + 2 * n2) if n1 + n2 else 0.5
+        # Chen & Goodman's estimate needs singletons and doubletons; without them (tiny corpora) 0.5, and never
+        # 0 or 1, which would leave an unseen word in a seen context probability 0 or the n-gram none of its own
+        d = float(np.clip(n1 / (n1 + 2 * n2), 0.05, 0.95)) if n1 and n2 else 0.5
         ctx = keys // r
         # keys are sorted, so each context's n-grams are one run
         ctx_keys, first, distinct = np.unique(ctx, return_index=True, return_counts=True)
@@ -147,7 +149,8 @@ class NgramLM:
             key = ngram_keys(ids, positions, n, self.radix)
             pos, found = _lookup(keys, key)
             cpos, cfound = _lookup(ctx_keys, key // r)
-            p = np.where(cfound, np.where(found, part[pos], 0.0) + gamma[cpos] * p, p)
+            own = np.where(found, part[pos], 0.0) if len(part) else 0.0  # every n-gram may have been pruned
+            p = np.where(cfound, own + gamma[cpos] * p, p) if len(gamma) else p
         return np.log(p)
 
     def arrays(self, prefix: str) -> dict:

@@ -47,7 +47,7 @@ class LlmNgram(provenance.Detector):
     version = "1"
     category = "llm"
     needs = ("text",)
-    options = {"model": "", "min_tokens": 50, "min_score": 0.5}
+    options = {"model": "", "min_tokens": 50, "min_score": 0.99}
 
     @classmethod
     def validate_options(cls, options):
