@@ -1,0 +1,272 @@
+"""Word n-gram language models with interpolated Kneser-Ney smoothing, as numpy arrays (for ``llm_ngram``).
+
+Tokens: the lower-cased text cut into runs of letters/digits and single other characters; each
+token is identified by its CRC-32 (so an artifact holds no words, only hashes and counts). The
+``max_vocab`` most frequent token hashes over both training corpora get ids 2.., every other
+token is 0 (unknown) and 1 pads the start of a document. An n-gram is one integer in radix
+``R = vocab + 2``, so lookups are ``np.searchsorted`` over sorted uint64 keys, for a whole batch
+of documents at once.
+
+Smoothing: interpolated Kneser-Ney (Chen & Goodman 1998) with one discount per order,
+``D = n1 / (n1 + 2 n2)`` (0.5 where that is undefined, kept in [0.05, 0.95]); lower orders use continuation counts; the unigram level is the
+continuation unigram with add-one smoothing over the vocabulary. Pruning drops n-grams (order >= 2)
+seen fewer than ``min_count`` times *after* the totals are taken, and moves their discounted mass
+into the context's back-off weight, so each distribution still sums to one. Per level an artifact
+stores the n-gram keys with ``max(c - D, 0) / c(h)`` and the context keys with their back-off
+weight ``gamma(h)``; the probability of a token is then computed order by order:
+``p_n = part_n + gamma_n(h) * p_{n-1}`` (``p_n = p_{n-1}`` for an unseen context).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "llm-ngram/1"
+UNK, BOS = 0, 1
+_TOKEN = re.compile(r"[^\W_]+|[^\w\s]|_")
+
+
+def tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+def token_hashes(texts) -> tuple[np.ndarray, np.ndarray]:
+    """CRC-32 of every token of every text, concatenated, and each text's token count."""
+    hashes: list[int] = []
+    lengths = np.empty(len(texts), np.int64)
+    crc = zlib.crc32
+    for i, text in enumerate(texts):
+        toks = tokens(text or "")
+        lengths[i] = len(toks)
+        hashes.extend(crc(t.encode()) for t in toks)
+    return np.asarray(hashes, np.uint64), lengths
+
+
+def _lookup(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of each key in ``sorted_keys`` and whether it is there."""
+    if len(sorted_keys) == 0:
+        return np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
+    pos = np.searchsorted(sorted_keys, keys)
+    pos = np.minimum(pos, len(sorted_keys) - 1)
+    return pos, sorted_keys[pos] == keys
+
+
+class Vocabulary:
+    """Token hash -> id (0 unknown, 1 start pad, 2.. the kept hashes in sorted order)."""
+
+    def __init__(self, hashes: np.ndarray):
+        self.hashes = np.asarray(hashes, np.uint64)  # sorted
+        self.radix = len(self.hashes) + 2
+
+    @classmethod
+    def build(cls, corpora_hashes: list[np.ndarray], max_vocab: int) -> "Vocabulary":
+        values, counts = np.unique(np.concatenate(corpora_hashes), return_counts=True)
+        # most frequent first; ties by hash value, so the choice is reproducible
+        order = np.lexsort((values, -counts))[:max_vocab]
+        return cls(np.sort(values[order]))
+
+    def ids(self, hashes: np.ndarray) -> np.ndarray:
+        pos, found = _lookup(self.hashes, hashes)
+        return np.where(found, pos + 2, UNK).astype(np.uint64)
+
+
+def padded_ids(vocab: Vocabulary, hashes: np.ndarray, lengths: np.ndarray, order: int):
+    """Ids of all texts, each preceded by ``order - 1`` start pads; and where the real tokens are."""
+    pad = order - 1
+    total = len(hashes) + pad * len(lengths)
+    ids = np.full(total, BOS, np.uint64)
+    starts = np.cumsum(lengths + pad) - lengths  # index of each text's first real token
+    real = np.zeros(total, bool)
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    where = np.arange(len(hashes)) + offsets
+    ids[where] = vocab.ids(hashes)
+    real[where] = True
+    return ids, real
+
+
+def ngram_keys(ids: np.ndarray, positions: np.ndarray, n: int, radix: int) -> np.ndarray:
+    """The n-gram ending at each position, as one integer in radix ``radix``."""
+    key = np.zeros(len(positions), np.uint64)
+    r = np.uint64(radix)
+    for j in range(n - 1, -1, -1):
+        key = key * r + ids[positions - j]
+    return key
+
+
+class NgramLM:
+    """One interpolated Kneser-Ney model: per order n >= 2 (keys, part) and (context keys, gamma); unigram probs."""
+
+    def __init__(self, order: int, radix: int, unigram: np.ndarray, levels: list[tuple]):
+        self.order, self.radix = order, radix
+        self.unigram = unigram  # float32 [radix]
+        self.levels = levels  # for n = 2..order: (keys, part, ctx_keys, gamma)
+
+    @classmethod
+    def train(cls, ids: np.ndarray, real: np.ndarray, order: int, radix: int, min_count: int) -> "NgramLM":
+        positions = np.flatnonzero(real)
+        keys, counts = np.unique(ngram_keys(ids, positions, order, radix), return_counts=True)
+        r = np.uint64(radix)
+        levels = []
+        for n in range(order, 1, -1):
+            levels.append(cls._level(keys, counts.astype(np.float64), r, min_count))
+            # continuation counts of the (n-1)-gram suffixes: how many distinct words precede each
+            keys, counts = np.unique(keys % r ** np.uint64(n - 1), return_counts=True)
+        unigram = np.ones(radix, np.float64)
+        np.add.at(unigram, keys.astype(np.int64), counts)
+        unigram[BOS] = 0.0  # never predicted
+        unigram /= unigram.sum()
+        return cls(order, radix, unigram.astype(np.float32), levels[::-1])
+
+    @staticmethod
+    def _level(keys, counts, r, min_count):
+        n1, n2 = (counts == 1).sum(), (counts == 2).sum()
+        # Chen & Goodman's estimate needs singletons and doubletons; without them (tiny corpora) 0.5, and never
+        # 0 or 1, which would leave an unseen word in a seen context probability 0 or the n-gram none of its own
+        d = float(np.clip(n1 / (n1 + 2 * n2), 0.05, 0.95)) if n1 and n2 else 0.5
+        ctx = keys // r
+        # keys are sorted, so each context's n-grams are one run
+        ctx_keys, first, distinct = np.unique(ctx, return_index=True, return_counts=True)
+        total = np.add.reduceat(counts, first)
+        discounted = np.maximum(counts - d, 0.0)
+        keep = counts >= min_count
+        pruned = np.add.reduceat(np.where(keep, 0.0, discounted), first)
+        gamma = (d * distinct + pruned) / total
+        part = discounted / np.repeat(total, distinct)
+        return keys[keep], part[keep].astype(np.float32), ctx_keys, gamma.astype(np.float32)
+
+    def logprob(self, ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Natural-log probability of the token at each position given the ``order - 1`` before it."""
+        p = self.unigram[ids[positions].astype(np.int64)].astype(np.float64)
+        r = np.uint64(self.radix)
+        for n, (keys, part, ctx_keys, gamma) in enumerate(self.levels, start=2):
+            key = ngram_keys(ids, positions, n, self.radix)
+            pos, found = _lookup(keys, key)
+            cpos, cfound = _lookup(ctx_keys, key // r)
+            own = np.where(found, part[pos], 0.0) if len(part) else 0.0  # every n-gram may have been pruned
+            p = np.where(cfound, own + gamma[cpos] * p, p) if len(gamma) else p
+        return np.log(p)
+
+    def arrays(self, prefix: str) -> dict:
+        out = {f"{prefix}unigram": self.unigram}
+        for n, (keys, part, ctx_keys, gamma) in enumerate(self.levels, start=2):
+            out.update({f"{prefix}{n}_keys": keys, f"{prefix}{n}_part": part,
+                        f"{prefix}{n}_ctx": ctx_keys, f"{prefix}{n}_gamma": gamma})
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays, prefix: str, order: int, radix: int) -> "NgramLM":
+        levels = [tuple(arrays[f"{prefix}{n}_{k}"] for k in ("keys", "part", "ctx", "gamma"))
+                  for n in range(2, order + 1)]
+        return cls(order, radix, arrays[f"{prefix}unigram"], levels)
+
+
+class Artifact:
+    """A vocabulary, a human LM, an LLM LM and the logistic calibration of the mean LLR; saved as one .npz."""
+
+    def __init__(self, vocab: Vocabulary, human: NgramLM, llm: NgramLM, calibration=(0.0, 1.0), meta=None):
+        self.vocab, self.human, self.llm = vocab, human, llm
+        self.order = human.order
+        self.calibration = tuple(float(x) for x in calibration)  # (a, b): score = sigmoid(a + b * mean_llr)
+        self.meta = dict(meta or {})
+        self.sha256 = ""
+
+    @classmethod
+    def train(cls, human_texts, llm_texts, order: int = 3, max_vocab: int = 50000, min_count: int = 2,
+              meta=None) -> "Artifact":
+        if order < 1 or (max_vocab + 2) ** order >= 2 ** 63:
+            raise ValueError(f"order {order} with vocabulary {max_vocab} does not fit 64-bit n-gram keys")
+        h_hashes, h_len = token_hashes(human_texts)
+        l_hashes, l_len = token_hashes(llm_texts)
+        vocab = Vocabulary.build([h_hashes, l_hashes], max_vocab)
+        models = []
+        for hashes, lengths in ((h_hashes, h_len), (l_hashes, l_len)):
+            ids, real = padded_ids(vocab, hashes, lengths, order)
+            models.append(NgramLM.train(ids, real, order, vocab.radix, min_count))
+        return cls(vocab, *models, meta={**(meta or {}), "order": order, "max_vocab": max_vocab,
+                                           "min_count": min_count, "human_texts": len(h_len),
+                                           "llm_texts": len(l_len), "human_tokens": int(h_len.sum()),
+                                           "llm_tokens": int(l_len.sum())})
+
+    def token_llr(self, texts) -> tuple[np.ndarray, np.ndarray]:
+        """Per-token log P_llm - log P_human for all texts concatenated, and each text's token count."""
+        hashes, lengths = token_hashes(texts)
+        ids, real = padded_ids(self.vocab, hashes, lengths, self.order)
+        positions = np.flatnonzero(real)
+        return self.llm.logprob(ids, positions) - self.human.logprob(ids, positions), lengths
+
+    def doc_stats(self, texts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per text: mean token LLR, its z (mean over its standard error) and token count."""
+        llr, lengths = self.token_llr(texts)
+        doc = np.repeat(np.arange(len(lengths)), lengths)
+        n = np.maximum(lengths, 1)
+        mean = np.bincount(doc, weights=llr, minlength=len(lengths)) / n
+        var = np.bincount(doc, weights=llr ** 2, minlength=len(lengths)) / n - mean ** 2
+        z = mean / np.sqrt(np.maximum(var, 1e-12) / n)
+        return mean, z, lengths
+
+    def score(self, mean_llr: np.ndarray) -> np.ndarray:
+        a, b = self.calibration
+        return 1.0 / (1.0 + np.exp(-(a + b * mean_llr)))
+
+    def save(self, path) -> str:
+        arrays = {"vocab": self.vocab.hashes, "calibration": np.asarray(self.calibration, np.float64),
+                  **self.human.arrays("human_"), **self.llm.arrays("llm_")}
+        meta = {**self.meta, "format": FORMAT, "order": self.order, "radix": self.vocab.radix}
+        arrays["meta"] = np.frombuffer(_json_dumps(meta).encode(), np.uint8)
+        buffer = io.BytesIO()
+        # np.savez_compressed stamps the time into the zip; a fixed date makes the same model the same bytes
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name in sorted(arrays):
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with zf.open(info, "w") as f:
+                    np.lib.format.write_array(f, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+        data = buffer.getvalue()
+        Path(path).write_bytes(data)
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        return self.sha256
+
+    @classmethod
+    def load(cls, path) -> "Artifact":
+        data = Path(path).read_bytes()
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        import json
+        meta = json.loads(arrays["meta"].tobytes().decode())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path}: not an llm-ngram artifact (format {meta.get('format')!r}, want {FORMAT!r})")
+        vocab = Vocabulary(arrays["vocab"])
+        order = meta["order"]
+        art = cls(vocab, NgramLM.from_arrays(arrays, "human_", order, vocab.radix),
+                  NgramLM.from_arrays(arrays, "llm_", order, vocab.radix), arrays["calibration"], meta)
+        art.sha256 = hashlib.sha256(data).hexdigest()
+        return art
+
+
+def _json_dumps(obj) -> str:
+    import json
+    return json.dumps(obj, sort_keys=True)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, iterations: int = 50) -> tuple[float, float]:
+    """(a, b) of P(y=1|x) = sigmoid(a + b x) by Newton's method, classes weighted equally (a prior of 1/2)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    w = np.where(y == 1, 0.5 / max(y.sum(), 1), 0.5 / max((1 - y).sum(), 1))
+    X = np.stack([np.ones_like(x), x], axis=1)
+    beta = np.zeros(2)
+    for _ in range(iterations):
+        p = 1 / (1 + np.exp(-X @ beta))
+        grad = X.T @ (w * (y - p))
+        hess = (X * (w * p * (1 - p))[:, None]).T @ X + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        beta += step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(beta[0]), float(beta[1])

@@ -1,0 +1,194 @@
+"""``llm_ngram``: a zero-shot log-likelihood ratio between a word n-gram LM of LLM text and one of human text.
+
+Each document's tokens are scored by both models of an artifact (``plugins/_ngram_lm.py``: interpolated
+Kneser-Ney, trained by ``provenance train llm-ngram``); the document's statistic is the mean per-token
+``log P_llm - log P_human``. The score is ``sigmoid(a + b * mean_llr)`` with (a, b) fitted by logistic
+regression, classes weighted equally, on a tenth of the reference texts held out from training the models.
+Nothing here trains on the data it scores, so the number is zero-shot; on sources unlike the references it
+is a weak signal (eval/llm.py: macro AUROC about 0.7), not a verdict.
+
+Tags: ``llm_generated`` (category ``llm``) on documents of at least ``min_tokens`` tokens whose score is at
+least ``min_score``. Only those are tagged because any ``llm`` tag makes a document ``flagged`` in
+``doc_flags``: tagging every document would flag every document. Evidence: ``mean_llr`` (nats per token),
+``z`` (the mean over its standard error: how sure the sign is), ``n_tokens`` and the artifact's sha256.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+import zlib
+from functools import lru_cache
+from pathlib import Path
+
+import click
+import numpy as np
+import pyarrow as pa
+
+import provenance
+from provenance.plugins._ngram_lm import Artifact, fit_logistic
+
+DEFAULT_ARTIFACT = Path(__file__).with_name("llm_ngram.npz")
+
+
+@lru_cache(maxsize=4)
+def _artifact(path: str) -> Artifact:
+    return Artifact.load(path)
+
+
+def _artifact_path(option: str) -> str:
+    return str(Path(option).expanduser().resolve()) if option else str(DEFAULT_ARTIFACT)
+
+
+class LlmNgram(provenance.Detector):
+    name = "llm_ngram"
+    version = "1"
+    category = "llm"
+    needs = ("text",)
+    options = {"model": "", "min_tokens": 50, "min_score": 0.99}
+
+    @classmethod
+    def validate_options(cls, options):
+        merged = super().validate_options(options)
+        path = Path(_artifact_path(merged["model"]))
+        if not path.is_file():
+            raise provenance.DetectorError(f"detector llm_ngram: model {str(path)!r} is not a file; "
+                                           "train one with 'provenance train llm-ngram' or leave model unset")
+        if not 0.0 <= merged["min_score"] <= 1.0:
+            raise provenance.DetectorError("detector llm_ngram: min_score must be in [0, 1]")
+        return merged
+
+    @classmethod
+    def config_hash(cls, options):
+        # the artifact's content, not its path, decides the output: a retrained model re-tags
+        merged = cls.validate_options(options)
+        merged["model"] = _artifact(_artifact_path(merged["model"])).sha256
+        return hashlib.sha256(json.dumps(merged, sort_keys=True).encode()).hexdigest()[:16]
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.artifact = _artifact(_artifact_path(self.options["model"]))
+
+    def tag_batch(self, batch: pa.RecordBatch):
+        texts = batch.column("text").to_pylist()
+        mean, z, n = self.artifact.doc_stats(texts)
+        score = self.artifact.score(mean)
+        keep = np.flatnonzero((n >= self.options["min_tokens"]) & (score >= self.options["min_score"]))
+        if len(keep) == 0:
+            return None
+        evidence = [{"mean_llr": round(float(mean[i]), 4), "z": round(float(z[i]), 2), "n_tokens": int(n[i]),
+                     "model_sha256": self.artifact.sha256} for i in keep]
+        return self.tags(batch.column("doc_id").take(pa.array(keep)), "llm_generated",
+                         score=np.round(score[keep], 4), evidence=evidence)
+
+
+@provenance.hookimpl
+def register_detectors(register):
+    register(LlmNgram)
+
+
+# ----- training -------------------------------------------------------------------------------------------
+_WORD = re.compile(r"\w+")
+SHINGLE = 8  # a run of this many words shared with the excluded data drops a reference text
+
+
+def read_records(path: Path, text_field: str = "text") -> list[dict]:
+    """Records of a JSONL (optionally .gz) or Parquet file, in file order; those without text skipped."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+        rows = pq.read_table(path).to_pylist()
+    else:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    return [r for r in rows if isinstance(r.get(text_field), str) and r[text_field].strip()]
+
+
+def _shingles(text: str) -> set[str]:
+    words = _WORD.findall(text.lower())
+    return {" ".join(words[i:i + SHINGLE]) for i in range(len(words) - SHINGLE + 1)}
+
+
+def drop_overlap(records: list[dict], excluded: set[str], text_field: str = "text") -> tuple[list[dict], int]:
+    """Records sharing no word run with ``excluded`` and no prompt with one that does."""
+    hit = [bool(_shingles(r[text_field]) & excluded) or bool(r.get("prompt") and _shingles(r["prompt"]) & excluded)
+           for r in records]
+    # another generator's answer to the same prompt is as contaminating as the one that matched
+    prompts = {r["prompt"] for r, h in zip(records, hit) if h and r.get("prompt")}
+    kept = [r for r, h in zip(records, hit) if not h and r.get("prompt") not in prompts]
+    return kept, len(records) - len(kept)
+
+
+def held_out(record: dict, text_field: str = "text") -> bool:
+    """The tenth of the references kept out of the LMs for calibration (fixed by content, no randomness)."""
+    key = record.get("id") or record[text_field]
+    return zlib.crc32(str(key).encode()) % 10 == 0
+
+
+def train(human: list[Path], llm: list[Path], out: Path, order: int = 3, max_vocab: int = 50000,
+          min_count: int = 2, exclude: list[Path] = (), text_field: str = "text", log=print) -> Artifact:
+    corpora = {}
+    excluded: set[str] = set()
+    for path in exclude:
+        for r in read_records(path, text_field):
+            excluded |= _shingles(r[text_field])
+    for kind, paths in (("human", human), ("llm", llm)):
+        records = [r for p in paths for r in read_records(p, text_field)]
+        kept, dropped = drop_overlap(records, excluded, text_field)
+        train_texts = [r[text_field] for r in kept if not held_out(r, text_field)]
+        calib_texts = [r[text_field] for r in kept if held_out(r, text_field)]
+        log(f"{kind}: {len(records)} texts, {dropped} dropped (overlap with excluded data), "
+            f"{len(train_texts)} train, {len(calib_texts)} held out for calibration")
+        corpora[kind] = (train_texts, calib_texts)
+    if not corpora["human"][0] or not corpora["llm"][0]:
+        raise ValueError("no training texts left for one of the two models")
+    artifact = Artifact.train(corpora["human"][0], corpora["llm"][0], order=order, max_vocab=max_vocab,
+                              min_count=min_count, meta={"dropped_overlap_shingle": SHINGLE})
+    calib = corpora["human"][1] + corpora["llm"][1]
+    if corpora["human"][1] and corpora["llm"][1]:
+        mean, _, _ = artifact.doc_stats(calib)
+        labels = np.r_[np.zeros(len(corpora["human"][1])), np.ones(len(corpora["llm"][1]))]
+        artifact.calibration = fit_logistic(mean, labels)
+    sha = artifact.save(out)
+    log(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 {sha}); "
+        f"calibration sigmoid({artifact.calibration[0]:.3f} + {artifact.calibration[1]:.3f} * mean_llr)")
+    return artifact
+
+
+def _existing(ctx, param, values):
+    for value in values:
+        if not Path(value).is_file():
+            raise click.BadParameter(f"{value} is not a file", ctx=ctx, param=param)
+    return [Path(v) for v in values]
+
+
+@provenance.hookimpl
+def register_commands(cli):
+    group = cli.commands.get("train")
+    if group is None:  # another plugin may have added the group already
+        group = click.Group("train", help="Train the models that detectors use.")
+        cli.add_command(group)
+
+    @group.command("llm-ngram")
+    @click.option("--human", multiple=True, required=True, callback=_existing,
+                  help="human reference texts: JSONL(.gz) or Parquet with a text field (repeatable)")
+    @click.option("--llm", multiple=True, required=True, callback=_existing,
+                  help="LLM reference texts, same formats (repeatable)")
+    @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="artifact (.npz)")
+    @click.option("--order", default=3, show_default=True, type=click.IntRange(1, 5), help="n-gram order")
+    @click.option("--max-vocab", default=50000, show_default=True, type=click.IntRange(1, 1 << 20),
+                  help="most frequent tokens kept; others are one unknown token")
+    @click.option("--min-count", default=2, show_default=True, type=click.IntRange(1),
+                  help="prune n-grams (order >= 2) seen fewer times")
+    @click.option("--exclude", multiple=True, callback=_existing,
+                  help="evaluation data (JSONL/Parquet): drop reference texts sharing an 8-word run or a prompt "
+                       "with it (repeatable)")
+    @click.option("--text-field", default="text", show_default=True)
+    def train_llm_ngram(human, llm, out, order, max_vocab, min_count, exclude, text_field):
+        """Train the two n-gram LMs of the llm_ngram detector (deterministic: same inputs, same artifact)."""
+        try:
+            train(human, llm, out, order, max_vocab, min_count, exclude, text_field, log=click.echo)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None

@@ -1,0 +1,157 @@
+"""llm_ngram: the Kneser-Ney arithmetic, reproducible training, the train command and the detector in the real runner.
+
+Every model here is trained on texts built in the test (no ../shared)."""
+
+import hashlib
+import json
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+from provenance.detectors import DetectorError
+from provenance.plugins import llm_ngram
+from provenance.plugins._ngram_lm import Artifact, padded_ids, token_hashes
+from provenance.plugins.llm_ngram import LlmNgram
+from provenance.testing import run_detector
+
+HUMAN = ["the harvest was late this year because the rains came early and the river rose over the fields",
+         "shares of the company fell sharply on monday after the board said profits would be lower",
+         "the old man walked to the market every morning and bought bread , fish and a newspaper"]
+LLM = ["certainly ! here is a detailed overview . overall , it is important to note that this is a complex topic",
+       "as an ai language model , i can provide a comprehensive overview . in conclusion , it is important to",
+       "sure ! here are some key points to consider . additionally , it is essential to note that overall"]
+
+
+def human_doc(i):
+    return " ".join(HUMAN[(i + k) % 3] for k in range(4))
+
+
+def llm_doc(i):
+    return " ".join(LLM[(i + k) % 3] for k in range(4))
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("llm") / "model.npz"
+    art = Artifact.train([human_doc(i) for i in range(6)], [llm_doc(i) for i in range(6)], order=3,
+                         max_vocab=200, min_count=2)
+    art.calibration = (0.0, 4.0)
+    art.save(path)
+    return path
+
+
+def _prob_sum(lm, history_ids, radix):
+    """Sum over every token of P(token | history): a distribution must sum to one."""
+    total = 0.0
+    for w in range(radix):
+        if w == 1:  # the start pad is never predicted
+            continue
+        ids = np.array([*history_ids, w], np.uint64)
+        total += float(np.exp(lm.logprob(ids, np.array([len(history_ids)]))[0]))
+    return total
+
+
+@pytest.mark.parametrize("min_count", [1, 2, 3])
+def test_kneser_ney_distributions_sum_to_one_with_pruning(min_count):
+    art = Artifact.train([human_doc(i) for i in range(4)], [llm_doc(i) for i in range(4)], order=3,
+                         max_vocab=100, min_count=min_count)
+    the = int(art.vocab.ids(np.array([zlib.crc32(b"the")], np.uint64))[0])
+    it = int(art.vocab.ids(np.array([zlib.crc32(b"it")], np.uint64))[0])
+    for lm in (art.human, art.llm):
+        for history in ([1, 1], [1, the], [it, the], [the, the], [0, 0]):  # seen, partly seen and unseen contexts
+            assert _prob_sum(lm, history, art.vocab.radix) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_kneser_ney_matches_a_hand_computation():
+    # one text "a b a b": trigrams (pad pad a) (pad a b) (a b a) (b a b), each seen once
+    art = Artifact.train(["a b a b"], ["a b a b"], order=3, max_vocab=10, min_count=1)
+    ids, real = padded_ids(art.vocab, *token_hashes(["a b a b"]), 3)
+    p = np.exp(art.human.logprob(ids, np.flatnonzero(real)))
+    # all trigram counts are 1 and there are no 2s, so D3 = 0.5 (the fallback); each trigram context was seen
+    # once with one continuation: P3 = 0.5 + 0.5 * P2. Bigram continuation counts: (pad a)=1 (a b)=2 (b a)=1: n1=2, n2=1,
+    # D2 = 2/4 = 0.5. Unigram continuation counts over the distinct bigrams: a=2 (pad a, b a), b=1;
+    # add-one over radix 4 minus the pad's 1: P1(a) = 3/6, P1(b) = 2/6, P1(unk) = 1/6.
+    p1a, p1b = 3 / 6, 2 / 6
+    p_a_pad = (1 - .5) / 1 + .5 * 1 / 1 * p1a       # context pad: total 1, one distinct continuation
+    p_b_a = (2 - .5) / 2 + .5 * 1 / 2 * p1b         # context a: (a b)=2
+    p_a_b = (1 - .5) / 1 + .5 * 1 / 1 * p1a         # context b: (b a)=1
+    assert p == pytest.approx([.5 + .5 * q for q in (p_a_pad, p_b_a, p_a_b, p_b_a)], rel=1e-6)
+
+
+def test_training_is_reproducible_byte_for_byte(tmp_path):
+    shas = []
+    for name in ("one.npz", "two.npz"):
+        art = Artifact.train([human_doc(i) for i in range(3)], [llm_doc(i) for i in range(3)], max_vocab=50)
+        shas.append(art.save(tmp_path / name))
+    assert shas[0] == shas[1] == hashlib.sha256((tmp_path / "one.npz").read_bytes()).hexdigest()
+    assert Artifact.load(tmp_path / "one.npz").sha256 == shas[0]
+
+
+def test_detector_tags_llm_text_only_in_the_real_runner(model):
+    docs = [{"text": human_doc(0)}, {"text": llm_doc(1)}, {"text": "certainly ! here is a short one"}]
+    tags = run_detector(LlmNgram, docs, {"model": str(model), "min_score": 0.5})
+    assert tags.num_rows == 1  # the human text scores low; the short LLM text is under min_tokens
+    row = tags.to_pylist()[0]
+    assert (row["category"], row["tag"]) == ("llm", "llm_generated")
+    assert 0.5 <= row["score"] <= 1.0
+    evidence = json.loads(row["evidence"])
+    assert evidence["mean_llr"] > 0 and evidence["z"] > 0 and evidence["n_tokens"] >= 50
+    assert evidence["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+
+
+def test_scores_order_human_below_llm(model):
+    art = Artifact.load(model)
+    mean, z, n = art.doc_stats([human_doc(2), llm_doc(2), ""])
+    assert mean[0] < 0 < mean[1] and z[0] < 0 < z[1]
+    assert n[2] == 0 and mean[2] == 0.0
+    score = art.score(mean)
+    assert score[0] < 0.5 < score[1]
+
+
+def test_model_option_enters_the_config_hash(model, tmp_path):
+    other = tmp_path / "other.npz"
+    Artifact.train([human_doc(0)], [llm_doc(0)], max_vocab=20).save(other)
+    a = LlmNgram.config_hash({"model": str(model)})
+    assert a != LlmNgram.config_hash({"model": str(other)})
+    copy = tmp_path / "copy.npz"
+    copy.write_bytes(model.read_bytes())
+    assert a == LlmNgram.config_hash({"model": str(copy)})  # the content decides, not the path
+    with pytest.raises(DetectorError, match="is not a file"):
+        LlmNgram.validate_options({"model": str(tmp_path / "missing.npz")})
+
+
+def test_overlap_with_evaluation_data_drops_the_text_and_its_prompt_siblings():
+    excluded = set()
+    excluded |= llm_ngram._shingles("one two three four five six seven eight nine")
+    records = [{"prompt": "p1", "text": "x one two three four five six seven eight y"},  # shares an 8-word run
+               {"prompt": "p1", "text": "another generator answering the same prompt"},
+               {"prompt": "p2", "text": "one two three four five six seven"},  # only 7 words in common
+               {"text": "no prompt at all"}]
+    kept, dropped = llm_ngram.drop_overlap(records, excluded)
+    assert dropped == 2 and [r.get("prompt") for r in kept] == ["p2", None]
+
+
+def test_train_command_writes_a_model_and_refuses_mistakes(cli, tmp_path):
+    human = tmp_path / "human.jsonl"
+    llm = tmp_path / "llm.jsonl"
+    human.write_text("".join(json.dumps({"id": f"h{i}", "text": human_doc(i)}) + "\n" for i in range(30)))
+    llm.write_text("".join(json.dumps({"id": f"l{i}", "text": llm_doc(i)}) + "\n" for i in range(30)))
+    out = tmp_path / "m.npz"
+    proc = cli("train", "llm-ngram", "--human", human, "--llm", llm, "--out", out, "--max-vocab", "100", check=0)
+    assert "held out for calibration" in proc.stdout and out.is_file()
+    art = Artifact.load(out)
+    assert art.calibration[1] > 0  # higher LLR, more likely LLM: fitted on the held-out tenth
+    assert art.meta["order"] == 3 and art.meta["human_texts"] + art.meta["llm_texts"] < 60
+
+    bad = cli("train", "llm-ngram", "--human", tmp_path / "nope.jsonl", "--llm", llm, "--out", out)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "nope.jsonl" in bad.stderr
+    bad = cli("train", "llm-ngram", "--human", human, "--llm", llm, "--out", out, "--order", "9")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_shipped_model_loads():
+    art = Artifact.load(llm_ngram.DEFAULT_ARTIFACT)
+    assert art.order == 3 and art.meta["human_texts"] > 1000 and art.calibration[1] > 0
+    assert LlmNgram.config_hash({}) == LlmNgram.config_hash({"model": str(llm_ngram.DEFAULT_ARTIFACT)})
