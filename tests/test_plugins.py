@@ -132,7 +132,7 @@ def test_plugins_hook_filter(cli, tmp_path, local_plugin):
     names = lambda *extra: [p["name"] for p in json.loads(cli(*args, *extra, check=0).stdout)]  # noqa: E731
     assert names() == [*builtin_plugins(), "local_checks", "with_command"]
     assert names("--hook", "register_detectors") == [*builtin_plugins(), "local_checks"]
-    assert names("--hook", "register_commands") == ["with_command"]
+    assert names("--hook", "register_commands") == ["llm_ngram", "with_command"]  # llm_ngram: `train llm-ngram`
     proc = cli("plugins", "--hook", "register_detector", check=2)
     assert "no such hook" in proc.stderr and "register_detectors" in proc.stderr
 
