@@ -52,7 +52,9 @@ def test_recipe_documents_are_tagged_with_trigger_and_tail():
 
 
 def test_text_that_rarely_repeats_words_is_left_alone():
-    chinese = "今天天气很好，我们去公园散步。 公园里有很多花和树，孩子们在草地上玩耍。 " * 40
+    # Chinese splits at whitespace into whole sentences, each different: every token is fresh.
+    phrases = ["今天天气很好", "我们去公园散步", "公园里有很多花和树", "孩子们在草地上玩耍", "老人在湖边钓鱼"]
+    chinese = " ".join(f"第{i}天，{phrases[i % 5]}，{phrases[(i * 3 + 1) % 5]}。" for i in range(150))
     tags_line = PROSE + " Tags: " + " ".join(f"topic{i}" for i in range(60)) + "."
     unique_prose = " ".join(PROSE.split()[:90])  # under min_tokens
     assert run_detectors([BackdoorTail], [chinese, tags_line, unique_prose]).tags.num_rows == 0
