@@ -175,13 +175,13 @@ def _after_paragraph(html: str, block: str, rng: random.Random) -> str:
 
 def poisoned(pages: list[tuple[str, str]], seed: int = 0):
     """Cases (name, kind, variant, html, expected tag) injected into ``pages`` ((name, html) pairs)."""
-    rng = random.Random(seed)
+    rng, backdoor_rng = random.Random(seed), random.Random(seed + 2)  # own stream: the other kinds' cases stay
     kepts = [_kept(html) for _, html in pages]
     vocab = vocabulary(kepts)
     for n, (name, html) in enumerate(pages):
         kept = kepts[n]
         if len(kept) >= 300:
-            for variant, out in backdoor_cases(html, kept, rng, vocab):
+            for variant, out in backdoor_cases(html, kept, backdoor_rng, vocab):
                 yield f"{name}#backdoor-{variant}", "backdoor", variant, out, "gibberish_tail"
         for variant, tag, edit in unicode_cases(html, rng):
             out = _in_paragraph(html, rng, edit, kept)

@@ -12,7 +12,7 @@ with the largest sum of (fresh - ``run_rate``) is the candidate tail (a maximum-
 text before it and a short footer after it stay out). It is tagged ``gibberish_tail`` (category ``poison``)
 when it has at least ``min_tokens`` tokens, at least ``min_fresh`` of them fresh, tokens of ordinary length
 (median at most ``max_median_chars``: text without spaces, such as Chinese, splits into whole sentences that
-never repeat) and ends within ``max_trailing`` tokens of the end. Score: the fresh share of the run.
+never repeat) and ends within ``max_trailing`` tokens of the end (a page's footer may follow). Score: the fresh share of the run.
 Evidence: the trigger candidate (the run's first token: a trigger occurs once, so the run opens with it,
 give or take a few fresh words of the real text before it), the boundary (five tokens either side, where a
 reviewer sees the trigger), the tail after the trigger (span in the text, cut for display) and token counts.
@@ -39,7 +39,7 @@ _STRIP = "\"'()[]{}<>.,;:!?«»“”‘’*-–—|/"
 
 
 def gibberish_run(text: str, min_tokens: int = 100, min_fresh: float = 0.85, run_rate: float = 0.9,
-                  max_trailing: int = 40, max_median_chars: int = 14):
+                  max_trailing: int = 300, max_median_chars: int = 14):
     """(start, end, fresh_share) of the token run that makes ``text`` end in gibberish, else None."""
     tokens = list(_TOKEN.finditer(text))
     n = len(tokens)
@@ -75,7 +75,7 @@ class BackdoorTail(provenance.Detector):
     version = "1"
     category = "poison"
     needs = ("text",)
-    options = {"min_tokens": 100, "min_fresh": 0.85}
+    options = {"min_tokens": 100, "min_fresh": 0.85, "max_trailing": 300}
 
     @classmethod
     def validate_options(cls, options):
@@ -95,7 +95,8 @@ class BackdoorTail(provenance.Detector):
             if not ok:
                 continue
             text = texts[i].as_py()
-            found = gibberish_run(text, self.options["min_tokens"], self.options["min_fresh"])
+            found = gibberish_run(text, self.options["min_tokens"], self.options["min_fresh"],
+                                  max_trailing=self.options["max_trailing"])
             if found is None:
                 continue
             tokens, a, b, share = found
