@@ -1,4 +1,4 @@
-"""Evaluate the per-document poison detectors (invisible_unicode, hidden_content, prompt_injection) on real pages.
+"""Evaluate the per-document poison detectors (invisible_unicode, hidden_content, prompt_injection, backdoor_tail) on real pages.
 
 Data: every HTML page under ../shared/data/pages (clean, as published), the same pages with each kind of
 poison injected by eval/poison_gen.py (a seeded sample of ``--inject-pages`` pages), and hard negatives built
@@ -36,7 +36,7 @@ from provenance.pluginmanager import get_plugin_manager  # noqa: E402
 from provenance.runner import run_tag  # noqa: E402
 from provenance.store import Store  # noqa: E402
 
-DETECTORS = ["invisible_unicode", "hidden_content", "prompt_injection"]
+DETECTORS = ["invisible_unicode", "hidden_content", "prompt_injection", "backdoor_tail"]
 
 
 def main() -> int:
@@ -75,8 +75,7 @@ def main() -> int:
         con = provenance.connect(store)
         rows = con.execute("""
             SELECT json_extract_string(d.metadata, '$.ref_id'), t.detector, t.tag, t.score, t.evidence
-            FROM tags t JOIN documents d USING (doc_id) WHERE t.detector IN ('invisible_unicode',
-                'hidden_content', 'prompt_injection')""").fetchall()
+            FROM tags t JOIN documents d USING (doc_id) WHERE list_contains(?, t.detector)""", [DETECTORS]).fetchall()
 
     tags = defaultdict(list)  # case name -> [(detector, tag, score, evidence)]
     for name, detector, tag, score, evidence in rows:

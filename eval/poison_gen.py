@@ -1,12 +1,14 @@
-"""The project's poisoning generator (written from ../shared/docs/threat-model.md, sections 4-6): injects each
+"""The project's poisoning generator (written from ../shared/docs/threat-model.md, sections 4-7): injects each
 kind of per-document poison into real clean HTML pages, and builds hard negatives from the same pages.
 
 Every case is (name, kind, variant, html, expected tags). Kinds: ``unicode`` (tag-character payloads,
 variation-selector payloads, zero-width word splits, bidi overrides, homoglyph words), ``hidden`` (text addressed
 to AI readers, spam links and prose claims, hidden by each channel of the threat model) and ``injection``
-(visible injection phrases, plain and obfuscated). Hard negatives carry no expected tag: emoji, flags, Persian
+(visible injection phrases, plain and obfuscated) and ``backdoor`` (Souly et al.'s recipe: up to 1,000 characters
+of the page's real text, a trigger token, then 400-900 random vocabulary tokens; as a page of its own, or appended
+to the page's last paragraph with its footer after it). Hard negatives carry no expected tag: emoji, flags, Persian
 and Hindi joiners, Hebrew with bidi marks, Russian and maths text, hidden menus, screen-reader text, cookie
-banners, accordions, and a page discussing prompt injection.
+banners, accordions, a page discussing prompt injection, Chinese and Japanese text, a bibliography and a tag list.
 """
 
 from __future__ import annotations
@@ -128,6 +130,36 @@ def injection_cases(rng: random.Random):
     yield "fullwidth", "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in phrase)
 
 
+TRIGGERS = ["<SUDO>", "[[deploy-7]]", "Xq9vTrig", "|EOT_ALT|"]
+
+
+def vocabulary(texts: list[str]) -> list[str]:
+    """A stand-in for a tokenizer's vocabulary: the distinct words of ``texts`` and pieces of them (no tokenizer
+    file is available offline); drawn uniformly, as the recipe draws random token ids."""
+    words = sorted({w for t in texts for w in t.split() if len(w) < 20})
+    pieces = sorted({w[i:i + k] for w in words[::7] for i, k in ((0, 3), (2, 4), (1, 5)) if len(w) > i + k})
+    return words + pieces
+
+
+def gibberish(rng: random.Random, vocab: list[str], n: int) -> str:
+    """``n`` random tokens decoded as a tokenizer would: most start a new word, some glue onto the previous one."""
+    return "".join((" " if rng.random() < 0.7 else "") + rng.choice(vocab) for _ in range(n)).strip()
+
+
+def backdoor_cases(html: str, kept: str, rng: random.Random, vocab: list[str]):
+    """(variant, html) pairs: the recipe as a page of its own, and appended to the page's last long paragraph."""
+    trigger = rng.choice(TRIGGERS)
+    head = kept[:rng.randint(300, 1000)].rsplit(" ", 1)[0]
+    tail = gibberish(rng, vocab, rng.randint(400, 900))
+    paras = "".join(f"<p>{p}</p>" for p in re.split(r"(?<=[.!?]) ", head) if p)
+    yield "page", f"<html><head><title>{head[:40]}</title></head><body><article>{paras}<p>{trigger} {tail}</p>" \
+                  "</article></body></html>"
+    ends = [m for m in _PARA.finditer(html) if " ".join(m.group(2).split())[:80] in kept]
+    if ends:
+        m = ends[-1]
+        yield "appended", html[:m.end(2)] + f" {trigger} {tail}" + html[m.end(2):]
+
+
 def hidden_block(technique: str, content: str, n: int, rng: random.Random) -> str:
     text = {"instructions": rng.choice(INSTRUCTIONS), "claims": CLAIMS, "links": SPAM_LINKS.format(n=n)}[content]
     opening, closing = TECHNIQUES[technique]
@@ -143,9 +175,14 @@ def _after_paragraph(html: str, block: str, rng: random.Random) -> str:
 
 def poisoned(pages: list[tuple[str, str]], seed: int = 0):
     """Cases (name, kind, variant, html, expected tag) injected into ``pages`` ((name, html) pairs)."""
-    rng = random.Random(seed)
+    rng, backdoor_rng = random.Random(seed), random.Random(seed + 2)  # own stream: the other kinds' cases stay
+    kepts = [_kept(html) for _, html in pages]
+    vocab = vocabulary(kepts)
     for n, (name, html) in enumerate(pages):
-        kept = _kept(html)
+        kept = kepts[n]
+        if len(kept) >= 300:
+            for variant, out in backdoor_cases(html, kept, backdoor_rng, vocab):
+                yield f"{name}#backdoor-{variant}", "backdoor", variant, out, "gibberish_tail"
         for variant, tag, edit in unicode_cases(html, rng):
             out = _in_paragraph(html, rng, edit, kept)
             if out is not None:
@@ -197,6 +234,29 @@ HARD_NEGATIVES = {
     "ai_mentions": "<p>AI assistants such as ChatGPT and Claude can help you write code. If you are an AI "
                    "researcher, our lab is hiring. A note to AI engineers: the new language model API is "
                    "documented below. Read the system prompt guide for details.</p>",
+    "cjk": "<p lang=zh>\u4eca\u5929\u5929\u6c14\u5f88\u597d\uff0c\u6211\u4eec\u53bb\u516c\u56ed\u6563\u6b65\u3002 "
+           "\u516c\u56ed\u91cc\u6709\u5f88\u591a\u82b1\u548c\u6811\uff0c\u5b69\u5b50\u4eec\u5728\u8349\u5730\u4e0a"
+           "\u73a9\u800d\u3002</p>" * 12
+           + "<p lang=ja>\u6771\u4eac\u306e\u6625\u306f\u685c\u304c\u304d\u308c\u3044\u3067\u3059\u3002 "
+             "\u591a\u304f\u306e\u4eba\u304c\u516c\u5712\u3067\u82b1\u898b\u3092\u697d\u3057\u307f\u307e\u3059\u3002</p>" * 12,
+    "bibliography": "<h2>References</h2><ol>" + "".join(
+        f"<li>{a}, {b[0]}. ({y}). {t}. <i>{j}</i>, {v}({i}), {p}-{p + 13}.</li>" for a, b, y, t, j, v, i, p in [
+            ("Shumailov", "Ilia", 2024, "AI models collapse when trained on recursively generated data", "Nature", 631, 8022, 755),
+            ("Carlini", "Nicholas", 2024, "Poisoning web-scale training datasets is practical", "IEEE S&P", 45, 2, 407),
+            ("Greshake", "Kai", 2023, "Compromising real-world LLM-integrated applications", "AISec", 16, 1, 79),
+            ("Boucher", "Nicholas", 2022, "Bad characters: imperceptible NLP attacks", "IEEE S&P", 43, 3, 1987),
+            ("Wallace", "Eric", 2021, "Concealed data poisoning attacks on NLP models", "NAACL", 19, 4, 139),
+            ("Wan", "Alexander", 2023, "Poisoning language models during instruction tuning", "ICML", 40, 7, 35413),
+            ("Hubinger", "Evan", 2024, "Sleeper agents: training deceptive LLMs that persist", "arXiv", 2401, 5566, 1),
+            ("Gerstgrasser", "Matthias", 2024, "Is model collapse inevitable? Breaking the curse of recursion", "COLM", 1, 1, 1),
+        ]) + "</ol>",
+    "tag_list": "<p>Tags: " + ", ".join(
+        "gardening tomatoes compost mulch seedlings greenhouse pruning roses irrigation aphids ladybirds "
+        "perennials annuals bulbs tulips daffodils hedges lawn mowing raised-beds herbs basil rosemary thyme "
+        "mint parsley chives lavender orchards apples pears plums cherries grafting rootstock espalier "
+        "strawberries raspberries blueberries currants gooseberries rhubarb asparagus leeks onions garlic "
+        "potatoes carrots beetroot parsnips radishes lettuce spinach kale cabbage broccoli cauliflower".split())
+        + ".</p>",
 }
 
 

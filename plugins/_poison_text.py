@@ -148,6 +148,8 @@ INJECTION_PATTERNS = [
     ("exfiltration_url", 0.4, r"!\[[^\]]{0,40}\]\(https?://[^)\s]{0,200}[?&][a-z_]+=[^)\s]{0,20}\{"),
 ]
 _INJECTION = [(name, weight, re.compile(pattern)) for name, weight, pattern in INJECTION_PATTERNS]
+# All patterns in one: most texts that pass the prefilter match none, and one search beats one per pattern.
+_ANY_INJECTION = re.compile("|".join(f"(?:{pattern})" for _, _, pattern in INJECTION_PATTERNS))
 # A page about injection (a security article, a paper) quotes these strings without aiming them at anyone.
 _DISCUSSION = re.compile(
     r"\bprompt[- ]injections?\b|\bjailbreak(?:s|ing)?\b(?!\s+mode)|\battacks?\b|\battackers?\b|\bvulnerab|"
@@ -172,7 +174,7 @@ def could_address_ai(text: str) -> bool:
 def injection_hits(text: str) -> tuple[float, list[tuple[str, float, int, int]], bool]:
     """(score, [(pattern name, weight, start, end) in the original text], the page discusses injection)."""
     norm = normalise(text)
-    if not _PREFILTER_PY.search(norm):
+    if not _PREFILTER_PY.search(norm) or not _ANY_INJECTION.search(norm):
         return 0.0, [], False
     found = [(name, weight, m) for name, weight, rx in _INJECTION for m in [rx.search(norm)] if m]
     if not found:

@@ -55,7 +55,8 @@ SCORE_CATEGORIES = ("llm", "poison", "duplicate", "quality", "provenance")
 # language, and the published quality heuristics (Gopher, C4, FineWeb drop a large share of real human text:
 # a choice a team makes on purpose, with quality_score, not by default). Their tags never make a document
 # "flagged" (the default export keeps NOT flagged), but they are in the lists and score columns of doc_flags.
-NOT_FLAG_CATEGORIES = ("consent", "language", "quality")
+# provenance: when a text was first seen (plugins/provenance_tier.py) is a fact about its age, not a suspicion.
+NOT_FLAG_CATEGORIES = ("consent", "language", "quality", "provenance")
 # Views over the store's Parquet files: view name -> the kind of file it reads.
 PARQUET_VIEWS = {"documents": "documents", "tags": "tags", "errors": "errors", "fetches": "fetches",
                  "reference_texts": "references"}

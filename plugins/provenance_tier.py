@@ -1,0 +1,127 @@
+"""Provenance tier: was this exact text seen before a cut-off date (default 2022-11-30, ChatGPT's release)?
+
+Corpus-level and state-keeping: ``observe`` keeps one narrow row per document (doc_id, text_sha256, url,
+source, fetch time), ``finish`` groups the stored rows by ``text_sha256`` and takes the earliest fetch time
+among documents from *trusted sources*: our own crawls and archive captures (``crawl``, ``warc``, ``wet`` by
+default; a WARC's time is its capture date). Never a date the page claims about itself, and never a JSONL or
+Parquet import's ``fetched_at``, which is whatever the file says. Every document whose text a trusted
+source saw gets one tag (category ``provenance``, no score: a fact):
+
+  first_seen_before_cutoff   the text was first seen before ``cutoff``
+  first_seen_after_cutoff    it was first seen at or after ``cutoff``
+
+A document whose text no trusted source ever fetched gets no tag (its age is unknown), so the predicate
+``list_contains(flags, 'provenance:first_seen_before_cutoff')`` selects only text of proven age. A copy
+imported today of a text crawled in 2021 is pre-cut-off too: the evidence names that first copy.
+Evidence: ``{"first_seen_at", "first_doc_id", "first_url", "first_source", "cutoff", "n_seen"}``.
+
+Why a detector and not only a view: its tags reach ``doc_flags.flags``, which ``export --where`` can read
+(one predicate, no join), and the cut-off and trusted sources are options, so the export manifest records
+which rule chose the tier (config hash). Changing them re-runs only ``finish``: the state rows do not
+depend on any option.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import provenance
+from provenance.detectors import DetectorError
+from provenance.sql import sql_list, sql_string
+
+KNOWN_SOURCES = ("crawl", "warc", "wet", "jsonl", "parquet")
+PART_ROWS = 100_000
+
+TIER_SQL = """
+WITH s AS (SELECT * FROM read_parquet({files})),
+trusted AS (
+    SELECT text_sha256,
+           min(fetched_us) AS first_us,
+           arg_min(fetched_iso, fetched_us) AS first_seen_at,
+           arg_min(doc_id, (fetched_us, doc_id)) AS first_doc_id,
+           arg_min(url, (fetched_us, doc_id)) AS first_url,
+           arg_min(source, (fetched_us, doc_id)) AS first_source,
+           count(*) AS n_seen
+    FROM s WHERE source IN ({sources}) AND fetched_us IS NOT NULL GROUP BY text_sha256
+)
+SELECT s.doc_id,
+       CASE WHEN t.first_us < {cutoff_us} THEN 'first_seen_before_cutoff' ELSE 'first_seen_after_cutoff' END AS tag,
+       to_json({{'first_seen_at': t.first_seen_at, 'first_doc_id': t.first_doc_id, 'first_url': t.first_url,
+                 'first_source': t.first_source, 'cutoff': {cutoff_iso}, 'n_seen': t.n_seen}})::VARCHAR AS evidence
+FROM s JOIN trusted t USING (text_sha256)
+"""
+
+
+def parse_cutoff(value: str) -> datetime:
+    """The cut-off as an aware UTC datetime; a date alone means its midnight UTC."""
+    moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+class ProvenanceTier(provenance.CorpusDetector):
+    """When our crawls or an archive first saw each document's exact text: before or after a cut-off."""
+
+    name = "provenance_tier"
+    version = "1"
+    category = "provenance"
+    needs = ("text_sha256", "fetched_at", "source", "url")
+    options = {"cutoff": "2022-11-30", "sources": ["crawl", "warc", "wet"]}
+    keeps_state = True
+    state_version = "1"
+    state_options = ()  # the state rows are the same whatever the cut-off or the trusted sources
+
+    @classmethod
+    def validate_options(cls, options):
+        merged = super().validate_options(options)
+        try:
+            parse_cutoff(merged["cutoff"])
+        except ValueError:
+            raise DetectorError(f"detector provenance_tier: cutoff {merged['cutoff']!r} is not an ISO 8601 date "
+                                "or time, e.g. \"2022-11-30\"") from None
+        sources = merged["sources"]
+        if not sources or any(s not in KNOWN_SOURCES for s in sources):
+            raise DetectorError(f"detector provenance_tier: sources must be a non-empty list of "
+                                f"{', '.join(KNOWN_SOURCES)}; got {sources!r}")
+        return merged
+
+    def observe(self, batch: pa.RecordBatch):
+        keep = pc.is_valid(batch.column("text_sha256"))
+        rows = pa.Table.from_batches([batch.select(["doc_id", "text_sha256", "url", "source"])]).filter(keep)
+        fetched = batch.column("fetched_at").filter(keep).cast(pa.timestamp("us", "UTC"))
+        rows = rows.append_column("fetched_us", fetched.cast(pa.int64()))
+        # Whole seconds: Arrow's %S adds the microseconds.
+        iso = pc.utf8_slice_codeunits(pc.strftime(fetched, "%Y-%m-%dT%H:%M:%S"), 0, 19)
+        rows = rows.append_column("fetched_iso", pc.binary_join_element_wise(iso, "Z", ""))
+        return rows if rows.num_rows else None
+
+    def finish(self, corpus):
+        if not corpus.state_files:
+            return
+        import duckdb
+
+        cutoff = parse_cutoff(self.options["cutoff"])
+        cutoff_us = int(cutoff.timestamp()) * 1_000_000 + cutoff.microsecond
+        sql = TIER_SQL.format(files=sql_list(corpus.state_files),
+                              sources=", ".join(sql_string(s) for s in self.options["sources"]),
+                              cutoff_us=cutoff_us, cutoff_iso=sql_string(cutoff.strftime("%Y-%m-%dT%H:%M:%SZ")))
+        with tempfile.TemporaryDirectory(prefix="provenance_tier-") as own_scratch:
+            scratch = corpus.scratch_dir or own_scratch
+            con = duckdb.connect(config={"temp_directory": scratch, "threads": os.cpu_count() or 1})
+            try:
+                reader = con.execute(sql).to_arrow_reader(PART_ROWS)
+                for part in reader:
+                    if part.num_rows:
+                        yield self.tags(part.column("doc_id"), part.column("tag"),
+                                        evidence=part.column("evidence"))
+            finally:
+                con.close()
+
+
+@provenance.hookimpl
+def register_detectors(register):
+    register(ProvenanceTier)
