@@ -139,7 +139,10 @@ class NgramLM:
         pruned = np.add.reduceat(np.where(keep, 0.0, discounted), first)
         gamma = (d * distinct + pruned) / total
         part = discounted / np.repeat(total, distinct)
-        return keys[keep], part[keep].astype(np.float32), ctx_keys, gamma.astype(np.float32)
+        # A context whose n-grams were all pruned has gamma 1 and no own mass: exactly an unseen context, so it
+        # is left out (most contexts of the highest order: this halves the artifact).
+        live = np.add.reduceat(keep.astype(np.int64), first) > 0
+        return keys[keep], part[keep].astype(np.float32), ctx_keys[live], gamma[live].astype(np.float32)
 
     def logprob(self, ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Natural-log probability of the token at each position given the ``order - 1`` before it."""

@@ -128,7 +128,7 @@ def held_out(record: dict, text_field: str = "text") -> bool:
 
 
 def train(human: list[Path], llm: list[Path], out: Path, order: int = 3, max_vocab: int = 50000,
-          min_count: int = 2, exclude: list[Path] = (), text_field: str = "text", log=print) -> Artifact:
+          min_count: int = 3, exclude: list[Path] = (), text_field: str = "text", log=print) -> Artifact:
     corpora = {}
     excluded: set[str] = set()
     for path in exclude:
@@ -180,7 +180,7 @@ def register_commands(cli):
     @click.option("--order", default=3, show_default=True, type=click.IntRange(1, 5), help="n-gram order")
     @click.option("--max-vocab", default=50000, show_default=True, type=click.IntRange(1, 1 << 20),
                   help="most frequent tokens kept; others are one unknown token")
-    @click.option("--min-count", default=2, show_default=True, type=click.IntRange(1),
+    @click.option("--min-count", default=3, show_default=True, type=click.IntRange(1),
                   help="prune n-grams (order >= 2) seen fewer times")
     @click.option("--exclude", multiple=True, callback=_existing,
                   help="evaluation data (JSONL/Parquet): drop reference texts sharing an 8-word run or a prompt "
