@@ -37,12 +37,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from metrics import print_detection_metrics  # noqa: E402
-from reference import DATA, edited, ingest_records, read_reference  # noqa: E402
+from reference import DATA, edited, ingest_records, read_reference, tag_with  # noqa: E402
 
 import provenance  # noqa: E402
-from provenance.config import DEFAULTS  # noqa: E402
-from provenance.pluginmanager import get_plugin_manager  # noqa: E402
-from provenance.runner import run_tag  # noqa: E402
 
 T0 = datetime(2024, 6, 1, tzinfo=timezone.utc)
 KINDS = {"campaign": True, "campaign_edge": True, "syndication": False, "mixed": False, "slow": False,
@@ -118,11 +115,8 @@ def main() -> int:
         store = ingest_records(({"url": d["url"], "text": d["text"], "fetched_at": d["fetched_at"].isoformat(),
                                  "ref_id": d["id"]} for d in docs), Path(tmp))
         t0 = time.perf_counter()
-        summary = run_tag(store, get_plugin_manager(), DEFAULTS, enable=["near_duplicate"])
+        tag_with(store, ["near_duplicate"])
         seconds = time.perf_counter() - t0
-        if summary.errors:
-            print(f"eval: the tag run recorded {summary.errors} fault(s)", file=sys.stderr)
-            return 1
         con = provenance.connect(store)
         share = dict(con.execute("""
             SELECT json_extract_string(d.metadata, '$.ref_id'), t.score

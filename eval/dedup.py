@@ -33,13 +33,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from metrics import print_detection_metrics  # noqa: E402
-from reference import DATA, edited, ingest_records, iso_date, read_reference  # noqa: E402
+from reference import DATA, edited, ingest_records, iso_date, read_reference, tag_with  # noqa: E402
 
 import provenance  # noqa: E402
-from provenance.config import DEFAULTS  # noqa: E402
-from provenance.pluginmanager import get_plugin_manager  # noqa: E402
 from provenance.plugins.near_duplicate import shingles  # noqa: E402
-from provenance.runner import run_tag  # noqa: E402
 
 THRESHOLD = 0.8
 
@@ -119,12 +116,8 @@ def main() -> int:
         store = ingest_records(({"url": r["url"], "text": r["text"], "fetched_at": r["date"], "ref_id": r["id"]}
                                 for r in corpus), Path(tmp))
         t2 = time.perf_counter()
-        settings = {**DEFAULTS, "detectors": {"near_duplicate": options}}
-        summary = run_tag(store, get_plugin_manager(), settings, enable=["near_duplicate"])
+        tag_with(store, ["near_duplicate"], {"near_duplicate": options})
         t3 = time.perf_counter()
-        if summary.errors:
-            print(f"eval: the tag run recorded {summary.errors} fault(s)", file=sys.stderr)
-            return 1
         con = provenance.connect(store)
         scores = dict(con.execute("""
             SELECT json_extract_string(d.metadata, '$.ref_id'),

@@ -35,14 +35,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference import DATA, LLM_DATA, edited, ingest_records, read_reference  # noqa: E402
+from reference import DATA, LLM_DATA, edited, ingest_records, read_reference, tag_with  # noqa: E402
 
 import provenance  # noqa: E402
-from provenance.config import DEFAULTS  # noqa: E402
-from provenance.pluginmanager import get_plugin_manager  # noqa: E402
 from provenance.plugins.near_duplicate import shingles  # noqa: E402
 from provenance.references import add_reference  # noqa: E402
-from provenance.runner import run_tag  # noqa: E402
 
 RATES = (0.0, 0.02, 0.05, 0.10, 0.15)
 TAG = "known_llm_text"
@@ -106,12 +103,8 @@ def main() -> int:
         t1 = time.perf_counter()
         added = add_reference(store, REFERENCE, [args.llm_data])
         t2 = time.perf_counter()
-        settings = {**DEFAULTS, "detectors": {"near_duplicate": options}}
-        summary = run_tag(store, get_plugin_manager(), settings, enable=["near_duplicate"])
+        tag_with(store, ["near_duplicate"], {"near_duplicate": options})
         t3 = time.perf_counter()
-        if summary.errors:
-            print(f"eval: the tag run recorded {summary.errors} fault(s); see the errors view", file=sys.stderr)
-            return 1
         con = provenance.connect(store)
         counts = con.execute(f"""
             SELECT json_extract_string(d.metadata, '$.group') AS grp, count(*), count(t.doc_id)

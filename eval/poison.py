@@ -27,13 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from poison_gen import PAGES, hard_negatives, poisoned, read_pages  # noqa: E402
+from reference import tag_with  # noqa: E402
 
 import provenance  # noqa: E402
-from provenance.config import DEFAULTS  # noqa: E402
 from provenance.extract import decode  # noqa: E402
 from provenance.ingest import run_ingest  # noqa: E402
-from provenance.pluginmanager import get_plugin_manager  # noqa: E402
-from provenance.runner import run_tag  # noqa: E402
 from provenance.store import Store  # noqa: E402
 
 DETECTORS = ["invisible_unicode", "hidden_content", "prompt_injection", "backdoor_tail"]
@@ -54,7 +52,6 @@ def main() -> int:
     sample = random.Random(args.seed).sample(pages, min(args.inject_pages, len(pages)))
     cases = [(f"{name}#clean", "clean", "clean", html, None) for name, html in pages]
     cases += list(poisoned(sample, args.seed)) + list(hard_negatives(pages, args.seed))
-    meta = {c[0]: c for c in cases}
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,11 +64,8 @@ def main() -> int:
         if done.problems:
             sys.exit(f"eval: {len(done.problems)} pages failed to ingest, e.g. {done.problems[0]}")
         t1 = time.perf_counter()
-        summary = run_tag(store, get_plugin_manager(), DEFAULTS, enable=DETECTORS)
+        tag_with(store, DETECTORS)
         t2 = time.perf_counter()
-        if summary.errors:
-            print(f"eval: the tag run recorded {summary.errors} fault(s)", file=sys.stderr)
-            return 1
         con = provenance.connect(store)
         rows = con.execute("""
             SELECT json_extract_string(d.metadata, '$.ref_id'), t.detector, t.tag, t.score, t.evidence

@@ -198,7 +198,7 @@ def main(argv=None) -> int:
     from provenance.plugins.language import Language
 
     lid = Language(**Language.validate_options({}))
-    hits, t0 = defaultdict(Counter), time.process_time()
+    hits = defaultdict(Counter)
     for d in docs:
         if d["label_lang"]:
             lang, conf, _ = lid.identify(d["text"])

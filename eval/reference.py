@@ -64,3 +64,18 @@ def ingest_records(records, workdir: Path):
     if ingested.problems:
         sys.exit(f"eval: {len(ingested.problems)} texts failed to ingest, e.g. {ingested.problems[0]}")
     return store
+
+
+def tag_with(store, detectors: list[str], options: dict | None = None):
+    """``provenance tag`` of the named detectors over ``store`` through the real runner (``options``: detector ->
+    its options); the run summary. Faults end the script with one line: the figures would be off."""
+    import sys
+
+    from provenance.config import DEFAULTS
+    from provenance.pluginmanager import get_plugin_manager
+    from provenance.runner import run_tag
+
+    summary = run_tag(store, get_plugin_manager(), {**DEFAULTS, "detectors": options or {}}, enable=detectors)
+    if summary.errors:
+        sys.exit(f"eval: the tag run recorded {summary.errors} fault(s); see the errors view")
+    return summary
