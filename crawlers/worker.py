@@ -166,5 +166,18 @@ def main(argv: list[str] | None = None) -> int:
     return int(result["exit_code"])
 
 
+def exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown of Scrapy, Twisted, pyarrow and the rest (0.2-0.4 s).
+
+    Safe once main() has returned: the run is committed and closed, the result
+    written, the extraction processes shut down; only the stdio buffers and the
+    log handlers are left to flush.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -540,17 +540,46 @@ def test_not_modified_answers_let_autothrottle_speed_up_like_200s():
 
     from provenance.crawlers.middlewares import ConditionalAutoThrottle
 
-    def delay_after(cls, status):
+    def delay_after(cls, *answers, path="/a"):
+        """The slot's delay after answers (status, latency) to requests for ``path``, from a 1 s start delay."""
         ext = cls(get_crawler(settings_dict={"AUTOTHROTTLE_ENABLED": True}))
         ext.target_concurrency, ext.mindelay, ext.maxdelay = 4.0, 0.0, 30.0
         slot = SimpleNamespace(delay=1.0)
-        ext._adjust_delay(slot, 0.01, Response("http://127.0.0.1/a", status=status))
+        for status, latency in answers:
+            ext._adjust_delay(slot, latency, Response(f"http://127.0.0.1{path}", status=status))
         return slot.delay
 
-    assert delay_after(AutoThrottle, 304) == 1.0  # the behaviour we correct
-    assert delay_after(ConditionalAutoThrottle, 304) < 0.6
-    assert delay_after(ConditionalAutoThrottle, 200) == delay_after(AutoThrottle, 200)
-    assert delay_after(ConditionalAutoThrottle, 500) == 1.0  # errors still cannot speed it up
+    assert delay_after(AutoThrottle, (200, 0.1), (304, 0.01)) == delay_after(AutoThrottle, (200, 0.1))  # what we correct
+    assert delay_after(ConditionalAutoThrottle, (200, 0.1), (304, 0.01)) < 0.025
+    assert delay_after(ConditionalAutoThrottle, (200, 0.1), (200, 0.01)) == 0.5 * (0.025 + 0.0025)
+    # Errors still cannot speed it up, first or later.
+    assert delay_after(ConditionalAutoThrottle, (500, 0.01)) == 1.0
+    assert delay_after(ConditionalAutoThrottle, (200, 0.1), (500, 0.01)) == 0.025
+
+
+def test_a_hosts_first_answer_replaces_the_start_delay():
+    """The start delay is a guess; Scrapy kept most of it until the first page (a 404 robots.txt could not lower it)."""
+    from types import SimpleNamespace
+
+    from scrapy.extensions.throttle import AutoThrottle
+    from scrapy.http import Response
+    from scrapy.utils.test import get_crawler
+
+    from provenance.crawlers.middlewares import ConditionalAutoThrottle
+
+    def first_delay(cls, status, path):
+        ext = cls(get_crawler(settings_dict={"AUTOTHROTTLE_ENABLED": True}))
+        ext.target_concurrency, ext.mindelay, ext.maxdelay = 4.0, 0.0, 30.0
+        slot = SimpleNamespace(delay=1.0)
+        ext._adjust_delay(slot, 0.02, Response(f"http://127.0.0.1{path}", status=status))
+        return slot.delay
+
+    assert first_delay(AutoThrottle, 404, "/robots.txt") == 1.0  # every crawl waited this before its first page
+    assert first_delay(ConditionalAutoThrottle, 404, "/robots.txt") == 0.005  # latency / target concurrency
+    assert first_delay(ConditionalAutoThrottle, 200, "/robots.txt") == 0.005
+    assert first_delay(ConditionalAutoThrottle, 304, "/page") == 0.005
+    assert first_delay(ConditionalAutoThrottle, 404, "/page") == 1.0  # an error page elsewhere is no measure
+    assert first_delay(ConditionalAutoThrottle, 503, "/robots.txt") == 1.0
 
 
 # ----- HTTP outcomes are not run failures ----------------------------------------------------------
