@@ -219,6 +219,12 @@ class ConditionalAutoThrottle(AutoThrottle):
         if healthy and id(slot) not in self._measured:
             self._measured.add(id(slot))
             slot.delay = min(max(self.mindelay, latency / self.target_concurrency), self.maxdelay)
+            # Sending the first request already scheduled the slot's next one a whole start delay later (Scrapy's
+            # "prevent burst" step). Drop that: the downloader reschedules it right after this signal, with the
+            # new delay.
+            if getattr(slot, "latercall", None) is not None:
+                slot.latercall.cancel()
+                slot.latercall = None
             return
         if response.status == 304:
             response = response.replace(status=200)
