@@ -161,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         result = {"error": errors.describe(exc, args.store), "exit_code": 1}
     finally:
         if pool is not None:
-            # Not waiting for the processes to exit (0.2 s): every page is built by now, and they die with this
-            # process (die_with_parent; elsewhere, on the closed pipe).
-            pool.shutdown(wait=False, cancel_futures=True)
+            # Waiting, so that the pool's queues are released and their semaphores unlinked before exit_now
+            # (else multiprocessing's resource tracker warns about "leaked semaphore objects").
+            pool.shutdown(wait=True, cancel_futures=True)
     Path(args.result).write_text(json.dumps(result, default=str))
     return int(result["exit_code"])
 
