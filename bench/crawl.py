@@ -195,10 +195,11 @@ def main() -> None:
             label = f"generated, {args.pages} pages"
         print(f"site: {label}; cpus: {os.cpu_count()}; load: {os.getloadavg()[0]:.2f}; extraction processes: "
               f"{'chosen per extractor' if args.workers is None else args.workers}; rounds: {args.rounds}")
-        summary = [(latency, run_scenario(f"{'loopback, no latency' if not latency else f'{latency * 1000:g} ms latency'}"
-                                          f", {CONCURRENCY} per host", site, latency, extractors, args.workers,
-                                          args.rounds, tmp))
-                   for latency in latencies]
+        summary = []
+        for latency in latencies:
+            label = f"{latency * 1000:g} ms latency" if latency else "loopback, no latency"
+            summary.append((latency, run_scenario(f"{label}, {CONCURRENCY} per host", site, latency, extractors,
+                                                  args.workers, args.rounds, tmp)))
     print(f"summary: ours as a share of each peer's pages/s, medians (load now: {os.getloadavg()[0]:.2f}); "
           "targets with resiliparse: >= 90% of plain at loopback, >= 95% with latency")
     for latency, medians in summary:
