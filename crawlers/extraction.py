@@ -16,16 +16,21 @@ from concurrent.futures import ProcessPoolExecutor
 
 
 def extract_workers(crawl: dict) -> int:
-    """Processes for text extraction, from crawl.extract_workers.
+    """Processes for text extraction, from crawl.extract_workers; not set: chosen for crawl.extractor.
 
-    Default: one per CPU, at most 4. Not one less than the CPUs: the crawl's own
-    process spends much of its time waiting, so it shares a core well (measured
-    with bench/crawl.py: 2 processes beat 1 on a 2-CPU machine). 0: extract inline.
+    Measured with bench/crawl.py on 2 CPUs (docs/CRAWLING.md, "Extraction processes"):
+    resiliparse extracts a page in about 1 ms, less than shipping the body to
+    another process and the row back, so it runs inline (0). trafilatura takes
+    ~10 ms a page and would stall the event loop: one process per CPU, at most
+    4 (not one less than the CPUs: the crawl's own process mostly waits, so it
+    shares a core well).
     """
     value = crawl.get("extract_workers")
-    if value is None:
-        return max(1, min(4, os.cpu_count() or 1))
-    return max(0, int(value))
+    if value is not None:
+        return max(0, int(value))
+    if crawl.get("extractor") == "resiliparse":
+        return 0
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def _init_worker(extractor: str | None) -> None:

@@ -79,7 +79,7 @@ def run_crawl(store: Store, request: CrawlRequest) -> CrawlResult:
     with tempfile.TemporaryDirectory(prefix="provenance-crawl-") as tmp:
         request_path, result_path = Path(tmp, "request.json"), Path(tmp, "result.json")
         request_path.write_text(json.dumps(plan))
-        cmd = [*python_command("from provenance.crawlers.worker import main; sys.exit(main())"),
+        cmd = [*python_command("from provenance.crawlers.worker import exit_now, main; exit_now(main())"),
                "--store", str(store.root), "--request", str(request_path), "--result", str(result_path)]
         proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         returncode = _wait_forwarding_signals(proc)

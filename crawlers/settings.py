@@ -13,8 +13,6 @@ import json
 import os
 import sys
 
-from scrapy.settings import default_settings as _scrapy_defaults
-
 import provenance
 from provenance import config
 from provenance.crawlers.extraction import extract_workers
@@ -32,8 +30,16 @@ _NOT_HASHED = {"extract_workers", "flush_rows", "jobdir", "extractor"}
 _REACTOR = ("twisted.internet.epollreactor.EPollReactor" if sys.platform.startswith("linux")
             else "twisted.internet.pollreactor.PollReactor" if os.name == "posix"
             else "twisted.internet.selectreactor.SelectReactor")
-# Scrapy renamed DNS_RESOLVER to TWISTED_DNS_RESOLVER (2.14); use whichever this Scrapy reads.
-_RESOLVER_SETTING = "TWISTED_DNS_RESOLVER" if hasattr(_scrapy_defaults, "TWISTED_DNS_RESOLVER") else "DNS_RESOLVER"
+
+
+def _resolver_setting() -> str:
+    """Scrapy renamed DNS_RESOLVER to TWISTED_DNS_RESOLVER (2.14); whichever this Scrapy reads.
+
+    Imported here, not at the top: run_crawl's process needs effective() but not Scrapy (0.15 s).
+    """
+    from scrapy.settings import default_settings
+
+    return "TWISTED_DNS_RESOLVER" if hasattr(default_settings, "TWISTED_DNS_RESOLVER") else "DNS_RESOLVER"
 
 
 def _robots_middlewares() -> dict:
@@ -96,7 +102,7 @@ def scrapy_settings(crawl: dict, jobdir: str | None = None) -> dict:
         "TWISTED_REACTOR": _REACTOR,
         # The SSRF guard twice: a middleware that refuses (and records) before anything is sent, and the
         # resolver Twisted connects with, so a name that re-resolves elsewhere (DNS rebinding) is refused too.
-        _RESOLVER_SETTING: "provenance.crawlers.middlewares.GuardedResolver",
+        _resolver_setting(): "provenance.crawlers.middlewares.GuardedResolver",
         "DOWNLOADER_MIDDLEWARES": {
             # After OffsiteMiddleware (50), so off-site hosts are never even resolved; before robots (100),
             # so a refused host's robots.txt is not fetched either.

@@ -161,10 +161,25 @@ def main(argv: list[str] | None = None) -> int:
         result = {"error": errors.describe(exc, args.store), "exit_code": 1}
     finally:
         if pool is not None:
+            # Waiting, so that the pool's queues are released and their semaphores unlinked before exit_now
+            # (else multiprocessing's resource tracker warns about "leaked semaphore objects").
             pool.shutdown(wait=True, cancel_futures=True)
     Path(args.result).write_text(json.dumps(result, default=str))
     return int(result["exit_code"])
 
 
+def exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown of Scrapy, Twisted, pyarrow and the rest (0.2-0.4 s).
+
+    Safe once main() has returned: the run is committed and closed, the result
+    written, the extraction processes shut down; only the stdio buffers and the
+    log handlers are left to flush.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -108,7 +108,9 @@ class CrawlSettings(_Section):
     store_non_html: bool = Field(True, description="Store non-HTML bodies (PDF, images, ...) as documents; "
                                                    "false: only record them in `fetches`.")
     extract_workers: int | None = Field(None, ge=0, description="Text-extraction processes; 0: extract in the "
-                                        "crawl's own process. Not set: one per CPU, at most 4.")
+                                        "crawl's own process. Not set: chosen for the extractor (measured, see "
+                                        "docs/CRAWLING.md): 0 for `resiliparse`, one per CPU (at most 4) for "
+                                        "`trafilatura`.")
     flush_rows: int = Field(500, ge=1, description="Fetches per commit: bounds what a kill can lose.")
     extractor: ExtractorName = Field("trafilatura", description=EXTRACTOR_HELP)
 

@@ -525,6 +525,19 @@ def test_the_pipeline_follows_scrapy_conventions():
     assert pipeline.workers == 2 and pipeline.store_non_html
 
 
+def test_extraction_processes_are_chosen_for_the_extractor():
+    """Not set: resiliparse inline (cheaper than shipping a body out and back), trafilatura one per CPU (<= 4)."""
+    from provenance.crawlers.settings import effective, scrapy_settings
+
+    def workers(**crawl):
+        return scrapy_settings(effective(crawl))["PROVENANCE_EXTRACT_WORKERS"]
+
+    assert workers(extractor="resiliparse") == 0
+    assert workers(extractor="trafilatura") == workers() == max(1, min(4, os.cpu_count() or 1))
+    assert workers(extractor="resiliparse", extract_workers=2) == 2  # a set value always wins
+    assert workers(extractor="trafilatura", extract_workers=0) == 0
+
+
 def test_crawl_needs_exactly_one_kind_of_input(tmp_path):
     proc = cli("crawl", "http://127.0.0.1:9/", "--sitemap", "http://127.0.0.1:9/s.xml", "--store", tmp_path / "s")
     assert proc.returncode == exitcodes.USAGE and "exactly one of" in proc.stderr
@@ -540,17 +553,67 @@ def test_not_modified_answers_let_autothrottle_speed_up_like_200s():
 
     from provenance.crawlers.middlewares import ConditionalAutoThrottle
 
-    def delay_after(cls, status):
+    def delay_after(cls, *answers, path="/a"):
+        """The slot's delay after answers (status, latency) to requests for ``path``, from a 1 s start delay."""
         ext = cls(get_crawler(settings_dict={"AUTOTHROTTLE_ENABLED": True}))
         ext.target_concurrency, ext.mindelay, ext.maxdelay = 4.0, 0.0, 30.0
         slot = SimpleNamespace(delay=1.0)
-        ext._adjust_delay(slot, 0.01, Response("http://127.0.0.1/a", status=status))
+        for status, latency in answers:
+            ext._adjust_delay(slot, latency, Response(f"http://127.0.0.1{path}", status=status))
         return slot.delay
 
-    assert delay_after(AutoThrottle, 304) == 1.0  # the behaviour we correct
-    assert delay_after(ConditionalAutoThrottle, 304) < 0.6
-    assert delay_after(ConditionalAutoThrottle, 200) == delay_after(AutoThrottle, 200)
-    assert delay_after(ConditionalAutoThrottle, 500) == 1.0  # errors still cannot speed it up
+    # What we correct: Scrapy's own lets a 304 change nothing.
+    assert delay_after(AutoThrottle, (200, 0.1), (304, 0.01)) == delay_after(AutoThrottle, (200, 0.1))
+    assert delay_after(ConditionalAutoThrottle, (200, 0.1), (304, 0.01)) < 0.025
+    assert delay_after(ConditionalAutoThrottle, (200, 0.1), (200, 0.01)) == 0.5 * (0.025 + 0.0025)
+    # Errors still cannot speed it up, first or later.
+    assert delay_after(ConditionalAutoThrottle, (500, 0.01)) == 1.0
+    assert delay_after(ConditionalAutoThrottle, (200, 0.1), (500, 0.01)) == 0.025
+
+
+def test_a_hosts_first_answer_replaces_the_start_delay():
+    """The start delay is a guess; Scrapy kept most of it until the first page (a 404 robots.txt could not lower it)."""
+    from types import SimpleNamespace
+
+    from scrapy.extensions.throttle import AutoThrottle
+    from scrapy.http import Response
+    from scrapy.utils.test import get_crawler
+
+    from provenance.crawlers.middlewares import ConditionalAutoThrottle
+
+    def first_delay(cls, status, path):
+        ext = cls(get_crawler(settings_dict={"AUTOTHROTTLE_ENABLED": True}))
+        ext.target_concurrency, ext.mindelay, ext.maxdelay = 4.0, 0.0, 30.0
+        slot = SimpleNamespace(delay=1.0)
+        ext._adjust_delay(slot, 0.02, Response(f"http://127.0.0.1{path}", status=status))
+        return slot.delay
+
+    assert first_delay(AutoThrottle, 404, "/robots.txt") == 1.0  # every crawl waited this before its first page
+    assert first_delay(ConditionalAutoThrottle, 404, "/robots.txt") == 0.005  # latency / target concurrency
+    assert first_delay(ConditionalAutoThrottle, 200, "/robots.txt") == 0.005
+    assert first_delay(ConditionalAutoThrottle, 304, "/page") == 0.005
+    assert first_delay(ConditionalAutoThrottle, 404, "/page") == 1.0  # an error page elsewhere is no measure
+    assert first_delay(ConditionalAutoThrottle, 503, "/robots.txt") == 1.0
+
+
+def test_the_first_answer_cancels_the_request_scheduled_with_the_start_delay():
+    """Sending robots.txt scheduled the slot's next request a start delay later; the first page waited for it."""
+    from types import SimpleNamespace
+
+    from scrapy.http import Response
+    from scrapy.utils.asyncio import CallLaterResult
+    from scrapy.utils.test import get_crawler
+    from twisted.internet.task import Clock
+
+    from provenance.crawlers.middlewares import ConditionalAutoThrottle
+
+    clock, fired = Clock(), []
+    ext = ConditionalAutoThrottle(get_crawler(settings_dict={"AUTOTHROTTLE_ENABLED": True}))
+    ext.target_concurrency, ext.mindelay, ext.maxdelay = 4.0, 0.0, 30.0
+    slot = SimpleNamespace(delay=1.0, latercall=CallLaterResult.from_twisted(clock.callLater(1.0, fired.append, 1)))
+    ext._adjust_delay(slot, 0.02, Response("http://127.0.0.1/robots.txt", status=404))
+    clock.advance(2.0)
+    assert slot.latercall is None and fired == []  # the downloader reschedules it with the new delay
 
 
 # ----- HTTP outcomes are not run failures ----------------------------------------------------------
