@@ -5,7 +5,8 @@ source, fetch time), ``finish`` groups the stored rows by ``text_sha256`` and ta
 among documents from *trusted sources*: our own crawls and archive captures (``crawl``, ``warc``, ``wet`` by
 default; a WARC's time is its capture date). Never a date the page claims about itself, and never a JSONL or
 Parquet import's ``fetched_at``, which is whatever the file says. Every document whose text a trusted
-source saw gets one tag (category ``provenance``, no score: a fact):
+source saw gets one tag (category ``provenance``, score 0: a fact, not a suspicion; these two tags
+never make a document flagged, see ``NOT_FLAG_TAGS`` in provenance/sql.py):
 
   first_seen_before_cutoff   the text was first seen before ``cutoff``
   first_seen_after_cutoff    it was first seen at or after ``cutoff``
@@ -116,7 +117,9 @@ class ProvenanceTier(provenance.CorpusDetector):
                 reader = con.execute(sql).to_arrow_reader(PART_ROWS)
                 for part in reader:
                     if part.num_rows:
-                        yield self.tags(part.column("doc_id"), part.column("tag"),
+                        # score 0: an age is no suspicion, so provenance_score stays what integrity
+                                        # mismatches and other provenance flags make it
+                        yield self.tags(part.column("doc_id"), part.column("tag"), score=0.0,
                                         evidence=part.column("evidence"))
             finally:
                 con.close()

@@ -4,7 +4,8 @@ Views (stable names; add, never rename):
   documents   every stored document (all columns of schemas/documents.v1.json)
   tags        every live tag row (schemas/tags.v1.json)
   doc_flags   one row per document: flagged (a tag outside NOT_FLAG_CATEGORIES:
-              consent, language, quality), n_tags, categories, flags
+              consent, language, quality; and not one of NOT_FLAG_TAGS: the
+              provenance tier), n_tags, categories, flags
               ('category:tag'), category_scores (map), <category>_score for the
               five built-in categories, tag_list
   errors      detector faults recorded by tag runs
@@ -55,8 +56,10 @@ SCORE_CATEGORIES = ("llm", "poison", "duplicate", "quality", "provenance")
 # language, and the published quality heuristics (Gopher, C4, FineWeb drop a large share of real human text:
 # a choice a team makes on purpose, with quality_score, not by default). Their tags never make a document
 # "flagged" (the default export keeps NOT flagged), but they are in the lists and score columns of doc_flags.
-# provenance: when a text was first seen (plugins/provenance_tier.py) is a fact about its age, not a suspicion.
-NOT_FLAG_CATEGORIES = ("consent", "language", "quality", "provenance")
+NOT_FLAG_CATEGORIES = ("consent", "language", "quality")
+# Single tags of a flagging category that describe too: when a text was first seen (plugins/provenance_tier.py)
+# is a fact about its age, while provenance:integrity_mismatch (a crawl's pinned sha256 broken) is a suspicion.
+NOT_FLAG_TAGS = ("provenance:first_seen_before_cutoff", "provenance:first_seen_after_cutoff")
 # Views over the store's Parquet files: view name -> the kind of file it reads.
 PARQUET_VIEWS = {"documents": "documents", "tags": "tags", "errors": "errors", "fetches": "fetches",
                  "reference_texts": "references"}
@@ -117,7 +120,8 @@ by_category AS (
 by_tag AS (
     SELECT doc_id,
            count(*) AS n_tags,
-           count(*) FILTER (WHERE category NOT IN ({not_flag_categories})) AS n_flagging,
+           count(*) FILTER (WHERE category NOT IN ({not_flag_categories})
+                            AND category || ':' || tag NOT IN ({not_flag_tags})) AS n_flagging,
            list(DISTINCT category || ':' || tag ORDER BY category || ':' || tag) AS flags,
            list({'detector': detector, 'category': category, 'tag': tag, 'score': score}
                 ORDER BY detector, tag) AS tag_list
@@ -220,8 +224,10 @@ def create_views(con: duckdb.DuckDBPyConnection, store: Store, snapshot: Snapsho
         f"max(score) FILTER (WHERE category = '{c}') AS {c}_score" for c in SCORE_CATEGORIES)
     score_select = ", ".join(f"c.{c}_score" for c in SCORE_CATEGORIES)
     not_flag = ", ".join(sql_string(c) for c in NOT_FLAG_CATEGORIES)
+    not_flag_tags = ", ".join(sql_string(t) for t in NOT_FLAG_TAGS)
     con.execute(DOC_FLAGS_SQL.replace("{score_columns}", score_columns)
-                .replace("{score_select}", score_select).replace("{not_flag_categories}", not_flag))
+                .replace("{score_select}", score_select).replace("{not_flag_categories}", not_flag)
+                .replace("{not_flag_tags}", not_flag_tags))
     return snapshot
 
 
