@@ -46,6 +46,8 @@ def test_tier_by_earliest_trusted_capture(tmp_path):
     rows = con.execute("SELECT doc_id FROM doc_flags WHERE list_contains(flags, 'provenance:first_seen_before_cutoff')"
                        " AND NOT flagged ORDER BY doc_id").fetchall()
     assert [r[0] for r in rows] == sorted([old_crawl, old_copy])
+    # ... and it leaves provenance_score to the suspicions of that category (a broken pinned sha256).
+    assert con.execute("SELECT max(provenance_score) FROM doc_flags").fetchone()[0] == 0.0
 
 
 def test_an_older_archive_imported_later_moves_the_tier(tmp_path):
