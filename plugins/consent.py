@@ -95,6 +95,15 @@ class _Signals:
         self.licenses: dict[str, list[dict]] = defaultdict(list)
         self.malformed: list[dict] = []
 
+    def tdm(self, source: str, name: str, value: str) -> None:
+        """A TDMRep signal (tdm-reservation or tdm-policy) by whatever name it is given; others are ignored.
+        Headers and <meta> carry the same names."""
+        key = name.strip().lower()
+        if key == "tdm-reservation":
+            self.tdm_reservation(source, name, value)
+        elif key == "tdm-policy":
+            self.tdm_policy(source, name, value)
+
     def tdm_reservation(self, source: str, name: str, value: str) -> None:
         v = value.strip()
         signal = {"source": source, "name": name, "value": value}
@@ -202,13 +211,10 @@ class Consent(provenance.Detector):
     def _read_headers(headers: list[dict], signals: _Signals) -> None:
         for h in headers:  # every occurrence: repeated headers are all read, in order
             name, value = h.get("name") or "", h.get("value") or ""
-            key = name.strip().lower()
-            if key == "tdm-reservation":
-                signals.tdm_reservation("header", name, value)
-            elif key == "tdm-policy":
-                signals.tdm_policy("header", name, value)
-            elif key == "x-robots-tag":
+            if name.strip().lower() == "x-robots-tag":
                 signals.robots("header", name, value, agent=None)
+            else:
+                signals.tdm("header", name, value)
 
     def _read_html(self, html: str, signals: _Signals) -> None:
         import lxml.etree
@@ -226,14 +232,12 @@ class Consent(provenance.Detector):
                 if name is None or content is None:
                     continue
                 key = name.strip().lower()
-                if key == "tdm-reservation":
-                    signals.tdm_reservation("meta", name, content)
-                elif key == "tdm-policy":
-                    signals.tdm_policy("meta", name, content)
-                elif key == "robots":
+                if key == "robots":
                     signals.robots("meta", name, content, agent=None)
                 elif key in self._meta_agents:
                     signals.robots("meta", name, content, agent=name.strip())
+                else:
+                    signals.tdm("meta", name, content)
             elif tag in ("link", "a"):
                 href = el.get("href")
                 if href:
