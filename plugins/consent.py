@@ -95,7 +95,7 @@ class _Signals:
         self.licenses: dict[str, list[dict]] = defaultdict(list)
         self.malformed: list[dict] = []
 
-    def tdm(self, source: str, name: str, value: str) -> None:
+    def tdm_signal(self, source: str, name: str, value: str) -> None:
         """A TDMRep signal (tdm-reservation or tdm-policy) by whatever name it is given; others are ignored.
         Headers and <meta> carry the same names."""
         key = name.strip().lower()
@@ -214,7 +214,7 @@ class Consent(provenance.Detector):
             if name.strip().lower() == "x-robots-tag":
                 signals.robots("header", name, value, agent=None)
             else:
-                signals.tdm("header", name, value)
+                signals.tdm_signal("header", name, value)
 
     def _read_html(self, html: str, signals: _Signals) -> None:
         import lxml.etree
@@ -237,7 +237,7 @@ class Consent(provenance.Detector):
                 elif key in self._meta_agents:
                     signals.robots("meta", name, content, agent=name.strip())
                 else:
-                    signals.tdm("meta", name, content)
+                    signals.tdm_signal("meta", name, content)
             elif tag in ("link", "a"):
                 href = el.get("href")
                 if href:
