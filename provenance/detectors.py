@@ -52,6 +52,9 @@ class Detector:
       options   option names and defaults; values from [detectors.<name>] in
                 provenance.toml are checked against the defaults' types and
                 folded into the config hash
+      opt_in    True for a detector that needs something only the user has (a model
+                on disk): it runs when named in ``[tag] enable`` / ``--plugins`` or
+                when provenance.toml has a ``[detectors.<name>]`` table, never by default
     """
 
     name: str = ""
@@ -59,6 +62,7 @@ class Detector:
     category: str = "other"
     needs: tuple[str, ...] = ("text",)
     options: dict = {}
+    opt_in = False
     corpus_level = False
 
     def __init__(self, **options):

@@ -179,7 +179,8 @@ class TagBatchFn:
 # ----- planning -------------------------------------------------------------------------------
 def select_detectors(pm: ProvenancePluginManager, settings: dict, enable: list[str] | None = None,
                      disable: list[str] | None = None) -> list[DetectorRun]:
-    """The detectors to run: all, or those named (by detector or plugin name), minus the disabled."""
+    """The detectors to run: all (opt-in ones only with a [detectors.<name>] table), or those named (by
+    detector or plugin name), minus the disabled."""
     specs = pm.detectors()
     config_mod.check_detector_tables(settings, specs)  # a [detectors.<typo>] table would silently do nothing
     tag_settings = config_mod.section("tag", settings.get("tag"))
@@ -194,7 +195,15 @@ def select_detectors(pm: ProvenancePluginManager, settings: dict, enable: list[s
         if name not in specs and name not in plugin_names:
             raise TagRunError(f"no detector or plugin named {name!r}; available detectors: "
                               f"{', '.join(specs) or 'none'}")
-    chosen = [s for s in specs.values() if (enable is None or matches(s, enable)) and not matches(s, disable)]
+    configured = settings.get("detectors", {})
+
+    def wanted(spec: DetectorSpec) -> bool:
+        if enable is not None:
+            return matches(spec, enable)
+        # "all" means every detector that can run as installed; an opt-in one waits for its own table
+        return not spec.cls.opt_in or spec.name in configured
+
+    chosen = [s for s in specs.values() if wanted(s) and not matches(s, disable)]
     runs = []
     where = settings.get("_path") or "provenance.toml"
     for spec in chosen:

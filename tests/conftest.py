@@ -47,8 +47,10 @@ def builtin_plugins() -> list[str]:
 
 
 def builtin_detectors() -> set[str]:
-    """Names of the detectors the built-in plugins register."""
+    """Names of the detectors the built-in plugins register that a plain ``provenance tag`` runs (opt-in ones,
+    such as llm_lm, which needs a model folder, only run when configured)."""
     from provenance.pluginmanager import get_plugin_manager
 
     pm = get_plugin_manager()
-    return {name for name, spec in pm.detectors().items() if spec.plugin.name in builtin_plugins()}
+    return {name for name, spec in pm.detectors().items()
+            if spec.plugin.name in builtin_plugins() and not spec.cls.opt_in}
