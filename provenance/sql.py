@@ -5,7 +5,7 @@ Views (stable names; add, never rename):
   tags        every live tag row (schemas/tags.v1.json)
   doc_flags   one row per document: flagged (a tag outside NOT_FLAG_CATEGORIES:
               consent, language, quality; and not one of NOT_FLAG_TAGS: the
-              provenance tier), n_tags, categories, flags
+              provenance tier, content_drift's minor_edit), n_tags, categories, flags
               ('category:tag'), category_scores (map), <category>_score for the
               five built-in categories, tag_list
   errors      detector faults recorded by tag runs
@@ -67,7 +67,8 @@ SCORE_CATEGORIES = ("llm", "poison", "duplicate", "quality", "provenance")
 NOT_FLAG_CATEGORIES = ("consent", "language", "quality")
 # Single tags of a flagging category that describe too: when a text was first seen (plugins/provenance_tier.py)
 # is a fact about its age, while provenance:integrity_mismatch (a crawl's pinned sha256 broken) is a suspicion.
-NOT_FLAG_TAGS = ("provenance:first_seen_before_cutoff", "provenance:first_seen_after_cutoff")
+# A minor edit since the earlier capture of a URL (plugins/content_drift.py) is the normal life of a page.
+NOT_FLAG_TAGS = ("provenance:first_seen_before_cutoff", "provenance:first_seen_after_cutoff", "poison:minor_edit")
 # Views over the store's Parquet files: view name -> the kind of file it reads.
 PARQUET_VIEWS = {"documents": "documents", "tags": "tags", "errors": "errors", "fetches": "fetches",
                  "reference_texts": "references"}
