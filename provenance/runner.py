@@ -339,40 +339,93 @@ class TagSummary:
 class PreviousLookup:
     """Adds previous_* columns (the earlier version of the same URL) for detectors that need "previous".
 
-    Built once per run: reads ``previous_doc_id`` of every document file, then
-    the few columns below of just the documents that are someone's earlier
-    version. ``add`` is vectorised (``pc.index_in`` + ``take``).
+    The earlier version is the one the ``versions`` view names (provenance.sql.versions_sql): the capture of
+    the same URL just before, by fetched_at, whatever the source or the order of import. Built once per run:
+    DuckDB orders every document file's (doc_id, url, fetched_at) and keeps, per document that has an earlier
+    version, where that version lives (file, row), in DuckDB's own memory (spilled to disk when large), not in
+    Python. ``add`` then joins one batch: it reads from Parquet only the rows of that batch's earlier versions
+    (DuckDB skips the row groups it does not need), so memory is bounded by the batch, not the corpus.
+
+    ``add`` appends the columns of COLUMNS under their names, except previous_doc_id, which it appends as
+    PREVIOUS_DOC_ID: a batch may also hold the stored previous_doc_id column (the crawl's link), read for a
+    detector that names it as an ordinary need. ``columns_for`` gives each detector what it asked for.
     """
 
-    BASE = (("previous_text", "text"), ("previous_text_sha256", "text_sha256"),
-            ("previous_raw_sha256", "raw_sha256"), ("previous_fetched_at", "fetched_at"),
-            ("previous_headers", "headers"))
+    COLUMNS = tuple((name, name.removeprefix("previous_")) for name in SPECIAL_NEEDS["previous"])
+    PREVIOUS_DOC_ID = "__previous_doc_id"
 
     def __init__(self, doc_paths):
-        base = [b for _, b in self.BASE]
-        schema = schemas.load("documents").arrow
-        referenced = [pc.drop_null(pq.read_table(p, columns=["previous_doc_id"]).column("previous_doc_id"))
-                      for p in doc_paths]
-        wanted = pc.unique(pa.chunked_array(referenced, pa.string())) if referenced else pa.array([], pa.string())
+        import duckdb
+
+        from provenance.sql import sql_list, versions_sql
+
+        self.con = duckdb.connect()
+        self.con.execute("SET preserve_insertion_order = false")
+        self._fields = schemas.load("documents").arrow
+        paths = [str(p) for p in doc_paths]
+        if not paths:
+            self.con.execute("CREATE TABLE prev (doc_id VARCHAR, prev_file VARCHAR, prev_row BIGINT)")
+            return
+        files = f"read_parquet({sql_list(paths)}, filename=true, file_row_number=true, union_by_name=true)"
+        chain = versions_sql(f"(SELECT doc_id, url, fetched_at, text_sha256, filename, file_row_number FROM {files})",
+                             ("filename", "file_row_number"))
+        self.con.execute(f"CREATE TABLE prev AS SELECT doc_id, previous_filename AS prev_file, "
+                         f"previous_file_row_number AS prev_row FROM ({chain}) WHERE previous_doc_id IS NOT NULL")
+
+    def _previous_rows(self, doc_ids: pa.Array) -> pa.Table:
+        """(doc_id, then the documents columns of COLUMNS) of the earlier versions of ``doc_ids``."""
+        from provenance.sql import sql_string
+
+        con = self.con
+        con.register("_batch", pa.table({"doc_id": doc_ids}))
+        try:
+            want = con.sql("SELECT b.doc_id, p.prev_file, p.prev_row FROM _batch b JOIN prev p USING (doc_id)"
+                               ).to_arrow_table()
+        finally:
+            con.unregister("_batch")
+        cols = ", ".join(f"d.{c}" for _, c in self.COLUMNS)
         parts = []
-        if len(wanted):
-            for path in doc_paths:
-                mask = pc.is_in(pq.read_table(path, columns=["doc_id"]).column("doc_id"), value_set=wanted)
-                if pc.any(mask).as_py():
-                    parts.append(pq.read_table(path, columns=["doc_id", *base]).filter(mask))
-        empty = pa.schema([schema.field("doc_id")] + [schema.field(b) for b in base]).empty_table()
-        self.table = pa.concat_tables(parts) if parts else empty
+        if want.num_rows:
+            con.register("_want", want)
+            try:
+                # One scan per file holding earlier versions; the join's row numbers prune its row groups.
+                for path in pc.unique(want.column("prev_file")).to_pylist():
+                    parts.append(con.sql(
+                        f"SELECT w.doc_id AS doc_id, {cols} FROM (SELECT * FROM _want WHERE prev_file = "
+                        f"{sql_string(path)}) w JOIN read_parquet({sql_string(path)}, file_row_number=true) d "
+                        f"ON d.file_row_number = w.prev_row").to_arrow_table())
+            finally:
+                con.unregister("_want")
+        schema = pa.schema([pa.field("doc_id", pa.string())] + [
+            pa.field(name, self._fields.field(c).type) for name, c in self.COLUMNS])
+        return pa.concat_tables([t.rename_columns(schema.names).cast(schema) for t in parts]) if parts \
+            else schema.empty_table()
 
     def add(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        index = pc.index_in(batch.column("previous_doc_id"), value_set=self.table.column("doc_id"))
-        found = self.table.take(index)
-        added = [found.column(b).combine_chunks() for _, b in self.BASE]
+        found = self._previous_rows(batch.column("doc_id"))
+        index = pc.index_in(batch.column("doc_id"), value_set=found.column("doc_id"))
+        found = found.take(index)
         # The batch's own fields keep their schema (nullability included): a detector that concatenates the
         # batches of one run gets one schema, whether or not a file was read with previous_* columns.
-        schema = batch.schema
-        for (name, _), array in zip(self.BASE, added):
-            schema = schema.append(pa.field(name, array.type))
-        return pa.RecordBatch.from_arrays(list(batch.columns) + added, schema=schema)
+        schema, arrays = batch.schema, list(batch.columns)
+        for name, _ in self.COLUMNS:
+            array = found.column(name).combine_chunks()
+            schema = schema.append(pa.field(self.PREVIOUS_DOC_ID if name == "previous_doc_id" else name, array.type))
+            arrays.append(array)
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+    @classmethod
+    def columns_for(cls, drun: DetectorRun, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The part of ``batch`` a detector gets: doc_id plus its needs; "previous" as the previous_* columns
+        (previous_doc_id in its sorted place, the others after)."""
+        if "previous" not in drun.spec.cls.needs or cls.PREVIOUS_DOC_ID not in batch.schema.names:
+            return batch.select(drun.columns)
+        names = [cls.PREVIOUS_DOC_ID if c == "previous_doc_id" else c for c in drun.columns]
+        names += [n for n, _ in cls.COLUMNS if n != "previous_doc_id"]
+        return batch.select(names).rename_columns([c.replace(cls.PREVIOUS_DOC_ID, "previous_doc_id") for c in names])
+
+    def close(self) -> None:
+        self.con.close()
 
 
 def _iter_batches(path, columns: list[str], batch_size: int) -> Iterator[tuple[int, pa.RecordBatch]]:
@@ -455,13 +508,6 @@ def run_tag(store: Store, pm: ProvenancePluginManager, settings: dict, enable: l
         run.stats = summary.to_json()
         run.finish("partial" if summary.errors else "succeeded")
     return summary
-
-
-def _previous_cols(drun: DetectorRun, batch: pa.RecordBatch) -> list[str]:
-    """The previous_* columns a detector needing "previous" gets (previous_doc_id is among its columns)."""
-    if "previous" not in drun.spec.cls.needs:
-        return []
-    return [c for c in SPECIAL_NEEDS["previous"] if c != "previous_doc_id" and c in batch.schema.names]
 
 
 def _fault(stat: DetectorStats, kind: str, message: str, where: str | None = None) -> None:
@@ -560,6 +606,8 @@ class _TagPass:
             for workers in self.workers.values():
                 for worker in workers:
                     worker.close()
+            if self._previous is not None:
+                self._previous.close()
         for name, s in stats.items():
             if s.status == "ok" and s.errors:
                 s.status = "partial"
@@ -655,11 +703,11 @@ class _TagPass:
             for lo, hi, part in _slice_pending(batch, start, ranges):
                 for index, (a, b) in zip(live, _split(lo, hi, len(live))):
                     piece = part.slice(a - lo, b - a)
-                    calls.append((drun, index, op, a, b, piece.select(drun.columns + _previous_cols(drun, piece))))
+                    calls.append((drun, index, op, a, b, PreviousLookup.columns_for(drun, piece)))
         for drun in corpus:
             if self._alive(drun.name) and drun.name not in self.corpus_failed:
                 calls.append((drun, 0, "observe", start, start + batch.num_rows,
-                              batch.select(drun.columns + _previous_cols(drun, batch))))
+                              PreviousLookup.columns_for(drun, batch)))
         # Send to every worker first so that they run in parallel, then collect.
         for drun, index, op, lo, hi, part in calls:
             self.workers[drun.name][index].send(op, part)

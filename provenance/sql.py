@@ -5,7 +5,7 @@ Views (stable names; add, never rename):
   tags        every live tag row (schemas/tags.v1.json)
   doc_flags   one row per document: flagged (a tag outside NOT_FLAG_CATEGORIES:
               consent, language, quality; and not one of NOT_FLAG_TAGS: the
-              provenance tier), n_tags, categories, flags
+              provenance tier, content_drift's minor_edit), n_tags, categories, flags
               ('category:tag'), category_scores (map), <category>_score for the
               five built-in categories, tag_list
   errors      detector faults recorded by tag runs
@@ -23,6 +23,14 @@ Views (stable names; add, never rename):
               'unknown'), ai_agents_disallowed (empty until the crawl records
               robots.txt per AI agent), directives (noai, noindex, ...),
               license, evidence (JSON: tag -> that tag's evidence)
+  versions    one row per document: its place among the captures of its URL,
+              ordered by fetch time whatever the source or the order of
+              import: url_key (the URL, scheme, default port, user info and
+              fragment dropped, host lower-cased), doc_id, url, source,
+              fetched_at, version (1, 2, ...), previous_doc_id,
+              previous_fetched_at, change ('first', 'changed', 'same_text';
+              'undated' for a document without fetched_at, which has no
+              place in time and no version)
   reference_texts  every text of the live reference sets of known LLM
               output (``provenance reference add``): reference, ref_id, text,
               text_sha256, source_file, source_line, added_at
@@ -59,7 +67,8 @@ SCORE_CATEGORIES = ("llm", "poison", "duplicate", "quality", "provenance")
 NOT_FLAG_CATEGORIES = ("consent", "language", "quality")
 # Single tags of a flagging category that describe too: when a text was first seen (plugins/provenance_tier.py)
 # is a fact about its age, while provenance:integrity_mismatch (a crawl's pinned sha256 broken) is a suspicion.
-NOT_FLAG_TAGS = ("provenance:first_seen_before_cutoff", "provenance:first_seen_after_cutoff")
+# A minor edit since the earlier capture of a URL (plugins/content_drift.py) is the normal life of a page.
+NOT_FLAG_TAGS = ("provenance:first_seen_before_cutoff", "provenance:first_seen_after_cutoff", "poison:minor_edit")
 # Views over the store's Parquet files: view name -> the kind of file it reads.
 PARQUET_VIEWS = {"documents": "documents", "tags": "tags", "errors": "errors", "fetches": "fetches",
                  "reference_texts": "references"}
@@ -211,6 +220,53 @@ LEFT JOIN per_doc p USING (doc_id)
 """
 
 
+# The key captures of one page share: scheme (http and https), default port, user info and fragment dropped,
+# host lower-cased, an empty path written '/'. Path and query stay as they are (case and order matter there).
+_URL_PARTS = "regexp_extract({url}, '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?([^/?#]*)([^#]*)', ['host', 'rest'])"
+URL_KEY_SQL = ("CASE WHEN regexp_matches({url}, '^[A-Za-z][A-Za-z0-9+.-]*://') THEN "
+               "regexp_replace(lower(" + _URL_PARTS + ".host), ':(80|443)$', '') || "
+               "CASE WHEN starts_with(" + _URL_PARTS + ".rest, '/') THEN " + _URL_PARTS + ".rest "
+               "ELSE '/' || " + _URL_PARTS + ".rest END ELSE {url} END")
+
+
+def url_key_sql(column: str = "url") -> str:
+    """The SQL expression of a URL's version key (the ``versions`` view's url_key) over ``column``."""
+    return URL_KEY_SQL.replace("{url}", column)
+
+
+def versions_sql(relation: str, carry: tuple[str, ...] = ()) -> str:
+    """The versions of every URL in ``relation`` (columns doc_id, url, fetched_at, text_sha256, and ``carry``).
+
+    One home for the order of captures, read by the ``versions`` view and by the tag runner's previous_*
+    join: per url_key, by fetched_at then doc_id, each document once (its earliest capture). Each ``carry``
+    column c comes out as c and as previous_c (the previous version's c). Undated documents are outside the
+    chain: change 'undated', no version, no previous.
+    """
+    extra = "".join(f", {c}" for c in carry)
+    lagged = "".join(f", lag({c}) OVER w AS previous_{c}" for c in carry)
+    nulls = "".join(f", {c}, NULL AS previous_{c}" for c in carry)
+    return f"""
+WITH once AS (
+    SELECT DISTINCT ON (doc_id) doc_id, url, fetched_at, text_sha256{extra}, {url_key_sql('url')} AS url_key
+    FROM {relation} ORDER BY doc_id, fetched_at NULLS LAST
+),
+dated AS (
+    SELECT url_key, doc_id, url, fetched_at, row_number() OVER w AS version,
+           lag(doc_id) OVER w AS previous_doc_id, lag(fetched_at) OVER w AS previous_fetched_at,
+           CASE WHEN lag(doc_id) OVER w IS NULL THEN 'first'
+                WHEN text_sha256 IS NOT DISTINCT FROM lag(text_sha256) OVER w THEN 'same_text'
+                ELSE 'changed' END AS change{extra}{lagged}
+    FROM once WHERE fetched_at IS NOT NULL
+    WINDOW w AS (PARTITION BY url_key ORDER BY fetched_at, doc_id)
+)
+SELECT * FROM dated
+UNION ALL BY NAME
+SELECT url_key, doc_id, url, fetched_at, NULL::BIGINT AS version, NULL::VARCHAR AS previous_doc_id,
+       NULL::TIMESTAMPTZ AS previous_fetched_at, 'undated' AS change{nulls}
+FROM once WHERE fetched_at IS NULL
+"""
+
+
 def create_views(con: duckdb.DuckDBPyConnection, store: Store, snapshot: Snapshot | None = None) -> Snapshot:
     snapshot = snapshot or store.snapshot()
     for view, kind in PARQUET_VIEWS.items():
@@ -220,6 +276,8 @@ def create_views(con: duckdb.DuckDBPyConnection, store: Store, snapshot: Snapsho
     con.execute(FIRST_SEEN_SQL)
     con.execute(CLUSTERS_SQL)
     con.execute(CONSENT_SQL)
+    con.execute(f"CREATE OR REPLACE VIEW versions AS SELECT url_key, doc_id, url, source, fetched_at, version, "
+                f"previous_doc_id, previous_fetched_at, change FROM ({versions_sql('documents', ('source',))})")
     score_columns = ",\n           ".join(
         f"max(score) FILTER (WHERE category = '{c}') AS {c}_score" for c in SCORE_CATEGORIES)
     score_select = ", ".join(f"c.{c}_score" for c in SCORE_CATEGORIES)

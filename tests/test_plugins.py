@@ -299,7 +299,8 @@ def test_previous_need_adds_the_earlier_version_of_the_url(tmp_path):
     evidence = json.loads(tags[0]["evidence"])
     assert evidence["before"] == "First version of the page."
     assert evidence["columns"] == ["doc_id", "previous_doc_id", "text", "previous_text", "previous_text_sha256",
-                                   "previous_raw_sha256", "previous_fetched_at", "previous_headers"]
+                                   "previous_raw_sha256", "previous_fetched_at", "previous_headers", "previous_url",
+                                   "previous_raw", "previous_resolved_ip"]
 
 
 # ----- the test kit -----------------------------------------------------------------------------
