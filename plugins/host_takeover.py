@@ -1,0 +1,127 @@
+"""Host takeover: most pages of a registered domain replaced at once, on a new server or as a parking page.
+
+Split-view poisoning at host scale (../shared/docs/threat-model.md, section 2): an expired domain is
+re-registered and serves new content under URLs a dataset already vetted. One page changing is an edit
+(``content_drift`` judges it); a host whose re-captured pages changed *together*, while its server software
+or address changed too, or whose pages became a domain-parking page, changed hands.
+
+Corpus-level and state-keeping: ``observe`` keeps per document its URL, registered domain, fetch time, text
+hash, the ``Server`` header, the resolved IP and whether the text reads as a parking page. ``finish`` orders
+the captures of each URL by fetch time (the same order as the ``versions`` view, ``versions_sql``), takes
+every re-capture (a URL seen before), and groups them per registered domain and capture day. A group is a
+takeover when it has at least ``min_urls`` re-captured URLs, at least ``min_changed_share`` of them changed
+text, and at least ``min_signal_share`` of them changed ``Server`` or IP, or are parking pages. Its changed
+re-captures are tagged ``host_takeover`` (category ``poison``): score 0.9 with a parking page or both server
+and IP changed, else 0.7. Evidence: the domain, the counts, the server and IP before and after, the parked
+flag and the earlier capture's doc_id.
+
+A site that moves to a new host and redesigns every page the same day matches too (score 0.7): that is what
+a takeover looks like from outside, and the evidence shows a reviewer which one it was.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import provenance
+from provenance.detectors import DetectorError
+from provenance.sql import sql_list, versions_sql
+
+# Phrases of domain-parking and for-sale pages (registrars' and parking services' templates).
+PARKING_RE2 = ("(?i)(?:this domain (?:name )?(?:is|may be) for sale|buy this domain|domain (?:is|has been) parked|"
+               "parked free|this domain has (?:recently )?been registered|the domain name [^ ]+ is for sale|"
+               "make an offer on this domain|inquire about this domain|related searches:)")
+
+TAKEOVER_SQL = """
+WITH s AS (SELECT * FROM read_parquet({files})),
+v AS ({versions}),
+recaptured AS (SELECT *, fetched_at::DATE AS day FROM v WHERE previous_doc_id IS NOT NULL),
+hosts AS (
+    SELECT registered_domain, day,
+           count(*) AS n_recaptured,
+           count(*) FILTER (WHERE change = 'changed') AS n_changed,
+           count(*) FILTER (WHERE server IS DISTINCT FROM previous_server) AS n_server_changed,
+           count(*) FILTER (WHERE resolved_ip <> previous_resolved_ip) AS n_ip_changed,
+           count(*) FILTER (WHERE parked) AS n_parked
+    FROM recaptured GROUP BY registered_domain, day
+)
+SELECT r.doc_id, r.previous_doc_id, r.registered_domain, r.server, r.previous_server, r.resolved_ip,
+       r.previous_resolved_ip, r.parked, h.n_recaptured, h.n_changed, h.n_server_changed, h.n_ip_changed,
+       h.n_parked
+FROM recaptured r JOIN hosts h USING (registered_domain, day)
+WHERE r.change = 'changed' AND h.n_recaptured >= {min_urls}
+  AND h.n_changed >= {min_changed_share} * h.n_recaptured
+  AND greatest(h.n_server_changed, h.n_ip_changed, h.n_parked) >= {min_signal_share} * h.n_recaptured
+ORDER BY r.doc_id
+"""
+
+
+class HostTakeover(provenance.CorpusDetector):
+    """Re-captured pages of a domain replaced together, on a new server or IP, or turned into parking pages."""
+
+    name = "host_takeover"
+    version = "1"
+    category = "poison"
+    needs = ("url", "registered_domain", "fetched_at", "text_sha256", "headers", "resolved_ip", "text")
+    options = {"min_urls": 5, "min_changed_share": 0.8, "min_signal_share": 0.5}
+    keeps_state = True
+    state_version = "1"
+    state_options = ()  # the state rows do not depend on the thresholds
+
+    @classmethod
+    def validate_options(cls, options):
+        merged = super().validate_options(options)
+        if merged["min_urls"] < 2:
+            raise DetectorError("detector host_takeover: min_urls must be >= 2")
+        for key in ("min_changed_share", "min_signal_share"):
+            if not 0.0 < merged[key] <= 1.0:
+                raise DetectorError(f"detector host_takeover: {key} must be in (0, 1]")
+        return merged
+
+    def observe(self, batch: pa.RecordBatch):
+        servers = []
+        for headers in batch.column("headers").to_pylist():
+            # the first Server header, as a browser's developer tools show it
+            servers.append(next((h["value"] for h in headers or () if (h["name"] or "").lower() == "server"), None))
+        parked = pc.fill_null(pc.match_substring_regex(pc.fill_null(batch.column("text"), ""), PARKING_RE2), False)
+        return pa.table({"doc_id": batch.column("doc_id"), "url": batch.column("url"),
+                         "registered_domain": batch.column("registered_domain"),
+                         "fetched_at": batch.column("fetched_at"), "text_sha256": batch.column("text_sha256"),
+                         "server": pa.array(servers, pa.string()), "resolved_ip": batch.column("resolved_ip"),
+                         "parked": parked})
+
+    def finish(self, corpus):
+        if not corpus.state_files:
+            return
+        import duckdb
+
+        sql = TAKEOVER_SQL.format(
+            files=sql_list(corpus.state_files),
+            versions=versions_sql("s", ("registered_domain", "server", "resolved_ip", "parked")),
+            **{k: self.options[k] for k in ("min_urls", "min_changed_share", "min_signal_share")})
+        with tempfile.TemporaryDirectory(prefix="host_takeover-") as own_scratch:
+            con = duckdb.connect(config={"temp_directory": corpus.scratch_dir or own_scratch,
+                                         "threads": os.cpu_count() or 1})
+            try:
+                rows = con.sql(sql).to_arrow_table().to_pylist()
+            finally:
+                con.close()
+        if not rows:
+            return
+        scores, evidence = [], []  # a takeover's pages: far fewer rows than the corpus, one part is enough
+        for r in rows:
+            strong = r["parked"] or (r["server"] != r["previous_server"] and r["resolved_ip"] != r["previous_resolved_ip"])
+            scores.append(0.9 if strong else 0.7)
+            evidence.append({k: r[k] for k in ("registered_domain", "previous_doc_id", "previous_server", "server",
+                                               "previous_resolved_ip", "resolved_ip", "parked", "n_recaptured",
+                                               "n_changed", "n_server_changed", "n_ip_changed", "n_parked")})
+        yield self.tags([r["doc_id"] for r in rows], "host_takeover", score=scores, evidence=evidence)
+
+
+@provenance.hookimpl
+def register_detectors(register):
+    register(HostTakeover)
