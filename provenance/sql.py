@@ -81,7 +81,18 @@ def sql_list(paths: list[Path]) -> str:
 
 def _parquet_view(con: duckdb.DuckDBPyConnection, name: str, kind: str, paths: list[Path]) -> None:
     if paths:
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({sql_list(paths)}, union_by_name=true)")
+        source = f"read_parquet({sql_list(paths)}, union_by_name=true)"
+        # Files of an older schema version lack the columns a later version added (all nullable): union_by_name
+        # fills them with nulls where some file has them; when none has, add them here, typed.
+        present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+        empty = schemas.load(kind).arrow.empty_table()
+        missing = [f for f in empty.schema if f.name not in present]
+        if missing:
+            con.register(f"_empty_{name}", empty)
+            types = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM _empty_{name}").fetchall()}
+            added = ", ".join(f"NULL::{types[f.name]} AS {f.name}" for f in missing)
+            source = f"(SELECT *, {added} FROM {source})"
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source}")
     else:
         empty = schemas.load(kind).arrow.empty_table()
         con.register(f"_empty_{name}", empty)
