@@ -215,9 +215,9 @@ class TdmRepMiddleware:
 
     Fetched as Scrapy fetches robots.txt: through the engine's downloader, in the
     host's slot (its delay and concurrency apply), at robots.txt's priority, never
-    for a host the SSRF guard refuses (this middleware runs after it). The download starts
-    with the host's first page request and runs beside robots.txt; a page only waits
-    for it, if at all, once its own response is in. Pages get the fetch-row columns of
+    for a host the SSRF guard refuses, and only where robots.txt allows it (so robots.txt
+    is still the first request to a host). The download starts with the host's first page
+    request; a page waits for it, if at all, only once its own response is in. Pages get the fetch-row columns of
     ``TdmRepFile.columns`` (sitepolicy.py); a file that is missing, malformed or fails
     to download is recorded as such and never stops the crawl.
     """
@@ -248,12 +248,15 @@ class TdmRepMiddleware:
         return response
 
     async def _fetch(self, url: str, netloc: str) -> None:
+        # robots.txt is obeyed for it too (it waits for the host's robots.txt, which is read first).
         request = ScrapyRequest(url, priority=self.DOWNLOAD_PRIORITY, callback=NO_CALLBACK,
-                                meta={"dont_obey_robotstxt": True, "provenance_kind": "tdmrep"})
+                                meta={"provenance_kind": "tdmrep"})
         try:
             response = await self.crawler.engine.download_async(request)
             found = TdmRepFile.from_response(response.status, response.body)
-        except Exception as exc:  # refused, DNS, timeout, too large: recorded with the pages, never fatal
+        except IgnoreRequest as exc:
+            found = TdmRepFile("robots_denied" if "robots.txt" in str(exc) else "error", problems=[str(exc)[:300]])
+        except Exception as exc:  # DNS, timeout, too large: recorded with the pages, never fatal
             found = TdmRepFile.failed(f"{type(exc).__name__}: {exc}")
         self.crawler.stats.inc_value(f"provenance/tdmrep/{found.status}")
         self._files.set(netloc, found)

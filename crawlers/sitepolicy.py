@@ -50,7 +50,7 @@ def _location_regex(location: str) -> re.Pattern:
 class TdmRepFile:
     """One host's tdmrep.json as fetched: its status, hash, valid rules (with their index) and problems."""
 
-    status: str  # rules | none | malformed | error
+    status: str  # rules | none | malformed | robots_denied | error
     http_status: int | None = None
     sha256: str | None = None
     rules: list[tuple[int, dict, re.Pattern]] = field(default_factory=list)
