@@ -18,3 +18,4 @@ class FetchedPage:
     resolved_ip: str | None
     depth: int = 0
     expected_sha256: str | None = None  # URL lists: the hash the body should have
+    policy: dict | None = None  # what the host's robots.txt and tdmrep.json say about the URL (fetch-row columns)

@@ -4,7 +4,10 @@ NetGuardMiddleware          the SSRF guard: refuses requests whose host resolves
                             non-public address (netguard.check_url) before anything is sent
 GuardedResolver             the same rule on the address Twisted actually connects to
 RobotsTxtMiddleware         Scrapy's, fixed so that every request waiting for a host's
-                            robots.txt is checked against it
+                            robots.txt is checked against it, and recording per page which
+                            AI agents ([crawl] ai_agents) that robots.txt disallows
+TdmRepMiddleware            fetches each host's /.well-known/tdmrep.json once per crawl, like
+                            robots.txt, and records per page which of its rules applies
 ProvenanceDownloaderMiddleware
                             sends conditional requests for URLs the store already holds and
                             notes, per response, when it came and its headers as received
@@ -12,7 +15,7 @@ ProvenanceDownloaderMiddleware
 
 from __future__ import annotations
 
-import inspect
+import hashlib
 import logging
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -20,6 +23,8 @@ from typing import TYPE_CHECKING
 from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware as ScrapyRobotsTxtMiddleware
 from scrapy.exceptions import IgnoreRequest
 from scrapy.extensions.throttle import AutoThrottle
+from scrapy.http import Request as ScrapyRequest
+from scrapy.http.request import NO_CALLBACK
 from scrapy.resolver import CachingThreadedResolver
 from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.httpobj import urlparse_cached
@@ -28,6 +33,7 @@ from twisted.internet.error import DNSLookupError
 from twisted.internet.threads import deferToThread
 
 from provenance.crawlers import netguard
+from provenance.crawlers.sitepolicy import TDMREP_PATH, TdmRepFile, robots_columns
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -38,6 +44,49 @@ log = logging.getLogger("provenance.crawl")
 
 # request.meta key holding what ProvenanceDownloaderMiddleware saw (survives redirects: meta is copied).
 META_RECEIVED = "provenance_received"
+# request.meta key holding what the host's robots.txt and tdmrep.json say about the request's URL: fetch-row columns
+# (sitepolicy.py). Replaced, never updated in place: redirect hops share the first request's meta values.
+META_POLICY = "provenance_policy"
+
+
+def _add_policy(request: Request, columns: dict) -> None:
+    request.meta[META_POLICY] = {**(request.meta.get(META_POLICY) or {}), **columns}
+
+
+class _PerHost:
+    """One value per host, computed once; requests arriving while it is computed each wait for it.
+
+    Each waiter gets its own Deferred: awaiting one shared Deferred from asyncio consumes its
+    result (the bug RobotsTxtMiddleware works around below).
+    """
+
+    def __init__(self):
+        self.values: dict[str, object] = {}
+
+    def pending(self, key: str) -> bool:
+        return isinstance(self.values.get(key), Deferred)
+
+    def start(self, key: str) -> None:
+        self.values[key] = Deferred()
+
+    def set(self, key: str, value) -> None:
+        waiting = self.values.get(key)
+        self.values[key] = value
+        if isinstance(waiting, Deferred):
+            waiting.callback(value)
+
+    async def get(self, key: str):
+        value = self.values[key]
+        if not isinstance(value, Deferred):
+            return value
+        mine: Deferred = Deferred()
+
+        def relay(result):
+            mine.callback(result)
+            return result  # leave the result for the next waiter
+
+        value.addCallback(relay)
+        return await maybe_deferred_to_future(mine)
 
 
 class RefusedRequest(IgnoreRequest):
@@ -119,9 +168,11 @@ class GuardedResolver(CachingThreadedResolver):
 
 
 class RobotsTxtMiddleware(ScrapyRobotsTxtMiddleware):
-    """Scrapy's robots.txt middleware with a fix for requests that arrive while robots.txt is loading.
+    """Scrapy's robots.txt middleware, fixed for requests that arrive while robots.txt is loading, and
+    recording, for every page, which AI agents (``PROVENANCE_AI_AGENTS``) the same parsed robots.txt
+    disallows, with that file's status and sha256 (no second request: the body Scrapy parsed is hashed).
 
-    Scrapy (2.13 and later) has those requests await the one shared Deferred of the
+    The fix: Scrapy (2.13 and later) has those requests await the one shared Deferred of the
     host's parser. Under the asyncio reactor that means turning it into an asyncio
     Future, which consumes its result: the first waiter got the parser and every
     other one got None ("no robots.txt") and was fetched unchecked. We run Twisted's
@@ -129,6 +180,11 @@ class RobotsTxtMiddleware(ScrapyRobotsTxtMiddleware):
     that switching reactors cannot silently break robots.txt. Each waiter gets its
     own Deferred, fired with the parser.
     """
+
+    def __init__(self, crawler: Crawler):
+        super().__init__(crawler)
+        self.ai_agents = [a.strip() for a in crawler.settings.getlist("PROVENANCE_AI_AGENTS") if a.strip()]
+        self._files: dict[str, tuple[int, str]] = {}  # netloc -> (status, sha256) of the robots.txt parsed
 
     async def robot_parser(self, request: Request):
         pending = self._parsers.get(urlparse_cached(request).netloc)
@@ -143,9 +199,67 @@ class RobotsTxtMiddleware(ScrapyRobotsTxtMiddleware):
             return await maybe_deferred_to_future(mine)
         return await super().robot_parser(request)
 
+    async def _parse_robots(self, response: Response, netloc: str, *args) -> None:
+        self._files[netloc] = (response.status, hashlib.sha256(response.body).hexdigest())
+        await super()._parse_robots(response, netloc, *args)
 
-# Only the async robot_parser (Scrapy >= 2.13) has the bug; older Scrapy keeps its own middleware.
-ROBOTS_FIX_NEEDED = inspect.iscoroutinefunction(ScrapyRobotsTxtMiddleware.robot_parser)
+    def process_request_2(self, rp, request: Request) -> None:
+        if rp is not None and self.ai_agents and request.meta.get("provenance_kind") == "page":
+            status, sha256 = self._files.get(urlparse_cached(request).netloc, (None, None))
+            _add_policy(request, robots_columns(rp, status, sha256, request.url, self.ai_agents))
+        super().process_request_2(rp, request)
+
+
+class TdmRepMiddleware:
+    """Each host's ``/.well-known/tdmrep.json``, fetched once per crawl, and the rule that applies to each page.
+
+    Fetched as Scrapy fetches robots.txt: through the engine's downloader, in the
+    host's slot (its delay and concurrency apply), at robots.txt's priority, never
+    for a host the SSRF guard refuses, and only where robots.txt allows it (so robots.txt
+    is still the first request to a host). The download starts with the host's first page
+    request; a page waits for it, if at all, only once its own response is in. Pages get the fetch-row columns of
+    ``TdmRepFile.columns`` (sitepolicy.py); a file that is missing, malformed or fails
+    to download is recorded as such and never stops the crawl.
+    """
+
+    DOWNLOAD_PRIORITY = ScrapyRobotsTxtMiddleware.DOWNLOAD_PRIORITY
+
+    def __init__(self, crawler: Crawler):
+        self.crawler = crawler
+        self._files = _PerHost()
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> TdmRepMiddleware:
+        return cls(crawler)
+
+    def process_request(self, request: Request, spider=None) -> None:
+        if request.meta.get("provenance_kind") != "page":
+            return
+        parts = urlparse_cached(request)
+        if parts.scheme in netguard.ALLOWED_SCHEMES and parts.netloc not in self._files.values:
+            self._files.start(parts.netloc)
+            Deferred.fromCoroutine(self._fetch(f"{parts.scheme}://{parts.netloc}{TDMREP_PATH}", parts.netloc))
+
+    async def process_response(self, request: Request, response: Response, spider=None) -> Response:
+        netloc = urlparse_cached(request).netloc
+        if request.meta.get("provenance_kind") == "page" and netloc in self._files.values:
+            found: TdmRepFile = await self._files.get(netloc)
+            _add_policy(request, found.columns(request.url))
+        return response
+
+    async def _fetch(self, url: str, netloc: str) -> None:
+        # robots.txt is obeyed for it too (it waits for the host's robots.txt, which is read first).
+        request = ScrapyRequest(url, priority=self.DOWNLOAD_PRIORITY, callback=NO_CALLBACK,
+                                meta={"provenance_kind": "tdmrep"})
+        try:
+            response = await self.crawler.engine.download_async(request)
+            found = TdmRepFile.from_response(response.status, response.body)
+        except IgnoreRequest as exc:
+            found = TdmRepFile("robots_denied" if "robots.txt" in str(exc) else "error", problems=[str(exc)[:300]])
+        except Exception as exc:  # DNS, timeout, too large: recorded with the pages, never fatal
+            found = TdmRepFile.failed(f"{type(exc).__name__}: {exc}")
+        self.crawler.stats.inc_value(f"provenance/tdmrep/{found.status}")
+        self._files.set(netloc, found)
 
 
 class ProvenanceDownloaderMiddleware:
@@ -215,7 +329,7 @@ class ConditionalAutoThrottle(AutoThrottle):
 
     def _adjust_delay(self, slot, latency, response):
         healthy = response.status in (200, 304) or (
-            response.status < 500 and urlparse_cached(response).path == "/robots.txt")
+            response.status < 500 and urlparse_cached(response).path in ("/robots.txt", TDMREP_PATH))
         if healthy and id(slot) not in self._measured:
             self._measured.add(id(slot))
             slot.delay = min(max(self.mindelay, latency / self.target_concurrency), self.maxdelay)

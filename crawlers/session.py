@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 import provenance
 from provenance import exitcodes
 from provenance.crawlers.items import FetchedPage
+from provenance.crawlers.sitepolicy import POLICY_COLUMNS
 from provenance.documents import DocumentSink, existing_doc_ids
 from provenance.store import Run, Store, file_sha256, safe_name, utcnow
 
@@ -200,7 +201,7 @@ class CrawlSession:
         if self._integrity_mismatch(page, doc_id, row["raw_sha256"], row.get("text_sha256")):
             outcome = "integrity_mismatch"
         self._record(page.url, page.final_url, page.fetched_at, page.status, outcome, doc_id=doc_id,
-                     previous_doc_id=known.doc_id if known else None, nbytes=len(page.body))
+                     previous_doc_id=known.doc_id if known else None, nbytes=len(page.body), policy=page.policy)
         return outcome
 
     def page_not_modified(self, page: FetchedPage) -> str:
@@ -212,22 +213,25 @@ class CrawlSession:
         if self._integrity_mismatch(page, known.doc_id, known.raw_sha256, known.text_sha256):
             outcome = "integrity_mismatch"
         self._record(page.url, page.final_url, page.fetched_at, page.status, outcome, doc_id=known.doc_id,
-                     previous_doc_id=known.doc_id, nbytes=0)
+                     previous_doc_id=known.doc_id, nbytes=0, policy=page.policy)
         return outcome
 
     def page_non_html(self, page: FetchedPage) -> str:
         """crawl.store_non_html = false: the fetch is recorded, the body is not kept."""
-        self._record(page.url, page.final_url, page.fetched_at, page.status, "non_html", nbytes=len(page.body))
+        self._record(page.url, page.final_url, page.fetched_at, page.status, "non_html", nbytes=len(page.body),
+                     policy=page.policy)
         return "non_html"
 
     def page_failure(self, url: str, final_url: str | None, kind: str, message: str, *, status: int | None = None,
-                     outcome: str = "error", fetched_at: datetime | None = None, nbytes: int | None = None) -> str:
+                     outcome: str = "error", fetched_at: datetime | None = None, nbytes: int | None = None,
+                     policy: dict | None = None) -> str:
         """A page that was not fetched: robots_denied, refused, not_found or error (``kind`` names the error)."""
         outcome = _not_found_or(outcome, status)
         error = None if outcome == "robots_denied" else f"{kind}: {message}"
         if outcome == "error":
             self.errors_by_kind[kind] += 1
-        self._record(url, final_url, fetched_at or utcnow(), status, outcome, error=error, nbytes=nbytes)
+        self._record(url, final_url, fetched_at or utcnow(), status, outcome, error=error, nbytes=nbytes,
+                     policy=policy)
         return outcome
 
     def sitemap_fetched(self, url: str, final_url: str, status: int, nbytes: int) -> None:
@@ -274,11 +278,13 @@ class CrawlSession:
 
     # ----- recording and committing --------------------------------------------------------
     def _record(self, url, final_url, fetched_at, status, outcome, *, doc_id=None, previous_doc_id=None,
-                error=None, nbytes=None, page: bool = True) -> None:
+                error=None, nbytes=None, page: bool = True, policy: dict | None = None) -> None:
         self._fetch_rows.append({
             "run_id": self.run.run_id, "crawl_id": self.crawl_id, "url": url, "final_url": final_url,
             "fetched_at": fetched_at, "http_status": status, "outcome": outcome, "doc_id": doc_id,
             "previous_doc_id": previous_doc_id, "bytes": nbytes, "error": error,
+            # robots.txt per AI agent and tdmrep.json, as the middlewares evaluated them (sitepolicy.py)
+            **dict.fromkeys(POLICY_COLUMNS), **(policy or {}),
         })
         self._done_urls.append(url)
         self.bytes += nbytes or 0

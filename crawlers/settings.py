@@ -42,16 +42,6 @@ def _resolver_setting() -> str:
     return "TWISTED_DNS_RESOLVER" if hasattr(default_settings, "TWISTED_DNS_RESOLVER") else "DNS_RESOLVER"
 
 
-def _robots_middlewares() -> dict:
-    from provenance.crawlers.middlewares import ROBOTS_FIX_NEEDED
-
-    if not ROBOTS_FIX_NEEDED:
-        return {}
-    # Scrapy's RobotsTxtMiddleware lets requests through unchecked while robots.txt loads (see middlewares.py).
-    return {"scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
-            "provenance.crawlers.middlewares.RobotsTxtMiddleware": 100}
-
-
 def effective(crawl: dict | None) -> dict:
     """The [crawl] defaults overlaid with ``crawl``, validated as provenance.toml is (ConfigError if not)."""
     return config.section("crawl", crawl)
@@ -68,7 +58,6 @@ def settings_hash(crawl: dict) -> str:
 def scrapy_settings(crawl: dict, jobdir: str | None = None) -> dict:
     """Scrapy settings for one crawl. ``crawl`` must already be ``effective()``."""
     per_host = int(crawl["concurrency_per_host"])
-    robots_middlewares = _robots_middlewares()
     log_level = os.environ.get("PROVENANCE_CRAWL_LOGLEVEL", "WARNING").upper()
     return {
         "BOT_NAME": "provenance-guard",
@@ -109,7 +98,12 @@ def scrapy_settings(crawl: dict, jobdir: str | None = None) -> dict:
             "provenance.crawlers.middlewares.NetGuardMiddleware": 60,
             # Nearest the downloader: sees the headers exactly as received, before decompression.
             "provenance.crawlers.middlewares.ProvenanceDownloaderMiddleware": 950,
-            **robots_middlewares,
+            # Scrapy's lets requests through unchecked while robots.txt loads (see middlewares.py); ours also
+            # records, per page, which AI agents robots.txt disallows.
+            "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
+            "provenance.crawlers.middlewares.RobotsTxtMiddleware": 100,
+            # Before robots.txt, so the host's tdmrep.json is fetched beside it, not after it.
+            "provenance.crawlers.middlewares.TdmRepMiddleware": 90,
         },
         "ITEM_PIPELINES": {"provenance.crawlers.pipelines.DocumentWriterPipeline": 300},
         # Re-crawls are mostly 304s, which Scrapy's AutoThrottle never lets lower the delay.
@@ -120,4 +114,5 @@ def scrapy_settings(crawl: dict, jobdir: str | None = None) -> dict:
         "PROVENANCE_STORE_NON_HTML": bool(crawl["store_non_html"]),
         "PROVENANCE_EXTRACT_WORKERS": extract_workers(crawl),
         "PROVENANCE_EXTRACTOR": crawl["extractor"],
+        "PROVENANCE_AI_AGENTS": list(crawl["ai_agents"]),
     }

@@ -23,7 +23,7 @@ from scrapy.utils.gz import gunzip, gzip_magic_number
 
 from provenance.crawlers.items import FetchedPage
 from provenance.crawlers.journal import url_key
-from provenance.crawlers.middlewares import META_RECEIVED, RefusedLookup, RefusedRequest
+from provenance.crawlers.middlewares import META_POLICY, META_RECEIVED, RefusedLookup, RefusedRequest
 from provenance.crawlers.session import error_kind, exception_chain, failure_text
 from provenance.documents import domains_of
 
@@ -110,6 +110,7 @@ class ProvenanceSpider(scrapy.Spider):
             resolved_ip=received.get("ip") or (str(response.ip_address) if response.ip_address else None),
             depth=response.meta.get("depth", 0),
             expected_sha256=response.meta.get("expected_sha256"),
+            policy=response.meta.get(META_POLICY),
         )
         yield from links
 
@@ -147,7 +148,8 @@ class ProvenanceSpider(scrapy.Spider):
         received = meta.get(META_RECEIVED) or {}
         self.session.page_failure(url, final_url, kind, failure_text(exc), status=status, outcome=outcome,
                                   fetched_at=received.get("fetched_at") if response is not None else None,
-                                  nbytes=len(response.body) if response is not None else None)
+                                  nbytes=len(response.body) if response is not None else None,
+                                  policy=meta.get(META_POLICY))
 
 
 class SiteSpider(ProvenanceSpider):

@@ -34,10 +34,8 @@ from collections import defaultdict
 from urllib.parse import urlsplit
 
 import provenance
+from provenance.config import AI_AGENTS  # the one list of AI crawlers (re-exported here)
 
-# Well-known AI-training and AI-answer crawlers: the one list (eval/consent_robots.py reads it too).
-AI_AGENTS = ("GPTBot", "ChatGPT-User", "OAI-SearchBot", "CCBot", "Google-Extended", "ClaudeBot", "Claude-Web",
-             "anthropic-ai", "Applebot-Extended", "PerplexityBot", "Bytespider", "meta-externalagent", "cohere-ai")
 # Search crawlers whose names pages use for crawler-specific robots meta tags.
 SEARCH_AGENTS = ("googlebot", "googlebot-news", "googlebot-image", "bingbot", "slurp", "yandex", "baiduspider",
                  "duckduckbot", "applebot")

@@ -56,6 +56,13 @@ CONFIG_FILE = "provenance.toml"
 DEFAULT_USER_AGENT_TEXT = "provenance-guard/<version> (+https://github.com/provenance-guard/provenance-guard)"
 
 
+# Well-known AI-training and AI-answer crawlers: the one list. The crawl records, per fetch, which of them robots.txt
+# disallows ([crawl] ai_agents); the consent detector reads their crawler-specific <meta> robots tags; and
+# eval/consent_robots.py measures them on real robots.txt files.
+AI_AGENTS = ("GPTBot", "ChatGPT-User", "OAI-SearchBot", "CCBot", "Google-Extended", "ClaudeBot", "Claude-Web",
+             "anthropic-ai", "Applebot-Extended", "PerplexityBot", "Bytespider", "meta-externalagent", "cohere-ai")
+
+
 class ConfigError(ValueError):
     """A settings file or value that cannot be used; names the file and key (the CLI exits 2)."""
 
@@ -113,6 +120,10 @@ class CrawlSettings(_Section):
                                         "`trafilatura`.")
     flush_rows: int = Field(500, ge=1, description="Fetches per commit: bounds what a kill can lose.")
     extractor: ExtractorName = Field("trafilatura", description=EXTRACTOR_HELP)
+    ai_agents: list[str] = Field(
+        list(AI_AGENTS), description="AI crawlers (user-agent names) for which every fetch records whether the host's "
+                                     "robots.txt would allow them this URL (`fetches.ai_agents_disallowed`, the "
+                                     "`consent` view); [] records nothing. See docs/DATA.md.")
 
 
 class IngestSettings(_Section):

@@ -45,10 +45,12 @@ TOOL_NAME = "provenance-guard"
 DEFAULT_WHERE = "NOT flagged"
 SELECTED_FROM = "documents JOIN doc_flags USING (doc_id)"
 EXPORT_FILES = ("documents.parquet", "manifest.json", "README.md")  # everything an export directory holds
-# respect_opt_out leaves out documents the consent detector tagged with one of these (TDMRep reservation, noai).
+# respect_opt_out leaves out documents the consent detector tagged with one of these (TDMRep reservation, noai),
+# and those the host's tdmrep.json reserved when the crawl fetched them (the consent view's tdm_reserved).
 OPT_OUT_SIGNALS = tuple(f"consent:{t}" for t in RESERVATION_TAGS)
 OPT_OUT_TAGS_SQL = (f"SELECT doc_id, 'consent:' || tag AS signal FROM tags WHERE detector = 'consent' "
-                    f"AND category = 'consent' AND tag IN ({', '.join(sql_string(t) for t in RESERVATION_TAGS)})")
+                    f"AND category = 'consent' AND tag IN ({', '.join(sql_string(t) for t in RESERVATION_TAGS)}) "
+                    f"UNION SELECT doc_id, 'consent:tdm_reserved' FROM consent WHERE tdm_reserved = 'true'")
 
 
 class ExportError(Exception):

@@ -19,10 +19,12 @@ Views (stable names; add, never rename):
               (earliest fetched_at in the cluster), is_representative (the
               kept document: the cluster's earliest, which carries no tag)
   consent     one row per document: what its consent tags (the built-in
-              consent detector) say: tdm_reserved ('true', 'false' or
-              'unknown'), ai_agents_disallowed (empty until the crawl records
-              robots.txt per AI agent), directives (noai, noindex, ...),
-              license, evidence (JSON: tag -> that tag's evidence)
+              consent detector) and its latest crawl fetch (the host's
+              robots.txt and tdmrep.json) say: tdm_reserved ('true', 'false'
+              or 'unknown'; a reservation from any source wins),
+              ai_agents_disallowed (null: never checked), directives (noai,
+              noindex, ...), license, evidence (JSON: tag -> that tag's
+              evidence, plus robots_txt and tdmrep_json), tdm_conflict
   versions    one row per document: its place among the captures of its URL,
               ordered by fetch time whatever the source or the order of
               import: url_key (the URL, scheme, default port, user info and
@@ -90,7 +92,18 @@ def sql_list(paths: list[Path]) -> str:
 
 def _parquet_view(con: duckdb.DuckDBPyConnection, name: str, kind: str, paths: list[Path]) -> None:
     if paths:
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({sql_list(paths)}, union_by_name=true)")
+        source = f"read_parquet({sql_list(paths)}, union_by_name=true)"
+        # Files of an older schema version lack the columns a later version added (all nullable): union_by_name
+        # fills them with nulls where some file has them; when none has, add them here, typed.
+        present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+        empty = schemas.load(kind).arrow.empty_table()
+        missing = [f for f in empty.schema if f.name not in present]
+        if missing:
+            con.register(f"_empty_{name}", empty)
+            types = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM _empty_{name}").fetchall()}
+            added = ", ".join(f"NULL::{types[f.name]} AS {f.name}" for f in missing)
+            source = f"(SELECT *, {added} FROM {source})"
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source}")
     else:
         empty = schemas.load(kind).arrow.empty_table()
         con.register(f"_empty_{name}", empty)
@@ -191,7 +204,9 @@ WHERE m.doc_id IN (SELECT doc_id FROM documents)
 
 
 # The consent detector's tags (plugins/consent.py): tdm_reserved / tdm_not_reserved / tdm_policy, license:<id>,
-# malformed_signal, and one tag per robots directive (every other tag name).
+# malformed_signal, and one tag per robots directive (every other tag name); and, per document, its latest crawl
+# fetch that recorded the host's policy files (robots.txt per AI agent, tdmrep.json: crawlers/sitepolicy.py).
+# TDMRep from any source: a reservation (1) anywhere wins; values that disagree set tdm_conflict.
 CONSENT_SQL = """
 CREATE OR REPLACE VIEW consent AS
 WITH c AS (
@@ -200,7 +215,9 @@ WITH c AS (
 per_doc AS (
     SELECT doc_id,
            CASE WHEN bool_or(tag = 'tdm_reserved') THEN 'true'
-                WHEN bool_or(tag = 'tdm_not_reserved') THEN 'false' ELSE 'unknown' END AS tdm_reserved,
+                WHEN bool_or(tag = 'tdm_not_reserved') THEN 'false' END AS tdm_tag,
+           coalesce(bool_or(tag IN ('tdm_reserved', 'tdm_not_reserved')
+                            AND json_extract(evidence, '$.conflict')::BOOLEAN), false) AS tdm_tag_conflict,
            list(DISTINCT tag ORDER BY tag) FILTER (WHERE NOT starts_with(tag, 'tdm_')
                AND NOT starts_with(tag, 'license:') AND tag <> 'malformed_signal') AS directives,
            -- an explicit rel=license (null score) before a bare Creative Commons link (0.5)
@@ -208,15 +225,44 @@ per_doc AS (
                AS license,
            json_group_object(tag, json(evidence)) AS evidence
     FROM c GROUP BY doc_id
+),
+site AS (
+    SELECT doc_id, arg_max(f, f.fetched_at) AS f
+    FROM (SELECT doc_id, {'fetched_at': fetched_at, 'url': url, 'robots_status': robots_status,
+                          'robots_sha256': robots_sha256, 'ai_agents_disallowed': ai_agents_disallowed,
+                          'tdmrep_status': tdmrep_status, 'tdmrep_sha256': tdmrep_sha256,
+                          'tdm_reservation': tdm_reservation, 'tdm_policy': tdm_policy,
+                          'tdmrep_evidence': tdmrep_evidence} AS f
+          FROM fetches WHERE doc_id IS NOT NULL AND (robots_sha256 IS NOT NULL OR tdmrep_status IS NOT NULL))
+    GROUP BY doc_id
+),
+site_evidence AS (
+    SELECT doc_id, f.tdm_reservation AS tdm_file, f.ai_agents_disallowed,
+           json_object(
+               'robots_txt', CASE WHEN f.robots_sha256 IS NOT NULL THEN json_object(
+                   'status', f.robots_status, 'sha256', f.robots_sha256, 'disallowed', f.ai_agents_disallowed,
+                   'url', f.url, 'fetched_at', f.fetched_at) END,
+               'tdmrep_json', CASE WHEN f.tdmrep_status IS NOT NULL THEN json_merge_patch(json_object(
+                   'status', f.tdmrep_status, 'sha256', f.tdmrep_sha256, 'tdm-reservation', f.tdm_reservation,
+                   'tdm-policy', f.tdm_policy, 'url', f.url, 'fetched_at', f.fetched_at),
+                   coalesce(f.tdmrep_evidence, '{}')) END) AS evidence
+    FROM site
 )
 SELECT d.doc_id, d.url,
-       coalesce(p.tdm_reserved, 'unknown') AS tdm_reserved,
-       []::VARCHAR[] AS ai_agents_disallowed,
+       CASE WHEN p.tdm_tag = 'true' OR s.tdm_file = 1 THEN 'true'
+            WHEN p.tdm_tag = 'false' OR s.tdm_file = 0 THEN 'false' ELSE 'unknown' END AS tdm_reserved,
+       s.ai_agents_disallowed,
        coalesce(p.directives, []::VARCHAR[]) AS directives,
        p.license,
-       p.evidence
+       CASE WHEN s.evidence IS NULL THEN p.evidence
+            -- null members (a file not consulted) drop out of the merge
+            ELSE json_merge_patch(coalesce(p.evidence, '{}'), s.evidence) END AS evidence,
+       coalesce(p.tdm_tag_conflict, false)
+           OR (p.tdm_tag IS NOT NULL AND s.tdm_file IS NOT NULL AND (p.tdm_tag = 'true') <> (s.tdm_file = 1))
+           AS tdm_conflict
 FROM (SELECT doc_id, url FROM documents) d
 LEFT JOIN per_doc p USING (doc_id)
+LEFT JOIN site_evidence s USING (doc_id)
 """
 
 

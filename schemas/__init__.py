@@ -21,7 +21,8 @@ import pyarrow.compute as pc
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 KINDS = ("documents", "tags", "errors", "fetches", "references")
-CURRENT_VERSION = {kind: 1 for kind in KINDS}
+# A new version adds nullable columns only: readers see older files with those columns null (sql.py).
+CURRENT_VERSION = {**{kind: 1 for kind in KINDS}, "fetches": 2}
 MANIFEST_SCHEMA_PATH = SCHEMA_DIR / "manifest.v1.json"
 
 HEADERS_TYPE = pa.list_(pa.struct([("name", pa.string()), ("value", pa.string())]))

@@ -203,6 +203,7 @@ store_non_html = false
 extract_workers = 0
 flush_rows = 7
 extractor = "resiliparse"
+ai_agents = ["TestBot"]
 
 [ingest]
 flush_rows = 3

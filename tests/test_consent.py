@@ -179,7 +179,8 @@ def test_consent_view_one_row_per_document(consent_store):
     assert set(rows) == set(CORPUS)
     assert {k: r[2] for k, r in rows.items()} == {"reserved": "true", "noai": "unknown", "both": "true",
                                                   "open": "false", "noimageai": "unknown", "silent": "unknown"}
-    assert rows["noai"][4] == ["noai", "noindex"] and rows["silent"][4] == [] and rows["silent"][3] == []
+    # imported documents: no crawl fetch, so robots.txt per AI agent was never checked (null, not [])
+    assert rows["noai"][4] == ["noai", "noindex"] and rows["silent"][4] == [] and rows["silent"][3] is None
     assert rows["open"][5] == "cc-by-4.0" and rows["reserved"][5] is None
     evidence = json.loads(rows["both"][6])
     assert set(evidence) == {"tdm_reserved", "noai"} and evidence["noai"]["signals"][0]["source"] == "meta"
