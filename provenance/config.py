@@ -158,6 +158,13 @@ class TagSettings(_Section):
                                                           "0: unlimited.")
     enable: list[str] | None = Field(None, description="Detector or plugin names to run. Not set: all.")
     disable: list[str] = Field([], description="Detector or plugin names not to run (added to `--disable`).")
+    engine: Literal["local", "ray"] = Field("local", description="`local`: this machine's worker processes; "
+                                            "`ray`: per-document and state-keeping detectors run on a Ray cluster "
+                                            "through Ray Data, and this machine commits (needs "
+                                            "`pip install 'provenance-guard[ray]'`; see docs/SCALE.md).")
+    ray_address: str | None = Field(None, min_length=1, description="With `engine = \"ray\"`: the cluster to "
+                                    "join, `auto` (a cluster started with `ray start` on this machine) or "
+                                    "`ray://HOST:10001`. Not set: start a local Ray instance for the run.")
 
 
 class ExportSettings(_Section):
@@ -197,6 +204,8 @@ FLAGS: dict[tuple[str, str], str] = {
     ("tag", "workers"): "--workers",
     ("tag", "enable"): "--plugins",
     ("tag", "disable"): "--disable",
+    ("tag", "engine"): "--engine",
+    ("tag", "ray_address"): "--address",
     ("export", "respect_opt_out"): "--respect-opt-out",
 }
 

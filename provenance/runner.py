@@ -155,6 +155,17 @@ def _check_doc_ids(doc_ids, allowed, detector: str, what: str) -> None:
         raise InvalidOutput(f"detector {detector}: tagged doc_id {bad!r}, which is not in {what}")
 
 
+def ranged_output(drun: DetectorRun, op: str, value, part: pa.RecordBatch, run_id: str) -> pa.Table | None:
+    """What a ranged call returned, checked against the batch it was given: op "tag": rows of the tags schema
+    (``finalize_tags``); op "observe": state rows (or None) naming only documents of the batch. Raises
+    InvalidOutput (a DetectorError)."""
+    if op == "tag":
+        return finalize_tags(value, drun, run_id, allowed_doc_ids=part.column("doc_id"))
+    if value is not None:
+        _check_doc_ids(value.column("doc_id"), part.column("doc_id"), drun.name, "the batch it observed")
+    return value
+
+
 class TagBatchFn:
     """Run one per-document detector over one batch: a pure callable, picklable for Ray Data.
 
@@ -322,6 +333,7 @@ class TagSummary:
     run_id: str
     detectors: dict[str, DetectorStats]
     descriptions: dict[str, dict]
+    engine: dict = field(default_factory=dict)  # what a non-local engine reports (ray: where the work ran)
 
     @property
     def errors(self) -> int:
@@ -332,8 +344,11 @@ class TagSummary:
         return sum(s.tags for s in self.detectors.values())
 
     def to_json(self) -> dict:
-        return {"run_id": self.run_id, "errors": self.errors, "tags": self.tags,
-                "detectors": {n: {**self.descriptions[n], **s.to_json()} for n, s in self.detectors.items()}}
+        out = {"run_id": self.run_id, "errors": self.errors, "tags": self.tags,
+               "detectors": {n: {**self.descriptions[n], **s.to_json()} for n, s in self.detectors.items()}}
+        if self.engine:
+            out["engine"] = self.engine
+        return out
 
 
 class PreviousLookup:
@@ -476,6 +491,8 @@ class TagSettings:
     worker_memory_mb: int = 4096  # what a detector's worker may allocate (0: unlimited)
     finish_budget_s: float = 3600.0  # a corpus detector's finish(), all its parts together
     workers: int = 1  # worker processes per per-document or state-keeping detector, each given part of a batch
+    engine: str = "local"  # local (this machine's worker processes) | ray (Ray Data, provenance.ray_engine)
+    ray_address: str | None = None  # engine ray: the cluster to join (None: start a local one)
 
     @classmethod
     def from_settings(cls, tag: dict | None) -> TagSettings:
@@ -487,7 +504,7 @@ class TagSettings:
         return {"batch_size": self.batch_size, "time_budget_s": self.time_budget_s, "isolation": self.isolation,
                 "commit_rows": self.commit_rows, "commit_seconds": self.commit_seconds,
                 "worker_memory_mb": self.worker_memory_mb, "finish_budget_s": self.finish_budget_s,
-                "workers": self.workers}
+                "workers": self.workers, "engine": self.engine, "ray_address": self.ray_address}
 
 
 def run_tag(store: Store, pm: ProvenancePluginManager, settings: dict, enable: list[str] | None = None,
@@ -503,8 +520,14 @@ def run_tag(store: Store, pm: ProvenancePluginManager, settings: dict, enable: l
     tag = TagSettings.from_settings(settings.get("tag"))
     druns = select_detectors(pm, settings, enable, disable)
     config = {"detectors": [d.describe() for d in druns], **tag.to_json()}
+    tag_pass = _TagPass
+    if tag.engine == "ray":
+        from provenance import ray_engine
+
+        ray_engine.require_ray()  # before the store is locked; the cluster is joined only when there is work
+        tag_pass = ray_engine.RayTagPass
     with store.run("tag", config=config, run_id=run_id) as run:
-        summary = _TagPass(store, run, druns, tag, progress, on_total).execute()
+        summary = tag_pass(store, run, druns, tag, progress, on_total).execute()
         run.stats = summary.to_json()
         run.finish("partial" if summary.errors else "succeeded")
     return summary
@@ -583,9 +606,10 @@ class _TagPass:
         todo_rows = {name: sum(e - s for ranges in todo.values() for s, e in ranges)
                      for name, (_, todo) in self.ranged.items()}
         todo_rows.update({d.name: sum(e.rows for e in self.doc_entries.values()) for d in self.corpus})
-        start_errors = []
         for drun in [v[0] for v in self.ranged.values()] + self.corpus:
             stats[drun.name].status = "ok"
+        start_errors = []
+        for drun in self._local_detectors():
             start_errors += self._start_workers(drun, self.tag.workers if drun.name in self.ranged else 1)
         if start_errors:
             run.commit(add=[run.write("errors", pa.Table.from_pylist(start_errors), "")])
@@ -594,8 +618,7 @@ class _TagPass:
                      if self.corpus or any(p in todo for _, todo in self.ranged.values())]
             if self.on_total:
                 self.on_total(sum(self.doc_entries[p].rows for p in files))
-            for path in files:
-                self._tag_file(self.doc_entries[path])
+            self._tag_files(files)
             for drun in self.corpus + self.stateful:
                 self._finish_corpus(drun)
             finished = [drun for name, (drun, _todo) in self.ranged.items() if self._per_document(name)
@@ -617,6 +640,15 @@ class _TagPass:
                 else:
                     s.pending = 0 if s.status == "ok" else todo_rows[name]
         return self.summary
+
+    def _local_detectors(self) -> list[DetectorRun]:
+        """The detectors whose observe/tag calls run in this machine's workers (another engine takes the ranged)."""
+        return [v[0] for v in self.ranged.values()] + self.corpus
+
+    def _tag_files(self, files: list[str]) -> None:
+        """Every document file through the detectors with a live worker here, one read of each file."""
+        for path in files:
+            self._tag_file(self.doc_entries[path])
 
     def _start_workers(self, drun: DetectorRun, count: int = 1, index: int | None = None) -> list[dict]:
         """Start ``count`` workers for the detector, or restart the one at ``index``; on failure the detector
@@ -758,22 +790,24 @@ class _TagPass:
         """Check a ranged call's output (tags, or state rows) and keep it with the rows it covers; a Reply
         of kind invalid_output when it cannot be stored."""
         try:
+            out = ranged_output(drun, op, reply.value, part, self.run.run_id)
             if op == "tag":
-                out = finalize_tags(reply.value, drun, self.run.run_id, allowed_doc_ids=part.column("doc_id"))
                 self.stats[drun.name].tags += out.num_rows
             else:
-                out = reply.value
-                if out is not None:
-                    _check_doc_ids(out.column("doc_id"), part.column("doc_id"), drun.name,
-                                   "the batch it observed")
-                    expected = self._state_schema.setdefault(drun.name, out.schema)
-                    if not out.schema.equals(expected):
-                        raise InvalidOutput(f"detector {drun.name}: state rows changed schema within the run "
-                                            f"(first {expected}, now {out.schema})")
+                self._check_state_schema(drun, out)
         except DetectorError as exc:
             return Reply(False, kind="invalid_output", message=str(exc), seconds=reply.seconds)
         pending.done[drun.name].append((lo, hi, out))
         return reply
+
+    def _check_state_schema(self, drun: DetectorRun, out: pa.Table | None) -> None:
+        """State rows keep one schema within a run (they become one stored table); raises InvalidOutput."""
+        if out is None:
+            return
+        expected = self._state_schema.setdefault(drun.name, out.schema)
+        if not out.schema.equals(expected):
+            raise InvalidOutput(f"detector {drun.name}: state rows changed schema within the run "
+                                f"(first {expected}, now {out.schema})")
 
     def _commit(self, entry: FileEntry, work: _Uncommitted) -> None:
         """Tags or state rows, errors and coverage of part of one document file, in one atomic commit."""

@@ -220,6 +220,8 @@ finish_budget_s = 120
 workers = 3
 enable = ["exact_duplicate"]
 disable = ["another_plugin"]
+engine = "ray"
+ray_address = "auto"
 
 [export]
 respect_opt_out = true
