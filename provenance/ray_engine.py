@@ -34,7 +34,7 @@ from provenance import schemas
 from provenance.detectors import DetectorError
 from provenance.isolation import Reply, WorkerStartError, make_worker
 from provenance.runner import (DetectorRun, PreviousLookup, TagRunError, TagSettings, _error_row, _fault,
-                               _previous_cols, _TagPass, _trace, _Uncommitted, ranged_output)
+                               _TagPass, _trace, _Uncommitted, ranged_output)
 
 RAY_MISSING = "ray is not installed: pip install 'provenance-guard[ray]'"
 
@@ -115,12 +115,14 @@ class _UnitTagger:
     and stay pending for the next run), a memory fault gets a fresh worker.
     """
 
-    def __init__(self, detectors: list[dict], run_id: str, tag: TagSettings, previous: PreviousLookup | None):
+    def __init__(self, detectors: list[dict], run_id: str, tag: TagSettings, previous_paths: list[str] | None):
         import ray
 
         from provenance.pluginmanager import get_plugin_manager, load_plugin_modules
 
-        self.run_id, self.tag, self.previous = run_id, tag, previous
+        self.run_id, self.tag = run_id, tag
+        # Each actor orders the captures itself (a DuckDB connection does not travel); only those that need it.
+        self.previous = PreviousLookup(previous_paths) if previous_paths is not None else None
         self.pid = os.getpid()
         self.node_id = ray.get_runtime_context().get_node_id()
         self.druns: dict[str, DetectorRun] = {}
@@ -182,7 +184,7 @@ class _UnitTagger:
                 return {**row, "kind": kind, "where": "start", "message": str(exc), "traceback": exc.reply.traceback}
         op = "observe" if drun.keeps_state else "tag"
         part = batch.slice(a - unit["start"], b - a)
-        part = part.select(drun.columns + _previous_cols(drun, part))
+        part = PreviousLookup.columns_for(drun, part)
         reply = worker.call(op, part, self.tag.time_budget_s)
         out = None
         if reply.ok:
@@ -243,7 +245,8 @@ class RayTagPass(_TagPass):
             _UnitTagger, batch_size=1, batch_format="pyarrow", num_cpus=1,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
             fn_constructor_kwargs={"detectors": detectors, "run_id": self.run.run_id, "tag": self.tag,
-                                   "previous": self._previous_lookup() if needs_previous else None})
+                                   "previous_paths": ([str(p) for p in self.snapshot.paths("documents")]
+                                                     if needs_previous else None)})
         # What is still out: result rows per unit, units per file; a file is committed when its last unit is in.
         expected = {u["unit"]: sum(len(r) for r in json.loads(u["work"]).values()) for u in units}
         unit_rows = {u["unit"]: u["end"] - u["start"] for u in units}
