@@ -1,0 +1,186 @@
+"""The whole pipeline at growing corpus sizes: documents/s, peak memory and the cost of each stage.
+
+A deterministic web-like corpus (no ../shared needed): documents of about 2 KB (300 words from a Zipf(1.1)
+vocabulary of 50,000 generated words) on 2,000 domains, fetched over two years, with known fractions of
+exact copies (``--exact-share``), near copies with a few words changed (``--near-share``) and chat-model
+answers carrying an artefact (``--llm-share``). Written as JSONL shards (untimed, like a crawl's output), then,
+each stage a fresh process of the real CLI timed by /usr/bin/time (wall seconds, and peak RSS of its largest
+process, detector workers included):
+
+1. ``provenance ingest`` of the shards;
+2. ``provenance tag --plugins D`` for each detector D on its own (the cost of each), per engine: ``local``,
+   ``workers2`` (``--workers 2``), ``ray`` (``--engine ray``, a local Ray instance); each engine on its own
+   copy of the ingested store;
+3. opening the store (a snapshot of the commit log), in-process, best of three;
+4. ``provenance export`` of what nothing flagged.
+
+Prints a table per size and writes the figures as JSON (``--out``, default bench/results/scale.json) and a
+plot of documents/s against size (``--plot``, PNG). Throughput that stays flat as the size grows means no
+stage is superlinear.
+
+    .venv/bin/python bench/scale.py [--sizes 10000,100000] [--engines local,workers2,ray] [--detectors all|dup|NAMES]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU_BUILTINS = ["exact_duplicate", "near_duplicate", "invisible_unicode", "hidden_content", "prompt_injection",
+                "backdoor_tail", "backdoor_trigger", "content_drift", "host_takeover", "llm_ngram", "llm_markers",
+                "provenance_tier", "consent", "language", "gopher_quality", "gopher_repetition", "c4_quality",
+                "fineweb_quality"]
+DUP = ["exact_duplicate", "near_duplicate"]
+CHAT = ["As an AI language model, I can explain this.", "Sure! Here is the rewritten article:",
+        "I hope this helps! Let me know if you have any other questions."]
+
+
+def vocabulary(rng: np.random.Generator, size: int = 50_000) -> list[str]:
+    letters = np.array(list("etaoinshrdlucmfwypvbgkjqxz"))
+    weights = np.linspace(2.0, 0.2, len(letters))
+    weights /= weights.sum()
+    words = {"".join(rng.choice(letters, rng.integers(2, 10), p=weights)) for _ in range(size * 2)}
+    return sorted(words)[:size]
+
+
+def generate(n: int, out: Path, seed: int, exact_share: float, near_share: float, llm_share: float,
+             shard_docs: int = 100_000) -> list[Path]:
+    """JSONL.gz shards of ``n`` documents; the same arguments give the same bytes."""
+    rng = np.random.default_rng(seed)
+    vocab = np.array(vocabulary(rng))
+    ranks = np.arange(1, len(vocab) + 1)
+    p = 1.0 / ranks ** 1.1
+    p /= p.sum()
+    start = datetime(2022, 1, 1, tzinfo=timezone.utc)
+    shards, recent = [], []
+    for s in range(0, n, shard_docs):
+        path = out / f"corpus-{s // shard_docs:05d}.jsonl.gz"
+        with gzip.open(path, "wt", encoding="utf-8", compresslevel=1) as f:
+            for i in range(s, min(n, s + shard_docs)):
+                roll = rng.random()
+                if recent and roll < exact_share:
+                    text = recent[rng.integers(len(recent))]
+                elif recent and roll < exact_share + near_share:
+                    words = recent[rng.integers(len(recent))].split()
+                    for j in rng.integers(0, len(words), 3):
+                        words[j] = vocab[rng.integers(len(vocab))]
+                    text = " ".join(words)
+                else:
+                    words = vocab[rng.choice(len(vocab), 300, p=p)]
+                    text = " ".join(" ".join(words[k:k + 15]).capitalize() + "." for k in range(0, 300, 15))
+                    if roll > 1 - llm_share:
+                        text = f"{CHAT[i % len(CHAT)]} {text}"
+                recent.append(text)
+                if len(recent) > 1000:
+                    recent.pop(0)
+                when = start + timedelta(seconds=int(rng.integers(0, 2 * 365 * 86400)))
+                f.write(json.dumps({"url": f"https://site{i % 2000}.example/{i}", "text": text,
+                                    "fetched_at": when.isoformat()}) + "\n")
+        shards.append(path)
+    return shards
+
+
+def timed(args: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MB, stdout) of one CLI process."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
+        proc = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", tf.name, sys.executable, "-c",
+                               "from provenance.cli import main; main()", *args],
+                              capture_output=True, text=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+        if proc.returncode not in (0, 3):
+            raise SystemExit(f"bench: provenance {' '.join(args[:3])} ... exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+        wall, rss_kb = tf.read().split()[-2:]
+    return float(wall), int(rss_kb) / 1024, proc.stdout
+
+
+def open_seconds(store: Path) -> float:
+    code = ("import time; from provenance.store import Store; s = Store.open(%r); best = 1e9\n"
+            "for _ in range(3):\n t = time.perf_counter(); s.snapshot(); best = min(best, time.perf_counter() - t)\n"
+            "print(best)") % str(store)
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+def run_size(n: int, engines: list[str], detectors: list[str], work: Path, args) -> dict:
+    result: dict = {"docs": n, "stages": {}}
+    shards = generate(n, work, args.seed, args.exact_share, args.near_share, args.llm_share)
+    base = work / "store"
+    wall, rss, _ = timed(["ingest", "--store", str(base), *map(str, shards)])
+    result["stages"]["ingest"] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall}
+    for engine in engines:
+        store = work / f"store-{engine}"
+        shutil.copytree(base, store)
+        flags = {"local": [], "workers2": ["--workers", "2"], "ray": ["--engine", "ray"]}[engine]
+        for d in detectors:
+            wall, rss, _ = timed(["tag", "--store", str(store), "--plugins", d, *flags])
+            result["stages"][f"tag {d} ({engine})"] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall}
+            print(f"  {n:>9,} {f'tag {d} ({engine})':<40} {wall:8.1f} s  {n / wall:9.0f} docs/s  {rss:7.0f} MB",
+                  flush=True)
+    store = work / f"store-{engines[0]}" if engines else base
+    result["stages"]["store open"] = {"seconds": open_seconds(store)}
+    wall, rss, _ = timed(["export", "--store", str(store), "--out", str(work / "export"), "--where", "NOT flagged"])
+    result["stages"]["export"] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall}
+    return result
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="10000,100000")
+    ap.add_argument("--engines", default="local,workers2,ray")
+    ap.add_argument("--detectors", default="all", help="all (the CPU built-ins), dup (exact and near), or names")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--exact-share", type=float, default=0.02)
+    ap.add_argument("--near-share", type=float, default=0.05)
+    ap.add_argument("--llm-share", type=float, default=0.02)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale.json"))
+    ap.add_argument("--plot", default=str(ROOT / "bench" / "results" / "scale.png"))
+    ap.add_argument("--workdir", default=None, help="where stores go (default: a temporary directory)")
+    args = ap.parse_args(argv)
+    detectors = {"all": CPU_BUILTINS, "dup": DUP}.get(args.detectors) or args.detectors.split(",")
+    engines = [e for e in args.engines.split(",") if e]
+    results = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        with tempfile.TemporaryDirectory(prefix=f"scale-{n}-", dir=args.workdir) as tmp:
+            print(f"size {n:,}: generating, then ingest, tag per detector per engine, store open, export", flush=True)
+            res = run_size(n, engines, detectors, Path(tmp), args)
+        results.append(res)
+        for stage, fig in res["stages"].items():
+            rate = f"{fig['docs_per_s']:9.0f} docs/s" if "docs_per_s" in fig else " " * 16
+            mem = f"{fig['peak_mb']:7.0f} MB" if "peak_mb" in fig else ""
+            print(f"  {n:>9,} {stage:<40} {fig['seconds']:8.2f} s {rate}  {mem}", flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"machine": f"{os.cpu_count()} CPUs", "results": results}, indent=1))
+    print(f"figures -> {args.out}")
+    if len(results) > 1 and args.plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for stage in results[0]["stages"]:
+            xs = [r["docs"] for r in results if stage in r["stages"] and "docs_per_s" in r["stages"][stage]]
+            ys = [r["stages"][stage]["docs_per_s"] for r in results if stage in r["stages"]
+                  and "docs_per_s" in r["stages"][stage]]
+            if xs:
+                ax.plot(xs, ys, marker="o", label=stage)
+        ax.set(xscale="log", yscale="log", xlabel="documents", ylabel="documents/s",
+               title="Throughput by stage (flat = linear scaling)")
+        ax.legend(fontsize=6, ncol=2)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=120)
+        print(f"plot -> {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
