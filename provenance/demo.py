@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         print("Note: llm_ngram is a weak signal (eval/llm.py: macro AUROC about 0.7): llm_generated on 'real' pages "
               "written before chat models existed is a false positive.")
         print("\n# 4. Export what is not flagged, with a manifest and a dataset card")
-        sh("export", "--store", str(store), "--where", "NOT flagged", "--out", str(export), "--overwrite")
+        sh("export", "--store", str(store), "--where", "NOT flagged", "--out", str(export), "--overwrite",
+           "--with-tags")
         manifest = json.loads((export / "manifest.json").read_text())
         exported = duckdb.connect().execute(
             "SELECT count(*) FROM read_parquet(?)", [str(export / "documents.parquet")]).fetchone()[0]
