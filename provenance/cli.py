@@ -2,7 +2,8 @@
 
 A contract users script against: every command takes ``--store DIR`` (default
 from provenance.toml, then ./provenance-store), never prompts, prints progress
-only on a terminal, ends with a one-line summary, and exits with a code from
+live on a terminal (and, off one, a line every 30 s on stderr:
+provenance/progress.py), ends with a one-line summary, and exits with a code from
 provenance.exitcodes. Errors are one line on stderr: ``provenance: error: ...``,
 also for the unexpected (main() is the safety net; ``provenance --debug`` or
 PROVENANCE_DEBUG=1 shows the traceback instead).
@@ -98,12 +99,11 @@ def settings_and_store(config_file, store_dir, create: bool = False,
                       f"{exc.strerror or exc}; give --store a directory you can write to") from None
 
 
-def progress_bar(description: str):
-    """A rich progress bar on a terminal; a silent stand-in under cron/CI."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def progress(command: str, unit: str):
+    """Live progress on a terminal; off one, a line on stderr every PROVENANCE_PROGRESS_INTERVAL seconds."""
+    from provenance.progress import Progress
 
-    return Progress(TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    transient=True, disable=not sys.stderr.isatty(), console=None)
+    return Progress(command, unit)
 
 
 def _debug_option(_ctx, _param, value):
@@ -150,11 +150,10 @@ def ingest(paths, store_dir, config_file, crawl_id):
         if shown <= MAX_PROBLEM_LINES:
             click.echo(f"provenance: bad input: {problem}", err=True)
 
-    with progress_bar("ingest") as bar:
-        task = bar.add_task("records", total=None)
+    with progress("ingest", "records") as bar:
         result = run_ingest(store, list(paths), crawl_id=crawl_id,
                             flush_rows=settings["ingest"]["flush_rows"], extractor=settings["ingest"]["extractor"],
-                            on_problem=report_problem, on_record=lambda: bar.advance(task))
+                            on_problem=report_problem, on_record=bar.advance)
     if shown > MAX_PROBLEM_LINES:
         click.echo(f"provenance: bad input: {shown - MAX_PROBLEM_LINES} more not shown; the first 100 are in "
                    f"the run's stats: provenance query \"SELECT stats FROM runs WHERE command = 'ingest' "
@@ -192,10 +191,9 @@ def reference_add(name, paths, store_dir, config_file, text_field, id_field):
     from provenance.references import add_reference
 
     _settings, store = settings_and_store(config_file, store_dir, create=True)
-    with progress_bar("reference") as bar:
-        task = bar.add_task("records", total=None)
+    with progress("reference", "records") as bar:
         result = add_reference(store, name, list(paths), text_field=text_field, id_field=id_field,
-                               on_record=lambda: bar.advance(task))
+                               on_record=bar.advance)
     for problem in result["first_problems"][:MAX_PROBLEM_LINES]:
         click.echo(f"provenance: bad input: {problem}", err=True)
     if result["problems"] > MAX_PROBLEM_LINES:
@@ -313,10 +311,9 @@ def tag(store_dir, config_file, enable, disable, batch_size, time_budget, isolat
     pm = get_plugin_manager()
     load_plugin_modules(pm, plugin_modules)
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
-    with progress_bar("tag") as bar:
-        task = bar.add_task("documents", total=None)
+    with progress("tag", "docs") as bar:
         summary = run_tag(store, pm, settings, enable=split(enable), disable=split(disable),
-                          progress=lambda n: bar.advance(task, n), on_total=lambda n: bar.update(task, total=n))
+                          progress=bar.advance, on_total=bar.total)
     if as_json:
         click.echo(summary_json(summary))
     print_summary(summary)
