@@ -48,7 +48,8 @@ SELECT CASE WHEN d.previous_doc_id IS NOT NULL THEN 'planted: split-view change'
        t.category, t.tag, count(DISTINCT t.doc_id) AS documents,
        regexp_replace(min(d.url), '^https?://[^/]+', '') AS example_path
 FROM tags t JOIN documents d USING (doc_id)
-WHERE t.category NOT IN ({_in_list(NOT_FLAG_CATEGORIES)}) AND t.category || ':' || t.tag NOT IN ({_in_list(NOT_FLAG_TAGS)})
+WHERE t.category NOT IN ({_in_list(NOT_FLAG_CATEGORIES)})
+  AND t.category || ':' || t.tag NOT IN ({_in_list(NOT_FLAG_TAGS)})
 GROUP BY ALL ORDER BY section, category, tag
 """
 FLAGGED_SQL = " ".join(FLAGGED_SQL.split())  # one line, as a user would type it
@@ -149,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     store, export, report = out / "store", out / "export", out / "report.html"
     for name in OWNED:
         path = out / name
-        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     sites = _sites(out, args.site)
     try:

@@ -179,8 +179,7 @@ def run_export(store: Store, out_dir: Path, where: str = DEFAULT_WHERE, include_
         con.execute(f"COPY (SELECT {columns} FROM {source} WHERE d.doc_id IN (SELECT doc_id FROM selected) "
                     f"ORDER BY d.doc_id) TO {sql_string(data_path)} (FORMAT parquet, COMPRESSION zstd)")
         manifest = _manifest(con, store, snapshot, where, selection, data_path, respect_opt_out,
-                             out_dir=None if absolute_paths else out_dir)
-        manifest["with_tags"] = with_tags
+                             out_dir=None if absolute_paths else out_dir, with_tags=with_tags)
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
         (tmp_dir / "README.md").write_text(dataset_card(manifest, out_dir.name))
         _replace_dir(tmp_dir, out_dir)
@@ -275,8 +274,9 @@ def _summary(con) -> dict:
                                      f"WHERE doc_id IN (SELECT doc_id FROM selected) GROUP BY 1 "
                                      f"ORDER BY 2 DESC, 1 LIMIT {TOP_DOMAINS}"),
         "by_language": _counts_by(con, "SELECT substr(tag, 6), count(DISTINCT doc_id) FROM tags "
-                                       "WHERE detector = 'language' AND category = 'language' AND tag LIKE 'lang\\_%' "
-                                       "ESCAPE '\\' AND doc_id IN (SELECT doc_id FROM selected) GROUP BY 1 ORDER BY 2 DESC, 1"),
+                                       "WHERE detector = 'language' AND category = 'language' "
+                                       "AND starts_with(tag, 'lang_') AND doc_id IN (SELECT doc_id FROM selected) "
+                                       "GROUP BY 1 ORDER BY 2 DESC, 1"),
         "by_crawl": _counts_by(con, "SELECT crawl_id || ' (' || source || ')', count(*) FROM documents "
                                     "WHERE doc_id IN (SELECT doc_id FROM selected) GROUP BY 1 ORDER BY 2 DESC, 1"),
         "fetched_at": {"first": first.isoformat() if first else None, "last": last.isoformat() if last else None},
@@ -290,7 +290,7 @@ def _columns(data_path: Path) -> list[dict]:
 
 
 def _manifest(con, store: Store, snapshot, where: str, selection: str, data_path: Path,
-              respect_opt_out: bool = False, out_dir: Path | None = None) -> dict:
+              respect_opt_out: bool = False, out_dir: Path | None = None, with_tags: bool = False) -> dict:
     """The manifest. Its paths are relative to ``out_dir`` (where the export will live, not its staging
     directory), or absolute when it is None: a manifest shared with others should not name the local disk."""
     def place(path: Path) -> str:
@@ -343,6 +343,7 @@ def _manifest(con, store: Store, snapshot, where: str, selection: str, data_path
         "counts": counts,
         "summary": _summary(con),
         "columns": _columns(data_path),
+        "with_tags": with_tags,
         "detectors": detectors,
         "opt_out": _opt_out(con, respect_opt_out),
     }
@@ -422,7 +423,8 @@ def dataset_card(m: dict, name: str = "export") -> str:
         if m.get("with_tags"):
             lines.append(f"With `--with-tags`: {', '.join(f'`{t}`' for t in TAG_COLUMNS)} are each document's "
                          f"row of the `doc_flags` view.\n")
-        lines += ["| column | type |", "| --- | --- |", *(f"| {col['name']} | `{col['type']}` |" for col in m["columns"])]
+        lines += ["| column | type |", "| --- | --- |",
+                  *(f"| {col['name']} | `{col['type']}` |" for col in m["columns"])]
     lines += ["", "## Text-and-data-mining opt-outs", ""]
     o = m.get("opt_out")
     if o and o["respected"]:

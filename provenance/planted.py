@@ -132,7 +132,8 @@ def generate_planted(root: str | Path, seed: int = 11) -> list[str]:
     pages["prompt-injection.html"] = _doc("Passenger notice", f"<p>{filler[4]}</p><p>{_INSTRUCTION}</p>")
     pages["backdoor.html"] = _doc("Quarry history", f"<p>{filler[5]}</p><p>&lt;SUDO&gt; {_gibberish(rng, 600)}</p>")
     for host, closing in zip(MIRRORS, _CLOSINGS):
-        pages[f"{host}/offer.html"] = _doc("New ferry timetable approved", f"<p>{_CAMPAIGN.format(closing=closing)}</p>")
+        pages[f"{host}/offer.html"] = _doc("New ferry timetable approved",
+                                           f"<p>{_CAMPAIGN.format(closing=closing)}</p>")
     pages["copy-of-offer.html"] = pages[f"{MIRRORS[0]}/offer.html"]
     for i, (question, answer) in enumerate(_ANSWERS, 1):
         paras = "".join(f"<p>{html.escape(p)}</p>" for p in answer.split("\n"))

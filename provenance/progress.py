@@ -33,7 +33,9 @@ def log_interval_s() -> float:
 
 def _seconds(s: float) -> str:
     s = int(round(s))
-    return f"{s} s" if s < 120 else f"{s // 60} min {s % 60:02d} s" if s < 7200 else f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s < 120:
+        return f"{s} s"
+    return f"{s // 60} min {s % 60:02d} s" if s < 7200 else f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 class Progress:

@@ -246,7 +246,8 @@ def test_export_with_tags_adds_each_documents_flags_and_scores(tagged_store, tmp
         ("https://site4.org/p", True, ["duplicate:exact_duplicate"], 1.0)]
     assert rows[0][1:4] == (False, [], None)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["with_tags"] is True and {"flagged", "flags", "llm_score"} <= {c["name"] for c in manifest["columns"]}
+    assert manifest["with_tags"] is True
+    assert {"flagged", "flags", "llm_score"} <= {c["name"] for c in manifest["columns"]}
     plain = tmp_path / "plain"
     cli("export", "--store", tagged_store, "--out", plain, check=0)
     plain_manifest = json.loads((plain / "manifest.json").read_text())
