@@ -20,12 +20,12 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
-from provenance.planted import PLANTED, generate_planted, split_view
+from provenance.planted import MIRRORS, PLANTED, generate_planted, split_view
 from provenance.processes import python_command
 from provenance.sites import copy_site, generate_site, serve
 from provenance.sql import NOT_FLAG_CATEGORIES, NOT_FLAG_TAGS, sql_string
@@ -83,6 +83,14 @@ class Site:
     start: str = "index.html"      # the page a site crawl starts from
     url_list: list[str] | None = None  # or: these pages, crawled as a URL list
     change: str | None = None      # the page the split-view step replaces
+    # folder (ending in '/') -> the base URL it is served at instead of under the site's own base
+    elsewhere: dict[str, str] = field(default_factory=dict)
+
+    def url(self, base: str, path: str) -> str:
+        for folder, other in self.elsewhere.items():
+            if path.startswith(folder):
+                return other + path[len(folder):]
+        return base + path
 
 
 def quote(arg: str) -> str:
@@ -104,11 +112,22 @@ def sh(*args: str, ok=(0,)) -> subprocess.CompletedProcess:
     return proc
 
 
-def _serve(stack: contextlib.ExitStack, root: Path, port: int) -> str:
+def _serve(stack: contextlib.ExitStack, root: Path, port: int, host: str = "127.0.0.1") -> str:
     try:
-        return stack.enter_context(serve(root, port=port))
+        return stack.enter_context(serve(root, port=port, host=host))
     except OSError:  # the port is taken: any free one will do
-        return stack.enter_context(serve(root))
+        return stack.enter_context(serve(root, host=host))
+
+
+def _serve_mirrors(stack: contextlib.ExitStack, site: Site, port: int) -> None:
+    """Each campaign mirror from its own loopback address: five domains to the guard. Where only 127.0.0.1
+    can be bound (macOS), the mirrors stay folders of the planted site and no amplification is planted."""
+    for i, mirror in enumerate(MIRRORS):
+        try:
+            site.elsewhere[f"{mirror}/"] = _serve(stack, site.root / mirror, port, host=f"127.0.0.{2 + i}")
+        except OSError:
+            site.elsewhere.clear()
+            return
 
 
 def _sites(out: Path, which: str) -> list[Site]:
@@ -134,7 +153,7 @@ def _crawl(site: Site, base: str, store: Path, out: Path) -> None:
     target = [base + site.start]
     if site.url_list:
         url_file = out / "sites" / f"{site.crawl_id}.urls"
-        url_file.write_text("".join(f"{base}{p}\n" for p in site.url_list))
+        url_file.write_text("".join(f"{site.url(base, p)}\n" for p in site.url_list))
         target = ["--urls", str(url_file)]
     sh("crawl", *target, "--store", str(store), "--allow-private", "--crawl-id", site.crawl_id, ok=(0, 3))
 
@@ -159,8 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with contextlib.ExitStack() as stack:
             bases = {s.crawl_id: _serve(stack, s.root, DEMO_PORT + i) for i, s in enumerate(sites)}
+            planted = sites[-1]
+            _serve_mirrors(stack, planted, DEMO_PORT + len(sites))
             for s in sites:
                 print(f"Serving {s.what} at {bases[s.crawl_id]} (loopback only)")
+            if planted.elsewhere:
+                print(f"Serving the planted campaign's {len(MIRRORS)} mirror sites at "
+                      f"{', '.join(planted.elsewhere.values())}")
             print(f"\nThe planted section ({bases[PLANTED_CRAWL]}) holds, on purpose:")
             for p in PLANTED:
                 print(f"  {p.path:<36} {p.expect:<28} {p.why}")

@@ -26,7 +26,8 @@ class Planted:
     why: str
 
 
-# The same campaign text published at several addresses, paths named like the hosts of a link farm.
+# The same campaign text published on five "sites": the demo serves each folder from its own loopback
+# address (127.0.0.2, ...) where it can, so the five are five fresh domains to the guard.
 MIRRORS = ("news-harbour.example", "daily-lantern.example", "quarry-times.example", "orchard-post.example",
            "valley-herald.example")
 
@@ -41,6 +42,7 @@ PLANTED = (
     *(Planted(f"{host}/offer.html", "duplicate:near_duplicate", "one campaign text on five 'sites', words changed")
       for host in MIRRORS[1:]),
     Planted("copy-of-offer.html", "duplicate:exact_duplicate", f"{MIRRORS[0]}/offer.html word for word"),
+    Planted("*/offer.html", "poison:amplification", "that text pushed through five fresh sites at once"),
     *(Planted(f"assistant/answer-{i}.html", "llm:llm_generated", "chat-model phrasing") for i in (1, 2, 3)),
 )
 

@@ -40,7 +40,10 @@ def test_demo_on_the_generated_site_flags_what_was_planted_and_its_hints_return_
     found = {r[0] for r in con.execute(
         f"SELECT DISTINCT category || ':' || tag FROM tags JOIN documents USING (doc_id) "
         f"WHERE crawl_id = '{PLANTED_CRAWL}'").fetchall()}
-    assert {p.expect for p in PLANTED} <= found
+    expected = {p.expect for p in PLANTED}
+    if sys.platform != "linux":  # the campaign's five sites need loopback addresses beyond 127.0.0.1
+        expected.discard("poison:amplification")
+    assert expected <= found
     # Split view: the re-crawl stores only the changed page, linked to its vetted version, and it is flagged.
     assert re.search(r"crawl fixture: \d+ pages, 1 stored, \d\d unchanged", stdout)
     changed = con.execute("SELECT d.url, f.flags FROM documents d JOIN doc_flags f USING (doc_id) "
