@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Serves a generated multi-page site on 127.0.0.1 (or ../shared's git docs), crawls, tags, queries, exports.
+# Serves real sites (../shared's, else a generated one) and a planted section on 127.0.0.1; crawls, tags, flags, exports.
 demo: $(STAMP)
 	$(BIN)/python -m provenance.demo
 

@@ -26,6 +26,7 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ from provenance import exitcodes
 from provenance.crawlers.items import FetchedPage
 from provenance.crawlers.sitepolicy import POLICY_COLUMNS
 from provenance.documents import DocumentSink, existing_doc_ids
+from provenance.progress import Progress
 from provenance.store import Run, Store, file_sha256, safe_name, utcnow
 
 # Outcomes that mean "we have the page's content" (stored now or before).
@@ -155,7 +157,7 @@ class CrawlSession:
     """
 
     def __init__(self, store: Store, run: Run, *, crawl_id: str, spider: str, settings_hash: str,
-                 journal, flush_rows: int = 500, url_list: Path | None = None, progress_every: int = 100):
+                 journal, flush_rows: int = 500, url_list: Path | None = None):
         self.store, self.run = store, run
         self.crawl_id, self.spider, self.settings_hash = crawl_id, spider, settings_hash
         self.journal = journal
@@ -175,7 +177,10 @@ class CrawlSession:
         self._done_urls: list[str] = []
         self._pending_bytes = 0
         self._last_flush = time.monotonic()
-        self.progress_every = progress_every if sys.stderr.isatty() else 0
+        # Live on a terminal, a line every few seconds off one (provenance/progress.py); the worker enters it
+        # around the crawl and sets queue_size (the scheduler's pending requests) once the engine exists.
+        self.progress = Progress(f"crawl {crawl_id}", "pages")
+        self.queue_size: Callable[[], int | None] = lambda: None
         # URL-list integrity tags: keyed by the list file's hash, written once per document.
         self.list_hash = file_sha256(url_list)[:16] if url_list else None
         self.tag_key = safe_name(f"v{INTEGRITY_VERSION}-p{provenance.__version__}-{self.list_hash}") \
@@ -291,9 +296,8 @@ class CrawlSession:
         if page:
             self.counts["pages"] += 1
             self.counts[outcome] += 1
-            if self.progress_every and self.counts["pages"] % self.progress_every == 0:
-                print(f"crawl {self.crawl_id}: {self.counts['pages']} pages, {self.counts['stored']} stored, "
-                      f"{sum(self.errors_by_kind.values())} errors", file=sys.stderr, flush=True)
+            self.progress.set(done=self.counts["pages"], stored=self.counts["stored"], queue=self.queue_size(),
+                              errors=sum(self.errors_by_kind.values()))
         if (len(self._fetch_rows) >= self.flush_rows or self._pending_bytes >= FLUSH_BYTES
                 or time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S):
             self.flush()

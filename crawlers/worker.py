@@ -69,6 +69,18 @@ def _drop_tracebacks() -> None:
     logging.setLogRecordFactory(make_record_without_traceback)
 
 
+def _queue_size(crawler) -> int | None:
+    """Requests waiting in Scrapy's scheduler (engine.scheduler from Scrapy 2.19, engine.slot before)."""
+    engine = crawler.engine
+    scheduler = getattr(engine, "scheduler", None)  # an empty scheduler is falsy: no `or` here
+    if scheduler is None:
+        scheduler = getattr(getattr(engine, "slot", None), "scheduler", None)
+    try:
+        return len(scheduler)
+    except TypeError:
+        return None
+
+
 def crawl_in_run(store, run, plan: dict, extract_pool=None) -> dict:
     """Run one Scrapy crawl inside an open store run; returns its stats."""
     from scrapy.crawler import CrawlerProcess
@@ -106,7 +118,9 @@ def crawl_in_run(store, run, plan: dict, extract_pool=None) -> dict:
     failures: list = []
     process.crawl(crawler, **spider_args).addErrback(failures.append)
     _install_stop_handlers(process)  # instead of Scrapy's, which treat any second signal as "kill"
-    process.start(install_signal_handlers=False)
+    session.queue_size = lambda: _queue_size(crawler)
+    with session.progress:
+        process.start(install_signal_handlers=False)
     finish_reason = crawler.stats.get_value("finish_reason") if crawler.stats else None
     stats = session.close(finish_reason, crawler.stats.get_stats() if crawler.stats else {})
     if failures:

@@ -2,7 +2,8 @@
 
 A contract users script against: every command takes ``--store DIR`` (default
 from provenance.toml, then ./provenance-store), never prompts, prints progress
-only on a terminal, ends with a one-line summary, and exits with a code from
+live on a terminal (and, off one, a line every 30 s on stderr:
+provenance/progress.py), ends with a one-line summary, and exits with a code from
 provenance.exitcodes. Errors are one line on stderr: ``provenance: error: ...``,
 also for the unexpected (main() is the safety net; ``provenance --debug`` or
 PROVENANCE_DEBUG=1 shows the traceback instead).
@@ -98,12 +99,11 @@ def settings_and_store(config_file, store_dir, create: bool = False,
                       f"{exc.strerror or exc}; give --store a directory you can write to") from None
 
 
-def progress_bar(description: str):
-    """A rich progress bar on a terminal; a silent stand-in under cron/CI."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def progress(command: str, unit: str):
+    """Live progress on a terminal; off one, a line on stderr every PROVENANCE_PROGRESS_INTERVAL seconds."""
+    from provenance.progress import Progress
 
-    return Progress(TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    transient=True, disable=not sys.stderr.isatty(), console=None)
+    return Progress(command, unit)
 
 
 def _debug_option(_ctx, _param, value):
@@ -150,11 +150,10 @@ def ingest(paths, store_dir, config_file, crawl_id):
         if shown <= MAX_PROBLEM_LINES:
             click.echo(f"provenance: bad input: {problem}", err=True)
 
-    with progress_bar("ingest") as bar:
-        task = bar.add_task("records", total=None)
+    with progress("ingest", "records") as bar:
         result = run_ingest(store, list(paths), crawl_id=crawl_id,
                             flush_rows=settings["ingest"]["flush_rows"], extractor=settings["ingest"]["extractor"],
-                            on_problem=report_problem, on_record=lambda: bar.advance(task))
+                            on_problem=report_problem, on_record=bar.advance)
     if shown > MAX_PROBLEM_LINES:
         click.echo(f"provenance: bad input: {shown - MAX_PROBLEM_LINES} more not shown; the first 100 are in "
                    f"the run's stats: provenance query \"SELECT stats FROM runs WHERE command = 'ingest' "
@@ -192,10 +191,9 @@ def reference_add(name, paths, store_dir, config_file, text_field, id_field):
     from provenance.references import add_reference
 
     _settings, store = settings_and_store(config_file, store_dir, create=True)
-    with progress_bar("reference") as bar:
-        task = bar.add_task("records", total=None)
+    with progress("reference", "records") as bar:
         result = add_reference(store, name, list(paths), text_field=text_field, id_field=id_field,
-                               on_record=lambda: bar.advance(task))
+                               on_record=bar.advance)
     for problem in result["first_problems"][:MAX_PROBLEM_LINES]:
         click.echo(f"provenance: bad input: {problem}", err=True)
     if result["problems"] > MAX_PROBLEM_LINES:
@@ -318,10 +316,9 @@ def tag(store_dir, config_file, enable, disable, batch_size, time_budget, isolat
     pm = get_plugin_manager()
     load_plugin_modules(pm, plugin_modules)
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
-    with progress_bar("tag") as bar:
-        task = bar.add_task("documents", total=None)
+    with progress("tag", "docs") as bar:
         summary = run_tag(store, pm, settings, enable=split(enable), disable=split(disable),
-                          progress=lambda n: bar.advance(task, n), on_total=lambda n: bar.update(task, total=n))
+                          progress=bar.advance, on_total=bar.total)
     if as_json:
         click.echo(summary_json(summary))
     print_summary(summary)
@@ -331,19 +328,26 @@ def tag(store_dir, config_file, enable, disable, batch_size, time_budget, isolat
 
 
 # ----- query ----------------------------------------------------------------------------------
-@cli.command()
+def _query_help() -> str:
+    from provenance.sql import VIEWS
+
+    width = max(map(len, VIEWS))
+    views = "\n".join(f"  {name:<{width}}  {what}" for name, what in VIEWS.items())
+    # \b keeps click from re-wrapping the list into one paragraph.
+    return ("Run one SELECT over the store's views.\n\n\b\nViews:\n" + views + "\n\n"
+            "The query reads the store's views only: it cannot read or write other files or change settings. "
+            "--format json prints a JSON array with one object per row, --format csv a header and one line per "
+            "row (lists, structs and maps as JSON); both stay empty of anything else. An empty result in table "
+            "format says '0 rows' on stderr.")
+
+
+@cli.command(help=_query_help())
 @click.argument("sql")
 @store_option
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--max-rows", type=int, default=100, show_default=True, help="Rows shown in table format (0: all).")
 @handle_errors
 def query(sql, store_dir, config_file, fmt, max_rows):
-    """Run one SELECT over the views documents, tags, doc_flags, errors, fetches, runs and first_seen.
-
-    The query reads the store's views only: it cannot read or write other files
-    or change settings. --format json prints a JSON array with one object per
-    row (for scripts).
-    """
     import duckdb
 
     from provenance.sql import UserSQLError, connect, first_line, read_only_query
@@ -361,20 +365,32 @@ def query(sql, store_dir, config_file, fmt, max_rows):
                       exitcodes.USAGE) from None
     except duckdb.Error as exc:
         raise Failure(f"SQL error: {first_line(exc)}", exitcodes.USAGE) from None
-    _print_rows([d[0] for d in result.description], result.fetchall(), fmt, max_rows)
+    rows = result.fetchall()
+    _print_rows([_column_name(d[0]) for d in result.description], rows, fmt, max_rows)
+    if fmt == "table" and not rows:
+        click.echo("0 rows", err=True)
+
+
+# DuckDB names an unaliased count(*) 'count_star()': shown as it was written.
+_READABLE_NAMES = {"count_star()": "count(*)"}
+
+
+def _column_name(name: str) -> str:
+    return _READABLE_NAMES.get(name, name)
 
 
 def _print_rows(columns, rows, fmt: str, max_rows: int = 0) -> None:
     """Rows as a table (for people), CSV, or a JSON array of row objects (for scripts)."""
     if fmt == "json":
-        click.echo(json.dumps([dict(zip(columns, _jsonable_row(r))) for r in rows], default=str, ensure_ascii=False))
+        click.echo(json.dumps([dict(zip(columns, _jsonable_row(r))) for r in rows], default=_json_default,
+                              ensure_ascii=False))
     elif fmt == "csv":
         import csv
 
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
         for row in rows:
-            writer.writerow(_jsonable_row(row))
+            writer.writerow([_nested_as_json(v) for v in _jsonable_row(row)])
     else:
         _print_table(columns, rows, max_rows)
 
@@ -383,11 +399,34 @@ def _jsonable_row(row) -> list:
     return [v.hex() if isinstance(v, (bytes, bytearray)) else v for v in row]
 
 
+def _json_default(value):
+    """What json.dumps cannot write itself: DuckDB's decimals, times and bytes inside nested values."""
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def _nested_as_json(value):
+    """A list, struct (dict) or map (dict) cell as JSON text; Python's repr is no format other tools read."""
+    if isinstance(value, (list, tuple, dict)):
+        try:
+            return json.dumps(value, default=_json_default, ensure_ascii=False)
+        except TypeError:  # a map keyed by a struct or list: no JSON object has such keys
+            return str(value)
+    return value
+
+
 def _as_text(value):
     """A table cell or header as plain rich Text: never read as markup or :emoji: codes."""
     from rich.text import Text
 
-    return Text("NULL" if value is None else printable(str(value)[:200]))
+    return Text("NULL" if value is None else printable(str(_nested_as_json(value))[:200]))
 
 
 def _print_table(columns, rows, max_rows) -> None:
@@ -396,7 +435,8 @@ def _print_table(columns, rows, max_rows) -> None:
 
     table = Table(show_lines=False)
     for name in columns:
-        table.add_column(_as_text(name))
+        # a header is never cut to "docu…": a column is at least as wide as its name (up to 30)
+        table.add_column(_as_text(name), min_width=min(len(name), 30))
     shown = rows if not max_rows else rows[:max_rows]
     for row in shown:
         table.add_row(*[_as_text(v) for v in _jsonable_row(row)])
@@ -415,18 +455,26 @@ def _print_table(columns, rows, max_rows) -> None:
               help="Output directory (documents.parquet, manifest.json, README.md).")
 @click.option("--include-raw", is_flag=True, help="Keep the raw body bytes in the export.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in the output directory (nothing else).")
+@click.option("--with-tags", is_flag=True,
+              help="Add each document's flags and scores (the doc_flags columns: flagged, flags, <category>_score, "
+                   "...) as columns of documents.parquet.")
+@click.option("--absolute-paths", is_flag=True,
+              help="Record absolute paths in the manifest (default: relative to the output directory, so the "
+                   "manifest names no local disk).")
 @click.option("--respect-opt-out/--no-respect-opt-out", default=None,
               help="Leave out documents whose publisher reserved text-and-data mining (TDMRep or noai, as tagged "
                    "by the consent detector). Default: [export] respect_opt_out (false).")
 @handle_errors
-def export(store_dir, config_file, where, out_dir, include_raw, overwrite, respect_opt_out):
+def export(store_dir, config_file, where, out_dir, include_raw, overwrite, respect_opt_out, with_tags,
+           absolute_paths):
     """Export the documents a predicate keeps, with a manifest of what was kept, excluded and why."""
     from provenance.export import run_export
 
     settings, store = settings_and_store(config_file, store_dir,
                                          overrides={"export": {"respect_opt_out": respect_opt_out}})
     manifest = run_export(store, out_dir, where=where, include_raw=include_raw, overwrite=overwrite,
-                          respect_opt_out=settings["export"]["respect_opt_out"])
+                          respect_opt_out=settings["export"]["respect_opt_out"], with_tags=with_tags,
+                          absolute_paths=absolute_paths)
     c = manifest["counts"]
     click.echo(f"export: kept {c['kept']} of {c['documents_in_store']} documents "
                f"({c['excluded']} excluded) -> {out_dir}")

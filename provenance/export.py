@@ -4,19 +4,22 @@ The predicate is SQL over ``documents`` joined with ``doc_flags`` (e.g.
 ``NOT flagged``, ``coalesce(llm_score, 0) < 0.5 AND domain = 'example.org'``).
 The output directory gets:
 
-  documents.parquet   the selected documents (without the raw body unless asked)
+  documents.parquet   the selected documents (without the raw body unless asked; with their
+                      flags and scores from doc_flags under ``--with-tags``)
   manifest.json       query, input files and their sha256, counts kept and
                       excluded by category and tag, every detector that vetted
                       the set (plugin, versions, config hash, how many kept
                       documents it covered), the text-and-data-mining opt-outs
                       honoured (``respect_opt_out``) and what each excluded,
-                      tool version and time
-  README.md           a short dataset card
+                      what was kept (domains, languages, crawls, dates), the
+                      columns, tool version and time; paths relative to the
+                      export directory (``--absolute-paths``: absolute)
+  README.md           a dataset card with Hugging Face YAML front matter
 
 It is assembled in a temporary directory and renamed into place, so a failed
 export leaves nothing half-written; an earlier export it replaces is moved
 aside, not deleted, until the new one is in place, and the next run cleans up
-(or restores) what a killed export left. The manifest follows schemas/manifest.v1.json.
+(or restores) what a killed export left. The manifest follows schemas/manifest.v2.json.
 
 The predicate is untrusted text: it must be exactly one boolean expression
 (``provenance.sql.boolean_predicate``), and it runs on a sandboxed connection
@@ -37,14 +40,24 @@ import duckdb
 import provenance
 from provenance import exitcodes
 from provenance.plugins.consent import RESERVATION_TAGS
-from provenance.sql import UserSQLError, boolean_predicate, connect, first_line, sql_list, sql_string
+from provenance.sql import (NOT_FLAG_CATEGORIES, NOT_FLAG_TAGS, SCORE_CATEGORIES, UserSQLError, boolean_predicate,
+                            connect, first_line, sql_list, sql_string)
 from provenance.store import Store, coverage_kind, file_sha256, utcnow
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: paths relative to the export directory; summary, columns, with_tags
 TOOL_NAME = "provenance-guard"
 DEFAULT_WHERE = "NOT flagged"
 SELECTED_FROM = "documents JOIN doc_flags USING (doc_id)"
 EXPORT_FILES = ("documents.parquet", "manifest.json", "README.md")  # everything an export directory holds
+# --with-tags: the doc_flags columns added to each exported document.
+TAG_COLUMNS = ("flagged", "flags", "n_tags", "categories", "category_scores",
+               *(f"{c}_score" for c in SCORE_CATEGORIES))
+TOP_DOMAINS = 50  # domains listed in the manifest (the card shows the first 10); the rest are counted
+# Hugging Face's size_categories buckets: (upper bound, label); the last is open-ended.
+SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
+                   (10**10, "1B<n<10B"), (10**11, "10B<n<100B"), (10**12, "100B<n<1T"), (None, "n>1T"))
+LANGUAGE_MIN_SHARE = 0.01  # a language is listed in the card's front matter from this share of kept documents
 # respect_opt_out leaves out documents the consent detector tagged with one of these (TDMRep reservation, noai),
 # and those the host's tdmrep.json reserved when the crawl fetched them (the consent view's tdm_reserved).
 OPT_OUT_SIGNALS = tuple(f"consent:{t}" for t in RESERVATION_TAGS)
@@ -124,7 +137,8 @@ def _detector_descriptions(store: Store) -> dict[tuple[str, str], dict]:
 
 
 def run_export(store: Store, out_dir: Path, where: str = DEFAULT_WHERE, include_raw: bool = False,
-               overwrite: bool = False, respect_opt_out: bool = False) -> dict:
+               overwrite: bool = False, respect_opt_out: bool = False, with_tags: bool = False,
+               absolute_paths: bool = False) -> dict:
     out_dir = Path(out_dir).absolute()
     recover_interrupted_export(out_dir)
     check_output_dir(out_dir, overwrite)
@@ -155,16 +169,21 @@ def run_export(store: Store, out_dir: Path, where: str = DEFAULT_WHERE, include_
     con.execute(f"CREATE TEMP TABLE selected AS {kept_sql}")
     _coverage_table(con, snapshot)
 
-    columns = "*" if include_raw else "* EXCLUDE (raw)"
+    columns = "d.*" if include_raw else "d.* EXCLUDE (raw)"
+    source = "documents d"
+    if with_tags:
+        columns += "".join(f", f.{c}" for c in TAG_COLUMNS)
+        source += " JOIN doc_flags f USING (doc_id)"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir(parents=True)
     try:
         data_path = tmp_dir / "documents.parquet"
-        con.execute(f"COPY (SELECT {columns} FROM documents WHERE doc_id IN (SELECT doc_id FROM selected) "
-                    f"ORDER BY doc_id) TO {sql_string(data_path)} (FORMAT parquet, COMPRESSION zstd)")
-        manifest = _manifest(con, store, snapshot, where, selection, data_path, respect_opt_out)
+        con.execute(f"COPY (SELECT {columns} FROM {source} WHERE d.doc_id IN (SELECT doc_id FROM selected) "
+                    f"ORDER BY d.doc_id) TO {sql_string(data_path)} (FORMAT parquet, COMPRESSION zstd)")
+        manifest = _manifest(con, store, snapshot, where, selection, data_path, respect_opt_out,
+                             out_dir=None if absolute_paths else out_dir, with_tags=with_tags)
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        (tmp_dir / "README.md").write_text(dataset_card(manifest))
+        (tmp_dir / "README.md").write_text(dataset_card(manifest, out_dir.name))
         _replace_dir(tmp_dir, out_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -245,8 +264,41 @@ def _opt_out(con, respect: bool) -> dict:
     }
 
 
+def _summary(con) -> dict:
+    """What was kept: domains, languages (the language detector's tags), crawls or imports, and fetch dates."""
+    n_domains = con.execute("SELECT count(DISTINCT domain) FROM documents "
+                            "WHERE doc_id IN (SELECT doc_id FROM selected)").fetchone()[0]
+    first, last = con.execute("SELECT min(fetched_at), max(fetched_at) FROM documents "
+                              "WHERE doc_id IN (SELECT doc_id FROM selected)").fetchone()
+    return {
+        "domains": n_domains,
+        "by_domain": _counts_by(con, f"SELECT coalesce(domain, '(none)'), count(*) FROM documents "
+                                     f"WHERE doc_id IN (SELECT doc_id FROM selected) GROUP BY 1 "
+                                     f"ORDER BY 2 DESC, 1 LIMIT {TOP_DOMAINS}"),
+        "by_language": _counts_by(con, "SELECT substr(tag, 6), count(DISTINCT doc_id) FROM tags "
+                                       "WHERE detector = 'language' AND category = 'language' "
+                                       "AND starts_with(tag, 'lang_') AND doc_id IN (SELECT doc_id FROM selected) "
+                                       "GROUP BY 1 ORDER BY 2 DESC, 1"),
+        "by_crawl": _counts_by(con, "SELECT crawl_id || ' (' || source || ')', count(*) FROM documents "
+                                    "WHERE doc_id IN (SELECT doc_id FROM selected) GROUP BY 1 ORDER BY 2 DESC, 1"),
+        "fetched_at": {"first": first.isoformat() if first else None, "last": last.isoformat() if last else None},
+    }
+
+
+def _columns(data_path: Path) -> list[dict]:
+    con = duckdb.connect()
+    return [{"name": name, "type": kind} for name, kind, *_ in
+            con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_string(data_path)})").fetchall()]
+
+
 def _manifest(con, store: Store, snapshot, where: str, selection: str, data_path: Path,
-              respect_opt_out: bool = False) -> dict:
+              respect_opt_out: bool = False, out_dir: Path | None = None, with_tags: bool = False) -> dict:
+    """The manifest. Its paths are relative to ``out_dir`` (where the export will live, not its staging
+    directory), or absolute when it is None: a manifest shared with others should not name the local disk."""
+    def place(path: Path) -> str:
+        path = Path(path).absolute()
+        return str(path) if out_dir is None else os.path.relpath(path, out_dir)
+
     total = con.execute("SELECT count(*) FROM documents").fetchone()[0]
     kept = con.execute("SELECT count(*) FROM selected").fetchone()[0]
     excluded_tags = "FROM tags WHERE doc_id NOT IN (SELECT doc_id FROM selected)"
@@ -278,40 +330,103 @@ def _manifest(con, store: Store, snapshot, where: str, selection: str, data_path
         d["kept_documents_covered"] = covered
         d["covers_all_kept"] = covered == kept
         detectors.append(d)
-    inputs = [{"path": e.path, "kind": e.kind, "rows": e.rows, "sha256": e.sha256}
+    inputs = [{"path": place(snapshot.root / e.path), "kind": e.kind, "rows": e.rows, "sha256": e.sha256}
               for kind in ("documents", "tags") for e in snapshot.entries(kind)]
     return {
         "manifest_version": MANIFEST_VERSION,
         "tool": {"name": TOOL_NAME, "version": provenance.__version__},
         "created_at": utcnow().isoformat(),
-        "store": str(store.root),
+        "paths": "absolute" if out_dir is None else "relative",
+        "store": place(store.root),
         "query": {"where": where, "sql": selection},
         "inputs": inputs,
         "outputs": [{"path": data_path.name, "rows": kept, "bytes": data_path.stat().st_size,
                      "sha256": file_sha256(data_path)}],
         "counts": counts,
+        "summary": _summary(con),
+        "columns": _columns(data_path),
+        "with_tags": with_tags,
         "detectors": detectors,
         "opt_out": _opt_out(con, respect_opt_out),
     }
 
 
-def dataset_card(m: dict) -> str:
+def size_category(n: int) -> str:
+    """Hugging Face's ``size_categories`` bucket for ``n`` rows."""
+    return next(label for bound, label in SIZE_CATEGORIES if bound is None or n < bound)
+
+
+def card_front_matter(m: dict, name: str) -> list[str]:
+    """The YAML metadata block the Hugging Face Hub reads from a dataset's README.md (strings as JSON,
+    which YAML reads as they are). ``license`` is left empty on purpose: only the user knows it."""
+    kept = m["counts"]["kept"]
+    summary = m.get("summary", {})
+    languages = [code for code, n in summary.get("by_language", {}).items()
+                 if code != "und" and n >= LANGUAGE_MIN_SHARE * kept]
+    lines = ["---", f"pretty_name: {json.dumps(pretty_name(name))}",
+             "license:  # fill in: the licence this data may be shared under (the pages belong to their "
+             "publishers), e.g. other"]
+    if languages:
+        lines += ["language:", *(f"- {json.dumps(code)}" for code in languages)]
+    lines += ["size_categories:", f"- {json.dumps(size_category(kept))}",
+              "source_datasets:", "- original",
+              "tags:", "- provenance-guard",
+              "configs:", "- config_name: default", "  data_files: documents.parquet", "---", ""]
+    return lines
+
+
+def pretty_name(name: str) -> str:
+    return f"{name}: web documents vetted by {TOOL_NAME}"
+
+
+def dataset_card(m: dict, name: str = "export") -> str:
+    """README.md of an export: front matter, then the selection, exclusions, what was kept, columns, detectors."""
     c = m["counts"]
+    summary = m.get("summary", {})
     lines = [
-        "# Dataset card", "",
-        f"Exported by {m['tool']['name']} {m['tool']['version']} on {m['created_at']} from `{m['store']}`.", "",
-        f"- Selection: `{m['query']['where']}`",
+        *card_front_matter(m, name),
+        f"# Dataset card: {name}", "",
+        f"Exported by {m['tool']['name']} {m['tool']['version']} on {m['created_at']} from the store "
+        f"`{m['store']}`{' (relative to this directory)' if m.get('paths') == 'relative' else ''}.", "",
+        "## Selection", "",
+        f"- Predicate over `documents JOIN doc_flags`: `{m['query']['where']}`",
         f"- Kept **{c['kept']}** of {c['documents_in_store']} documents; excluded {c['excluded']}.",
         f"- Data: `documents.parquet` (sha256 `{m['outputs'][0]['sha256'][:16]}…`); full details in `manifest.json`.",
         "", "## Why documents were excluded", "",
     ]
-    if c["excluded_by_tag"]:
-        lines += ["| category:tag | documents |", "| --- | --- |"]
-        lines += [f"| {k} | {v} |" for k, v in c["excluded_by_tag"].items()]
+    # Tags that flag (the reasons a default export leaves a document out) first; descriptive ones after.
+    flagging = {k: v for k, v in c["excluded_by_tag"].items()
+                if k.split(":", 1)[0] not in NOT_FLAG_CATEGORIES and k not in NOT_FLAG_TAGS}
+    descriptive = {k: v for k, v in c["excluded_by_tag"].items() if k not in flagging}
+    if flagging:
+        lines += ["| category:tag | documents |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in flagging.items())]
+        lines.append("\nA document may carry several tags, so the rows can add up to more than the excluded count.")
     else:
-        lines.append("No tagged document was excluded.")
+        lines.append("No excluded document carries a flagging tag.")
+    if descriptive:
+        lines.append("\nDescriptive tags (they never flag) on excluded documents: "
+                     + ", ".join(f"{k} {v}" for k, v in descriptive.items()) + ".")
     if c["excluded_without_tags"]:
         lines.append(f"\n{c['excluded_without_tags']} untagged documents were excluded by the predicate itself.")
+    if summary:
+        lines += ["", "## What was kept", ""]
+        dates = summary["fetched_at"]
+        lines.append(f"- Fetched from {dates['first'] or 'unknown'} to {dates['last'] or 'unknown'}.")
+        lines.append("- Sources (crawl or import, and kind): "
+                     + (", ".join(f"{k} {v}" for k, v in summary["by_crawl"].items()) or "none") + ".")
+        if summary["by_language"]:
+            lines.append("- Languages (language detector): "
+                         + ", ".join(f"{k} {v}" for k, v in summary["by_language"].items()) + ".")
+        shown = list(summary["by_domain"].items())[:10]
+        lines += ["", f"{summary['domains']} domain(s){'; the largest' if summary['domains'] > len(shown) else ''}:",
+                  "", "| domain | documents |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in shown)]
+    if m.get("columns"):
+        lines += ["", "## Columns of documents.parquet", ""]
+        if m.get("with_tags"):
+            lines.append(f"With `--with-tags`: {', '.join(f'`{t}`' for t in TAG_COLUMNS)} are each document's "
+                         f"row of the `doc_flags` view.\n")
+        lines += ["| column | type |", "| --- | --- |",
+                  *(f"| {col['name']} | `{col['type']}` |" for col in m["columns"])]
     lines += ["", "## Text-and-data-mining opt-outs", ""]
     o = m.get("opt_out")
     if o and o["respected"]:

@@ -184,15 +184,19 @@ class _Server(http.server.ThreadingHTTPServer):
 
 @contextlib.contextmanager
 def serve(root: str | Path, port: int = 0, *, routes: dict[str, Route] | None = None, delay_s: float = 0.0,
-          request_log: list | None = None, load: dict | None = None) -> Iterator[str]:
+          request_log: list | None = None, load: dict | None = None, host: str = "127.0.0.1") -> Iterator[str]:
     """Serve ``root`` on 127.0.0.1 (a free port by default); yields the base URL ending in '/'.
 
+    ``host`` may be another loopback address (127.0.0.2, ...: Linux answers all of 127/8, macOS only
+    127.0.0.1): a separate "site" to a crawler, e.g. for the demo's amplification campaign.
     ``routes`` maps absolute paths ('/old.html') to fixed responses; ``delay_s``
     slows every answer down; ``request_log`` collects (method, path, headers);
     ``load`` (a dict) gets 'peak': the most requests answered at once.
     """
     handler = partial(_Handler, directory=str(root))
-    server = _Server(("127.0.0.1", port), handler)
+    if not host.startswith("127."):
+        raise ValueError(f"serve() binds loopback addresses only, not {host!r}")
+    server = _Server((host, port), handler)
     server.routes, server.delay_s, server.request_log = dict(routes or {}), delay_s, request_log
     server.load, server.load_lock = load, threading.Lock()
     # A short poll interval: shutdown() waits up to one interval, and tests start many servers.
@@ -200,7 +204,7 @@ def serve(root: str | Path, port: int = 0, *, routes: dict[str, Route] | None = 
                               daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
+        yield f"http://{host}:{server.server_address[1]}/"
     finally:
         server.shutdown()
         server.server_close()

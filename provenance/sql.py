@@ -74,6 +74,20 @@ NOT_FLAG_TAGS = ("provenance:first_seen_before_cutoff", "provenance:first_seen_a
 # Views over the store's Parquet files: view name -> the kind of file it reads.
 PARQUET_VIEWS = {"documents": "documents", "tags": "tags", "errors": "errors", "fetches": "fetches",
                  "reference_texts": "references"}
+# Every view create_views makes, with one line on what it holds (the docstring above has the details): the list
+# `provenance query --help` prints, so a new view is documented where it is added.
+VIEWS = {
+    "documents": "every stored document, with its provenance",
+    "tags": "every live tag: detector, category, tag, score, evidence",
+    "doc_flags": "one row per document: flagged, flags, n_tags, <category>_score",
+    "errors": "detector faults recorded by tag runs",
+    "fetches": "every crawl fetch attempt (new, changed, unchanged, refused, ...)",
+    "runs": "one row per run: command, status, times, stats",
+    "first_seen": "one row per distinct text: when and where it was first fetched",
+    "clusters": "one row per document in a near-duplicate cluster",
+    "consent": "one row per document: what its consent tags say",
+    "reference_texts": "every text of the live reference sets of known LLM output",
+}
 
 
 class UserSQLError(ValueError):

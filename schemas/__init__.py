@@ -6,7 +6,7 @@ into pyarrow schemas and checks tables against them before they are written.
 Every Parquet file carries ``provenance.schema`` and
 ``provenance.schema_version`` in its key-value metadata.
 
-The export manifest is described by ``manifest.v1.json`` (a JSON Schema).
+The export manifest is described by ``manifest.v2.json`` (a JSON Schema; ``manifest.v1.json`` for older ones).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ SCHEMA_DIR = Path(__file__).resolve().parent
 KINDS = ("documents", "tags", "errors", "fetches", "references")
 # A new version adds nullable columns only: readers see older files with those columns null (sql.py).
 CURRENT_VERSION = {**{kind: 1 for kind in KINDS}, "fetches": 2}
-MANIFEST_SCHEMA_PATH = SCHEMA_DIR / "manifest.v1.json"
+MANIFEST_SCHEMA_PATH = SCHEMA_DIR / "manifest.v2.json"  # v1: manifests written before paths were relative
 
 HEADERS_TYPE = pa.list_(pa.struct([("name", pa.string()), ("value", pa.string())]))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import duckdb
 import jsonschema
@@ -150,3 +151,124 @@ def test_an_export_killed_while_replacing_an_earlier_one_is_recovered_by_the_nex
     cli("export", "--store", tagged_store, "--out", out, "--overwrite", "--where", "true", check=0)
     assert json.loads((out / "manifest.json").read_text())["query"]["where"] == "true"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".clean")) == []
+
+
+# ----- everyday output: query formats, the view list, the dataset card, --with-tags, paths -----------------
+def test_query_help_lists_every_view_the_store_has(tagged_store, cli):
+    from provenance.sql import VIEWS
+
+    con = provenance.connect(tagged_store)
+    made = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+            if not r[0].startswith("_")}  # _runs, _empty_*: registered tables behind views
+    assert made == set(VIEWS)  # the registry --help reads is the set of views create_views makes
+    help_text = cli("query", "--help", check=0).stdout
+    for name in VIEWS:
+        assert f"  {name} " in help_text, name
+    assert "first_seen" in help_text and "clusters" in help_text
+
+
+def test_query_says_0_rows_on_stderr_and_keeps_csv_and_json_clean(tagged_store, cli):
+    empty = "SELECT url, flags FROM documents JOIN doc_flags USING (doc_id) WHERE false"
+    table = cli("query", empty, "--store", tagged_store, check=0)
+    assert table.stderr.strip() == "0 rows" and "url" in table.stdout
+    csv_out = cli("query", empty, "--store", tagged_store, "--format", "csv", check=0)
+    assert csv_out.stdout == "url,flags\n" and csv_out.stderr == ""
+    json_out = cli("query", empty, "--store", tagged_store, "--format", "json", check=0)
+    assert json_out.stdout.strip() == "[]" and json_out.stderr == ""
+
+
+def test_query_csv_writes_lists_structs_and_maps_as_json(tagged_store, cli):
+    import csv
+    import io
+
+    sql = ("SELECT count(*), flags, category_scores, tag_list FROM doc_flags WHERE flagged GROUP BY ALL")
+    out = cli("query", sql, "--store", tagged_store, "--format", "csv", check=0).stdout
+    header, *rows = list(csv.reader(io.StringIO(out)))
+    assert header == ["count(*)", "flags", "category_scores", "tag_list"]  # not DuckDB's count_star()
+    ((n, flags, scores, tag_list),) = rows
+    assert n == "2" and json.loads(flags) == ["duplicate:exact_duplicate"]
+    assert json.loads(scores) == {"duplicate": 1.0}
+    assert json.loads(tag_list) == [{"detector": "exact_duplicate", "category": "duplicate",
+                                     "tag": "exact_duplicate", "score": 1.0}]
+    table = cli("query", sql, "--store", tagged_store, check=0).stdout
+    assert '["duplicate:exact_duplicate"]' in table and "count(*)" in table
+
+
+def _front_matter(card: str) -> dict:
+    import yaml
+
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n", 2)[1])
+
+
+def test_dataset_card_has_hugging_face_front_matter_and_says_what_was_kept(tmp_path, cli):
+    src = tmp_path / "docs.jsonl"
+    english = "The harbour council met on Monday and agreed a new timetable for the ferries to the islands."
+    german = "Der Stadtrat hat am Montag einen neuen Fahrplan für die Fähren zu den Inseln beschlossen."
+    records = [{"url": f"https://{host}/p{i}", "text": text, "fetched_at": f"2019-03-0{i + 1}T00:00:00Z"}
+               for i, (host, text) in enumerate([("a.org", english), ("b.org", english + " Again."),
+                                                 ("b.org", german), ("c.org", english)])]
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    store, out = tmp_path / "store", tmp_path / "ferries"
+    cli("ingest", src, "--store", store, "--crawl-id", "ferry-news", check=0)
+    cli("tag", "--store", store, "--plugins", "exact_duplicate,language", check=0)
+    cli("export", "--store", store, "--out", out, check=0)
+    card = (out / "README.md").read_text()
+    meta = _front_matter(card)
+    assert "license" in meta and meta["license"] is None  # present, for the user to fill in
+    assert meta["language"] == ["en", "de"] and meta["size_categories"] == ["n<1K"]
+    assert meta["source_datasets"] == ["original"] and "ferries" in meta["pretty_name"]
+    assert meta["configs"] == [{"config_name": "default", "data_files": "documents.parquet"}]
+    # The body: predicate, reasons removed, domains, dates, columns with types, detectors with versions.
+    assert "`NOT flagged`" in card and "| duplicate:exact_duplicate | 1 |" in card
+    assert "| b.org | 2 |" in card and "ferry-news (jsonl) 3" in card
+    assert "Fetched from 2019-03-01" in card and "to 2019-03-03" in card  # d.org's copy (03-04) was excluded
+    assert "| text | `VARCHAR` |" in card and "| fetched_at | `TIMESTAMP WITH TIME ZONE` |" in card
+    assert f"| language | 1 | language {provenance.__version__}" in card
+
+
+def test_size_categories_follow_the_hugging_face_buckets():
+    from provenance.export import size_category
+
+    assert [size_category(n) for n in (0, 999, 1000, 9999, 10_000, 2_500_000, 10**13)] == [
+        "n<1K", "n<1K", "1K<n<10K", "1K<n<10K", "10K<n<100K", "1M<n<10M", "n>1T"]
+
+
+def test_export_with_tags_adds_each_documents_flags_and_scores(tagged_store, tmp_path, cli):
+    out = tmp_path / "tagged"
+    cli("export", "--store", tagged_store, "--out", out, "--where", "true", "--with-tags", check=0)
+    rows = duckdb.connect().execute(
+        f"SELECT url, flagged, flags, duplicate_score, category_scores FROM '{out / 'documents.parquet'}' "
+        "ORDER BY url").fetchall()
+    assert len(rows) == 6
+    assert [(r[0], r[1], r[2], r[3]) for r in rows if r[1]] == [
+        ("https://site2.org/p", True, ["duplicate:exact_duplicate"], 1.0),
+        ("https://site4.org/p", True, ["duplicate:exact_duplicate"], 1.0)]
+    assert rows[0][1:4] == (False, [], None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["with_tags"] is True
+    assert {"flagged", "flags", "llm_score"} <= {c["name"] for c in manifest["columns"]}
+    plain = tmp_path / "plain"
+    cli("export", "--store", tagged_store, "--out", plain, check=0)
+    plain_manifest = json.loads((plain / "manifest.json").read_text())
+    assert plain_manifest["with_tags"] is False and "flagged" not in {c["name"] for c in plain_manifest["columns"]}
+
+
+def test_manifest_paths_are_relative_to_the_export_unless_asked(tagged_store, tmp_path, cli):
+    from provenance.store import file_sha256
+
+    out = tmp_path / "exports" / "clean"
+    cli("export", "--store", tagged_store, "--out", out, check=0)
+    text = (out / "manifest.json").read_text()
+    assert str(tmp_path) not in text  # no local path: the manifest can be shared
+    manifest = json.loads(text)
+    jsonschema.validate(manifest, json.loads(schemas.MANIFEST_SCHEMA_PATH.read_text()))
+    assert manifest["manifest_version"] == 2 and manifest["paths"] == "relative"
+    assert (out / manifest["store"]).resolve() == tagged_store.resolve()
+    for entry in manifest["inputs"]:  # each input resolves from the export directory to the file read
+        assert file_sha256(out / entry["path"]) == entry["sha256"]
+    absolute = tmp_path / "abs"
+    cli("export", "--store", tagged_store, "--out", absolute, "--absolute-paths", check=0)
+    manifest = json.loads((absolute / "manifest.json").read_text())
+    assert manifest["paths"] == "absolute" and manifest["store"] == str(tagged_store.absolute())
+    assert all(Path(e["path"]).is_absolute() and Path(e["path"]).is_file() for e in manifest["inputs"])
