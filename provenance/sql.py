@@ -85,7 +85,8 @@ VIEWS = {
     "runs": "one row per run: command, status, times, stats",
     "first_seen": "one row per distinct text: when and where it was first fetched",
     "clusters": "one row per document in a near-duplicate cluster",
-    "consent": "one row per document: what its consent tags say",
+    "consent": "one row per document: its TDM reservation, AI agents robots.txt refuses, directives, licence",
+    "versions": "one row per document: its place among the captures of its URL, by fetch time",
     "reference_texts": "every text of the live reference sets of known LLM output",
 }
 
