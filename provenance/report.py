@@ -243,26 +243,36 @@ SELECT doc_id, crawl_id, coalesce(registered_domain, domain) AS _reg, fetched_at
 FROM {selected_from}
 """
 
+# The tag columns the sections aggregate (no evidence): read from the tag files once.
+TAGS_SQL = """
+CREATE TEMP TABLE _tags AS
+SELECT doc_id, detector, detector_version, plugin_version, config_hash, category, tag, score FROM tags
+"""
+
+# Per document: its language (the language detector's likeliest) and its human-tier tag, in one pass.
 DOCS_SQL = """
 CREATE TEMP TABLE _docs AS
-WITH lang AS (
-    SELECT doc_id, arg_max(substr(tag, 6), coalesce(score, 1.0)) AS lang
-    FROM tags WHERE category = 'language' AND starts_with(tag, 'lang_') GROUP BY doc_id
+WITH per_doc AS (
+    SELECT doc_id,
+           arg_max(substr(tag, 6), coalesce(score, 1.0)) FILTER (WHERE category = 'language') AS lang,
+           min(tag) FILTER (WHERE detector = {tier}) AS tier
+    FROM _tags WHERE (category = 'language' AND starts_with(tag, 'lang_')) OR detector = {tier} GROUP BY doc_id
 ),
 cl AS (SELECT doc_id, max(cluster_size) AS cluster_size FROM clusters GROUP BY doc_id)
-SELECT b.*, {kept} AS kept, l.lang, coalesce(c.cluster_size, 1) AS cluster_size,
+SELECT b.*, {kept} AS kept, p.lang, p.tier, coalesce(c.cluster_size, 1) AS cluster_size,
        ntile(10) OVER (ORDER BY b._chars) AS decile
-FROM _base b LEFT JOIN lang l USING (doc_id) LEFT JOIN cl c USING (doc_id)
+FROM _base b LEFT JOIN per_doc p USING (doc_id) LEFT JOIN cl c USING (doc_id)
 """
 
 
 def _prepare(ctx: Context) -> None:
     ctx.con.execute(BASE_SQL.format(where=ctx.where, selected_from=SELECTED_FROM))
+    ctx.con.execute(TAGS_SQL)
     kept = "b._kept"
     if ctx.respect_opt_out:  # what export --respect-opt-out leaves out too
         ctx.con.execute(f"CREATE TEMP TABLE _opted_out AS SELECT DISTINCT doc_id FROM ({OPT_OUT_TAGS_SQL})")
         kept = "b._kept AND b.doc_id NOT IN (SELECT doc_id FROM _opted_out)"
-    ctx.con.execute(DOCS_SQL.format(kept=kept))
+    ctx.con.execute(DOCS_SQL.format(kept=kept, tier=sql_string(TIER_DETECTOR)))
     ctx.n_docs = ctx.one("SELECT count(*) FROM _docs")[0]
     for (config,) in ctx.rows("SELECT config FROM runs WHERE command = 'tag' ORDER BY started_at"):
         for d in _json(config).get("detectors", []):
@@ -410,7 +420,7 @@ def _flagging_sql(alias: str = "") -> str:
 
 
 def section_flagged(ctx: Context) -> Html:
-    n_tags = ctx.one("SELECT count(*) FROM tags")[0]
+    n_tags = ctx.one("SELECT count(*) FROM _tags")[0]
     if not ctx.n_docs or not n_tags:
         return no_data("no tags (run: provenance tag)" if ctx.n_docs else "the store holds no documents")
     parts = []
@@ -420,8 +430,8 @@ def section_flagged(ctx: Context) -> Html:
                  f"{esc(', '.join(NOT_FLAG_CATEGORIES))} and {esc(', '.join(NOT_FLAG_TAGS))} describe documents "
                  f"and never flag them.</p>")
     by_tag = ctx.rows(f"SELECT category, tag, {_flagging_sql()} AS flags, count(DISTINCT doc_id), count(*) "
-                      f"FROM tags GROUP BY ALL ORDER BY flags DESC, 4 DESC, 1, 2")
-    by_cat = ctx.rows(f"SELECT category, bool_or({_flagging_sql()}), count(DISTINCT doc_id) FROM tags "
+                      f"FROM _tags GROUP BY ALL ORDER BY flags DESC, 4 DESC, 1, 2")
+    by_cat = ctx.rows(f"SELECT category, bool_or({_flagging_sql()}), count(DISTINCT doc_id) FROM _tags "
                       f"GROUP BY 1 ORDER BY 3 DESC, 1")
     parts.append("<h3>By category</h3>" + table(
         ["category", "flags", "documents", "share of documents"],
@@ -449,11 +459,11 @@ def _threshold(ctx: Context, detector: str, config_hashes: list[str]) -> float |
 
 
 def _scores(ctx: Context) -> Html:
-    rows = ctx.rows("SELECT detector, least(floor(score * 20), 19)::INT AS b, count(*) FROM tags "
+    rows = ctx.rows("SELECT detector, least(floor(score * 20), 19)::INT AS b, count(*) FROM _tags "
                     "WHERE score IS NOT NULL GROUP BY ALL ORDER BY 1, 2")
-    facts = dict(ctx.rows("SELECT detector, count(*) FROM tags WHERE score IS NULL GROUP BY 1"))
+    facts = dict(ctx.rows("SELECT detector, count(*) FROM _tags WHERE score IS NULL GROUP BY 1"))
     hashes: dict[str, list[str]] = {}
-    for d, h in ctx.rows("SELECT DISTINCT detector, config_hash FROM tags ORDER BY 1, 2"):
+    for d, h in ctx.rows("SELECT DISTINCT detector, config_hash FROM _tags ORDER BY 1, 2"):
         hashes.setdefault(d, []).append(h)
     detectors = sorted({d for d, _, _ in rows})
     note = ""
@@ -506,9 +516,9 @@ def _coverage(ctx: Context) -> Html:
             rows = file_rows.get(c.get("doc_file"), 0)
             n = sum(max(0, min(end, rows) - start) for start, end in c.get("ranges", []))
         covered[key] = covered.get(key, 0) + n
-    tagged = {(d, h): (v, pv, n, docs) for d, h, v, pv, n, docs in ctx.rows(
-        "SELECT detector, config_hash, any_value(detector_version), any_value(plugin_version), count(*), "
-        "count(DISTINCT doc_id) FROM tags GROUP BY 1, 2")}
+    tagged = {(d, h): (v, pv, n) for d, h, v, pv, n in ctx.rows(
+        "SELECT detector, config_hash, any_value(detector_version), any_value(plugin_version), count(*) "
+        "FROM _tags GROUP BY 1, 2")}
     by_key = {}
     for (d, key), n in covered.items():
         desc = next((x for x in ctx.descriptions.values() if x.get("detector") == d and x.get("tag_key") == key),
@@ -518,16 +528,16 @@ def _coverage(ctx: Context) -> Html:
     seen = set()
     for (d, key), (desc, n) in sorted(by_key.items()):
         h = desc.get("config_hash")
-        v, pv, n_tags, n_docs = tagged.get((d, h), (desc.get("detector_version"), desc.get("plugin_version"), 0, 0))
+        v, pv, n_tags = tagged.get((d, h), (desc.get("detector_version"), desc.get("plugin_version"), 0))
         seen.add((d, h))
-        rows.append([d, v, pv, h, key, Html(f"{n:,} of {live:,}"), pct(min(n, live), live), n_tags, n_docs])
-    for (d, h), (v, pv, n_tags, n_docs) in sorted(tagged.items()):
+        rows.append([d, v, pv, h, key, Html(f"{n:,} of {live:,}"), pct(min(n, live), live), n_tags])
+    for (d, h), (v, pv, n_tags) in sorted(tagged.items()):
         if (d, h) not in seen:  # tags without coverage records (written by a tool that keeps none)
-            rows.append([d, v, pv, h, None, None, None, n_tags, n_docs])
+            rows.append([d, v, pv, h, None, None, None, n_tags])
     if not rows:
         return no_data("no detector has run")
     return table(["detector", "version", "plugin version", "config hash", "tag key", "documents covered",
-                  "coverage", "tags", "documents tagged"], rows)
+                  "coverage", "tags"], rows)
 
 
 def _errors(ctx: Context) -> Html:
@@ -547,25 +557,36 @@ def _errors(ctx: Context) -> Html:
 
 
 # ----- 3. examples ------------------------------------------------------------------------------------
-EXAMPLES_SQL = """
-SELECT category, tag, detector, doc_id, score, evidence FROM (
+# Up to n tag rows per flagging tag, highest score first (from _tags: no evidence read) ...
+CHOSEN_SQL = """
+CREATE TEMP TABLE _chosen AS
+SELECT category, tag, detector, doc_id, score, rn FROM (
     SELECT *, row_number() OVER (PARTITION BY category, tag ORDER BY coalesce(score, 1.0) DESC, doc_id) AS rn
-    FROM tags WHERE {flagging}
-) WHERE rn <= {n} ORDER BY category, tag, rn
+    FROM _tags WHERE {flagging}
+) WHERE rn <= {n}
+"""
+# ... then their evidence, the doc_ids as a literal list: a constant IN filter reaches the Parquet scan.
+EXAMPLES_SQL = """
+SELECT c.category, c.tag, c.detector, c.doc_id, c.score, any_value(t.evidence)
+FROM _chosen c JOIN (SELECT doc_id, detector, category, tag, evidence FROM tags WHERE doc_id IN ({doc_ids})) t
+    USING (doc_id, detector, category, tag)
+GROUP BY ALL ORDER BY c.category, c.tag, any_value(c.rn)
 """
 
 
 def section_examples(ctx: Context) -> Html:
-    picks = ctx.rows(EXAMPLES_SQL.format(flagging=_flagging_sql(), n=EXAMPLES_PER_TAG))
-    if not picks:
+    ctx.con.execute(CHOSEN_SQL.format(flagging=_flagging_sql(), n=EXAMPLES_PER_TAG))
+    chosen = [r[0] for r in ctx.rows("SELECT DISTINCT doc_id FROM _chosen ORDER BY 1")]
+    if not chosen:
         return no_data("no flagged documents")
+    picks = ctx.rows(EXAMPLES_SQL.format(doc_ids=_in_list(chosen)))
     evidence = {i: _json(p[5]) for i, p in enumerate(picks)}
     # The kept copy of a duplicate: near_duplicate's cluster_id, exact_duplicate's kept_doc_id.
     reps = {i: e.get("cluster_id") or e.get("kept_doc_id") for i, e in evidence.items()}
     wanted = sorted({p[3] for p in picks} | {r for r in reps.values() if isinstance(r, str)})
     docs = {r[0]: r[1:] for r in ctx.rows(
         f"SELECT doc_id, url, title, left(text, {EXCERPT_CHARS}), length(text), fetched_at::VARCHAR "
-        f"FROM documents WHERE doc_id IN (SELECT unnest(?))", [wanted])}
+        f"FROM documents WHERE doc_id IN ({_in_list(wanted)})")}
     parts = ["<p>Up to 3 documents per flagging tag, highest score first. Invisible characters are shown as "
              '<span class="esc">\\u200b</span>-style escapes; text is cut at '
              f"{EXCERPT_CHARS} characters.</p>"]
@@ -576,6 +597,11 @@ def section_examples(ctx: Context) -> Html:
             parts.append(f"<h3>{esc(category)}:{esc(tag)}</h3>")
         parts.append(_example(docs, detector, doc_id, score, raw_evidence, evidence[i], reps[i]))
     return Html("".join(parts))
+
+
+def _in_list(values: list[str]) -> str:
+    """A few values as a literal SQL list: a constant IN filter reaches the Parquet scan, a subquery does not."""
+    return ", ".join(sql_string(v) for v in values)
 
 
 def _doc_card(docs: dict, doc_id: str, heading: str) -> str:
@@ -687,17 +713,18 @@ def section_tail(ctx: Context) -> Html:
 
 
 def _tier(ctx: Context) -> Html:
-    rows = ctx.rows(f"SELECT t.tag, count(DISTINCT t.doc_id), count(DISTINCT t.doc_id) FILTER (WHERE d.kept), "
-                    f"coalesce(sum(d._chars) FILTER (WHERE d.kept), 0), any_value(json_extract_string(t.evidence, "
-                    f"'$.cutoff')) FROM tags t JOIN _docs d USING (doc_id) WHERE t.detector = {sql_string(TIER_DETECTOR)} "
-                    f"GROUP BY 1 ORDER BY 1")
+    tier = sql_string(TIER_DETECTOR)
+    rows = ctx.rows("SELECT tier, count(*), count(*) FILTER (WHERE kept), coalesce(sum(_chars) FILTER (WHERE kept), 0) "
+                    "FROM _docs WHERE tier IS NOT NULL GROUP BY 1 ORDER BY 1")
     if not rows:
         return no_data(f"no {TIER_DETECTOR} tags (run: provenance tag --plugins {TIER_DETECTOR}; it trusts the "
                        f"fetch dates of crawls and archives only)")
-    cutoff = next((c for *_, c in rows if c), DEFAULT_CUTOFF)
+    found = ctx.one(f"SELECT json_extract_string(evidence, '$.cutoff') FROM tags WHERE detector = {tier} "
+                    f"AND evidence IS NOT NULL LIMIT 1")
+    cutoff = (found and found[0]) or DEFAULT_CUTOFF
     kept_total = ctx.one("SELECT count(*), coalesce(sum(_chars), 0) FROM _docs WHERE kept")
     tiered = sum(r[2] for r in rows)
-    cells = [[tag, n, kept, pct(kept, kept_total[0]), int(ch // CHARS_PER_TOKEN)] for tag, n, kept, ch, _ in rows]
+    cells = [[tag, n, kept, pct(kept, kept_total[0]), int(ch // CHARS_PER_TOKEN)] for tag, n, kept, ch in rows]
     cells.append(["(no tier tag)", None, kept_total[0] - tiered, pct(kept_total[0] - tiered, kept_total[0]), None])
     return Html(f"<p>When the text was first seen (by the {esc(TIER_DETECTOR)} detector), before or after the "
                 f"cut-off {esc(cutoff)}: text first seen before it was written before LLM output spread.</p>"
@@ -753,7 +780,7 @@ table { border-collapse: collapse; margin: 6px 0 10px; font-size: 13px; }
 caption { caption-side: bottom; text-align: left; color: #667; font-size: 12px; }
 th, td { border-bottom: 1px solid #e3e6ea; padding: 3px 9px; text-align: left; vertical-align: top;
          overflow-wrap: anywhere; }
-th { background: #eef1f5; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #eef1f5; white-space: nowrap; overflow-wrap: normal; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.hot td { background: #fdecea; font-weight: 600; }
 figure { margin: 8px 0; } svg.plot { width: 100%; height: auto; display: block; }
 figcaption { color: #556; font-size: 12px; }

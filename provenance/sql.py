@@ -122,7 +122,8 @@ by_tag AS (
            count(*) AS n_tags,
            count(*) FILTER (WHERE category NOT IN ({not_flag_categories})
                             AND category || ':' || tag NOT IN ({not_flag_tags})) AS n_flagging,
-           list(DISTINCT category || ':' || tag ORDER BY category || ':' || tag) AS flags,
+           -- sorted distinct list; list(DISTINCT .. ORDER BY ..) gives the same and is 4x slower at 1M documents
+           list_sort(list_distinct(list(category || ':' || tag))) AS flags,
            list({'detector': detector, 'category': category, 'tag': tag, 'score': score}
                 ORDER BY detector, tag) AS tag_list
     FROM tags GROUP BY doc_id
