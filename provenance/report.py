@@ -43,7 +43,7 @@ import provenance
 from provenance import exitcodes
 from provenance.export import DEFAULT_WHERE, OPT_OUT_TAGS_SQL, SELECTED_FROM
 from provenance.sql import (NOT_FLAG_CATEGORIES, NOT_FLAG_TAGS, UserSQLError, boolean_predicate, connect,
-                            first_line, sql_string)
+                            first_line, flagging_tag_sql, sql_string)
 from provenance.store import Store, atomic_write_text, coverage_kind, utcnow
 
 TOP_N = 15  # rows of a "top" table or bar plot
@@ -235,6 +235,13 @@ class Context:
         return self.con.execute(sql, params or []).fetchone()
 
 
+# doc_flags computes lists, maps and scores per document: most of the cost of a selection at 1M documents. A
+# predicate that binds over the documents columns and ``flagged`` alone (the default, NOT flagged, does) runs
+# over this relation instead: the same columns with the same values (flagged by the same rule, from _tags).
+FLAGGED_ONLY_FROM = """(
+    SELECT *, doc_id IN (SELECT doc_id FROM _tags WHERE {flagging}) AS flagged FROM documents
+) AS documents"""
+
 # One row per document, with everything the sections group by: the only pass over the text column.
 BASE_SQL = """
 CREATE TEMP TABLE _base AS
@@ -259,15 +266,19 @@ WITH per_doc AS (
     FROM _tags WHERE (category = 'language' AND starts_with(tag, 'lang_')) OR detector = {tier} GROUP BY doc_id
 ),
 cl AS (SELECT doc_id, max(cluster_size) AS cluster_size FROM clusters GROUP BY doc_id)
-SELECT b.*, {kept} AS kept, p.lang, p.tier, coalesce(c.cluster_size, 1) AS cluster_size,
-       ntile(10) OVER (ORDER BY b._chars) AS decile
+SELECT b.*, {kept} AS kept, p.lang, p.tier, coalesce(c.cluster_size, 1) AS cluster_size
 FROM _base b LEFT JOIN per_doc p USING (doc_id) LEFT JOIN cl c USING (doc_id)
 """
 
 
 def _prepare(ctx: Context) -> None:
-    ctx.con.execute(BASE_SQL.format(where=ctx.where, selected_from=SELECTED_FROM))
     ctx.con.execute(TAGS_SQL)
+    selected_from = FLAGGED_ONLY_FROM.format(flagging=flagging_tag_sql())
+    try:
+        ctx.con.execute(f"DESCRIBE SELECT ({ctx.where}) FROM {selected_from} WHERE ({ctx.where})")
+    except duckdb.Error:  # it reads other doc_flags columns
+        selected_from = SELECTED_FROM
+    ctx.con.execute(BASE_SQL.format(where=ctx.where, selected_from=selected_from))
     kept = "b._kept"
     if ctx.respect_opt_out:  # what export --respect-opt-out leaves out too
         ctx.con.execute(f"CREATE TEMP TABLE _opted_out AS SELECT DISTINCT doc_id FROM ({OPT_OUT_TAGS_SQL})")
@@ -411,14 +422,6 @@ def _outcomes(ctx: Context) -> Html:
 
 
 # ----- 2. flagged -------------------------------------------------------------------------------------
-def _flagging_sql(alias: str = "") -> str:
-    """SQL: the tag row flags its document (doc_flags' rule)."""
-    a = f"{alias}." if alias else ""
-    cats = ", ".join(sql_string(c) for c in NOT_FLAG_CATEGORIES)
-    tags = ", ".join(sql_string(t) for t in NOT_FLAG_TAGS)
-    return f"({a}category NOT IN ({cats}) AND {a}category || ':' || {a}tag NOT IN ({tags}))"
-
-
 def section_flagged(ctx: Context) -> Html:
     n_tags = ctx.one("SELECT count(*) FROM _tags")[0]
     if not ctx.n_docs or not n_tags:
@@ -429,9 +432,9 @@ def section_flagged(ctx: Context) -> Html:
                  f"flagging tag; {n_tags:,} live tags in all. Tags of the categories "
                  f"{esc(', '.join(NOT_FLAG_CATEGORIES))} and {esc(', '.join(NOT_FLAG_TAGS))} describe documents "
                  f"and never flag them.</p>")
-    by_tag = ctx.rows(f"SELECT category, tag, {_flagging_sql()} AS flags, count(DISTINCT doc_id), count(*) "
+    by_tag = ctx.rows(f"SELECT category, tag, {flagging_tag_sql()} AS flags, count(DISTINCT doc_id), count(*) "
                       f"FROM _tags GROUP BY ALL ORDER BY flags DESC, 4 DESC, 1, 2")
-    by_cat = ctx.rows(f"SELECT category, bool_or({_flagging_sql()}), count(DISTINCT doc_id) FROM _tags "
+    by_cat = ctx.rows(f"SELECT category, bool_or({flagging_tag_sql()}), count(DISTINCT doc_id) FROM _tags "
                       f"GROUP BY 1 ORDER BY 3 DESC, 1")
     parts.append("<h3>By category</h3>" + table(
         ["category", "flags", "documents", "share of documents"],
@@ -575,7 +578,7 @@ GROUP BY ALL ORDER BY c.category, c.tag, any_value(c.rn)
 
 
 def section_examples(ctx: Context) -> Html:
-    ctx.con.execute(CHOSEN_SQL.format(flagging=_flagging_sql(), n=EXAMPLES_PER_TAG))
+    ctx.con.execute(CHOSEN_SQL.format(flagging=flagging_tag_sql(), n=EXAMPLES_PER_TAG))
     chosen = [r[0] for r in ctx.rows("SELECT DISTINCT doc_id FROM _chosen ORDER BY 1")]
     if not chosen:
         return no_data("no flagged documents")
@@ -679,9 +682,11 @@ def section_tail(ctx: Context) -> Html:
                  f"most tokens.</p>")
     parts.append(_tail_table("registered domain", _group_rows(
         ctx, "_reg", "removed_chars DESC, removed DESC, g NULLS LAST", TOP_N), overall))
-    deciles = _group_rows(ctx, "decile", "g")
-    bounds = dict(((d, (lo, hi)) for d, lo, hi in ctx.rows(
-        "SELECT decile, min(_chars), max(_chars) FROM _docs GROUP BY 1")))
+    # Deciles by the length quantiles (a sort-free ntile: documents of one length share a decile).
+    cuts = ctx.one("SELECT quantile_disc(_chars, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]) FROM _docs")[0]
+    decile = "CASE " + " ".join(f"WHEN _chars <= {int(c)} THEN {i + 1}" for i, c in enumerate(cuts)) + " ELSE 10 END"
+    deciles = _group_rows(ctx, decile, "g")
+    bounds = {d: (lo, hi) for d, lo, hi in ctx.rows(f"SELECT {decile}, min(_chars), max(_chars) FROM _docs GROUP BY 1")}
     parts.append("<h3>By text length decile</h3>")
     fig = ctx.plots.figure(7.0, 2.4)
     ax = fig.add_subplot()
@@ -705,7 +710,7 @@ def section_tail(ctx: Context) -> Html:
     buckets = ("CASE WHEN cluster_size <= 1 THEN '1 (no cluster)' WHEN cluster_size = 2 THEN '2' "
                "WHEN cluster_size <= 5 THEN '3-5' WHEN cluster_size <= 20 THEN '6-20' ELSE '>20' END")
     parts.append(_tail_table("cluster size", _group_rows(ctx, buckets, "min(cluster_size)"), overall))
-    if not ctx.one("SELECT count(*) FROM clusters")[0]:
+    if not ctx.one("SELECT count(*) FROM _docs WHERE cluster_size > 1")[0]:
         parts.append("<p class=\"muted\">No near-duplicate clusters (the near_duplicate detector has not run, or "
                      "found none).</p>")
     parts.append("<h3>The human tier</h3>" + _tier(ctx))
@@ -719,9 +724,12 @@ def _tier(ctx: Context) -> Html:
     if not rows:
         return no_data(f"no {TIER_DETECTOR} tags (run: provenance tag --plugins {TIER_DETECTOR}; it trusts the "
                        f"fetch dates of crawls and archives only)")
-    found = ctx.one(f"SELECT json_extract_string(evidence, '$.cutoff') FROM tags WHERE detector = {tier} "
-                    f"AND evidence IS NOT NULL LIMIT 1")
-    cutoff = (found and found[0]) or DEFAULT_CUTOFF
+    options = [d.get("options", {}) for (name, _), d in ctx.descriptions.items() if name == TIER_DETECTOR]
+    cutoff = next((o["cutoff"] for o in reversed(options) if isinstance(o, dict) and o.get("cutoff")), None)
+    if cutoff is None:  # tags written by a run that recorded no options: the cut-off is in their evidence
+        found = ctx.one(f"SELECT json_extract_string(evidence, '$.cutoff') FROM tags WHERE detector = {tier} "
+                        f"AND evidence IS NOT NULL LIMIT 1")
+        cutoff = (found and found[0]) or DEFAULT_CUTOFF
     kept_total = ctx.one("SELECT count(*), coalesce(sum(_chars), 0) FROM _docs WHERE kept")
     tiered = sum(r[2] for r in rows)
     cells = [[tag, n, kept, pct(kept, kept_total[0]), int(ch // CHARS_PER_TOKEN)] for tag, n, kept, ch in rows]

@@ -150,6 +150,17 @@ def test_the_selection_changes_the_tail(report_store, tmp_path, cli):
     assert "<code>domain &lt;&gt; &#x27;gamma.net&#x27;</code>" in out.read_text()
 
 
+@pytest.mark.parametrize("where", ["NOT flagged", "coalesce(duplicate_score, 0) < 0.5 AND NOT flagged",
+                                   "documents.url LIKE '%alpha%' OR flagged", "doc_flags.flagged",
+                                   "len(flags) = 0 AND n_tags >= 1"])
+def test_the_report_keeps_what_export_keeps(report_store, tmp_path, cli, where):
+    """The report computes flagged-only predicates without doc_flags' lists; the counts must be export's."""
+    cli("export", "--store", report_store, "--out", tmp_path / "e", "--where", where, check=0)
+    kept = json.loads((tmp_path / "e" / "manifest.json").read_text())["counts"]["kept"]
+    cli("report", "--store", report_store, "--out", tmp_path / "r.html", "--where", where, check=0)
+    assert f"</code> keeps {kept:,} of " in (tmp_path / "r.html").read_text()
+
+
 def test_mistakes_are_one_line_and_exit_2(report_store, tmp_path, cli):
     bad = cli("report", "--store", report_store, "--out", tmp_path / "r.html", "--where", "no_such_column")
     assert bad.returncode == 2 and bad.stderr.startswith("provenance: error: --where") and \
