@@ -53,7 +53,8 @@ def _word_stream(rng: np.random.Generator, chars: int) -> str:
 
 def _description(name: str, category: str, version: str) -> dict:
     config_hash = f"{abs(hash(name)) % 16**16:016x}"
-    options = {"min_score": 0.5} if name == "prompt_injection" else {}
+    options = {"prompt_injection": {"min_score": 0.5},
+               "provenance_tier": {"cutoff": "2022-11-30", "sources": ["crawl", "warc", "wet"]}}.get(name, {})
     return {"detector": name, "detector_version": version, "category": category, "plugin": name,
             "plugin_version": provenance.__version__, "config_hash": config_hash, "options": options,
             "tag_key": f"v{version}-p{provenance.__version__}-{config_hash}", "corpus_level": False}

@@ -393,7 +393,7 @@ def _outcomes(ctx: Context) -> Html:
     if not total:
         return no_data("no crawl fetches recorded (imports record none)")
     span = hi - lo
-    unit, fmt = (("hour", "%m-%d %H:00") if span <= 3 * 86400 else ("day", "%Y-%m-%d") if span <= 120 * 86400
+    unit, fmt = (("minute", "%H:%M") if span <= 3 * 3600 else ("hour", "%m-%d %H:00") if span <= 3 * 86400 else ("day", "%Y-%m-%d") if span <= 120 * 86400
                  else ("week", "%Y-%m-%d") if span <= 2 * 365 * 86400 else ("month", "%Y-%m"))
     rows = ctx.rows(f"SELECT epoch(date_trunc('{unit}', fetched_at)) AS t, outcome, count(*) FROM fetches "
                     f"GROUP BY ALL ORDER BY 1")
@@ -566,10 +566,12 @@ SELECT category, tag, detector, doc_id, score, rn FROM (
     FROM _tags WHERE {flagging}
 ) WHERE rn <= {n}
 """
-# ... then their evidence, the doc_ids as a literal list: a constant IN filter reaches the Parquet scan.
+# ... then their evidence, detectors and doc_ids as literal lists: constant IN filters reach the Parquet scan
+# (tag files are per detector, so the others are skipped by their statistics).
 EXAMPLES_SQL = """
 SELECT c.category, c.tag, c.detector, c.doc_id, c.score, any_value(t.evidence)
-FROM _chosen c JOIN (SELECT doc_id, detector, category, tag, evidence FROM tags WHERE doc_id IN ({doc_ids})) t
+FROM _chosen c JOIN (SELECT doc_id, detector, category, tag, evidence FROM tags
+                     WHERE detector IN ({detectors}) AND doc_id IN ({doc_ids})) t
     USING (doc_id, detector, category, tag)
 GROUP BY ALL ORDER BY c.category, c.tag, any_value(c.rn)
 """
@@ -580,7 +582,8 @@ def section_examples(ctx: Context) -> Html:
     chosen = [r[0] for r in ctx.rows("SELECT DISTINCT doc_id FROM _chosen ORDER BY 1")]
     if not chosen:
         return no_data("no flagged documents")
-    picks = ctx.rows(EXAMPLES_SQL.format(doc_ids=_in_list(chosen)))
+    detectors = [r[0] for r in ctx.rows("SELECT DISTINCT detector FROM _chosen ORDER BY 1")]
+    picks = ctx.rows(EXAMPLES_SQL.format(detectors=_in_list(detectors), doc_ids=_in_list(chosen)))
     evidence = {i: _json(p[5]) for i, p in enumerate(picks)}
     # The kept copy of a duplicate: near_duplicate's cluster_id, exact_duplicate's kept_doc_id.
     reps = {i: e.get("cluster_id") or e.get("kept_doc_id") for i, e in evidence.items()}

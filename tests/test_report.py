@@ -199,6 +199,22 @@ def test_an_untagged_store_still_reports_its_corpus(tmp_path, cli):
     assert page.count("<svg") >= 3  # domains, fetch dates, lengths (and the tail's deciles)
 
 
+def test_a_crawled_store_shows_its_fetch_outcomes(tmp_path, cli):
+    from provenance.sites import generate_site, serve
+
+    site, store = tmp_path / "site", tmp_path / "store"
+    generate_site(site)
+    with serve(site) as base:
+        for _ in range(2):  # the second crawl finds every page unchanged
+            cli("crawl", base + "index.html", "--store", store, "--allow-private", "--max-pages", "8", check=0)
+    out = tmp_path / "r.html"
+    cli("report", "--store", store, "--out", out, check=0)
+    corpus = out.read_text().split('<section id="flagged">')[0]
+    assert "Crawl fetch outcomes per minute" in corpus
+    assert re.search(r"<td>new</td><td class=num>\d+</td>", corpus)
+    assert re.search(r"<td>(not_modified|unchanged)</td>", corpus)
+
+
 # ----- a real browser --------------------------------------------------------------------------------------
 def test_report_renders_offline_in_chromium(report_html, tmp_path):
     chromium = shutil.which("chromium")
