@@ -44,7 +44,7 @@ from provenance import exitcodes
 from provenance.export import DEFAULT_WHERE, OPT_OUT_TAGS_SQL, SELECTED_FROM
 from provenance.sql import (NOT_FLAG_CATEGORIES, NOT_FLAG_TAGS, UserSQLError, boolean_predicate, connect,
                             first_line, flagging_tag_sql, sql_string)
-from provenance.store import Store, atomic_write_text, coverage_kind, utcnow
+from provenance.store import Snapshot, Store, atomic_write_text, coverage_kind, utcnow
 
 TOP_N = 15  # rows of a "top" table or bar plot
 EXAMPLES_PER_TAG = 3
@@ -57,6 +57,8 @@ CHARS_PER_TOKEN = 4
 HIGHLIGHT_FACTOR = 2.0
 OUTCOMES = ("new", "changed", "unchanged", "not_modified", "non_html", "not_found", "refused", "robots_denied",
             "integrity_mismatch", "error")
+TIME_UNITS = (("minute", "%H:%M", 3 * 3600), ("hour", "%m-%d %H:00", 3 * 86400), ("day", "%Y-%m-%d", 120 * 86400),
+              ("week", "%Y-%m-%d", 2 * 365 * 86400), ("month", "%Y-%m", float("inf")))
 SECTIONS = ("corpus", "flagged", "examples", "tail", "provenance")
 
 
@@ -221,7 +223,7 @@ def barh(plots: Plots, labels: list, values: list[float], title: str, xlabel: st
 class Context:
     con: duckdb.DuckDBPyConnection
     store: Store
-    snapshot: object
+    snapshot: Snapshot
     where: str
     respect_opt_out: bool
     plots: Plots
@@ -277,7 +279,10 @@ def _prepare(ctx: Context) -> None:
         ctx.con.execute(f"DESCRIBE SELECT ({ctx.where}) FROM {selected_from} WHERE ({ctx.where})")
     except duckdb.Error:  # it reads other doc_flags columns
         selected_from = SELECTED_FROM
-    ctx.con.execute(BASE_SQL.format(where=ctx.where, selected_from=selected_from))
+    try:
+        ctx.con.execute(BASE_SQL.format(where=ctx.where, selected_from=selected_from))
+    except duckdb.Error as exc:  # it parsed and bound, but failed on the data (a bad cast)
+        raise ReportUsageError(f"--where {ctx.where!r} failed: {first_line(exc)}") from None
     kept = "b._kept"
     if ctx.respect_opt_out:  # what export --respect-opt-out leaves out too
         ctx.con.execute(f"CREATE TEMP TABLE _opted_out AS SELECT DISTINCT doc_id FROM ({OPT_OUT_TAGS_SQL})")
@@ -393,8 +398,8 @@ def _outcomes(ctx: Context) -> Html:
     if not total:
         return no_data("no crawl fetches recorded (imports record none)")
     span = hi - lo
-    unit, fmt = (("minute", "%H:%M") if span <= 3 * 3600 else ("hour", "%m-%d %H:00") if span <= 3 * 86400 else ("day", "%Y-%m-%d") if span <= 120 * 86400
-                 else ("week", "%Y-%m-%d") if span <= 2 * 365 * 86400 else ("month", "%Y-%m"))
+    # A bar per minute, hour, day, week or month: whichever gives at most ~180 bars.
+    unit, fmt = next((u, f) for u, f, limit in TIME_UNITS if span <= limit)
     rows = ctx.rows(f"SELECT epoch(date_trunc('{unit}', fetched_at)) AS t, outcome, count(*) FROM fetches "
                     f"GROUP BY ALL ORDER BY 1")
     totals = ctx.rows("SELECT outcome, count(*), count(*) FILTER (WHERE error IS NOT NULL) FROM fetches "
@@ -789,7 +794,8 @@ table { border-collapse: collapse; margin: 6px 0 10px; font-size: 13px; }
 caption { caption-side: bottom; text-align: left; color: #667; font-size: 12px; }
 th, td { border-bottom: 1px solid #e3e6ea; padding: 3px 9px; text-align: left; vertical-align: top;
          overflow-wrap: anywhere; }
-th { background: #eef1f5; white-space: nowrap; overflow-wrap: normal; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #eef1f5; white-space: nowrap; overflow-wrap: normal; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.hot td { background: #fdecea; font-weight: 600; }
 figure { margin: 8px 0; } svg.plot { width: 100%; height: auto; display: block; }
 figcaption { color: #556; font-size: 12px; }
@@ -822,10 +828,7 @@ def render(store: Store, where: str | None = None, respect_opt_out: bool = False
         raise ReportUsageError(str(exc)) from None
     ctx = Context(con=con, store=store, snapshot=snapshot, where=where, respect_opt_out=respect_opt_out,
                   plots=Plots())
-    try:
-        _prepare(ctx)
-    except duckdb.Error as exc:  # it parsed and bound, but failed on the data (a bad cast)
-        raise ReportUsageError(f"--where {where!r} failed: {first_line(exc)}") from None
+    _prepare(ctx)
     generated_at = utcnow().strftime("%Y-%m-%d %H:%M:%S")
     bodies = {
         "corpus": ("Corpus", section_corpus(ctx)),
