@@ -1,4 +1,4 @@
-"""The ``provenance`` command line: crawl | ingest | reference | tag | query | export | plugins.
+"""The ``provenance`` command line: crawl | ingest | reference | tag | query | export | report | plugins.
 
 A contract users script against: every command takes ``--store DIR`` (default
 from provenance.toml, then ./provenance-store), never prompts, prints progress
@@ -54,6 +54,7 @@ def handle_errors(fn):
     from provenance.ingest import IngestError
     from provenance.pluginmanager import PluginLoadError
     from provenance.references import ReferenceSetError
+    from provenance.report import ReportError
     from provenance.runner import TagRunError
 
     @functools.wraps(fn)
@@ -64,7 +65,7 @@ def handle_errors(fn):
             raise Failure(str(exc), exitcodes.LOCKED) from None
         except (config_mod.ConfigError, TagRunError, DetectorError) as exc:
             raise Failure(str(exc), exitcodes.USAGE) from None
-        except (StoreError, IngestError, ExportError, PluginLoadError, ReferenceSetError) as exc:
+        except (StoreError, IngestError, ExportError, ReportError, PluginLoadError, ReferenceSetError) as exc:
             raise Failure(str(exc), getattr(exc, "exit_code", exitcodes.FAILURE)) from None
         # Ctrl-C is main()'s to report, the same way for every command.
 
@@ -478,6 +479,27 @@ def export(store_dir, config_file, where, out_dir, include_raw, overwrite, respe
     c = manifest["counts"]
     click.echo(f"export: kept {c['kept']} of {c['documents_in_store']} documents "
                f"({c['excluded']} excluded) -> {out_dir}")
+
+
+# ----- report ---------------------------------------------------------------------------------
+@cli.command()
+@store_option
+@click.option("--out", "out_file", default="report.html", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="The HTML file to write (replaced if it exists).")
+@click.option("--where", default=None, metavar="PREDICATE",
+              help="The selection whose losses the tail section shows: one boolean SQL expression over the "
+                   "columns of documents and doc_flags, as for export [default: what export keeps: NOT flagged].")
+@handle_errors
+def report(store_dir, config_file, out_file, where):
+    """Write one self-contained HTML page about the store: corpus, flags, examples, tail, provenance.
+
+    It opens offline (plots are inline SVG, no script) and prints; attach it to a dataset release.
+    """
+    from provenance.report import write_report
+
+    settings, store = settings_and_store(config_file, store_dir)
+    path = write_report(store, out_file, where=where, respect_opt_out=settings["export"]["respect_opt_out"])
+    click.echo(str(path))
 
 
 # ----- plugins --------------------------------------------------------------------------------

@@ -157,9 +157,9 @@ by_category AS (
 by_tag AS (
     SELECT doc_id,
            count(*) AS n_tags,
-           count(*) FILTER (WHERE category NOT IN ({not_flag_categories})
-                            AND category || ':' || tag NOT IN ({not_flag_tags})) AS n_flagging,
-           list(DISTINCT category || ':' || tag ORDER BY category || ':' || tag) AS flags,
+           count(*) FILTER (WHERE {flagging}) AS n_flagging,
+           -- sorted distinct list; list(DISTINCT .. ORDER BY ..) gives the same and is 4x slower at 1M documents
+           list_sort(list_distinct(list(category || ':' || tag))) AS flags,
            list({'detector': detector, 'category': category, 'tag': tag, 'score': score}
                 ORDER BY detector, tag) AS tag_list
     FROM tags GROUP BY doc_id
@@ -328,6 +328,14 @@ FROM once WHERE fetched_at IS NULL
 """
 
 
+def flagging_tag_sql() -> str:
+    """SQL over a tag row's ``category`` and ``tag``: true when the tag flags its document (``doc_flags.flagged``
+    is true for a document with any such tag)."""
+    categories = ", ".join(sql_string(c) for c in NOT_FLAG_CATEGORIES)
+    tags = ", ".join(sql_string(t) for t in NOT_FLAG_TAGS)
+    return f"(category NOT IN ({categories}) AND category || ':' || tag NOT IN ({tags}))"
+
+
 def create_views(con: duckdb.DuckDBPyConnection, store: Store, snapshot: Snapshot | None = None) -> Snapshot:
     snapshot = snapshot or store.snapshot()
     for view, kind in PARQUET_VIEWS.items():
@@ -342,11 +350,8 @@ def create_views(con: duckdb.DuckDBPyConnection, store: Store, snapshot: Snapsho
     score_columns = ",\n           ".join(
         f"max(score) FILTER (WHERE category = '{c}') AS {c}_score" for c in SCORE_CATEGORIES)
     score_select = ", ".join(f"c.{c}_score" for c in SCORE_CATEGORIES)
-    not_flag = ", ".join(sql_string(c) for c in NOT_FLAG_CATEGORIES)
-    not_flag_tags = ", ".join(sql_string(t) for t in NOT_FLAG_TAGS)
     con.execute(DOC_FLAGS_SQL.replace("{score_columns}", score_columns)
-                .replace("{score_select}", score_select).replace("{not_flag_categories}", not_flag)
-                .replace("{not_flag_tags}", not_flag_tags))
+                .replace("{score_select}", score_select).replace("{flagging}", flagging_tag_sql()))
     return snapshot
 
 

@@ -81,6 +81,12 @@ MISTAKES = [
     Mistake("export --out onto a file", ("export", "--out", "{tmp}/out.txt", "--store", "{store}"), 2,
             ("'--out'", "is a file"), {"out.txt": "x"}),
     Mistake("SQL error", ("query", "select * from nosuch", "--store", "{store}"), 2, ("SQL error", "nosuch")),
+    Mistake("report without a store", ("report", "--out", "{tmp}/r.html", "--store", "{tmp}/none"), 1,
+            ("no provenance store here",)),
+    Mistake("report --where not a predicate", ("report", "--out", "{tmp}/r.html", "--store", "{store}",
+                                               "--where", "no_such_column"), 2, ("--where", "not a valid predicate")),
+    Mistake("report --out in a missing directory", ("report", "--out", "{tmp}/no/r.html", "--store", "{store}"), 2,
+            ("no such directory", "--out")),
     # ----- ingest: paths and whole files
     Mistake("ingest path missing", ("ingest", "{tmp}/nope.jsonl", "--store", "{tmp}/s"), 1,
             ("nope.jsonl", "no such file or directory")),
