@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import shlex
 import shutil
@@ -203,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         sh("query", "--store", str(store), "SELECT count(*) AS documents, sum(CASE WHEN flagged THEN 1 ELSE 0 END) "
            "AS flagged FROM doc_flags")
         sh("query", "--store", str(store), FLAGGED_SQL)
-        print("Note: llm_ngram is a weak signal (eval/llm.py: macro AUROC about 0.7): llm_generated on 'real' pages "
+        print("Note: llm_ngram is a weak signal (eval/llm.py: macro AUROC about 0.7): an llm tag on a 'real' page "
               "written before chat models existed is a false positive.")
         print("\n# 4. Export what is not flagged, with a manifest and a dataset card")
         sh("export", "--store", str(store), "--where", "NOT flagged", "--out", str(export), "--overwrite",
@@ -213,21 +212,18 @@ def main(argv: list[str] | None = None) -> int:
             "SELECT count(*) FROM read_parquet(?)", [str(export / "documents.parquet")]).fetchone()[0]
         if exported != manifest["counts"]["kept"]:
             raise DemoFailed(f"manifest says {manifest['counts']['kept']} kept but the export holds {exported}")
-        # `provenance report` is being written elsewhere; the demo uses it once it exists.
-        last = export / "README.md"
-        if importlib.util.find_spec("provenance.report") is not None:
-            sh("report", "--store", str(store), "--out", str(report))
-            last = report
+        print("\n# 5. The picture: one self-contained HTML page (open it in a browser)")
+        sh("report", "--store", str(store), "--out", str(report))
     except DemoFailed as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 1
     print(f"\nDemo finished. Kept {exported} of {manifest['counts']['documents_in_store']} documents.\n"
           f"  store:    {store}\n  export:   {export / 'documents.parquet'}\n"
-          f"  manifest: {export / 'manifest.json'}\n  card:     {export / 'README.md'}\n"
+          f"  manifest: {export / 'manifest.json'}\n  card:     {export / 'README.md'}\n  report:   {report}\n"
           "Try (provenance is .venv/bin/provenance; `source .venv/bin/activate` puts it on PATH):")
     for what, sql in HINTS:
         print(f"  # {what}\n  provenance query --store {quote(str(store))} {quote(sql)}")
-    print(last)
+    print(report)
     return 0
 
 

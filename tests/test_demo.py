@@ -55,9 +55,9 @@ def test_demo_on_the_generated_site_flags_what_was_planted_and_its_hints_return_
     manifest = json.loads((out / "export" / "manifest.json").read_text())
     assert manifest["counts"]["excluded_by_tag"]["duplicate:exact_duplicate"] == 2  # the fixture's and the planted copy
     assert manifest["counts"]["kept"] == con.execute("SELECT count(*) FROM doc_flags WHERE NOT flagged").fetchone()[0]
-    # The last line is a file the user can open (the report once `provenance report` exists, else the card).
+    # The last line is the report, a page the user can open.
     last = Path(stdout.strip().splitlines()[-1])
-    assert last.is_file() and last.parent in (out, out / "export")
+    assert last == out / "report.html" and "<section id=\"tail\"" in last.read_text()
     # Every "Try:" hint the demo prints is in its output and returns rows through the CLI.
     for _what, sql in HINTS:
         assert sql in stdout or sql.replace("'", "'\"'\"'") in stdout
