@@ -8,6 +8,8 @@ results were not yet committed are gone from it.
 
 So the spider also appends to ``frontier.jsonl`` in the same directory:
 
+  {"spider": name}                    once, when the job starts
+  {"run": run_id}                     each run that works on the job
   {"s": url, "k": kind, "d": depth}   before a request is handed to Scrapy
   {"c": [url, ...]}                   after a store commit that holds those URLs' fetch rows
 
@@ -16,7 +18,9 @@ Resuming then means:
     queue; the journal only tells the spider what it already requested/finished;
   * anything else: Scrapy's queue files are discarded and every URL requested
     but not committed is requested again. Pages committed before the kill are
-    not fetched again; a page fetched twice is stored once anyway, because
+    not fetched again: a kill can land between a commit and its ``c`` line, so
+    the store's fetch rows of the job's runs count as committed too
+    (``reconcile``); a page fetched twice would be stored once anyway, because
     DocumentSink drops doc_ids the store already has.
 
 A crawl that finishes (reason 'finished') deletes its job directory, so the
@@ -61,10 +65,11 @@ class Journal:
     committed: set[str] = field(default_factory=set)  # url_key of everything whose fetch row is committed
     resumed: str | None = None  # None (fresh), 'paused' (graceful stop) or 'killed'
     pending: list[Pending] = field(default_factory=list)  # to request again after a kill
+    runs: list[str] = field(default_factory=list)  # the runs that worked on this job before this one
     _fh: object = None
 
     @classmethod
-    def open(cls, jobdir: Path, spider: str) -> Journal:
+    def open(cls, jobdir: Path, spider: str, run_id: str | None = None) -> Journal:
         jobdir = Path(jobdir)
         journal = cls(jobdir, spider)
         path = jobdir / JOURNAL
@@ -85,6 +90,8 @@ class Journal:
         journal._fh = open(path, "a", buffering=1, encoding="utf-8")  # line-buffered: each line hits the OS
         if journal.resumed is None:
             journal._write({"spider": spider})
+        if run_id:
+            journal._write({"run": run_id})
         return journal
 
     def _load(self, path: Path) -> None:
@@ -102,12 +109,19 @@ class Journal:
                                                                       int(entry.get("d", 0))))
                 elif "c" in entry:
                     self.committed.update(url_key(u) for u in entry["c"])
+                elif "run" in entry:
+                    self.runs.append(entry["run"])
         if header is None or header.get("spider") != self.spider:
             return  # not ours to resume
         self.requested = set(scheduled)
         self.resumed = "paused" if (path.parent / PAUSED).exists() else "killed"
         if self.resumed == "killed":
             self.pending = [p for key, p in scheduled.items() if key not in self.committed]
+
+    def reconcile(self, committed_urls) -> None:
+        """After a kill: URLs whose fetch rows the store holds from this job's runs are done, journaled or not."""
+        self.committed.update(url_key(u) for u in committed_urls)
+        self.pending = [p for p in self.pending if url_key(p.url) not in self.committed]
 
     def _write(self, entry: dict) -> None:
         self._fh.write(json.dumps(entry, separators=(",", ":")) + "\n")

@@ -81,6 +81,21 @@ def _queue_size(crawler) -> int | None:
         return None
 
 
+def _fetched_urls(store, run_ids: list[str]) -> list[str]:
+    """URLs with a committed fetch row from any of ``run_ids`` (the store, not the journal, is the truth)."""
+    import duckdb
+
+    from provenance.sql import sql_list, sql_string
+
+    paths = store.snapshot().paths("fetches")
+    if not paths:
+        return []
+    runs = ", ".join(sql_string(r) for r in run_ids)
+    return [u for (u,) in duckdb.connect().execute(
+        f"SELECT DISTINCT url FROM read_parquet({sql_list(paths)}, union_by_name = true) "
+        f"WHERE run_id IN ({runs})").fetchall()]
+
+
 def crawl_in_run(store, run, plan: dict, extract_pool=None) -> dict:
     """Run one Scrapy crawl inside an open store run; returns its stats."""
     from scrapy.crawler import CrawlerProcess
@@ -94,7 +109,9 @@ def crawl_in_run(store, run, plan: dict, extract_pool=None) -> dict:
     crawl, mode, crawl_id = plan["settings"], plan["mode"], plan["crawl_id"]
     spider_cls = SPIDERS[mode]
     jobdir = store.root / "_jobs" / safe_name(crawl_id) if crawl["jobdir"] else None
-    journal = Journal.open(jobdir, spider_cls.name) if jobdir else NoJournal()
+    journal = Journal.open(jobdir, spider_cls.name, run.run_id) if jobdir else NoJournal()
+    if journal.resumed == "killed" and journal.runs:
+        journal.reconcile(_fetched_urls(store, journal.runs))
     url_file = Path(plan["url_file"]) if plan.get("url_file") else None
     session = CrawlSession(store, run, crawl_id=crawl_id, spider=spider_cls.name,
                            settings_hash=settings_hash(crawl), journal=journal,

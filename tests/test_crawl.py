@@ -475,7 +475,12 @@ def test_a_killed_crawl_resumes_without_duplicates(tmp_path):
         proc.communicate(timeout=30)
         killed = _documents_per_url(store_dir, base)
         assert 0 < len(killed) < len(expected)
-        assert (store_dir / "_jobs" / "k" / "frontier.jsonl").exists()
+        journal = store_dir / "_jobs" / "k" / "frontier.jsonl"
+        assert journal.exists()
+        # The kill may land between a commit and the journal line that records it; make that the case for every
+        # commit, so the resume must learn what is done from the store's fetch rows, not from the journal.
+        lines = journal.read_text().splitlines(keepends=True)
+        journal.write_text("".join(line for line in lines if not line.startswith('{"c":')))
 
         resumed = cli("crawl", base + "index.html", "--store", store_dir, "--crawl-id", "k",
                       "--stats-file", tmp_path / "s.json", env=env)
