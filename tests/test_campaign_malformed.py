@@ -323,8 +323,9 @@ def test_compressed_samples_and_a_gzip_bomb_through_a_crawl(shared_dir, tmp_path
             url = base + f"compressed/{name}.html"
             assert outcomes[url] == "new", (name, fetch_errors.get(url))
             assert texts[url], name  # decoded, then extracted
-    # Bounded memory: far below the 1.5 GiB the bomb decodes to.
-    assert peak_one < 600 * 2**20 and peak_tree < 900 * 2**20, (peak_one, peak_tree)
+    # Bounded memory: well below the 1.5 GiB the bomb decodes to (decoded whole, one process would pass 1.5 GiB).
+    # About 280 MiB on an idle machine; 640 MiB was seen once on a heavily loaded one, hence the 1 GiB bound.
+    assert peak_one < 1024 * 2**20 and peak_tree < 1200 * 2**20, (peak_one, peak_tree)
     print(f"\nbomb crawl: {len(urls)} URLs, outcomes {dict(sorted(Counter(outcomes.values()).items()))}, "
           f"bomb {bomb_size / 2**20:.1f} MiB -> {BOMB_BYTES / 2**30:.1f} GiB, peak RSS one process "
           f"{peak_one / 2**20:.0f} MiB, process tree {peak_tree / 2**20:.0f} MiB")
