@@ -336,7 +336,39 @@ def section_corpus(ctx: Context) -> Html:
     parts.append("<h3>Text lengths</h3>" + _lengths(ctx))
     parts.append("<h3>Languages</h3>" + _languages(ctx))
     parts.append("<h3>Crawl outcomes over time</h3>" + _outcomes(ctx))
+    parts.append("<h3>Consent: text-and-data-mining opt-outs</h3>" + _consent(ctx))
     return Html("".join(parts))
+
+
+# Per registered domain: documents under each kind of reservation (the consent view; documents without any
+# consent tag or policy-file record are not in it and count as no signal).
+CONSENT_BY_DOMAIN_SQL = """
+SELECT d._reg, count(*) AS n,
+       count(*) FILTER (WHERE c.tdm_reserved = 'true') AS tdm,
+       count(*) FILTER (WHERE len(c.ai_agents_disallowed) > 0) AS robots_ai,
+       count(*) FILTER (WHERE list_has_any(c.directives, ['noai', 'noimageai'])) AS noai,
+       count(*) FILTER (WHERE c.license IS NOT NULL) AS licensed
+FROM _docs d LEFT JOIN consent c USING (doc_id)
+GROUP BY 1 ORDER BY tdm + robots_ai + noai DESC, n DESC, 1 NULLS LAST
+"""
+
+
+def _consent(ctx: Context) -> Html:
+    rows = ctx.rows(CONSENT_BY_DOMAIN_SQL)
+    totals = [sum(r[i] for r in rows) for i in range(1, 6)]
+    if not any(totals[1:]):
+        return no_data("no document carries an opt-out or licence signal (or the consent detector has not run: "
+                       "provenance tag --plugins consent)")
+    n, tdm, robots_ai, noai, licensed = totals
+    intro = (f"<p>Of {n:,} documents: {pct(tdm, n)} reserved by TDMRep (header, meta or the host's tdmrep.json), "
+             f"{pct(robots_ai, n)} on hosts whose robots.txt refuses at least one AI agent, {pct(noai, n)} with a "
+             f"noai/noimageai directive, {pct(licensed, n)} naming a licence. <code>export --respect-opt-out</code> "
+             "leaves out the TDMRep reservations and noai directives.</p>")
+    shown = [r for r in rows if r[2] or r[3] or r[4]][:TOP_N]
+    return Html(intro + table(
+        ["registered domain", "documents", "TDM reserved", "robots.txt refuses AI agents", "noai", "licence"],
+        [[r[0], r[1], pct(r[2], r[1]), pct(r[3], r[1]), pct(r[4], r[1]), pct(r[5], r[1])] for r in shown],
+        caption=f"domains with an opt-out, most first (top {TOP_N})"))
 
 
 def _fetch_dates(ctx: Context) -> Html:

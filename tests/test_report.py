@@ -15,7 +15,7 @@ from conftest import run_cli
 from provenance.report import SECTIONS
 
 # Built-in detectors the report has sections for; the others (llm_ngram, quality, ...) add nothing here.
-DETECTORS = "exact_duplicate,near_duplicate,invisible_unicode,prompt_injection,language,provenance_tier"
+DETECTORS = "exact_duplicate,near_duplicate,invisible_unicode,prompt_injection,language,provenance_tier,consent"
 WORDS = ("river stone garden letter morning harbor window lantern orchard meadow pencil thunder village "
          "candle ribbon forest bridge silver marble engine violin autumn valley cottage ladder").split()
 GERMAN = ("Der Fluss fliesst ruhig durch das alte Dorf, und die Kinder spielen am Ufer, waehrend die Sonne "
@@ -65,6 +65,11 @@ def demo_records(seed: int = 7) -> list[dict]:
     # Markup in the text, a bidi override (flagged: bidi_control) and a URL that must not become a link.
     add("javascript:alert(1)//odd.org", "<script>alert('x')</script></pre><img src=http://evil.example/x.png> "
         "total \u202e0.99 USD " + _prose(rng, 30), 2022)
+    for i in range(4):  # a publisher that reserves text-and-data mining in its pages' <head>
+        records.append({"url": f"https://reserved.example/news/{i}", "fetched_at": "2024-05-01T12:00:00Z",
+                        "html": '<html><head><meta name="tdm-reservation" content="1">'
+                                '<meta name="robots" content="noai"></head><body><article><p>'
+                                + _prose(rng, 60) + "</p></article></body></html>"})
     return records
 
 
@@ -140,6 +145,15 @@ def test_report_shows_the_planted_flags_with_their_evidence(report_html):
     assert "no crawl fetches recorded" in corpus
     provenance_part = page[page.index('<section id="provenance">'):]
     assert "near_duplicate v" in provenance_part and "ingest" in provenance_part
+
+
+def test_the_corpus_section_shows_opt_outs_by_domain(report_html):
+    page = report_html.read_text()
+    consent = page[page.index("Consent: text-and-data-mining opt-outs"):page.index('<section id="flagged"')]
+    row = consent[consent.index("reserved.example"):]
+    row = row[:row.index("</tr>")]
+    assert row.count("100.0%") == 2  # TDM reserved and noai, on all four of its documents
+    assert "alpha.org" not in consent  # domains without a signal are not listed
 
 
 def test_the_selection_changes_the_tail(report_store, tmp_path, cli):
