@@ -354,6 +354,11 @@ GROUP BY 1 ORDER BY tdm + robots_ai + noai DESC, n DESC, 1 NULLS LAST
 
 
 def _consent(ctx: Context) -> Html:
+    signals = ctx.one("SELECT count(*) FROM _tags WHERE detector = 'consent'")[0] or ctx.one(
+        "SELECT count(*) FROM fetches WHERE robots_sha256 IS NOT NULL OR tdmrep_status IS NOT NULL")[0]
+    if not signals:  # the consent view would scan the tags again to find nothing
+        return no_data("no document carries an opt-out or licence signal (or the consent detector has not run: "
+                       "provenance tag --plugins consent)")
     rows = ctx.rows(CONSENT_BY_DOMAIN_SQL)
     totals = [sum(r[i] for r in rows) for i in range(1, 6)]
     if not any(totals[1:]):
