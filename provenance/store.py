@@ -11,6 +11,7 @@ Layout::
       references/<name>/<run_id>-<seq>.parquet              reference sets (provenance reference add)
       errors/<run_id>-<seq>.parquet
       _log/<seq>.json                 one JSON entry per commit, seq = 1, 2, 3, ... (20 digits)
+      _log/<seq>.checkpoint.json.gz   the whole committed state after entry seq (every CHECKPOINT_EVERY entries)
       _log/_torn/                     empty or cut-off last entries set aside (see below)
       runs/<run_id>.json              run records (status, stats, config)
       _tmp/                           staging; emptied whenever a writer takes the lock
@@ -37,12 +38,23 @@ never flushed). Readers ignore such an entry with a warning and the next
 writer moves it to ``_log/_torn/``; the commit it held is lost, as if the run
 had died just before it. An unreadable entry anywhere else, or a missing
 number, is damage no crash makes: a StoreError names the entry and the repair.
+
+Checkpoints: replaying the whole log costs one JSON parse per commit, so
+every CHECKPOINT_EVERY entries the writer also writes the whole state after
+that entry (live files, removed files, coverage) as one gzipped JSON file,
+and readers start from the newest good checkpoint and apply only the entries
+after it. A checkpoint is only an optimisation: it is written like everything
+else (temp file, fsync, rename, fsync of the directory), it names the sha256
+of the entry it ends with (so a checkpoint of a rolled-back history is never
+used), and one that is unreadable, cut off or does not match is skipped with
+a warning in favour of an older one or of the full replay.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import gzip
 import hashlib
 import json
 import logging
@@ -78,6 +90,11 @@ _HELD: dict[Path, str] = {}  # stores whose lock this process holds -> command
 LOG_ENTRY_NAME = re.compile(r"^(\d{20})\.json$")
 LEGACY_LOG_ENTRY_NAME = re.compile(r"^\d{20}-.+\.json$")
 TORN_DIR = "_torn"  # under _log/: empty or cut-off last entries, set aside by the next writer
+# A checkpoint of the whole state every this many entries: opening reads it and at most this many entries.
+CHECKPOINT_EVERY = 100
+KEEP_CHECKPOINTS = 2  # the newest and one before it, to fall back on if the newest is damaged
+CHECKPOINT_NAME = re.compile(r"^(\d{20})\.checkpoint\.json\.gz$")
+CHECKPOINT_FORMAT = 1
 
 log = logging.getLogger("provenance.store")
 _WARNED: set[tuple[Path, str]] = set()  # (store, entry) already warned about: one warning per process
@@ -138,17 +155,21 @@ def make_dirs(path: Path) -> None:
         fsync_dir(directory.parent)
 
 
-def _write_temp(path: Path, text: str) -> Path:
+def _write_temp(path: Path, text: str | bytes) -> Path:
     """``text`` in a hidden temp file beside ``path``, fsynced; returns the temp file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(tmp, "wb" if isinstance(text, bytes) else "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half temp file behind
+        raise
     return tmp
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str | bytes) -> None:
     """Replace ``path`` by ``text`` so that readers and a power loss see the old file or the new, whole."""
     os.replace(_write_temp(path, text), path)
     fsync_dir(path.parent)
@@ -261,6 +282,23 @@ class Snapshot:
     coverage: list[dict]  # tag coverage records, see runner.py
     log_seq: int = 0  # sequence number of the last commit entry read (0: none yet)
     torn: TornEntry | None = None  # an empty or cut-off last entry, ignored
+    checkpoint_seq: int = 0  # the checkpoint it was read from (0: the whole log was replayed)
+
+    def apply(self, entry: dict) -> None:
+        """One commit entry's changes, in place."""
+        for d in entry.get("add", []):
+            self.files[d["path"]] = FileEntry.from_json(d)
+        for removed_path in entry.get("remove", []):
+            if self.files.pop(removed_path, None) is not None:
+                self.removed[removed_path] = entry["committed_at_unix"]
+        for drop in entry.get("drop_coverage", []):
+            self.coverage = [c for c in self.coverage if not _drops(drop, c)]
+        self.coverage.extend(entry.get("coverage", []))
+
+    def state(self) -> dict:
+        """What a checkpoint holds: everything the log's entries up to log_seq determine."""
+        return {"files": [f.to_json() for f in self.files.values()], "removed": self.removed,
+                "coverage": self.coverage}
 
     def entries(self, kind: str) -> list[FileEntry]:
         return sorted((f for f in self.files.values() if f.kind == kind), key=lambda f: f.path)
@@ -311,13 +349,26 @@ class Store:
         """The committed state: the log's entries applied in sequence order."""
         return self._read_log(warn_torn=True)
 
-    def _read_log(self, warn_torn: bool) -> Snapshot:
-        files: dict[str, FileEntry] = {}
-        removed: dict[str, float] = {}
-        coverage: list[dict] = []
-        names, log_seq = self._log_entry_names()
-        torn = None
-        for i, path in enumerate(names):
+    def _read_log(self, warn_torn: bool, checkpoints: bool = True) -> Snapshot:
+        """The log applied in order: from the newest good checkpoint on, or (checkpoints=False) all of it."""
+        for _attempt in range(3):
+            names, log_seq, found = self._log_entry_names()
+            legacy = len(names) - log_seq  # format-1 entries, all before the numbered ones
+            snap = Snapshot(self.root, {}, {}, [])
+            try:
+                if checkpoints:
+                    snap = self._newest_checkpoint(found, names, legacy) or snap
+            except FileNotFoundError:
+                continue  # a writer deleted an old checkpoint after we listed: list again
+            first = legacy + snap.checkpoint_seq if snap.checkpoint_seq else 0
+            return self._replay(snap, names, first, log_seq, warn_torn)
+        raise StoreError(f"{self.root / '_log'}: checkpoints keep disappearing while being read; try again")
+
+    def _replay(self, snap: Snapshot, names: list[Path], first: int, log_seq: int, warn_torn: bool) -> Snapshot:
+        """``snap`` with entries ``names[first:]`` applied."""
+        snap.log_seq = log_seq
+        for i in range(first, len(names)):
+            path = names[i]
             try:
                 entry = _parse_entry(path.read_bytes())
             except (OSError, ValueError) as exc:
@@ -329,33 +380,59 @@ class Store:
                         f"roll the store back to before it by moving it and every later entry into "
                         f"{path.parent / TORN_DIR}/ (the next writing run then deletes the files only they "
                         f"added)") from None
-                torn = TornEntry(path, reason)
+                snap.torn = TornEntry(path, reason)
                 if LOG_ENTRY_NAME.match(path.name):
-                    log_seq -= 1  # the next writer sets it aside and reuses its number
+                    snap.log_seq -= 1  # the next writer sets it aside and reuses its number
                 if warn_torn:
                     _warn_once(self.root, path.name,
                                f"{path}: the last commit entry is {reason}, as a crash or power loss during a "
                                f"commit leaves it; ignoring it (what it committed stays invisible); the next "
                                f"writing run moves it to {path.parent / TORN_DIR}/")
                 break
-            for d in entry.get("add", []):
-                files[d["path"]] = FileEntry.from_json(d)
-            for removed_path in entry.get("remove", []):
-                if files.pop(removed_path, None) is not None:
-                    removed[removed_path] = entry["committed_at_unix"]
-            for drop in entry.get("drop_coverage", []):
-                coverage = [c for c in coverage if not _drops(drop, c)]
-            coverage.extend(entry.get("coverage", []))
-        return Snapshot(self.root, files, removed, coverage, log_seq=log_seq, torn=torn)
+            snap.apply(entry)
+        return snap
 
-    def _log_entry_names(self) -> tuple[list[Path], int]:
-        """The log's entries in commit order, and the last sequence number; StoreError on a gap."""
+    def _newest_checkpoint(self, found: list[tuple[int, Path]], names: list[Path], legacy: int) -> Snapshot | None:
+        """The state in the newest checkpoint that is whole and ends with the entry of its number, or None.
+
+        A damaged one is skipped with a warning (an older one, or the full replay, gives the same state).
+        FileNotFoundError when a checkpoint listed a moment ago is gone (a writer pruned it).
+        """
+        log_seq = len(names) - legacy
+        for seq, path in sorted(found, reverse=True):
+            if seq > log_seq:
+                continue  # of a history rolled back past it: never used, deleted by the next writer
+            try:
+                state = json.loads(gzip.decompress(path.read_bytes()))
+                if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or state.get("seq") != seq:
+                    raise ValueError("not a checkpoint of this format and number")
+                entry_sha = hashlib.sha256(names[legacy + seq - 1].read_bytes()).hexdigest()
+                if state.get("entry_sha256") != entry_sha:
+                    raise ValueError(f"it was made after a different entry {seq} than the one in the log now")
+                files = {d["path"]: FileEntry.from_json(d) for d in state["files"]}
+                return Snapshot(self.root, files, state["removed"], state["coverage"], checkpoint_seq=seq)
+            except FileNotFoundError:
+                raise
+            except (OSError, EOFError, ValueError, KeyError, TypeError, gzip.BadGzipFile) as exc:
+                reason = (exc.strerror if isinstance(exc, OSError) else f"no {exc}" if isinstance(exc, KeyError)
+                          else str(exc) or type(exc).__name__)
+                _warn_once(self.root, path.name,
+                           f"{path}: checkpoint unusable ({reason}); reading the log from an earlier checkpoint "
+                           f"or from the start instead (slower, same result); the next writing run replaces it")
+        return None
+
+    def _log_entry_names(self) -> tuple[list[Path], int, list[tuple[int, Path]]]:
+        """The log's entries in commit order, the last sequence number and the checkpoints (seq, path);
+        StoreError on a gap."""
         log_dir = self.root / "_log"
         for _attempt in range(3):
             legacy: list[str] = []
             numbered: list[tuple[int, str]] = []
+            checkpoints: list[tuple[int, Path]] = []
             for name in _list_dir(log_dir):
                 if name.startswith(".") or not name.endswith(".json"):
+                    if match := CHECKPOINT_NAME.match(name):
+                        checkpoints.append((int(match.group(1)), log_dir / name))
                     continue  # temp files of a commit in progress (or of one a crash cut short)
                 if match := LOG_ENTRY_NAME.match(name):
                     numbered.append((int(match.group(1)), name))
@@ -368,7 +445,8 @@ class Store:
             missing = next((i + 1 for i, (seq, _) in enumerate(numbered) if seq != i + 1), None)
             if missing is None:
                 # Format-1 entries (named by time_ns) all predate the numbered ones: they come first.
-                return [log_dir / n for n in sorted(legacy)] + [log_dir / n for _, n in numbered], len(numbered)
+                return ([log_dir / n for n in sorted(legacy)] + [log_dir / n for _, n in numbered], len(numbered),
+                        checkpoints)
             # A listing taken while a writer links entries in may miss entry n and see n+1: look again.
             time.sleep(0.05)
         absent, after = log_dir / f"{missing:020d}.json", numbered[missing - 1][1]
@@ -377,6 +455,37 @@ class Store:
             f"a gap, so this is damage: restore the missing entry from a backup, or roll the store back to "
             f"commit {missing - 1} by moving {after} and every later entry into {log_dir / TORN_DIR}/ (the next "
             f"writing run then deletes the files only they added)")
+
+    def _write_checkpoint(self, snap: Snapshot) -> None:
+        """With the lock held: a checkpoint of ``snap`` (whole, untorn, up to its log_seq); prunes old ones.
+
+        Failing to write one (a full disk) costs only speed: a warning, never an error.
+        """
+        seq = snap.log_seq
+        log_dir = self.root / "_log"
+        path = log_dir / f"{seq:020d}.checkpoint.json.gz"
+        try:
+            entry_sha = hashlib.sha256((log_dir / f"{seq:020d}.json").read_bytes()).hexdigest()
+            body = json.dumps({"format": CHECKPOINT_FORMAT, "seq": seq, "entry_sha256": entry_sha, **snap.state()},
+                              separators=(",", ":"))
+            # Level 1: five times faster to write than the default, and reading does not care.
+            atomic_write_text(path, gzip.compress(body.encode(), compresslevel=1, mtime=0))
+        except OSError as exc:
+            log.warning(f"{path}: could not write a checkpoint ({exc.strerror or exc}); the store stays correct, "
+                        f"opening it only reads more of the log")
+            return
+        self._prune_checkpoints(seq)
+
+    def _prune_checkpoints(self, last_seq: int) -> None:
+        """Keep the KEEP_CHECKPOINTS newest checkpoints up to ``last_seq``; delete older ones and any beyond
+        it (made before a rollback)."""
+        log_dir = self.root / "_log"
+        found = sorted((int(m.group(1)), log_dir / name) for name in _list_dir(log_dir)
+                       if (m := CHECKPOINT_NAME.match(name)))
+        usable = [item for item in found if item[0] <= last_seq]
+        for seq, path in found:
+            if seq > last_seq or (seq, path) in usable[:-KEEP_CHECKPOINTS]:
+                path.unlink(missing_ok=True)
 
     def runs(self) -> list[dict]:
         out = []
@@ -460,6 +569,11 @@ class Store:
         snap = self._read_log(warn_torn=False)
         if snap.torn is not None:
             self._set_aside(snap.torn, run_id)
+            snap.torn = None
+        if snap.log_seq - snap.checkpoint_seq >= CHECKPOINT_EVERY:  # e.g. a store written before checkpoints
+            self._write_checkpoint(snap)
+        else:
+            self._prune_checkpoints(snap.log_seq)  # drops checkpoints a rollback left beyond the log
         now = time.time()
         for kind in DATA_KINDS:
             base = self.root / kind
@@ -608,4 +722,8 @@ class Run:
                              f"file system does not honour POSIX locks?") from None
         self._log_seq = seq
         self._commits += 1
+        if seq % CHECKPOINT_EVERY == 0:
+            snap = self.store._read_log(warn_torn=False)  # the last checkpoint and at most CHECKPOINT_EVERY entries
+            if snap.log_seq == seq and snap.torn is None:
+                self.store._write_checkpoint(snap)
         atomic_write_text(self.record_path, json.dumps(self._record(), indent=2, default=str))
