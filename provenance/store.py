@@ -263,6 +263,8 @@ class FileEntry:
     sha256: str
     meta: dict = field(default_factory=dict)
 
+    FIELDS = ("path", "kind", "rows", "bytes", "sha256", "meta")  # a class constant, not a field
+
     def to_json(self) -> dict:
         return {"path": self.path, "kind": self.kind, "rows": self.rows, "bytes": self.bytes,
                 "sha256": self.sha256, "meta": self.meta}
@@ -296,9 +298,24 @@ class Snapshot:
         self.coverage.extend(entry.get("coverage", []))
 
     def state(self) -> dict:
-        """What a checkpoint holds: everything the log's entries up to log_seq determine."""
-        return {"files": [f.to_json() for f in self.files.values()], "removed": self.removed,
-                "coverage": self.coverage}
+        """What a checkpoint holds: everything the log's entries up to log_seq determine.
+
+        Files as columns (a list per field): JSON of lists decodes five times faster than one object per file.
+        """
+        files = self.files.values()
+        return {"files": {name: [getattr(f, name) for f in files] for name in FileEntry.FIELDS},
+                "removed": self.removed, "coverage": self.coverage}
+
+    @classmethod
+    def from_state(cls, root: Path, state: dict, checkpoint_seq: int) -> Snapshot:
+        columns = state["files"]
+        if len({len(columns[name]) for name in FileEntry.FIELDS}) != 1:
+            raise ValueError("file columns of different lengths")
+        files = {f.path: f for f in map(FileEntry, *(columns[name] for name in FileEntry.FIELDS))}
+        if not isinstance(state["removed"], dict) or not isinstance(state["coverage"], list):
+            raise ValueError("removed or coverage of the wrong type")
+        return cls(root, files, state["removed"], state["coverage"], log_seq=checkpoint_seq,
+                   checkpoint_seq=checkpoint_seq)
 
     def entries(self, kind: str) -> list[FileEntry]:
         return sorted((f for f in self.files.values() if f.kind == kind), key=lambda f: f.path)
@@ -352,7 +369,7 @@ class Store:
     def _read_log(self, warn_torn: bool, checkpoints: bool = True) -> Snapshot:
         """The log applied in order: from the newest good checkpoint on, or (checkpoints=False) all of it."""
         for _attempt in range(3):
-            names, log_seq, found = self._log_entry_names()
+            names, log_seq, found = self._log_entry_names()  # names: strings; a Path each costs 10 µs
             legacy = len(names) - log_seq  # format-1 entries, all before the numbered ones
             snap = Snapshot(self.root, {}, {}, [])
             try:
@@ -364,11 +381,11 @@ class Store:
             return self._replay(snap, names, first, log_seq, warn_torn)
         raise StoreError(f"{self.root / '_log'}: checkpoints keep disappearing while being read; try again")
 
-    def _replay(self, snap: Snapshot, names: list[Path], first: int, log_seq: int, warn_torn: bool) -> Snapshot:
+    def _replay(self, snap: Snapshot, names: list[str], first: int, log_seq: int, warn_torn: bool) -> Snapshot:
         """``snap`` with entries ``names[first:]`` applied."""
         snap.log_seq = log_seq
         for i in range(first, len(names)):
-            path = names[i]
+            path = self.root / "_log" / names[i]
             try:
                 entry = _parse_entry(path.read_bytes())
             except (OSError, ValueError) as exc:
@@ -392,7 +409,7 @@ class Store:
             snap.apply(entry)
         return snap
 
-    def _newest_checkpoint(self, found: list[tuple[int, Path]], names: list[Path], legacy: int) -> Snapshot | None:
+    def _newest_checkpoint(self, found: list[tuple[int, Path]], names: list[str], legacy: int) -> Snapshot | None:
         """The state in the newest checkpoint that is whole and ends with the entry of its number, or None.
 
         A damaged one is skipped with a warning (an older one, or the full replay, gives the same state).
@@ -406,11 +423,10 @@ class Store:
                 state = json.loads(gzip.decompress(path.read_bytes()))
                 if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or state.get("seq") != seq:
                     raise ValueError("not a checkpoint of this format and number")
-                entry_sha = hashlib.sha256(names[legacy + seq - 1].read_bytes()).hexdigest()
+                entry_sha = hashlib.sha256((path.parent / names[legacy + seq - 1]).read_bytes()).hexdigest()
                 if state.get("entry_sha256") != entry_sha:
                     raise ValueError(f"it was made after a different entry {seq} than the one in the log now")
-                files = {d["path"]: FileEntry.from_json(d) for d in state["files"]}
-                return Snapshot(self.root, files, state["removed"], state["coverage"], checkpoint_seq=seq)
+                return Snapshot.from_state(self.root, state, seq)
             except FileNotFoundError:
                 raise
             except (OSError, EOFError, ValueError, KeyError, TypeError, gzip.BadGzipFile) as exc:
@@ -421,35 +437,35 @@ class Store:
                            f"or from the start instead (slower, same result); the next writing run replaces it")
         return None
 
-    def _log_entry_names(self) -> tuple[list[Path], int, list[tuple[int, Path]]]:
-        """The log's entries in commit order, the last sequence number and the checkpoints (seq, path);
+    def _log_entry_names(self) -> tuple[list[str], int, list[tuple[int, Path]]]:
+        """The log's entry names in commit order, the last sequence number and the checkpoints (seq, path);
         StoreError on a gap."""
         log_dir = self.root / "_log"
         for _attempt in range(3):
             legacy: list[str] = []
-            numbered: list[tuple[int, str]] = []
+            numbered: list[str] = []
             checkpoints: list[tuple[int, Path]] = []
             for name in _list_dir(log_dir):
                 if name.startswith(".") or not name.endswith(".json"):
                     if match := CHECKPOINT_NAME.match(name):
                         checkpoints.append((int(match.group(1)), log_dir / name))
                     continue  # temp files of a commit in progress (or of one a crash cut short)
-                if match := LOG_ENTRY_NAME.match(name):
-                    numbered.append((int(match.group(1)), name))
+                if len(name) == 25 and name[:20].isdigit():  # LOG_ENTRY_NAME, without a regex per entry
+                    numbered.append(name)
                 elif LEGACY_LOG_ENTRY_NAME.match(name):
                     legacy.append(name)
                 else:
                     raise StoreError(f"{log_dir / name}: not a commit entry (those are named <20 digits>.json); "
                                      f"move it out of {log_dir}/")
-            numbered.sort()
-            missing = next((i + 1 for i, (seq, _) in enumerate(numbered) if seq != i + 1), None)
-            if missing is None:
+            numbered.sort()  # zero-padded: the name order is the number order
+            # n distinct numbers from 1 to n are exactly 1..n: no gap (the common case, checked in O(1)).
+            if not numbered or (numbered[0] == f"{1:020d}.json" and numbered[-1] == f"{len(numbered):020d}.json"):
                 # Format-1 entries (named by time_ns) all predate the numbered ones: they come first.
-                return ([log_dir / n for n in sorted(legacy)] + [log_dir / n for _, n in numbered], len(numbered),
-                        checkpoints)
+                return sorted(legacy) + numbered, len(numbered), checkpoints
+            missing = next(i + 1 for i, name in enumerate(numbered) if int(name[:20]) != i + 1)
             # A listing taken while a writer links entries in may miss entry n and see n+1: look again.
             time.sleep(0.05)
-        absent, after = log_dir / f"{missing:020d}.json", numbered[missing - 1][1]
+        absent, after = log_dir / f"{missing:020d}.json", numbered[missing - 1]
         raise StoreError(
             f"{absent}: commit entry {missing} is missing (the log goes on with {after}); a crash never leaves "
             f"a gap, so this is damage: restore the missing entry from a backup, or roll the store back to "
@@ -503,7 +519,7 @@ class Store:
         run_id = run_id or new_run_id(command)
         with self._lock(command, run_id):
             snapshot = self._recover(run_id)
-            run = Run(self, run_id, command, config or {}, log_seq=snapshot.log_seq)
+            run = Run(self, run_id, command, config or {}, log_seq=snapshot.log_seq, snapshot=snapshot)
             run.start()
             try:
                 yield run
@@ -617,7 +633,8 @@ class Store:
 class Run:
     """One writing run (crawl, ingest, tag, ...), holding the lock. Files become visible on commit()."""
 
-    def __init__(self, store: Store, run_id: str, command: str, config: dict, log_seq: int = 0):
+    def __init__(self, store: Store, run_id: str, command: str, config: dict, log_seq: int = 0,
+                 snapshot: Snapshot | None = None):
         self.store = store
         self.run_id = run_id
         self.command = command
@@ -628,6 +645,9 @@ class Run:
         self._seq = 0
         self._commits = 0
         self._log_seq = log_seq  # the last commit entry's number: this run's next commit claims log_seq + 1
+        # The committed state, kept up to date commit by commit (the lock keeps other writers out), for the
+        # checkpoints: writing one then costs no reading.
+        self._snapshot = snapshot
 
     @property
     def record_path(self) -> Path:
@@ -714,16 +734,21 @@ class Run:
         }
         seq = self._log_seq + 1
         path = self.store.root / "_log" / f"{seq:020d}.json"
+        text = json.dumps(entry)
         try:
-            _create_text(path, json.dumps(entry))
+            _create_text(path, text)
         except FileExistsError:
             raise StoreError(f"{path}: commit entry {seq} exists already although this run holds the lock; "
                              f"nothing of this commit was made visible. Is the store shared by hosts whose "
                              f"file system does not honour POSIX locks?") from None
         self._log_seq = seq
         self._commits += 1
+        if self._snapshot is not None and self._snapshot.log_seq == seq - 1:
+            self._snapshot.apply(json.loads(text))  # as readers will see it (a copy: callers may reuse theirs)
+            self._snapshot.log_seq = seq
         if seq % CHECKPOINT_EVERY == 0:
-            snap = self.store._read_log(warn_torn=False)  # the last checkpoint and at most CHECKPOINT_EVERY entries
+            snap = self._snapshot if self._snapshot is not None and self._snapshot.log_seq == seq else \
+                self.store._read_log(warn_torn=False)
             if snap.log_seq == seq and snap.torn is None:
                 self.store._write_checkpoint(snap)
         atomic_write_text(self.record_path, json.dumps(self._record(), indent=2, default=str))
