@@ -420,13 +420,7 @@ class Store:
             if seq > log_seq:
                 continue  # of a history rolled back past it: never used, deleted by the next writer
             try:
-                state = json.loads(gzip.decompress(path.read_bytes()))
-                if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or state.get("seq") != seq:
-                    raise ValueError("not a checkpoint of this format and number")
-                entry_sha = hashlib.sha256((path.parent / names[legacy + seq - 1]).read_bytes()).hexdigest()
-                if state.get("entry_sha256") != entry_sha:
-                    raise ValueError(f"it was made after a different entry {seq} than the one in the log now")
-                return Snapshot.from_state(self.root, state, seq)
+                return self._load_checkpoint(path, seq, names, legacy)
             except FileNotFoundError:
                 raise
             except (OSError, EOFError, ValueError, KeyError, TypeError, gzip.BadGzipFile) as exc:
@@ -436,6 +430,17 @@ class Store:
                            f"{path}: checkpoint unusable ({reason}); reading the log from an earlier checkpoint "
                            f"or from the start instead (slower, same result); the next writing run replaces it")
         return None
+
+    def _load_checkpoint(self, path: Path, seq: int, names: list[str], legacy: int) -> Snapshot:
+        """The state in checkpoint ``path`` (of entry ``seq``); OSError, EOFError, ValueError, KeyError or
+        TypeError when it is unreadable, cut off, of another format or made after another entry ``seq``."""
+        state = json.loads(gzip.decompress(path.read_bytes()))  # gzip's CRC and length: a cut-off file fails
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or state.get("seq") != seq:
+            raise ValueError("not a checkpoint of this format and number")
+        entry_sha = hashlib.sha256((path.parent / names[legacy + seq - 1]).read_bytes()).hexdigest()
+        if state.get("entry_sha256") != entry_sha:
+            raise ValueError(f"it was made after a different entry {seq} than the one in the log now")
+        return Snapshot.from_state(self.root, state, seq)
 
     def _log_entry_names(self) -> tuple[list[str], int, list[tuple[int, Path]]]:
         """The log's entry names in commit order, the last sequence number and the checkpoints (seq, path);
@@ -514,12 +519,18 @@ class Store:
 
     # ----- writing -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def run(self, command: str, config: dict | None = None, run_id: str | None = None) -> Iterator[Run]:
-        """Take the write lock and open a run record; mark it failed if the body raises."""
+    def run(self, command: str, config: dict | None = None, run_id: str | None = None,
+            removed_grace_s: float = REMOVED_FILE_GRACE_S) -> Iterator[Run]:
+        """Take the write lock and open a run record; mark it failed if the body raises.
+
+        ``removed_grace_s``: how long files removed from the live set are kept for readers of older
+        snapshots before this run's recovery deletes them (``provenance store vacuum --grace``).
+        """
         run_id = run_id or new_run_id(command)
         with self._lock(command, run_id):
-            snapshot = self._recover(run_id)
+            snapshot, deleted = self._recover(run_id, removed_grace_s)
             run = Run(self, run_id, command, config or {}, log_seq=snapshot.log_seq, snapshot=snapshot)
+            run.deleted = deleted
             run.start()
             try:
                 yield run
@@ -562,8 +573,9 @@ class Store:
                 del _HELD[self.root]
             fh.close()  # closing releases the lock
 
-    def _recover(self, run_id: str) -> Snapshot:
-        """With the lock held: repair what a crash leaves, and return the snapshot to write on.
+    def _recover(self, run_id: str, removed_grace_s: float = REMOVED_FILE_GRACE_S) -> tuple[Snapshot, list]:
+        """With the lock held: repair what a crash leaves; return the snapshot to write on and the data files
+        deleted, as (path, bytes).
 
         Sets an empty or cut-off last log entry aside, drops staging leftovers,
         orphans and long-removed files, closes dead runs' records, and marks
@@ -591,6 +603,7 @@ class Store:
         else:
             self._prune_checkpoints(snap.log_seq)  # drops checkpoints a rollback left beyond the log
         now = time.time()
+        deleted = []
         for kind in DATA_KINDS:
             base = self.root / kind
             if not base.exists():
@@ -600,16 +613,19 @@ class Store:
                 if rel in snap.files:
                     continue
                 removed_at = snap.removed.get(rel)
-                if removed_at is None or now - removed_at > REMOVED_FILE_GRACE_S:
-                    # Not in any commit: a run died between writing the file and committing it.
-                    path.unlink(missing_ok=True)
+                # Not in any commit (a run died between writing the file and committing it), or removed long ago.
+                if removed_at is None or now - removed_at > removed_grace_s:
+                    with contextlib.suppress(FileNotFoundError):
+                        size = path.stat().st_size
+                        path.unlink()
+                        deleted.append((rel, size))
         for record in self.runs():
             if record.get("status") == "running":
                 record["status"] = "interrupted"
                 record["finished_at"] = record.get("updated_at")
                 record["error"] = "the process ended before the run finished; committed work is kept"
                 atomic_write_text(self.root / "runs" / f"{record['run_id']}.json", json.dumps(record, indent=2))
-        return snap
+        return snap, deleted
 
     def _set_aside(self, torn: TornEntry, run_id: str) -> None:
         """Move an empty or cut-off last entry out of the log, so that later commits can follow it."""
@@ -644,6 +660,7 @@ class Run:
         self.started_at = utcnow()
         self._seq = 0
         self._commits = 0
+        self.deleted: list[tuple[str, int]] = []  # data files the recovery at the run's start deleted
         self._log_seq = log_seq  # the last commit entry's number: this run's next commit claims log_seq + 1
         # The committed state, kept up to date commit by commit (the lock keeps other writers out), for the
         # checkpoints: writing one then costs no reading.
