@@ -455,7 +455,7 @@ class Store:
                     if match := CHECKPOINT_NAME.match(name):
                         checkpoints.append((int(match.group(1)), log_dir / name))
                     continue  # temp files of a commit in progress (or of one a crash cut short)
-                if len(name) == 25 and name[:20].isdigit():  # LOG_ENTRY_NAME, without a regex per entry
+                if len(name) == 25 and name[:20].isascii() and name[:20].isdigit():  # LOG_ENTRY_NAME, minus a regex
                     numbered.append(name)
                 elif LEGACY_LOG_ENTRY_NAME.match(name):
                     legacy.append(name)

@@ -138,3 +138,14 @@ def test_vacuum_keeps_removed_files_for_the_grace_period_and_deletes_orphans_at_
     assert _check(root, tmp_path, 0) == []
     bad = run_cli("store", "vacuum", "--store", root, "--grace", "-1", cwd=tmp_path, check=2)
     assert "Traceback" not in bad.stderr
+
+
+def test_each_store_command_exits_75_naming_the_run_that_holds_the_lock(tmp_path):
+    root = _store(tmp_path, tagged=5, untagged=5)
+    with Store(root).run("ingest"):
+        for command in ("check", "compact", "vacuum"):
+            proc = run_cli("store", command, "--store", root, cwd=tmp_path, check=75)
+            lines = proc.stderr.splitlines()
+            assert len(lines) == 1 and "locked by" in lines[0] and "(ingest, since" in lines[0], proc.stderr
+    missing = run_cli("store", "check", "--store", tmp_path / "nothing", cwd=tmp_path, check=1)
+    assert missing.stderr.count("\n") == 1 and "no provenance store" in missing.stderr
