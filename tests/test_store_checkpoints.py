@@ -194,3 +194,34 @@ def test_a_writer_killed_while_writing_a_checkpoint_leaves_the_store_as_it_was(t
         pass
     assert not list(log_dir.glob(".*.tmp")) and _checkpoints(root) == [5, 10]
     assert Store(root).snapshot().checkpoint_seq == 10
+
+
+@pytest.mark.slow
+def test_ingest_killed_at_random_points_across_checkpoints_then_rerun_stores_every_document_once(tmp_path):
+    from campaigns import cli, document_rows, ok, run_killed_after, timed_run
+
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"url": f"https://k.example/{i}", "text": f"document {i}"}) + "\n"
+                           for i in range(260)))
+    (tmp_path / "provenance.toml").write_text("[ingest]\nflush_rows = 1\n")  # 260 commits: checkpoints 100, 200
+    base, first, total = timed_run(["ingest", src, "--store", tmp_path / "base"],
+                                   lambda: (tmp_path / "base" / "_log").is_dir(), cwd=tmp_path)
+    ok(base)
+    expected = document_rows(tmp_path / "base")
+    assert _checkpoints(tmp_path / "base") == [100, 200]
+    rng = random.Random(20)
+    killed = 0
+    for trial in range(9):
+        if killed == 3:
+            break
+        store = tmp_path / f"s{trial}"
+        if not run_killed_after(["ingest", src, "--store", store], rng.uniform(first, 0.95 * total), cwd=tmp_path):
+            continue
+        killed += 1
+        ok(cli("store", "check", "--store", store, cwd=tmp_path), 0, 1)  # 1: the orphan of the chunk in flight
+        ok(cli("ingest", src, "--store", store, cwd=tmp_path))
+        assert document_rows(store) == expected, f"trial {trial}"
+        ok(cli("store", "check", "--store", store, cwd=tmp_path))
+        snapshot = Store(store).snapshot()
+        assert snapshot.checkpoint_seq >= 100 and _state(snapshot) == _state(_replayed(store))
+    assert killed == 3
