@@ -311,7 +311,7 @@ class Snapshot:
         columns = state["files"]
         if len({len(columns[name]) for name in FileEntry.FIELDS}) != 1:
             raise ValueError("file columns of different lengths")
-        files = {f.path: f for f in map(FileEntry, *(columns[name] for name in FileEntry.FIELDS))}
+        files = dict(zip(columns["path"], map(FileEntry, *(columns[name] for name in FileEntry.FIELDS))))
         if not isinstance(state["removed"], dict) or not isinstance(state["coverage"], list):
             raise ValueError("removed or coverage of the wrong type")
         return cls(root, files, state["removed"], state["coverage"], log_seq=checkpoint_seq,
