@@ -157,7 +157,7 @@ class CrawlSession:
     """
 
     def __init__(self, store: Store, run: Run, *, crawl_id: str, spider: str, settings_hash: str,
-                 journal, flush_rows: int = 500, url_list: Path | None = None):
+                 journal, flush_rows: int = 2000, url_list: Path | None = None):
         self.store, self.run = store, run
         self.crawl_id, self.spider, self.settings_hash = crawl_id, spider, settings_hash
         self.journal = journal

@@ -1,4 +1,4 @@
-"""The ``provenance`` command line: crawl | ingest | reference | tag | query | export | report | plugins.
+"""The ``provenance`` command line: crawl | ingest | reference | tag | query | export | report | plugins | store.
 
 A contract users script against: every command takes ``--store DIR`` (default
 from provenance.toml, then ./provenance-store), never prompts, prints progress
@@ -23,7 +23,7 @@ import click
 import provenance
 from provenance import config as config_mod
 from provenance import errors, exitcodes
-from provenance.store import Store, StoreError, StoreLocked, show_store_warnings
+from provenance.store import REMOVED_FILE_GRACE_S, Store, StoreError, StoreLocked, show_store_warnings
 
 
 # Control characters in data (ESC starts terminal escape sequences) are shown as \x1b, never sent.
@@ -239,6 +239,72 @@ def reference_remove(name, store_dir, config_file):
     result = remove_reference(store, name)
     click.echo(f"reference remove: {name}: {result['texts']} texts in {result['files']} file(s) removed "
                f"(run {result['run_id']}) -> {store.root}", err=True)
+
+
+# ----- store maintenance ------------------------------------------------------------------------
+@cli.group("store")
+def store_group():
+    """Maintenance of the store: check its files, compact small ones, vacuum unreferenced ones.
+
+    Each takes the write lock (exit 75 while another run writes).
+    """
+
+
+@store_group.command("check")
+@store_option
+@handle_errors
+def store_check(store_dir, config_file):
+    """Verify the log (all of it, and each checkpoint against it) and every live file's size and sha256;
+    list orphans. Exit 0: no problem; 1: one line per problem on stdout."""
+    from provenance.maintenance import check_store
+
+    _settings, store = settings_and_store(config_file, store_dir)
+    problems, counts = check_store(store)
+    for problem in problems:
+        click.echo(printable(problem))
+    click.echo(f"store check: {counts['entries']} commit entries, {counts['checkpoints']} checkpoint(s), "
+               f"{counts['verified']} of {counts['live_files']} live files verified, {counts['removed_on_disk']} "
+               f"removed file(s) awaiting vacuum; {len(problems)} problem(s) -> {store.root}", err=True)
+    sys.exit(exitcodes.FAILURE if problems else exitcodes.OK)
+
+
+@store_group.command("compact")
+@store_option
+@click.option("--target-rows", type=click.IntRange(min=2), default=100_000, show_default=True,
+              help="Merge small files into files of about this many rows.")
+@click.option("--target-mb", type=click.IntRange(min=1), default=128, show_default=True,
+              help="... or about this many MB, whichever comes first.")
+@handle_errors
+def store_compact(store_dir, config_file, target_rows, target_mb):
+    """Merge small tag, error, fetch and (untagged) document files, one commit per merged file.
+
+    Documents that a detector has covered and state files are left as they are: coverage names them by
+    path and row. Removed small files stay on disk for readers until vacuumed.
+    """
+    from provenance.maintenance import compact_store
+
+    _settings, store = settings_and_store(config_file, store_dir)
+    result = compact_store(store, target_rows=target_rows, target_bytes=target_mb * 1024 * 1024)
+    click.echo(f"store compact: {result['merged_files']} small file(s) merged into {result['into']} "
+               f"({result['rows']} rows) -> {store.root}", err=True)
+
+
+@store_group.command("vacuum")
+@store_option
+@click.option("--grace", "grace_h", type=click.FloatRange(min=0), default=REMOVED_FILE_GRACE_S / 3600,
+              show_default=True, help="Keep files removed less than this many hours ago (readers may still "
+                                      "read them).")
+@handle_errors
+def store_vacuum(store_dir, config_file, grace_h):
+    """Delete files no live commit names: orphans of crashed runs, and files removed more than --grace ago."""
+    from provenance.maintenance import vacuum_store
+
+    _settings, store = settings_and_store(config_file, store_dir)
+    result = vacuum_store(store, grace_s=grace_h * 3600)
+    later = (f"; {result['kept_in_grace']} removed file(s) kept for readers, the first due in "
+             f"{result['next_due_h']} h" if result["kept_in_grace"] else "")
+    click.echo(f"store vacuum: {result['deleted_files']} file(s) deleted, {result['deleted_bytes'] / 1e6:.1f} MB "
+               f"freed{later} -> {store.root}", err=True)
 
 
 # ----- crawl ----------------------------------------------------------------------------------

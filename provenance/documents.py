@@ -169,7 +169,7 @@ class DocumentSink:
     run: Run
     crawl_id: str
     known_ids: set[str]
-    flush_rows: int = 500
+    flush_rows: int = 5000
     flush_bytes: int = 64 * 1024 * 1024
     written: int = 0
     skipped_existing: int = 0

@@ -11,6 +11,7 @@ Layout::
       references/<name>/<run_id>-<seq>.parquet              reference sets (provenance reference add)
       errors/<run_id>-<seq>.parquet
       _log/<seq>.json                 one JSON entry per commit, seq = 1, 2, 3, ... (20 digits)
+      _log/<seq>.checkpoint.json.gz   the whole committed state after entry seq (every CHECKPOINT_EVERY entries)
       _log/_torn/                     empty or cut-off last entries set aside (see below)
       runs/<run_id>.json              run records (status, stats, config)
       _tmp/                           staging; emptied whenever a writer takes the lock
@@ -37,12 +38,24 @@ never flushed). Readers ignore such an entry with a warning and the next
 writer moves it to ``_log/_torn/``; the commit it held is lost, as if the run
 had died just before it. An unreadable entry anywhere else, or a missing
 number, is damage no crash makes: a StoreError names the entry and the repair.
+
+Checkpoints: replaying the whole log costs one JSON parse per commit, so
+every CHECKPOINT_EVERY entries the writer also writes the whole state after
+that entry (live files, removed files, coverage) as one gzipped JSON file,
+and readers start from the newest good checkpoint and apply only the entries
+after it. A checkpoint is only an optimisation: it is written like everything
+else (temp file, fsync, rename, fsync of the directory), it names the sha256
+of the entry it ends with (so a checkpoint of a rolled-back history is never
+used), and one that is unreadable, cut off or does not match is skipped with
+a warning in favour of an older one or of the full replay.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
+import gzip
 import hashlib
 import json
 import logging
@@ -78,6 +91,11 @@ _HELD: dict[Path, str] = {}  # stores whose lock this process holds -> command
 LOG_ENTRY_NAME = re.compile(r"^(\d{20})\.json$")
 LEGACY_LOG_ENTRY_NAME = re.compile(r"^\d{20}-.+\.json$")
 TORN_DIR = "_torn"  # under _log/: empty or cut-off last entries, set aside by the next writer
+# A checkpoint of the whole state every this many entries: opening reads it and at most this many entries.
+CHECKPOINT_EVERY = 100
+KEEP_CHECKPOINTS = 2  # the newest and one before it, to fall back on if the newest is damaged
+CHECKPOINT_NAME = re.compile(r"^(\d{20})\.checkpoint\.json\.gz$")
+CHECKPOINT_FORMAT = 1
 
 log = logging.getLogger("provenance.store")
 _WARNED: set[tuple[Path, str]] = set()  # (store, entry) already warned about: one warning per process
@@ -138,17 +156,21 @@ def make_dirs(path: Path) -> None:
         fsync_dir(directory.parent)
 
 
-def _write_temp(path: Path, text: str) -> Path:
+def _write_temp(path: Path, text: str | bytes) -> Path:
     """``text`` in a hidden temp file beside ``path``, fsynced; returns the temp file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(tmp, "wb" if isinstance(text, bytes) else "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half temp file behind
+        raise
     return tmp
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str | bytes) -> None:
     """Replace ``path`` by ``text`` so that readers and a power loss see the old file or the new, whole."""
     os.replace(_write_temp(path, text), path)
     fsync_dir(path.parent)
@@ -169,6 +191,19 @@ def _create_text(path: Path, text: str) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while the log is decoded: it makes hundreds of thousands of dicts and
+    lists, none in a cycle, and every collection pass would walk all those alive (a third of an open)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def show_store_warnings() -> None:
@@ -242,6 +277,8 @@ class FileEntry:
     sha256: str
     meta: dict = field(default_factory=dict)
 
+    FIELDS = ("path", "kind", "rows", "bytes", "sha256", "meta")  # a class constant, not a field
+
     def to_json(self) -> dict:
         return {"path": self.path, "kind": self.kind, "rows": self.rows, "bytes": self.bytes,
                 "sha256": self.sha256, "meta": self.meta}
@@ -261,6 +298,38 @@ class Snapshot:
     coverage: list[dict]  # tag coverage records, see runner.py
     log_seq: int = 0  # sequence number of the last commit entry read (0: none yet)
     torn: TornEntry | None = None  # an empty or cut-off last entry, ignored
+    checkpoint_seq: int = 0  # the checkpoint it was read from (0: the whole log was replayed)
+
+    def apply(self, entry: dict) -> None:
+        """One commit entry's changes, in place."""
+        for d in entry.get("add", []):
+            self.files[d["path"]] = FileEntry.from_json(d)
+        for removed_path in entry.get("remove", []):
+            if self.files.pop(removed_path, None) is not None:
+                self.removed[removed_path] = entry["committed_at_unix"]
+        for drop in entry.get("drop_coverage", []):
+            self.coverage = [c for c in self.coverage if not _drops(drop, c)]
+        self.coverage.extend(entry.get("coverage", []))
+
+    def state(self) -> dict:
+        """What a checkpoint holds: everything the log's entries up to log_seq determine.
+
+        Files as columns (a list per field): JSON of lists decodes five times faster than one object per file.
+        """
+        files = self.files.values()
+        return {"files": {name: [getattr(f, name) for f in files] for name in FileEntry.FIELDS},
+                "removed": self.removed, "coverage": self.coverage}
+
+    @classmethod
+    def from_state(cls, root: Path, state: dict, checkpoint_seq: int) -> Snapshot:
+        columns = state["files"]
+        if len({len(columns[name]) for name in FileEntry.FIELDS}) != 1:
+            raise ValueError("file columns of different lengths")
+        files = dict(zip(columns["path"], map(FileEntry, *(columns[name] for name in FileEntry.FIELDS))))
+        if not isinstance(state["removed"], dict) or not isinstance(state["coverage"], list):
+            raise ValueError("removed or coverage of the wrong type")
+        return cls(root, files, state["removed"], state["coverage"], log_seq=checkpoint_seq,
+                   checkpoint_seq=checkpoint_seq)
 
     def entries(self, kind: str) -> list[FileEntry]:
         return sorted((f for f in self.files.values() if f.kind == kind), key=lambda f: f.path)
@@ -311,13 +380,27 @@ class Store:
         """The committed state: the log's entries applied in sequence order."""
         return self._read_log(warn_torn=True)
 
-    def _read_log(self, warn_torn: bool) -> Snapshot:
-        files: dict[str, FileEntry] = {}
-        removed: dict[str, float] = {}
-        coverage: list[dict] = []
-        names, log_seq = self._log_entry_names()
-        torn = None
-        for i, path in enumerate(names):
+    def _read_log(self, warn_torn: bool, checkpoints: bool = True) -> Snapshot:
+        """The log applied in order: from the newest good checkpoint on, or (checkpoints=False) all of it."""
+        for _attempt in range(3):
+            names, log_seq, found = self._log_entry_names()  # names: strings; a Path each costs 10 µs
+            legacy = len(names) - log_seq  # format-1 entries, all before the numbered ones
+            snap = Snapshot(self.root, {}, {}, [])
+            with _gc_paused():
+                try:
+                    if checkpoints:
+                        snap = self._newest_checkpoint(found, names, legacy) or snap
+                except FileNotFoundError:
+                    continue  # a writer deleted an old checkpoint after we listed: list again
+                first = legacy + snap.checkpoint_seq if snap.checkpoint_seq else 0
+                return self._replay(snap, names, first, log_seq, warn_torn)
+        raise StoreError(f"{self.root / '_log'}: checkpoints keep disappearing while being read; try again")
+
+    def _replay(self, snap: Snapshot, names: list[str], first: int, log_seq: int, warn_torn: bool) -> Snapshot:
+        """``snap`` with entries ``names[first:]`` applied."""
+        snap.log_seq = log_seq
+        for i in range(first, len(names)):
+            path = self.root / "_log" / names[i]
             try:
                 entry = _parse_entry(path.read_bytes())
             except (OSError, ValueError) as exc:
@@ -329,54 +412,116 @@ class Store:
                         f"roll the store back to before it by moving it and every later entry into "
                         f"{path.parent / TORN_DIR}/ (the next writing run then deletes the files only they "
                         f"added)") from None
-                torn = TornEntry(path, reason)
+                snap.torn = TornEntry(path, reason)
                 if LOG_ENTRY_NAME.match(path.name):
-                    log_seq -= 1  # the next writer sets it aside and reuses its number
+                    snap.log_seq -= 1  # the next writer sets it aside and reuses its number
                 if warn_torn:
                     _warn_once(self.root, path.name,
                                f"{path}: the last commit entry is {reason}, as a crash or power loss during a "
                                f"commit leaves it; ignoring it (what it committed stays invisible); the next "
                                f"writing run moves it to {path.parent / TORN_DIR}/")
                 break
-            for d in entry.get("add", []):
-                files[d["path"]] = FileEntry.from_json(d)
-            for removed_path in entry.get("remove", []):
-                if files.pop(removed_path, None) is not None:
-                    removed[removed_path] = entry["committed_at_unix"]
-            for drop in entry.get("drop_coverage", []):
-                coverage = [c for c in coverage if not _drops(drop, c)]
-            coverage.extend(entry.get("coverage", []))
-        return Snapshot(self.root, files, removed, coverage, log_seq=log_seq, torn=torn)
+            snap.apply(entry)
+        return snap
 
-    def _log_entry_names(self) -> tuple[list[Path], int]:
-        """The log's entries in commit order, and the last sequence number; StoreError on a gap."""
+    def _newest_checkpoint(self, found: list[tuple[int, Path]], names: list[str], legacy: int) -> Snapshot | None:
+        """The state in the newest checkpoint that is whole and ends with the entry of its number, or None.
+
+        A damaged one is skipped with a warning (an older one, or the full replay, gives the same state).
+        FileNotFoundError when a checkpoint listed a moment ago is gone (a writer pruned it).
+        """
+        log_seq = len(names) - legacy
+        for seq, path in sorted(found, reverse=True):
+            if seq > log_seq:
+                continue  # of a history rolled back past it: never used, deleted by the next writer
+            try:
+                return self._load_checkpoint(path, seq, names, legacy)
+            except FileNotFoundError:
+                raise
+            except (OSError, EOFError, ValueError, KeyError, TypeError, gzip.BadGzipFile) as exc:
+                reason = (exc.strerror if isinstance(exc, OSError) else f"no {exc}" if isinstance(exc, KeyError)
+                          else str(exc) or type(exc).__name__)
+                _warn_once(self.root, path.name,
+                           f"{path}: checkpoint unusable ({reason}); reading the log from an earlier checkpoint "
+                           f"or from the start instead (slower, same result); the next writing run replaces it")
+        return None
+
+    def _load_checkpoint(self, path: Path, seq: int, names: list[str], legacy: int) -> Snapshot:
+        """The state in checkpoint ``path`` (of entry ``seq``); OSError, EOFError, ValueError, KeyError or
+        TypeError when it is unreadable, cut off, of another format or made after another entry ``seq``."""
+        state = json.loads(gzip.decompress(path.read_bytes()))  # gzip's CRC and length: a cut-off file fails
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or state.get("seq") != seq:
+            raise ValueError("not a checkpoint of this format and number")
+        entry_sha = hashlib.sha256((path.parent / names[legacy + seq - 1]).read_bytes()).hexdigest()
+        if state.get("entry_sha256") != entry_sha:
+            raise ValueError(f"it was made after a different entry {seq} than the one in the log now")
+        return Snapshot.from_state(self.root, state, seq)
+
+    def _log_entry_names(self) -> tuple[list[str], int, list[tuple[int, Path]]]:
+        """The log's entry names in commit order, the last sequence number and the checkpoints (seq, path);
+        StoreError on a gap."""
         log_dir = self.root / "_log"
         for _attempt in range(3):
             legacy: list[str] = []
-            numbered: list[tuple[int, str]] = []
+            numbered: list[str] = []
+            checkpoints: list[tuple[int, Path]] = []
             for name in _list_dir(log_dir):
                 if name.startswith(".") or not name.endswith(".json"):
+                    if match := CHECKPOINT_NAME.match(name):
+                        checkpoints.append((int(match.group(1)), log_dir / name))
                     continue  # temp files of a commit in progress (or of one a crash cut short)
-                if match := LOG_ENTRY_NAME.match(name):
-                    numbered.append((int(match.group(1)), name))
+                if len(name) == 25 and name[:20].isascii() and name[:20].isdigit():  # LOG_ENTRY_NAME, minus a regex
+                    numbered.append(name)
                 elif LEGACY_LOG_ENTRY_NAME.match(name):
                     legacy.append(name)
                 else:
                     raise StoreError(f"{log_dir / name}: not a commit entry (those are named <20 digits>.json); "
                                      f"move it out of {log_dir}/")
-            numbered.sort()
-            missing = next((i + 1 for i, (seq, _) in enumerate(numbered) if seq != i + 1), None)
-            if missing is None:
+            numbered.sort()  # zero-padded: the name order is the number order
+            # n distinct numbers from 1 to n are exactly 1..n: no gap (the common case, checked in O(1)).
+            if not numbered or (numbered[0] == f"{1:020d}.json" and numbered[-1] == f"{len(numbered):020d}.json"):
                 # Format-1 entries (named by time_ns) all predate the numbered ones: they come first.
-                return [log_dir / n for n in sorted(legacy)] + [log_dir / n for _, n in numbered], len(numbered)
+                return sorted(legacy) + numbered, len(numbered), checkpoints
+            missing = next(i + 1 for i, name in enumerate(numbered) if int(name[:20]) != i + 1)
             # A listing taken while a writer links entries in may miss entry n and see n+1: look again.
             time.sleep(0.05)
-        absent, after = log_dir / f"{missing:020d}.json", numbered[missing - 1][1]
+        absent, after = log_dir / f"{missing:020d}.json", numbered[missing - 1]
         raise StoreError(
             f"{absent}: commit entry {missing} is missing (the log goes on with {after}); a crash never leaves "
             f"a gap, so this is damage: restore the missing entry from a backup, or roll the store back to "
             f"commit {missing - 1} by moving {after} and every later entry into {log_dir / TORN_DIR}/ (the next "
             f"writing run then deletes the files only they added)")
+
+    def _write_checkpoint(self, snap: Snapshot) -> None:
+        """With the lock held: a checkpoint of ``snap`` (whole, untorn, up to its log_seq); prunes old ones.
+
+        Failing to write one (a full disk) costs only speed: a warning, never an error.
+        """
+        seq = snap.log_seq
+        log_dir = self.root / "_log"
+        path = log_dir / f"{seq:020d}.checkpoint.json.gz"
+        try:
+            entry_sha = hashlib.sha256((log_dir / f"{seq:020d}.json").read_bytes()).hexdigest()
+            body = json.dumps({"format": CHECKPOINT_FORMAT, "seq": seq, "entry_sha256": entry_sha, **snap.state()},
+                              separators=(",", ":"))
+            # Level 1: several times faster to write than the default (9); reading does not care.
+            atomic_write_text(path, gzip.compress(body.encode(), compresslevel=1, mtime=0))
+        except OSError as exc:
+            log.warning(f"{path}: could not write a checkpoint ({exc.strerror or exc}); the store stays correct, "
+                        f"opening it only reads more of the log")
+            return
+        self._prune_checkpoints(seq)
+
+    def _prune_checkpoints(self, last_seq: int) -> None:
+        """Keep the KEEP_CHECKPOINTS newest checkpoints up to ``last_seq``; delete older ones and any beyond
+        it (made before a rollback)."""
+        log_dir = self.root / "_log"
+        found = sorted((int(m.group(1)), log_dir / name) for name in _list_dir(log_dir)
+                       if (m := CHECKPOINT_NAME.match(name)))
+        usable = [item for item in found if item[0] <= last_seq]
+        for seq, path in found:
+            if seq > last_seq or (seq, path) in usable[:-KEEP_CHECKPOINTS]:
+                path.unlink(missing_ok=True)
 
     def runs(self) -> list[dict]:
         out = []
@@ -389,12 +534,18 @@ class Store:
 
     # ----- writing -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def run(self, command: str, config: dict | None = None, run_id: str | None = None) -> Iterator[Run]:
-        """Take the write lock and open a run record; mark it failed if the body raises."""
+    def run(self, command: str, config: dict | None = None, run_id: str | None = None,
+            removed_grace_s: float = REMOVED_FILE_GRACE_S) -> Iterator[Run]:
+        """Take the write lock and open a run record; mark it failed if the body raises.
+
+        ``removed_grace_s``: how long files removed from the live set are kept for readers of older
+        snapshots before this run's recovery deletes them (``provenance store vacuum --grace``).
+        """
         run_id = run_id or new_run_id(command)
         with self._lock(command, run_id):
-            snapshot = self._recover(run_id)
-            run = Run(self, run_id, command, config or {}, log_seq=snapshot.log_seq)
+            snapshot, deleted = self._recover(run_id, removed_grace_s)
+            run = Run(self, run_id, command, config or {}, log_seq=snapshot.log_seq, snapshot=snapshot)
+            run.deleted = deleted
             run.start()
             try:
                 yield run
@@ -437,8 +588,9 @@ class Store:
                 del _HELD[self.root]
             fh.close()  # closing releases the lock
 
-    def _recover(self, run_id: str) -> Snapshot:
-        """With the lock held: repair what a crash leaves, and return the snapshot to write on.
+    def _recover(self, run_id: str, removed_grace_s: float = REMOVED_FILE_GRACE_S) -> tuple[Snapshot, list]:
+        """With the lock held: repair what a crash leaves; return the snapshot to write on and the data files
+        deleted, as (path, bytes).
 
         Sets an empty or cut-off last log entry aside, drops staging leftovers,
         orphans and long-removed files, closes dead runs' records, and marks
@@ -460,7 +612,13 @@ class Store:
         snap = self._read_log(warn_torn=False)
         if snap.torn is not None:
             self._set_aside(snap.torn, run_id)
+            snap.torn = None
+        if snap.log_seq - snap.checkpoint_seq >= CHECKPOINT_EVERY:  # e.g. a store written before checkpoints
+            self._write_checkpoint(snap)
+        else:
+            self._prune_checkpoints(snap.log_seq)  # drops checkpoints a rollback left beyond the log
         now = time.time()
+        deleted = []
         for kind in DATA_KINDS:
             base = self.root / kind
             if not base.exists():
@@ -470,16 +628,19 @@ class Store:
                 if rel in snap.files:
                     continue
                 removed_at = snap.removed.get(rel)
-                if removed_at is None or now - removed_at > REMOVED_FILE_GRACE_S:
-                    # Not in any commit: a run died between writing the file and committing it.
-                    path.unlink(missing_ok=True)
+                # Not in any commit (a run died between writing the file and committing it), or removed long ago.
+                if removed_at is None or now - removed_at > removed_grace_s:
+                    with contextlib.suppress(FileNotFoundError):
+                        size = path.stat().st_size
+                        path.unlink()
+                        deleted.append((rel, size))
         for record in self.runs():
             if record.get("status") == "running":
                 record["status"] = "interrupted"
                 record["finished_at"] = record.get("updated_at")
                 record["error"] = "the process ended before the run finished; committed work is kept"
                 atomic_write_text(self.root / "runs" / f"{record['run_id']}.json", json.dumps(record, indent=2))
-        return snap
+        return snap, deleted
 
     def _set_aside(self, torn: TornEntry, run_id: str) -> None:
         """Move an empty or cut-off last entry out of the log, so that later commits can follow it."""
@@ -503,7 +664,8 @@ class Store:
 class Run:
     """One writing run (crawl, ingest, tag, ...), holding the lock. Files become visible on commit()."""
 
-    def __init__(self, store: Store, run_id: str, command: str, config: dict, log_seq: int = 0):
+    def __init__(self, store: Store, run_id: str, command: str, config: dict, log_seq: int = 0,
+                 snapshot: Snapshot | None = None):
         self.store = store
         self.run_id = run_id
         self.command = command
@@ -513,7 +675,11 @@ class Run:
         self.started_at = utcnow()
         self._seq = 0
         self._commits = 0
+        self.deleted: list[tuple[str, int]] = []  # data files the recovery at the run's start deleted
         self._log_seq = log_seq  # the last commit entry's number: this run's next commit claims log_seq + 1
+        # The committed state, kept up to date commit by commit (the lock keeps other writers out), for the
+        # checkpoints: writing one then costs no reading.
+        self._snapshot = snapshot
 
     @property
     def record_path(self) -> Path:
@@ -600,12 +766,21 @@ class Run:
         }
         seq = self._log_seq + 1
         path = self.store.root / "_log" / f"{seq:020d}.json"
+        text = json.dumps(entry)
         try:
-            _create_text(path, json.dumps(entry))
+            _create_text(path, text)
         except FileExistsError:
             raise StoreError(f"{path}: commit entry {seq} exists already although this run holds the lock; "
                              f"nothing of this commit was made visible. Is the store shared by hosts whose "
                              f"file system does not honour POSIX locks?") from None
         self._log_seq = seq
         self._commits += 1
+        if self._snapshot is not None and self._snapshot.log_seq == seq - 1:
+            self._snapshot.apply(json.loads(text))  # as readers will see it (a copy: callers may reuse theirs)
+            self._snapshot.log_seq = seq
+        if seq % CHECKPOINT_EVERY == 0:
+            snap = self._snapshot if self._snapshot is not None and self._snapshot.log_seq == seq else \
+                self.store._read_log(warn_torn=False)
+            if snap.log_seq == seq and snap.torn is None:
+                self.store._write_checkpoint(snap)
         atomic_write_text(self.record_path, json.dumps(self._record(), indent=2, default=str))

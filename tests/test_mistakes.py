@@ -312,8 +312,11 @@ def test_disk_full_during_ingest_is_one_line_and_the_rerun_completes(tmp_path):
         {cli} ingest {src} --store {store} > /dev/null; echo $? > {tmp_path}/rerun.rc
         {count} > {tmp_path}/after_rerun.json
     """
+    config = tmp_path / "provenance.toml"
+    config.write_text("[ingest]\nflush_rows = 500\n")  # chunks of ~2 MB: some are committed before the disk fills
     proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=600,
-                          env={"PATH": "/usr/bin:/bin", "PROVENANCE_DEBUG": "", "HOME": str(tmp_path)})
+                          env={"PATH": "/usr/bin:/bin", "PROVENANCE_DEBUG": "", "HOME": str(tmp_path),
+                               "PROVENANCE_CONFIG": str(config)})
     assert proc.returncode == 0, proc.stderr
     err = (tmp_path / "full.err").read_text()
     assert (tmp_path / "full.rc").read_text().strip() == "1"
