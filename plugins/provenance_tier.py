@@ -114,7 +114,7 @@ class ProvenanceTier(provenance.CorpusDetector):
             scratch = corpus.scratch_dir or own_scratch
             con = duckdb.connect(config={"temp_directory": scratch, "threads": os.cpu_count() or 1})
             try:
-                reader = con.execute(sql).to_arrow_reader(PART_ROWS)
+                reader = con.sql(sql).to_arrow_reader(PART_ROWS)
                 for part in reader:
                     if part.num_rows:
                         # score 0: an age is no suspicion, so provenance_score stays what integrity
