@@ -53,6 +53,18 @@ def _add_policy(request: Request, columns: dict) -> None:
     request.meta[META_POLICY] = {**(request.meta.get(META_POLICY) or {}), **columns}
 
 
+async def await_shared(deferred: Deferred):
+    """The result of a Deferred that several callers wait on, leaving it in place for the next one."""
+    mine: Deferred = Deferred()
+
+    def relay(result):
+        mine.callback(result)
+        return result  # leave the result for the next waiter
+
+    deferred.addCallback(relay)
+    return await maybe_deferred_to_future(mine)
+
+
 class _PerHost:
     """One value per host, computed once; requests arriving while it is computed each wait for it.
 
@@ -77,16 +89,7 @@ class _PerHost:
 
     async def get(self, key: str):
         value = self.values[key]
-        if not isinstance(value, Deferred):
-            return value
-        mine: Deferred = Deferred()
-
-        def relay(result):
-            mine.callback(result)
-            return result  # leave the result for the next waiter
-
-        value.addCallback(relay)
-        return await maybe_deferred_to_future(mine)
+        return await await_shared(value) if isinstance(value, Deferred) else value
 
 
 class RefusedRequest(IgnoreRequest):
@@ -189,14 +192,7 @@ class RobotsTxtMiddleware(ScrapyRobotsTxtMiddleware):
     async def robot_parser(self, request: Request):
         pending = self._parsers.get(urlparse_cached(request).netloc)
         if isinstance(pending, Deferred):
-            mine: Deferred = Deferred()
-
-            def relay(parser):
-                mine.callback(parser)
-                return parser  # leave the result for the next waiter
-
-            pending.addCallback(relay)
-            return await maybe_deferred_to_future(mine)
+            return await await_shared(pending)
         return await super().robot_parser(request)
 
     async def _parse_robots(self, response: Response, netloc: str, *args) -> None:
