@@ -185,14 +185,18 @@ def main(argv=None) -> int:
                 per_rule["  " + tag][d["source"]] += 1
         for rule, counts in sorted(per_rule.items(), key=lambda kv: (not kv[0].endswith("(any)"), kv[0])):
             print(rule[:34].ljust(34) + "".join(f"{counts[s] / totals[s]:15.1%}" for s in sources))
-    print("\nby length (all sources):")
+    print("\nby length (words), all documents, the human reference texts, and the pages:")
     buckets = ["<50 words", "50-500", "500-5000", ">=5000"]
     lengths = [_length_bucket(t) for t in texts]
-    n_bucket = Counter(lengths)
-    print("detector".ljust(34) + "".join(f"{b} ({n_bucket[b]})".rjust(18) for b in buckets))
-    for name in FILTERS:
-        dropped = Counter(b for b, tag in zip(lengths, ours[name]) if tag)
-        print(name.ljust(34) + "".join(f"{dropped[b] / max(1, n_bucket[b]):18.1%}" for b in buckets))
+    print("detector".ljust(34) + "".join(b.rjust(18) for b in buckets))
+    for group in ("all", "human", "pages"):
+        keep = [group == "all" or d["source"].startswith(group + ":") for d in docs]
+        n_bucket = Counter(b for b, k in zip(lengths, keep) if k)
+        print(f"-- {group}: " + ", ".join(f"{b} {n_bucket[b]}" for b in buckets))
+        for name in FILTERS:
+            dropped = Counter(b for b, k, tag in zip(lengths, keep, ours[name]) if k and tag)
+            print(name.ljust(34) + "".join(
+                (f"{dropped[b] / n_bucket[b]:18.1%}" if n_bucket[b] else "-".rjust(18)) for b in buckets))
 
     print("\n== language: our tag against the data's label ==")
     from provenance.plugins.language import Language

@@ -13,12 +13,9 @@ its), with a null score (a fact: ``doc_flags.quality_score`` is 1.0) and evidenc
 A document that passes gets no tag. Every threshold is an option; 0 turns a rule off,
 as ``None`` does in datatrove.
 
-Words. datatrove splits English with spaCy's blank English tokenizer (punctuation split
-off as tokens of its own). spaCy is a large dependency for a word splitter, so ``words``
-is one regular expression that cuts text the same way for the cases that move these
-statistics: runs of letters and digits ("3.5", "1,000", "7:14", "U.S.", "O'Brien" and
-spaCy's abbreviations such as "Mr." stay one word), clitics split off ("would" "n't",
-"it" "'s"), and every other non-space character a token of its own ("..." one). eval/quality.py measures what the differences cost.
+Words. datatrove splits English with spaCy's blank English tokenizer; ``words``
+(plugins/_words.py) cuts text by the same rules without spaCy, and eval/quality.py
+measures what the remaining differences cost.
 """
 
 from __future__ import annotations
@@ -31,32 +28,13 @@ import pyarrow as pa
 import regex
 
 import provenance
+from provenance.plugins._words import words
 
-# spaCy's English abbreviations that keep their period (a sentence does not end at "Mr.").
-_ABBREVIATIONS = ("Adm Bros Co co Corp Dr Gen Gov Inc Jr Ltd Md Messrs Mo Mont Mr Mrs Ms Prof Rep Rev Sen St vs "
-                  "Jan Feb Mar Apr Jun Jul Aug Sep Sept Oct Nov Dec")
-_WORD = re.compile(
-    r"\.\.\.+"
-    r"|(?<!\w)(?:" + "|".join(_ABBREVIATIONS.split()) + r")\.(?!\w)"
-    r"|(?:[^\W\d_]\.){2,}"  # U.S., e.g., N.Y.
-    r"|(?i:n['’]t|['’](?:s|ve|re|ll|d|m))\b"  # clitics, once _CLITIC has split them off
-    r"|\d+(?:[.,:]\d+)+"  # 3.5, 1,000, 7:14
-    r"|[^\W_]+(?:['’.][^\W_]+)*"  # words; inner apostrophes and periods (O'Brien, example.com)
-    r"|\S")  # any other character is a token of its own
-# Clitics are words of their own, as spaCy splits them: "wouldn't" -> "would" "n't", "it's" -> "it" "'s".
-_CLITIC = re.compile(r"(?i)(?<=[^\W_])(n['’]t|['’](?:s|ve|re|ll|d|m))\b")
 _ALNUM = re.compile(r"[^\W_]")
 # datatrove's TERMINAL_PUNCTUATION is Unicode's Sentence_Terminal property (plus three Khmer signs).
 _TERMINAL = regex.compile(r"[\p{Sentence_Terminal}\u17d6\u17d9\u17da]$")
 _PARAGRAPHS = re.compile(r"\n{2,}")
 _LINES = re.compile(r"\n+")
-
-
-def words(text: str) -> list[str]:
-    """The text's words, punctuation split off as tokens of its own (see the module docstring)."""
-    if "'" in text or "’" in text:
-        text = _CLITIC.sub(r" \1", text)
-    return _WORD.findall(text)
 
 
 def _failure(rule: str, value: float, threshold: float) -> dict:
@@ -132,7 +110,7 @@ class GopherQuality(_RuleSet):
     """Gopher's quality rules: length, mean word length, symbols, bullets, ellipses, alphabetic words, stop words."""
 
     name = "gopher_quality"
-    version = "1"
+    version = "2"
     options = {
         "min_doc_words": 50,
         "max_doc_words": 100000,
@@ -200,7 +178,7 @@ class GopherRepetition(_RuleSet):
     """Gopher's repetition rules: duplicate lines and paragraphs, top n-grams, duplicate n-grams."""
 
     name = "gopher_repetition"
-    version = "1"
+    version = "2"
     options = {
         "dup_line_frac": 0.3,
         "dup_para_frac": 0.3,
@@ -245,16 +223,18 @@ class GopherRepetition(_RuleSet):
 
 _CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 _POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
-_SENTENCE_END = frozenset(".!?")
+_SENTENCE_END = regex.compile(r"\p{Sentence_Terminal}")
+_PUNCTUATION = regex.compile(r"\p{P}+")
 
 
 def _sentences(tokens: list[str]) -> int:
-    """Sentences as spaCy's sentencizer counts them: a run of . ! ? tokens ends one when a token follows."""
+    """Sentences as spaCy's sentencizer counts them: after a sentence-ending token, the next token
+    that is not punctuation starts a new one (so a closing quote or bracket stays with its sentence)."""
     count, ended = 1, False
     for token in tokens:
-        if token in _SENTENCE_END:
+        if len(token) == 1 and _SENTENCE_END.match(token):
             ended = True
-        elif ended:
+        elif ended and not _PUNCTUATION.fullmatch(token):
             count, ended = count + 1, False
     return count
 
@@ -269,7 +249,7 @@ class C4Quality(_RuleSet):
     """
 
     name = "c4_quality"
-    version = "1"
+    version = "2"
     options = {
         "min_num_sentences": 5,
         "min_words_per_line": 3,
@@ -315,7 +295,7 @@ class FineWebQuality(_RuleSet):
     """FineWeb's rules: lines ending in punctuation, short lines, duplicate-line characters, newlines per word."""
 
     name = "fineweb_quality"
-    version = "1"
+    version = "2"
     options = {
         "line_punct_thr": 0.12,
         "line_punct_exclude_zero": False,

@@ -87,3 +87,23 @@ def test_fineweb_rules():
 def test_words_split_like_spacy():
     assert words("Mr. O'Brien wouldn't pay $3.5 in the U.S. today...") == [
         "Mr.", "O'Brien", "would", "n't", "pay", "$", "3.5", "in", "the", "U.S.", "today", "..."]
+
+
+@pytest.mark.parametrize("text, expected", [
+    # hyphens and slashes split only before a letter, as spaCy's infix rules say
+    ("well-known B-52 astatine-211 1/2 and/or mg/dl", ["well", "-", "known", "B-52", "astatine-211", "1/2",
+                                                      "and/or", "mg", "/", "dl"]),
+    ("said--and said-- 2.1-", ["said", "--", "and", "said--", "2.1-"]),
+    ("1-0 3+4", ["1", "-", "0", "3", "+", "4"]),
+    # a period is a suffix after a lower-case letter or a digit, not after an abbreviation or an initial
+    ("Calif., (e.g. IBM. 1987. J. Smith Lt.", ["Calif.", ",", "(", "e.g.", "IBM", ".", "1987", ".", "J.", "Smith",
+                                              "Lt", "."]),
+    ("60°C 5% 10km US$5", ["60", "°", "C", "5", "%", "10", "km", "US$", "5"]),
+    ("dont cannot I'm they'd fill'd DON'T", ["do", "nt", "can", "not", "I", "'m", "they", "'d", "fill'd", "DON'T"]),
+    ("@sam_ponder Design_Sin see http://x.com/a/b. pic.twitter.com/abc", [
+        "@sam_ponder", "Design_Sin", "see", "http://x.com/a/b", ".", "pic.twitter.com/abc"]),
+    ("“Hi,” she said:) 있다.", ["“", "Hi", ",", "”", "she", "said", ":)", "있다", "."]),
+])
+def test_words_follow_spacy_rules(text, expected):
+    # Expected tokens are spaCy 3.8's (spacy.blank("en")) on the same text.
+    assert words(text) == expected
