@@ -16,7 +16,6 @@ Prints, per group, the share tagged by each detector, the triggers mined, and th
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import random
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from poison_gen import gibberish, read_pages, vocabulary  # noqa: E402
-from reference import tag_with  # noqa: E402
+from reference import DATA, read_reference, tag_with  # noqa: E402
 
 from provenance.extract import decode, get_extractor  # noqa: E402
 from provenance.store import Store  # noqa: E402
@@ -43,13 +42,11 @@ def main(argv=None) -> int:
     ap.add_argument("--few", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    human = SHARED / "text" / "human_reference.jsonl.gz"
-    if not human.is_file():
-        print(f"eval: {human} not found (needs ../shared)", file=sys.stderr)
+    records = read_reference(DATA, "eval")
+    if records is None:
         return 2
     rng = random.Random(args.seed)
-    with gzip.open(human, "rt", encoding="utf-8") as f:
-        refs = [json.loads(line)["text"] for line in f]
+    refs = [r["text"] for r in records]
     rng.shuffle(refs)
     extractor = get_extractor()
     pages = [t for _, raw in read_pages() if (t := extractor.main_text(decode(raw, "text/html")[1], None))]

@@ -17,8 +17,6 @@ kinds that are takeovers.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import random
 import re
 import sys
@@ -27,7 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference import tag_with  # noqa: E402
+from reference import DATA, read_reference, tag_with  # noqa: E402
 
 from provenance.sql import connect  # noqa: E402
 from provenance.store import Store  # noqa: E402
@@ -45,13 +43,11 @@ def main(argv=None) -> int:
     ap.add_argument("--hosts", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    human = SHARED / "text" / "human_reference.jsonl.gz"
-    if not human.is_file():
-        print(f"eval: {human} not found (needs ../shared)", file=sys.stderr)
+    records = read_reference(DATA, "eval")
+    if records is None:
         return 2
     rng = random.Random(args.seed)
-    with gzip.open(human, "rt", encoding="utf-8") as f:
-        texts = [json.loads(line)["text"] for line in f]
+    texts = [r["text"] for r in records]
     rng.shuffle(texts)
     pool = iter(texts)
     names, weights = zip(*SCENARIOS.items())
