@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import json
 import os
 import sys
@@ -432,10 +433,19 @@ def query(sql, store_dir, config_file, fmt, max_rows):
                       exitcodes.USAGE) from None
     except duckdb.Error as exc:
         raise Failure(f"SQL error: {first_line(exc)}", exitcodes.USAGE) from None
-    rows = result.fetchall()
-    _print_rows([_column_name(d[0]) for d in result.description], rows, fmt, max_rows)
-    if fmt == "table" and not rows:
+    n = _print_rows([_column_name(d[0]) for d in result.description], _streamed(result), fmt, max_rows)
+    if fmt == "table" and not n:
         click.echo("0 rows", err=True)
+
+
+# Rows fetched from DuckDB at a time: a query's result is streamed, never held whole (a table shows
+# --max-rows of it and counts the rest).
+QUERY_CHUNK_ROWS = 10_000
+
+
+def _streamed(result):
+    while rows := result.fetchmany(QUERY_CHUNK_ROWS):
+        yield from rows
 
 
 # DuckDB names an unaliased count(*) 'count_star()': shown as it was written.
@@ -446,20 +456,30 @@ def _column_name(name: str) -> str:
     return _READABLE_NAMES.get(name, name)
 
 
-def _print_rows(columns, rows, fmt: str, max_rows: int = 0) -> None:
-    """Rows as a table (for people), CSV, or a JSON array of row objects (for scripts)."""
+def _print_rows(columns, rows, fmt: str, max_rows: int = 0) -> int:
+    """Rows (any iterable, consumed once) as a table (for people), CSV, or a JSON array of row objects
+    (for scripts); returns how many there were."""
+    n = 0
     if fmt == "json":
-        click.echo(json.dumps([dict(zip(columns, _jsonable_row(r))) for r in rows], default=_json_default,
-                              ensure_ascii=False))
+        out = sys.stdout
+        out.write("[")
+        for n, row in enumerate(rows, 1):
+            out.write((", " if n > 1 else "") + json.dumps(dict(zip(columns, _jsonable_row(row))),
+                                                          default=_json_default, ensure_ascii=False))
+        out.write("]\n")
     elif fmt == "csv":
         import csv
 
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
-        for row in rows:
+        for n, row in enumerate(rows, 1):
             writer.writerow([_nested_as_json(v) for v in _jsonable_row(row)])
     else:
-        _print_table(columns, rows, max_rows)
+        rows = iter(rows)
+        shown = list(rows) if not max_rows else list(itertools.islice(rows, max_rows))
+        n = len(shown) + sum(1 for _ in rows)
+        _print_table(columns, shown, n)
+    return n
 
 
 def _jsonable_row(row) -> list:
@@ -496,7 +516,8 @@ def _as_text(value):
     return Text("NULL" if value is None else printable(str(_nested_as_json(value))[:200]))
 
 
-def _print_table(columns, rows, max_rows) -> None:
+def _print_table(columns, shown, total) -> None:
+    """The shown rows as a table, and a line saying how many rows there were when that is more."""
     from rich.console import Console
     from rich.table import Table
 
@@ -504,13 +525,12 @@ def _print_table(columns, rows, max_rows) -> None:
     for name in columns:
         # a header is never cut to "docu…": a column is at least as wide as its name (up to 30)
         table.add_column(_as_text(name), min_width=min(len(name), 30))
-    shown = rows if not max_rows else rows[:max_rows]
     for row in shown:
         table.add_row(*[_as_text(v) for v in _jsonable_row(row)])
     Console(width=max(120, len(columns) * 20) if not sys.stdout.isatty() else None,
             markup=False, emoji=False, highlight=False).print(table)
-    if max_rows and len(rows) > max_rows:
-        click.echo(f"({len(rows)} rows, first {max_rows} shown; --max-rows 0 shows all)")
+    if total > len(shown):
+        click.echo(f"({total} rows, first {len(shown)} shown; --max-rows 0 shows all)")
 
 
 # ----- export ---------------------------------------------------------------------------------

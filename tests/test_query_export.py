@@ -69,6 +69,21 @@ def test_query_formats(tagged_store, cli):
     assert bad.returncode == 2 and bad.stderr.startswith("provenance: error: SQL error")
 
 
+def test_query_streams_results_larger_than_one_fetch(tagged_store, cli):
+    # 25,000 rows are three fetches of QUERY_CHUNK_ROWS: every row comes out once, in order, in each format.
+    from provenance.cli import QUERY_CHUNK_ROWS
+
+    n = 25_000
+    assert n > 2 * QUERY_CHUNK_ROWS
+    sql = f"SELECT d.url, r.range AS i FROM range({n}) r CROSS JOIN (SELECT url FROM documents LIMIT 1) d ORDER BY i"
+    rows = json.loads(cli("query", sql, "--store", tagged_store, "--format", "json", check=0).stdout)
+    assert [r["i"] for r in rows] == list(range(n))
+    csv_lines = cli("query", sql, "--store", tagged_store, "--format", "csv", check=0).stdout.splitlines()
+    assert len(csv_lines) == n + 1 and csv_lines[-1].endswith(f",{n - 1}")
+    table = cli("query", sql, "--store", tagged_store, "--max-rows", "3", check=0).stdout
+    assert f"({n} rows, first 3 shown; --max-rows 0 shows all)" in table
+
+
 def test_export_manifest_counts_match_the_exported_data(tagged_store, tmp_path, cli):
     out = tmp_path / "export"
     proc = cli("export", "--store", tagged_store, "--out", out, check=0)
