@@ -45,6 +45,7 @@ _LETTER = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff\u0370-\u03
 _ZW = "".join(ZERO_WIDTH)
 # Starts only at a word's first letter, letters taken possessively: the same matches without trying every letter
 # of every word of a raw page again and again.
+_ZW_ANY = re.compile(f"[{_ZW}]")
 _ZW_WORD = re.compile(f"(?<![{_LETTER}])[{_LETTER}]++(?:[{_ZW}]++[{_LETTER}]++)+")
 _RTL = re.compile("[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufefc]|[\U00010800-\U00010fff]|[\U0001e800-\U0001efff]")
 _OVERRIDES = "\u202d\u202e"
@@ -134,6 +135,8 @@ def vs_payloads(s: str, field: str) -> list[dict]:
 
 
 def zero_width_words(s: str, field: str) -> list[dict]:
+    if not _ZW_ANY.search(s):
+        return []
     return [span(field, m.start(), m.end(), visible(m.group())) for m in _ZW_WORD.finditer(s)]
 
 
