@@ -193,7 +193,7 @@ def scan(html: str, url: str | None):
     (tag, extra) it gets unless its text holds instructions; never: (text, channel, element) per comment or
     attribute long enough to hold instructions. Which texts may hold instructions is decided for a whole batch
     at once (``injection_screen``), so no text needs Python's injection patterns before that."""
-    if not html.strip():
+    if not html or html.isspace():  # (strip() would copy the page)
         return None
     try:
         root = lxml.etree.fromstring(html, _PARSER)
@@ -298,16 +298,18 @@ class HiddenContent(provenance.Detector):
         for doc_id, raw, charset, content_type, url in zip(doc_ids, raws, charsets, types, urls):
             if not raw or (content_type and "html" not in content_type.lower()):
                 continue
-            html = decode_raw(raw, charset)
-            scanned = scan(html, url)
+            scanned = scan(decode_raw(raw, charset), url)
             if scanned is not None:
-                pages.append((doc_id, html, *scanned, len(texts)))
+                pages.append((doc_id, raw, charset, *scanned, len(texts)))
                 texts += [h[0] for h in scanned[0]] + [n[0] for n in scanned[1]]
         # One RE2 pass over every hidden text of the batch: Python's injection patterns see only what it keeps.
         may_instruct = injection_screen(texts) if texts else []
         out_ids, out_tags, scores, out_evidence = [], [], [], []
-        for doc_id, html, hidden, never, at in pages:
-            found = evidence(html, hidden, never, may_instruct[at:at + len(hidden) + len(never)])
+        for doc_id, raw, charset, hidden, never, at in pages:
+            maybe = may_instruct[at:at + len(hidden) + len(never)]
+            if not any(maybe) and not any(h[3] for h in hidden):
+                continue  # nothing to show: the page is not decoded again
+            found = evidence(decode_raw(raw, charset), hidden, never, maybe)
             for tag, spans in found.items():
                 if spans:
                     out_ids.append(doc_id)
