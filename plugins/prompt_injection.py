@@ -32,7 +32,7 @@ class PromptInjection(provenance.Detector):
     """Phrases that address a language model and try to steer it, after Unicode normalisation."""
 
     name = "prompt_injection"
-    version = "1"
+    version = "2"  # 2: the RE2 screen passes every confusable normalise folds (it missed Cyrillic Supplement, Armenian)
     category = "poison"
     needs = ("text",)
     options = {"min_score": 0.5}
