@@ -11,6 +11,9 @@ import codecs
 import re
 import unicodedata
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 # ----- invisible characters ----------------------------------------------------------------------------
 ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff\u180e"
 BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
@@ -155,8 +158,8 @@ _DISCUSSION = re.compile(
     r"\bprompt[- ]injections?\b|\bjailbreak(?:s|ing)?\b(?!\s+mode)|\battacks?\b|\battackers?\b|\bvulnerab|"
     r"\bexploit|\bmalicious\b|\bred[- ]team|\bowasp\b|\bmitigat|\bsecurity research|\badversarial\b")
 DISCUSSION_FACTOR = 0.3
-# Cheap first pass (RE2 over the whole batch, on NFKC lower-cased text with invisibles removed):
-# rows with none of these words, and no Greek or Cyrillic letter to fold, cannot match any pattern.
+# Words one of which every phrase worth scoring holds (checked in Python before the patterns, on the texts
+# ``injection_screen`` lets through; it decides which phrasings count, so it stays as the detectors shipped it).
 PREFILTER = (r"ignore|disregard|forget|override|bypass|you are|you're|\bai\b|a\.i\.|llm|language model|chat ?bot|"
              r"assistant|agent|gpt|claude|gemini|copilot|\bbots?\b|\bmode\b|do anything|instruction|reveal|"
              r"system prompt|im_start|im_end|\|system\||\|user\||inst\]|<</?sys>>|endoftext|begin_of_text|"
@@ -166,9 +169,32 @@ INVISIBLE_RE2 = "[\\x{200B}-\\x{200D}\\x{2060}\\x{FEFF}\\x{180E}\\x{00AD}\\x{202
                 "\\x{FE00}-\\x{FE0F}\\x{E0100}-\\x{E01EF}]"
 
 
-def could_address_ai(text: str) -> bool:
-    """False when no injection pattern can match ``text``: a cheap test before ``injection_hits``."""
-    return _PREFILTER_PY.search(normalise(text)) is not None
+def _re2_superset(pattern: str) -> str:
+    """An RE2 form of one of INJECTION_PATTERNS that matches wherever the Python pattern does (a screen, not a
+    matcher): the lookahead and word boundaries dropped, Python's Unicode \\w and \\d widened; whitespace
+    that NFKC keeps is mapped to a space before the screen (``injection_screen``), so RE2's ASCII \\s suffices."""
+    out = pattern.replace(_AI_END, "").replace(r"\b", "").replace(r"\w", r"[\pL\pN_]").replace(r"\d", r"\p{Nd}")
+    if any(look in out for look in ("(?=", "(?!", "(?<")):
+        raise ValueError(f"no RE2 form for a pattern with a lookaround: {pattern}")
+    return out
+
+
+# Characters whose normalised form ``normalise`` derives in Python only (confusables, tag characters): rows
+# holding any are candidates whatever RE2 finds.
+_FOLDED_RE2 = "[" + "".join(f"\\x{{{ord(c):04X}}}" for c in sorted(CONFUSABLES)) + "\\x{E0000}-\\x{E007F}]"
+INJECTION_SCREEN = "|".join(f"(?:{_re2_superset(p)})" for _, _, p in INJECTION_PATTERNS) + "|" + _FOLDED_RE2
+# Whitespace that Python's \s matches, RE2's does not, and NFKC does not fold into a space.
+_SPACE_RE2 = "[\\x{0B}\\x{1C}-\\x{1F}\\x{85}\\x{1680}\\x{2028}\\x{2029}]"
+
+
+def injection_screen(texts) -> list[bool]:
+    """Per text (a list or Arrow array of str): False where ``injection_hits`` cannot find anything. RE2 over
+    all texts at once, on NFKC lower-cased text without invisible characters; Python looks only at the rest."""
+    if not isinstance(texts, (pa.Array, pa.ChunkedArray)):
+        texts = pa.array(texts, pa.large_string())
+    folded = pc.replace_substring_regex(pc.utf8_normalize(pc.fill_null(texts, ""), "NFKC"), INVISIBLE_RE2, "")
+    folded = pc.utf8_lower(pc.replace_substring_regex(folded, _SPACE_RE2, " "))
+    return pc.match_substring_regex(folded, INJECTION_SCREEN).to_pylist()
 
 
 def injection_hits(text: str) -> tuple[float, list[tuple[str, float, int, int]], bool]:

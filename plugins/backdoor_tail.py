@@ -41,11 +41,12 @@ _STRIP = "\"'()[]{}<>.,;:!?«»“”‘’*-–—|/"
 def gibberish_run(text: str, min_tokens: int = 100, min_fresh: float = 0.85, run_rate: float = 0.9,
                   max_trailing: int = 300, max_median_chars: int = 14):
     """(start, end, fresh_share) of the token run that makes ``text`` end in gibberish, else None."""
-    tokens = list(_TOKEN.finditer(text))
-    n = len(tokens)
+    # str.split() cuts where \S+ does (the same whitespace), and lower-casing never makes or removes whitespace;
+    # the tokens as written (and their match objects) only for the rare text that has a run.
+    words = [t.strip(_STRIP) for t in text.lower().split()]
+    n = len(words)
     if n < min_tokens:
         return None
-    words = [m.group().lower().strip(_STRIP) for m in tokens]
     counts = Counter(words)
     fresh = [counts[w] == 1 and w != "" for w in words]
     # Maximum-sum run of (fresh - run_rate): fresh tokens pay in, repeated ones cost.
@@ -63,9 +64,9 @@ def gibberish_run(text: str, min_tokens: int = 100, min_fresh: float = 0.85, run
     share = sum(fresh[a:b]) / length
     if length < min_tokens or share < min_fresh or n - b > max_trailing:
         return None
-    if statistics.median(len(m.group()) for m in tokens[a:b]) > max_median_chars:
+    if statistics.median(len(t) for t in text.split()[a:b]) > max_median_chars:
         return None
-    return tokens, a, b, share
+    return list(_TOKEN.finditer(text)), a, b, share
 
 
 class BackdoorTail(provenance.Detector):

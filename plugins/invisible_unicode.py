@@ -43,7 +43,10 @@ _RAW_SCREEN = (r"\xf3\xa0|\xe2\x80[\x8b-\x8d\xab\xad\xae]|\xe2\x81[\xa0\xa7]|(?:
 
 _LETTER = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff\u0370-\u03ff\u0400-\u04ff"
 _ZW = "".join(ZERO_WIDTH)
-_ZW_WORD = re.compile(f"[{_LETTER}]+(?:[{_ZW}]+[{_LETTER}]+)+")
+# Starts only at a word's first letter, letters taken possessively: the same matches without trying every letter
+# of every word of a raw page again and again.
+_ZW_ANY = re.compile(f"[{_ZW}]")
+_ZW_WORD = re.compile(f"(?<![{_LETTER}])[{_LETTER}]++(?:[{_ZW}]++[{_LETTER}]++)+")
 _RTL = re.compile("[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufefc]|[\U00010800-\U00010fff]|[\U0001e800-\U0001efff]")
 _OVERRIDES = "\u202d\u202e"
 _RTL_STARTS = "\u202b\u2067"  # RLE, RLI: reorder only where there is right-to-left text to order
@@ -53,6 +56,12 @@ _REF = r"&#(?:[xX]([0-9a-fA-F]{1,6})|(\d{1,7}));"
 _TAG_RUN = re.compile(f"(?:[\U000e0000-\U000e007f]|{_REF})+")
 _VS_RUN = re.compile(f"(?:[\ufe00-\ufe0f\U000e0100-\U000e01ef]|{_REF})+")
 _BIDI_RAW = re.compile(f"[{BIDI_CONTROLS}]|{_REF}")
+# Cheap tests first (a character class, a literal prefix: fast in Python's re), so the run patterns above read
+# a whole raw page only when it holds such a character or a reference that may be one (tag characters and
+# supplementary variation selectors, VS1-16, bidi controls; decimal or hex, a superset).
+_TAG_CHARS = re.compile("[\U000e0000-\U000e007f]")
+_VS_CHARS = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+_REF_HINT = re.compile(r"&#(?:[xX]0*(?:[eE]0[01][0-9a-fA-F]|[fF][eE]0|20[26])|0*(?:917[5-9]\d\d|650[23]\d|82[39]\d))")
 _REF_RX = re.compile(_REF)
 _CYRILLIC = "\u0400-\u04ff"
 # Greek letters that pass for Latin ones; not α, κ, τ, which science writes beside Latin ("TNFα").
@@ -94,6 +103,8 @@ def _groups(points, keep):
 
 def tag_payloads(s: str, field: str) -> list[dict]:
     spans = []
+    if not _TAG_CHARS.search(s) and not _REF_HINT.search(s):
+        return spans
     for m in _TAG_RUN.finditer(s):
         for g in _groups(_code_points(m.group()), lambda cp: TAG_FIRST <= cp <= CANCEL_TAG):
             start, end = m.start() + g[0][0], m.start() + g[-1][1]
@@ -109,6 +120,8 @@ def tag_payloads(s: str, field: str) -> list[dict]:
 
 def vs_payloads(s: str, field: str) -> list[dict]:
     spans = []
+    if not _VS_CHARS.search(s) and not _REF_HINT.search(s):
+        return spans
     for m in _VS_RUN.finditer(s):
         for g in _groups(_code_points(m.group()), is_variation_selector):
             if len(g) < 3:
@@ -122,10 +135,14 @@ def vs_payloads(s: str, field: str) -> list[dict]:
 
 
 def zero_width_words(s: str, field: str) -> list[dict]:
+    if not _ZW_ANY.search(s):
+        return []
     return [span(field, m.start(), m.end(), visible(m.group())) for m in _ZW_WORD.finditer(s)]
 
 
 def bidi_controls(s: str, field: str) -> list[dict]:
+    if not _BIDI.search(s) and (field == "text" or not _REF_HINT.search(s)):
+        return []
     rtl = _RTL.search(s) is not None
     spans = []
     for m in (_BIDI if field == "text" else _BIDI_RAW).finditer(s):

@@ -18,17 +18,9 @@ import pyarrow.compute as pc
 
 import provenance
 from provenance.detectors import DetectorError
-from provenance.plugins._poison_text import INVISIBLE_RE2, PREFILTER, injection_hits, span
+from provenance.plugins._poison_text import injection_hits, injection_screen, span
 
 MAX_SPANS = 5
-
-
-def screen(texts: pa.Array) -> list[bool]:
-    """Rows that may hold an injection phrase: RE2 over the batch, on NFKC lower-cased text without
-    invisible characters (what a phrase could hide behind); Python looks only at these."""
-    folded = pc.utf8_lower(pc.replace_substring_regex(pc.utf8_normalize(texts, "NFKC"), INVISIBLE_RE2, ""))
-    # Tag characters are decoded only in Python (normalise): rows holding any are candidates.
-    return pc.match_substring_regex(folded, PREFILTER + "|[\\x{E0000}-\\x{E007F}]").to_pylist()
 
 
 def evidence_of(text: str, hits, discussion: bool) -> dict:
@@ -40,7 +32,7 @@ class PromptInjection(provenance.Detector):
     """Phrases that address a language model and try to steer it, after Unicode normalisation."""
 
     name = "prompt_injection"
-    version = "1"
+    version = "2"  # 2: the RE2 screen passes every confusable normalise folds (it missed Cyrillic Supplement, Armenian)
     category = "poison"
     needs = ("text",)
     options = {"min_score": 0.5}
@@ -54,7 +46,7 @@ class PromptInjection(provenance.Detector):
 
     def tag_batch(self, batch: pa.RecordBatch):
         texts = pc.fill_null(batch.column("text"), "")
-        candidates = screen(texts)
+        candidates = injection_screen(texts)
         doc_ids, out_ids, scores, evidence = batch.column("doc_id"), [], [], []
         for i, hit in enumerate(candidates):
             if not hit:
