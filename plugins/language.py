@@ -4,8 +4,8 @@ Every document gets one tag ``lang_<code>`` (ISO 639-1, e.g. ``lang_en``), its s
 confidence, category ``language``. Not ``quality``: a language is a fact about every
 document, not a defect, and ``doc_flags.quality_score`` is the maximum over the
 category, so language tags there would give every document a quality score of ~1.
-(Any tag still sets ``doc_flags.flagged``; filter flags by category instead, see the
-README's example query.)
+(Language tags never make a document ``flagged``: ``NOT_FLAG_CATEGORIES`` in
+provenance/sql.py; select a language with the README's example query.)
 
 Honest confidence. A naive-Bayes identifier is sure of itself on any long text, a
 half-English, half-German page included; so the confidence is py3langid's normalised
@@ -14,7 +14,7 @@ least ``chunk_chars`` (lines: extracted text has a paragraph per line), whose ow
 own low probabilities; text under ``min_chars`` letters is not guessed at: ``lang_und``
 with score 0.
 
-Why py3langid (eval numbers in README): on our human reference texts and pages it is as
+Why py3langid (eval/language.py measures both; numbers in README): on our human reference texts and pages it is as
 accurate as lingua-language-detector on whole documents (96.8% vs 97.3%), about 7x
 faster (3.2 vs 0.5 MB/s per core), loads at once (lingua: ~10 s of CPU per process,
 a ~300 MB wheel), and its probabilities fall on short text. lingua is better on
