@@ -138,7 +138,15 @@ def main(argv=None) -> int:
                     help="estimated word-5-gram Jaccard to a training reference that removes a text")
     ap.add_argument("--variants", action="store_true", help="also other llm_ngram statistics (macro AUROC)")
     args = ap.parse_args(argv)
-    dev = read_labelled(args.dev, "eval")
+    if args.model and not Path(args.model).is_file():
+        print(f"eval: --model {args.model} is not a file; train one with 'provenance train llm-ngram'", file=sys.stderr)
+        return 2
+    try:
+        dev = read_labelled(args.dev, "eval")
+    except (pa.ArrowInvalid, KeyError) as exc:
+        print(f"eval: {args.dev} is not labelled Parquet with columns dataset, label, generator, domain, group, "
+              f"text ({str(exc).splitlines()[0]})", file=sys.stderr)
+        return 2
     if dev is None or not DATA.is_file() or not LLM_DATA.is_file():
         if dev is not None:
             print(f"eval: {DATA} or {LLM_DATA} not found (needs ../shared)", file=sys.stderr)
