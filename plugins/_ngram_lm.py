@@ -34,10 +34,12 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "llm-ngram/1"
-# The document statistic the calibration applies to. mean_llr: the mean per-token log P_llm - log P_human.
-# centred_llr: the same minus, per token, its expectation over the whole vocabulary under P_llm (Fast-DetectGPT's
-# analytic centring; its division by the standard deviation lowered macro AUROC, eval/llm_detect.py --variants).
-STATISTICS = ("mean_llr", "centred_llr")
+# The document statistic the calibration applies to (higher = more LLM-like). mean_llr: the mean per-token
+# log P_llm - log P_human. centred_llr: the same minus, per token, its expectation over the whole vocabulary under
+# P_llm (Fast-DetectGPT's analytic centring; dividing by the standard deviation as well lowered the macro AUROC).
+# binoculars: minus the LLM model's log-perplexity over the cross-entropy of the human model's prediction under
+# the LLM model (Binoculars' ratio with the human model as performer). eval/llm_detect.py --variants compares them.
+STATISTICS = ("mean_llr", "centred_llr", "binoculars")
 UNK, BOS = 0, 1
 _TOKEN = re.compile(r"[^\W_]+|[^\w\s]|_")
 
@@ -218,28 +220,41 @@ class Artifact:
         return self.llm.logprob(ids, positions) - self.human.logprob(ids, positions), lengths
 
     def doc_stats(self, texts) -> dict[str, np.ndarray]:
-        """Per text: ``statistic`` (the artifact's: see ``STATISTICS``), ``mean_llr`` (mean token LLR),
-        ``expected_llr`` (its mean expectation under the LLM model; 0 for ``mean_llr`` artifacts), ``z`` (the
-        statistic over its standard error: how sure the sign is) and ``n_tokens``."""
+        """Per text: ``statistic`` (the artifact's: see ``STATISTICS``), its parts (``mean_llr``, the mean token
+        LLR, always; ``expected_llr`` for centred_llr, its mean expectation under the LLM model; ``log_ppl`` and
+        ``cross_entropy`` for binoculars), ``z`` (the mean of the per-token difference behind the statistic over
+        its standard error: how sure its sign is) and ``n_tokens``."""
         hashes, lengths = token_hashes(texts)
         ids, real = padded_ids(self.vocab, hashes, lengths, self.order)
         positions = np.flatnonzero(real)
-        llr = self.llm.logprob(ids, positions) - self.human.logprob(ids, positions)
-        if self.statistic == "centred_llr":
-            expected, _ = expected_f(self, contexts(ids, positions, self.order), "llm", 1.0, -1.0)
-        else:
-            expected = np.zeros(len(llr))
+        lp_llm = self.llm.logprob(ids, positions)
+        llr = lp_llm - self.human.logprob(ids, positions)
         doc = np.repeat(np.arange(len(lengths)), lengths)
         n = np.maximum(lengths, 1)
 
         def mean_of(v):
             return np.bincount(doc, weights=v, minlength=len(lengths)) / n
 
-        centred = llr - expected
-        stat = mean_of(centred)
-        var = mean_of(centred ** 2) - stat ** 2
-        return {"statistic": stat, "mean_llr": mean_of(llr), "expected_llr": mean_of(expected),
-                "z": stat / np.sqrt(np.maximum(var, 1e-12) / n), "n_tokens": lengths}
+        out = {"mean_llr": mean_of(llr)}
+        if self.statistic == "mean_llr":
+            per_token = llr
+            out["statistic"] = out["mean_llr"]
+        elif self.statistic == "centred_llr":
+            expected, _ = expected_f(self, contexts(ids, positions, self.order), "llm", 1.0, -1.0)
+            per_token = llr - expected
+            out["expected_llr"] = mean_of(expected)
+            out["statistic"] = mean_of(per_token)
+        else:  # binoculars
+            cross, _ = expected_f(self, contexts(ids, positions, self.order), "human", -1.0, 0.0)
+            per_token = cross + lp_llm  # below the expected surprisal: LLM-like
+            out["log_ppl"], out["cross_entropy"] = mean_of(-lp_llm), mean_of(cross)
+            out["statistic"] = -out["log_ppl"] / np.maximum(out["cross_entropy"], 1e-12)
+            out["statistic"][lengths == 0] = 0.0
+        mean = mean_of(per_token)
+        var = mean_of(per_token ** 2) - mean ** 2
+        out["z"] = mean / np.sqrt(np.maximum(var, 1e-12) / n)
+        out["n_tokens"] = lengths
+        return out
 
     def score(self, statistic: np.ndarray) -> np.ndarray:
         a, b = self.calibration

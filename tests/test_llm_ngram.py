@@ -150,11 +150,31 @@ def test_centred_statistic_is_the_llr_minus_its_expectation(model):
     # an artifact of the mean LLR (and one saved before statistics were recorded) scores the plain mean
     art.statistic = "mean_llr"
     plain = art.doc_stats(texts)
-    assert (plain["statistic"] == plain["mean_llr"]).all() and (plain["expected_llr"] == 0).all()
+    assert (plain["statistic"] == plain["mean_llr"]).all() and "expected_llr" not in plain
     del art.meta["statistic"]
     assert Artifact(art.vocab, art.human, art.llm, meta=art.meta).statistic == "mean_llr"
     with pytest.raises(ValueError, match="unknown llm-ngram statistic"):
         Artifact(art.vocab, art.human, art.llm, meta={"statistic": "perplexity"})
+
+
+def test_binoculars_statistic_is_the_log_perplexity_over_the_cross_entropy(model):
+    art = Artifact.load(model)
+    art.statistic = "binoculars"
+    texts = [human_doc(1), llm_doc(0), ""]
+    stats = art.doc_stats(texts)
+    hashes, lengths = token_hashes(texts)
+    ids, real = padded_ids(art.vocab, hashes, lengths, 3)
+    positions = np.flatnonzero(real)
+    lp_llm = art.llm.logprob(ids, positions)
+    # cross-entropy at each position: the human model's prediction scored by the LLM model, over every token
+    cross, _ = expected_f(art, contexts(ids, positions, 3), "human", -1.0, 0.0)
+    cut = lengths[0]
+    for i, part in enumerate((slice(0, cut), slice(cut, None))):
+        assert stats["log_ppl"][i] == pytest.approx(-lp_llm[part].mean())
+        assert stats["cross_entropy"][i] == pytest.approx(cross[part].mean())
+        assert stats["statistic"][i] == pytest.approx(lp_llm[part].mean() / cross[part].mean())
+    assert stats["statistic"][0] < stats["statistic"][1]  # the LLM text is less surprising than expected
+    assert stats["statistic"][2] == 0.0 and stats["n_tokens"][2] == 0
 
 
 def test_model_option_enters_the_config_hash(model, tmp_path):
@@ -190,7 +210,7 @@ def test_train_command_writes_a_model_and_refuses_mistakes(cli, tmp_path):
     assert "held out for calibration" in proc.stdout and out.is_file()
     art = Artifact.load(out)
     assert art.calibration[1] > 0  # higher LLR, more likely LLM: fitted on the held-out tenth
-    assert art.meta["order"] == 3 and art.meta["human_texts"] + art.meta["llm_texts"] < 60
+    assert art.meta["order"] == 4 and art.meta["human_texts"] + art.meta["llm_texts"] < 60
     assert art.statistic == "centred_llr"
     cli("train", "llm-ngram", "--human", human, "--llm", llm, "--out", out, "--max-vocab", "100",
         "--statistic", "mean_llr", check=0)
@@ -204,6 +224,6 @@ def test_train_command_writes_a_model_and_refuses_mistakes(cli, tmp_path):
 
 def test_shipped_model_loads():
     art = Artifact.load(llm_ngram.DEFAULT_ARTIFACT)
-    assert art.order == 3 and art.meta["human_texts"] > 1000 and art.calibration[1] > 0
+    assert art.order == 4 and art.vocab.radix == 202 and art.meta["human_texts"] > 1000 and art.calibration[1] > 0
     assert art.statistic == "centred_llr"
     assert LlmNgram.config_hash({}) == LlmNgram.config_hash({"model": str(llm_ngram.DEFAULT_ARTIFACT)})
