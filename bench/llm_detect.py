@@ -1,12 +1,13 @@
-"""Documents/s per core of each LLM detector on 2,000-character documents (CPU time of this process).
+"""Documents/s per core of each LLM detector on 2,000-character documents (CPU time).
 
 Documents: the texts of ../shared/data/detect/labelled-dev.parquet cut or repeated to 2,000 characters.
 ``llm_ngram`` and ``llm_markers``: the detector's ``tag_batch`` over Arrow batches of 1,000, as the runner
-hands them (``llm_ngram`` with ``min_score`` 0, so every document's evidence is built too). ``known_llm_text``:
-``near_duplicate`` is a corpus detector, so it runs through the real runner over a temporary store with
-the LLM reference (12,069 texts) as reference set ``llm``: observe (MinHash), finish (reference matching)
-and the runner's writes, ingest excluded. CPU time counts every thread (DuckDB's too) and the runner's worker
-processes (detectors run isolated in their own process), so the figure is per core. ``llm_lm`` needs model weights on disk and is left out (it runs on a GPU when one is visible).
+hands them (``llm_ngram`` with ``min_score`` 0, so every document's evidence is built too).
+``known_llm_text``: ``near_duplicate`` is a corpus detector, so it runs through the real runner over a
+temporary store with the LLM reference (12,069 texts) as reference set ``llm``: observe (MinHash), finish
+(reference matching) and the runner's writes, ingest excluded. CPU time counts every thread (DuckDB's too) and
+the runner's worker processes (detectors run isolated in their own process), so the figure is per core.
+``llm_lm`` needs model weights on disk and is left out (it runs on a GPU when one is visible).
 
     .venv/bin/python bench/llm_detect.py [--docs 4000] [--out bench/results/llm_detect.json]
 

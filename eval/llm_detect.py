@@ -160,7 +160,8 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     hit = near_reference([r["text"] for r in dev], [DATA, LLM_DATA], args.contamination_threshold)
-    removed = {ds: int(sum(h for r, h in zip(dev, hit) if r["dataset"] == ds)) for ds in sorted({r["dataset"] for r in dev})}
+    removed = {ds: int(sum(h for r, h in zip(dev, hit) if r["dataset"] == ds))
+               for ds in sorted({r["dataset"] for r in dev})}
     print(f"\ncontamination check: {int(hit.sum())} of {len(dev)} texts removed as near duplicates (estimated "
           f"word-5-gram Jaccard >= {args.contamination_threshold}) of the reference texts the LMs were trained on "
           f"({time.perf_counter() - t0:.0f} s); per dataset {removed}")
@@ -230,7 +231,8 @@ def main(argv=None) -> int:
           "differ, so read across bins, not against the score)")
     for ds in sets:
         m = datasets == ds
-        print(f"  {ds:<16} (LLM share {labels[m].mean():.2f}) " + "  ".join(calibration_rows(ranked['llm_ngram'][m], labels[m])))
+        print(f"  {ds:<16} (LLM share {labels[m].mean():.2f}) "
+              + "  ".join(calibration_rows(ranked["llm_ngram"][m], labels[m])))
     held = [r for path, lab in ((DATA, 0), (LLM_DATA, 1)) for r in llm_ngram.read_records(path)
             if llm_ngram.held_out(r) and not r.update(label=lab)]
     held_scores = art.score(art.doc_stats([r["text"] for r in held])["statistic"])
