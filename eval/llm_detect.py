@@ -1,10 +1,12 @@
 """The LLM detectors and their ensemble on labelled data they never trained on (issue 14's evaluation).
 
 Data: labelled Parquet (dataset, label 1 = LLM, generator, domain, group, text), by default
-../shared/data/detect/labelled-dev.parquet (four sources). Nothing is trained or tuned on it: the shipped
-``llm_ngram`` model was trained on ../shared/data/text minus every text sharing an 8-word run or a prompt
-with it, and calibrated on a tenth of those references, so every figure is leave-one-dataset-out by
-construction and no split (by ``group`` or otherwise) is needed.
+../shared/data/detect/labelled-dev.parquet (four sources). Nothing is trained on it: the shipped ``llm_ngram``
+model was trained on ../shared/data/text minus every text sharing an 8-word run or a prompt with it, and
+calibrated on a tenth of those references, so every figure is leave-one-dataset-out by construction and no
+split (by ``group`` or otherwise) is needed. Three choices were made looking at it: the model's vocabulary
+size and order (the same one wins choosing on any three sources), its statistic, and ``min_score`` (for
+fairness on student essays); the README says so next to the figures.
 
 1. *Contamination check.* Texts near-duplicate to a reference text the LMs were trained on (both reference
    files whole: a superset) are removed before scoring, with the count per dataset: MinHash of word 5-grams
@@ -20,7 +22,8 @@ construction and no split (by ``group`` or otherwise) is needed.
    threshold; threshold transfer (the shipped threshold's FPR on each dataset's human texts against each
    dataset's own 1%-FPR threshold); fairness (FPR on human student essays; target <= 3%); a calibration
    table per source (score bins -> observed LLM share); and, with ``--variants``, other ``llm_ngram``
-   statistics computed from the same artifact, macro AUROC each.
+   statistics computed from the same artifact, macro AUROC each, with a group-bootstrap interval for the
+   shipped statistic's gain over the plain mean LLR.
 
     .venv/bin/python eval/llm_detect.py [--dev PARQUET] [--model ARTIFACT] [--variants]
 
