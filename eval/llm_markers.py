@@ -17,10 +17,12 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from provenance.plugins.llm_markers import LlmMarkers
-from provenance.plugins.llm_ngram import read_records
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference import LABELLED_DEV, read_labelled  # noqa: E402
+
+from provenance.plugins.llm_markers import LlmMarkers  # noqa: E402
+from provenance.plugins.llm_ngram import read_records  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -45,7 +47,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--human", default=str(SHARED / "text" / "human_reference.jsonl.gz"))
     ap.add_argument("--llm", default=str(SHARED / "text" / "llm_reference.jsonl.gz"))
-    ap.add_argument("--dev", default=str(SHARED / "detect" / "labelled-dev.parquet"))
+    ap.add_argument("--dev", default=str(LABELLED_DEV))
     ap.add_argument("--articles", default=str(SHARED / "pages" / "scrapinghub__article-extraction-benchmark"
                                               / "ground-truth.json"), help="human-written news articles")
     ap.add_argument("--show", type=int, default=0, help="print this many tagged human texts' matches")
@@ -79,8 +81,8 @@ def main(argv=None) -> int:
         tagged, kinds = tag(bodies, detector)
         print(f"  human {'news articles (web)':<28} n={len(bodies):>6}  tagged {sum(tagged) / len(bodies):7.3%}  "
               f"{dict(kinds)}")
-    if Path(args.dev).is_file():
-        dev = pq.read_table(args.dev, columns=["dataset", "label", "text"]).to_pylist()
+    dev = read_labelled(Path(args.dev), "eval: dev data skipped", ("dataset", "label", "text"))
+    if dev is not None:
         by_ds = collections.defaultdict(list)
         for r in dev:
             by_ds[r["dataset"]].append(r)

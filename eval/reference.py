@@ -1,5 +1,6 @@
 """The reference texts in ../shared that the evaluations and benchmarks read: where, how, their dates, and
-edited copies of them (near duplicates with a known share of word edits)."""
+edited copies of them (near duplicates with a known share of word edits); and the labelled LLM-detection
+data."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 TEXT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "text"
 DATA = TEXT_DATA / "human_reference.jsonl.gz"
 LLM_DATA = TEXT_DATA / "llm_reference.jsonl.gz"
+# dataset, source, subset, label (1 = LLM), generator, domain, attack, group, text
+LABELLED_DEV = TEXT_DATA.parent / "detect" / "labelled-dev.parquet"
 
 
 def read_reference(path: Path, who: str) -> list[dict] | None:
@@ -23,6 +26,20 @@ def read_reference(path: Path, who: str) -> list[dict] | None:
         return None
     with gzip.open(path, "rt") as fh:
         return [json.loads(line) for line in fh]
+
+
+def read_labelled(path: Path, who: str, columns=("dataset", "label", "generator", "domain", "group", "text")
+                  ) -> list[dict] | None:
+    """Rows of a labelled Parquet file (by default the columns the LLM evaluations use); None (with one line
+    on stderr) when it is absent."""
+    if not Path(path).is_file():
+        import sys
+
+        print(f"{who}: {path} not found (needs ../shared)", file=sys.stderr)
+        return None
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=list(columns)).to_pylist()
 
 
 def iso_date(value: str | None) -> str | None:

@@ -15,6 +15,11 @@ into the context's back-off weight, so each distribution still sums to one. Per 
 stores the n-gram keys with ``max(c - D, 0) / c(h)`` and the context keys with their back-off
 weight ``gamma(h)``; the probability of a token is then computed order by order:
 ``p_n = part_n + gamma_n(h) * p_{n-1}`` (``p_n = p_{n-1}`` for an unseen context).
+
+Expectations over the whole vocabulary (``expected_f``: Fast-DetectGPT's analytic mean and variance, Binoculars'
+cross-entropy) are exact and cost only the explicit n-grams of the contexts seen: outside the tokens a model
+holds explicitly for a context, ``p_n = gamma_n(h) * p_{n-1}``, so the sum over the rest of the vocabulary is
+the lower order's sum (computed once per distinct context) minus the explicit tokens' share.
 """
 
 from __future__ import annotations
@@ -29,6 +34,12 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "llm-ngram/1"
+# The document statistic the calibration applies to (higher = more LLM-like). mean_llr: the mean per-token
+# log P_llm - log P_human. centred_llr: the same minus, per token, its expectation over the whole vocabulary under
+# P_llm (Fast-DetectGPT's analytic centring; dividing by the standard deviation as well lowered the macro AUROC).
+# binoculars: minus the LLM model's log-perplexity over the cross-entropy of the human model's prediction under
+# the LLM model (Binoculars' ratio with the human model as performer). eval/llm_detect.py --variants compares them.
+STATISTICS = ("mean_llr", "centred_llr", "binoculars")
 UNK, BOS = 0, 1
 _TOKEN = re.compile(r"[^\W_]+|[^\w\s]|_")
 
@@ -176,13 +187,16 @@ class Artifact:
     def __init__(self, vocab: Vocabulary, human: NgramLM, llm: NgramLM, calibration=(0.0, 1.0), meta=None):
         self.vocab, self.human, self.llm = vocab, human, llm
         self.order = human.order
-        self.calibration = tuple(float(x) for x in calibration)  # (a, b): score = sigmoid(a + b * mean_llr)
+        self.calibration = tuple(float(x) for x in calibration)  # (a, b): score = sigmoid(a + b * statistic)
         self.meta = dict(meta or {})
+        self.statistic = self.meta.get("statistic", "mean_llr")  # artifacts before it was recorded: mean_llr
+        if self.statistic not in STATISTICS:
+            raise ValueError(f"unknown llm-ngram statistic {self.statistic!r}; one of {list(STATISTICS)}")
         self.sha256 = ""
 
     @classmethod
     def train(cls, human_texts, llm_texts, order: int = 3, max_vocab: int = 50000, min_count: int = 2,
-              meta=None) -> "Artifact":
+              meta=None, statistic: str = "centred_llr") -> "Artifact":
         if order < 1 or (max_vocab + 2) ** order >= 2 ** 63:
             raise ValueError(f"order {order} with vocabulary {max_vocab} does not fit 64-bit n-gram keys")
         h_hashes, h_len = token_hashes(human_texts)
@@ -192,7 +206,8 @@ class Artifact:
         for hashes, lengths in ((h_hashes, h_len), (l_hashes, l_len)):
             ids, real = padded_ids(vocab, hashes, lengths, order)
             models.append(NgramLM.train(ids, real, order, vocab.radix, min_count))
-        return cls(vocab, *models, meta={**(meta or {}), "order": order, "max_vocab": max_vocab,
+        return cls(vocab, *models, meta={**(meta or {}), "statistic": statistic, "order": order,
+                                           "max_vocab": max_vocab,
                                            "min_count": min_count, "human_texts": len(h_len),
                                            "llm_texts": len(l_len), "human_tokens": int(h_len.sum()),
                                            "llm_tokens": int(l_len.sum())})
@@ -204,19 +219,46 @@ class Artifact:
         positions = np.flatnonzero(real)
         return self.llm.logprob(ids, positions) - self.human.logprob(ids, positions), lengths
 
-    def doc_stats(self, texts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per text: mean token LLR, its z (mean over its standard error) and token count."""
-        llr, lengths = self.token_llr(texts)
+    def doc_stats(self, texts) -> dict[str, np.ndarray]:
+        """Per text: ``statistic`` (the artifact's: see ``STATISTICS``), its parts (``mean_llr``, the mean token
+        LLR, always; ``expected_llr`` for centred_llr, its mean expectation under the LLM model; ``log_ppl`` and
+        ``cross_entropy`` for binoculars), ``z`` (the mean of the per-token difference behind the statistic over
+        its standard error: how sure its sign is) and ``n_tokens``."""
+        hashes, lengths = token_hashes(texts)
+        ids, real = padded_ids(self.vocab, hashes, lengths, self.order)
+        positions = np.flatnonzero(real)
+        lp_llm = self.llm.logprob(ids, positions)
+        llr = lp_llm - self.human.logprob(ids, positions)
         doc = np.repeat(np.arange(len(lengths)), lengths)
         n = np.maximum(lengths, 1)
-        mean = np.bincount(doc, weights=llr, minlength=len(lengths)) / n
-        var = np.bincount(doc, weights=llr ** 2, minlength=len(lengths)) / n - mean ** 2
-        z = mean / np.sqrt(np.maximum(var, 1e-12) / n)
-        return mean, z, lengths
 
-    def score(self, mean_llr: np.ndarray) -> np.ndarray:
+        def mean_of(v):
+            return np.bincount(doc, weights=v, minlength=len(lengths)) / n
+
+        out = {"mean_llr": mean_of(llr)}
+        if self.statistic == "mean_llr":
+            per_token = llr
+            out["statistic"] = out["mean_llr"]
+        elif self.statistic == "centred_llr":
+            expected, _ = expected_f(self, contexts(ids, positions, self.order), "llm", 1.0, -1.0)
+            per_token = llr - expected
+            out["expected_llr"] = mean_of(expected)
+            out["statistic"] = mean_of(per_token)
+        else:  # binoculars
+            cross, _ = expected_f(self, contexts(ids, positions, self.order), "human", -1.0, 0.0)
+            per_token = cross + lp_llm  # below the expected surprisal: LLM-like
+            out["log_ppl"], out["cross_entropy"] = mean_of(-lp_llm), mean_of(cross)
+            out["statistic"] = -out["log_ppl"] / np.maximum(out["cross_entropy"], 1e-12)
+            out["statistic"][lengths == 0] = 0.0
+        mean = mean_of(per_token)
+        var = mean_of(per_token ** 2) - mean ** 2
+        out["z"] = mean / np.sqrt(np.maximum(var, 1e-12) / n)
+        out["n_tokens"] = lengths
+        return out
+
+    def score(self, statistic: np.ndarray) -> np.ndarray:
         a, b = self.calibration
-        return 1.0 / (1.0 + np.exp(-(a + b * mean_llr)))
+        return 1.0 / (1.0 + np.exp(-(a + b * statistic)))
 
     def save(self, path) -> str:
         arrays = {"vocab": self.vocab.hashes, "calibration": np.asarray(self.calibration, np.float64),
@@ -273,3 +315,116 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, iterations: int = 50) -> tuple[fl
         if np.abs(step).max() < 1e-10:
             break
     return float(beta[0]), float(beta[1])
+
+
+# ----- expectations under a model's own predictive distribution (Fast-DetectGPT, Binoculars) --------------
+def _combine(columns: list[np.ndarray], radix: int) -> np.ndarray:
+    key = np.zeros(len(columns[0]), np.uint64)
+    for col in columns:
+        key = key * np.uint64(radix) + col
+    return key
+
+
+def _level_probs(lm: NgramLM, ctx: np.ndarray, x: np.ndarray, upto: int) -> np.ndarray:
+    """P(x | context) at order ``upto`` for rows of context ids ``ctx`` (shape (m, order - 1), last column the
+    previous token): ``logprob``'s recursion over explicit columns instead of a padded text."""
+    p = lm.unigram[x.astype(np.int64)].astype(np.float64)
+    for n, (keys, part, ctx_keys, gamma) in enumerate(lm.levels[:upto - 1], start=2):
+        cols = [ctx[:, -(n - 1) + j] for j in range(n - 1)]
+        ckey = _combine(cols, lm.radix)
+        pos, found = _lookup(keys, _combine(cols + [x], lm.radix))
+        cpos, cfound = _lookup(ctx_keys, ckey)
+        own = np.where(found, part[pos], 0.0) if len(part) else 0.0
+        p = np.where(cfound, own + gamma[cpos] * p, p) if len(gamma) else p
+    return p
+
+
+def _gamma(lm: NgramLM, n: int, ckey: np.ndarray) -> np.ndarray:
+    """Back-off weight of each order-``n`` context key (1 for a context the model does not hold)."""
+    _, _, ctx_keys, gamma = lm.levels[n - 2]
+    if len(ctx_keys) == 0:
+        return np.ones(len(ckey))
+    cpos, cfound = _lookup(ctx_keys, ckey)
+    return np.where(cfound, gamma[cpos], 1.0)
+
+
+def _continuations(lms, n: int, ckey: np.ndarray, radix: int) -> tuple[np.ndarray, np.ndarray]:
+    """(index into ``ckey``, token) of every order-``n`` n-gram either model holds explicitly for the
+    contexts ``ckey`` (distinct pairs)."""
+    owners, tokens_ = [], []
+    r = np.uint64(radix)
+    for lm in lms:
+        keys = lm.levels[n - 2][0]
+        lo, hi = np.searchsorted(keys, ckey * r), np.searchsorted(keys, (ckey + np.uint64(1)) * r)
+        count = hi - lo
+        idx = np.repeat(np.arange(len(ckey)), count)
+        start = np.repeat(lo, count) + np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+        owners.append(idx)
+        tokens_.append(keys[start] % r)
+    pairs = np.unique(np.concatenate(owners).astype(np.uint64) * r + np.concatenate(tokens_))
+    return (pairs // r).astype(np.int64), pairs % r
+
+
+def expected_f(art: "Artifact", ctx: np.ndarray, q: str, alpha: float, beta: float
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """For each context row (the ``order - 1`` ids before a position): the mean and second moment of
+    ``f(x) = alpha log P_llm(x|h) + beta log P_human(x|h)`` over the whole vocabulary, x drawn from model ``q``
+    ('llm' or 'human'). Exact for interpolated Kneser-Ney: outside the n-grams a model holds explicitly for a
+    context, both models are their back-off weight times the lower order, so the sum over the rest of the
+    vocabulary is the lower order's (cached) sum minus the explicit tokens' share; cost is the explicit
+    n-grams of the contexts seen, not the vocabulary size."""
+    models = {"llm": art.llm, "human": art.human}
+    lq = models[q]
+    radix, order = art.vocab.radix, art.order
+
+    def f_of(p_l, p_h):
+        return alpha * np.log(p_l) + beta * np.log(p_h)
+
+    # order 1: every token but the start pad
+    real = np.ones(radix, bool)
+    real[BOS] = False
+    u_l, u_h, u_q = (m.unigram.astype(np.float64) for m in (art.llm, art.human, lq))
+    d1 = f_of(np.where(real, u_l, 1.0), np.where(real, u_h, 1.0))
+    mean, second = float((u_q * d1)[real].sum()), float((u_q * d1 ** 2)[real].sum())
+    mean = np.full(len(ctx), mean)
+    second = np.full(len(ctx), second)
+    for n in range(2, order + 1):
+        # the distinct order-n contexts of the rows, and each one's explicit continuations
+        ckey_rows = _combine([ctx[:, -(n - 1) + j] for j in range(n - 1)], radix)
+        ckey, inverse = np.unique(ckey_rows, return_inverse=True)
+        lower_mean = np.zeros(len(ckey))
+        lower_second = np.zeros(len(ckey))
+        np.put(lower_mean, inverse, mean)  # every row of a context has the same lower-order sums
+        np.put(lower_second, inverse, second)
+        first_row = np.zeros(len(ckey), np.int64)
+        np.put(first_row, inverse, np.arange(len(ctx)))
+        owner, x = _continuations((art.llm, art.human), n, ckey, radix)
+        cctx = ctx[first_row[owner]]
+        p_l, p_h = _level_probs(art.llm, cctx, x, n), _level_probs(art.human, cctx, x, n)
+        pl_low, ph_low = _level_probs(art.llm, cctx, x, n - 1), _level_probs(art.human, cctx, x, n - 1)
+        pq, pq_low = (p_l, pl_low) if q == "llm" else (p_h, ph_low)
+        f, f_low = f_of(p_l, p_h), f_of(pl_low, ph_low)
+        g_l, g_h = _gamma(art.llm, n, ckey), _gamma(art.human, n, ckey)
+        g_q = g_l if q == "llm" else g_h
+        c = alpha * np.log(g_l) + beta * np.log(g_h)
+        k = len(ckey)
+        s_exp = np.bincount(owner, pq * f, k)              # explicit tokens at this order
+        s_exp2 = np.bincount(owner, pq * f ** 2, k)
+        s_low = np.bincount(owner, pq_low, k)              # the same tokens' lower-order share ...
+        s_low_f = np.bincount(owner, pq_low * f_low, k)
+        s_low_f2 = np.bincount(owner, pq_low * f_low ** 2, k)
+        # ... taken out of the lower order's sums; elsewhere f = c + f_low and P_q = g_q P_q,low
+        rest = 1.0 - s_low
+        m_rest = lower_mean - s_low_f
+        sq_rest = lower_second - s_low_f2
+        mean_c = s_exp + g_q * (c * rest + m_rest)
+        second_c = s_exp2 + g_q * (c ** 2 * rest + 2 * c * m_rest + sq_rest)
+        mean, second = mean_c[inverse], second_c[inverse]
+    return mean, second
+
+
+def contexts(ids: np.ndarray, positions: np.ndarray, order: int) -> np.ndarray:
+    """The ``order - 1`` ids before each position, as rows."""
+    return np.stack([ids[positions - j] for j in range(order - 1, 0, -1)], axis=1) if order > 1 \
+        else np.zeros((len(positions), 0), np.uint64)
+

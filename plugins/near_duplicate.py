@@ -343,6 +343,34 @@ def estimated_jaccard(sig: np.ndarray, left: np.ndarray, right: np.ndarray, chun
     return out
 
 
+class ReferenceIndex:
+    """Reference signatures banded for ``threshold`` (datasketch's bands x rows for the weights), in memory:
+    which reference texts a batch of signatures matches at estimated Jaccard >= ``threshold``."""
+
+    def __init__(self, ref_sig: np.ndarray, threshold: float, fp_weight: float = 0.5, fn_weight: float = 0.5):
+        self.ref_sig, self.threshold = ref_sig, threshold
+        self.bands, self.rows = lsh_bands(threshold, ref_sig.shape[1], fp_weight, fn_weight)
+        keys = band_keys(ref_sig, self.bands, self.rows).reshape(-1)
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.owner = keys[order], (np.arange(len(keys)) // self.bands)[order]
+
+    def matches(self, sig: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row of ``sig``, reference row, estimated Jaccard) of every verified pair, by row then reference."""
+        n_ref = len(self.ref_sig)
+        doc_keys = band_keys(sig, self.bands, self.rows).reshape(-1)
+        lo, hi = np.searchsorted(self.keys, doc_keys, "left"), np.searchsorted(self.keys, doc_keys, "right")
+        count = hi - lo
+        if not count.any():
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        doc = np.repeat(np.arange(len(doc_keys)) // self.bands, count)
+        start = np.repeat(lo, count) + np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+        pairs = np.unique(doc.astype(np.int64) * n_ref + self.owner[start])
+        doc, ref = pairs // n_ref, pairs % n_ref
+        jaccard = estimated_jaccard(sig, doc, ref, other=self.ref_sig)
+        close = jaccard >= self.threshold
+        return doc[close], ref[close], jaccard[close]
+
+
 def exact_jaccard(sets: list[np.ndarray]):
     """A function of pairs (left, right) giving the exact Jaccard of the documents' shingle-hash sets."""
     def jaccard(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -694,31 +722,17 @@ class NearDuplicate(provenance.CorpusDetector):
         empty = self.tags(pa.array([], pa.string()), "known_llm_text")
         if not ref_ids:
             return empty
-        bands, rows = lsh_bands(o["reference_threshold"], o["num_perm"], o["fp_weight"], o["fn_weight"])
-        keys = band_keys(ref_sig, bands, rows).reshape(-1)
-        order = np.argsort(keys, kind="stable")
-        keys, owner = keys[order], (np.arange(len(keys)) // bands)[order]
+        index = ReferenceIndex(ref_sig, o["reference_threshold"], o["fp_weight"], o["fn_weight"])
         found_docs, found_refs, found_j = [], [], []
         for _, batch in state.batches(["doc_id", "signature"]):
             present = pc.is_valid(batch.column("signature"))
             batch = batch.filter(present)
             if batch.num_rows == 0:
                 continue
-            sig = _signature_matrix(batch.column("signature"), o["num_perm"])
-            doc_keys = band_keys(sig, bands, rows).reshape(-1)
-            lo, hi = np.searchsorted(keys, doc_keys, "left"), np.searchsorted(keys, doc_keys, "right")
-            count = hi - lo
-            if not count.any():
-                continue
-            doc = np.repeat(np.arange(len(doc_keys)) // bands, count)
-            start = np.repeat(lo, count) + np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
-            pairs = np.unique(doc.astype(np.int64) * len(ref_ids) + owner[start])
-            doc, ref = pairs // len(ref_ids), pairs % len(ref_ids)
-            jaccard = estimated_jaccard(sig, doc, ref, other=ref_sig)
-            close = jaccard >= o["reference_threshold"]
-            found_docs.append(batch.column("doc_id").take(pa.array(doc[close])))
-            found_refs.append(ref[close])
-            found_j.append(jaccard[close])
+            doc, ref, jaccard = index.matches(_signature_matrix(batch.column("signature"), o["num_perm"]))
+            found_docs.append(batch.column("doc_id").take(pa.array(doc)))
+            found_refs.append(ref)
+            found_j.append(jaccard)
         if not found_docs:
             return empty
         hits = pa.table({"doc_id": pa.concat_arrays(found_docs), "ref": np.concatenate(found_refs),

@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         sh("query", "--store", str(store), "SELECT count(*) AS documents, sum(CASE WHEN flagged THEN 1 ELSE 0 END) "
            "AS flagged FROM doc_flags")
         sh("query", "--store", str(store), FLAGGED_SQL)
-        print("Note: llm_ngram is a weak signal (eval/llm.py: macro AUROC about 0.7): an llm tag on a 'real' page "
+        print("Note: llm_ngram is a weak signal (eval/llm_detect.py: macro AUROC about 0.7): an llm tag on a 'real' page "
               "written before chat models existed is a false positive.")
         print("\n# 4. Export what is not flagged, with a manifest and a dataset card")
         sh("export", "--store", str(store), "--where", "NOT flagged", "--out", str(export), "--overwrite",

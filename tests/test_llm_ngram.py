@@ -12,7 +12,7 @@ import pytest
 
 from provenance.detectors import DetectorError
 from provenance.plugins import llm_ngram
-from provenance.plugins._ngram_lm import Artifact, padded_ids, token_hashes
+from provenance.plugins._ngram_lm import BOS, Artifact, _level_probs, contexts, expected_f, padded_ids, token_hashes
 from provenance.plugins.llm_ngram import LlmNgram
 from provenance.testing import run_detector
 
@@ -97,17 +97,84 @@ def test_detector_tags_llm_text_only_in_the_real_runner(model):
     assert (row["category"], row["tag"]) == ("llm", "llm_generated")
     assert 0.5 <= row["score"] <= 1.0
     evidence = json.loads(row["evidence"])
-    assert evidence["mean_llr"] > 0 and evidence["z"] > 0 and evidence["n_tokens"] >= 50
+    assert evidence["statistic"] == "centred_llr" and evidence["n_tokens"] >= 50
+    assert evidence["mean_llr"] > 0 and evidence["centred_llr"] == pytest.approx(
+        evidence["mean_llr"] - evidence["expected_llr"], abs=2e-4)
     assert evidence["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
 
 
 def test_scores_order_human_below_llm(model):
     art = Artifact.load(model)
-    mean, z, n = art.doc_stats([human_doc(2), llm_doc(2), ""])
-    assert mean[0] < 0 < mean[1] and z[0] < 0 < z[1]
-    assert n[2] == 0 and mean[2] == 0.0
-    score = art.score(mean)
-    assert score[0] < 0.5 < score[1]
+    stats = art.doc_stats([human_doc(2), llm_doc(2), ""])
+    mean, n = stats["mean_llr"], stats["n_tokens"]
+    assert mean[0] < 0 < mean[1]
+    assert n[2] == 0 and mean[2] == 0.0 and stats["statistic"][2] == 0.0
+    assert stats["statistic"][0] < stats["statistic"][1] and stats["z"][0] < stats["z"][1]
+    score = art.score(stats["statistic"])
+    assert score[0] < score[1]
+
+
+@pytest.mark.parametrize("min_count", [1, 2])
+@pytest.mark.parametrize("q", ["llm", "human"])
+def test_expectation_over_the_vocabulary_matches_a_brute_force_sum(q, min_count):
+    art = Artifact.train([human_doc(i) for i in range(5)], [llm_doc(i) for i in range(5)], order=3,
+                         max_vocab=60, min_count=min_count)
+    the = int(art.vocab.ids(np.array([zlib.crc32(b"the")], np.uint64))[0])
+    it = int(art.vocab.ids(np.array([zlib.crc32(b"it")], np.uint64))[0])
+    # seen in both, in one model only, partly seen and unseen contexts
+    ctx = np.array([[BOS, BOS], [BOS, the], [it, the], [the, it], [the, the], [0, 0], [it, 0]], np.uint64)
+    everything = np.array([x for x in range(art.vocab.radix) if x != BOS], np.uint64)
+    for alpha, beta in ((1.0, -1.0), (-1.0, 0.0)):  # the LLR; the LLM model's surprisal (cross-entropy)
+        mean, second = expected_f(art, ctx, q, alpha, beta)
+        for i, row in enumerate(ctx):
+            rows = np.repeat(row[None], len(everything), axis=0)
+            p_l, p_h = _level_probs(art.llm, rows, everything, 3), _level_probs(art.human, rows, everything, 3)
+            p_q = p_l if q == "llm" else p_h
+            f = alpha * np.log(p_l) + beta * np.log(p_h)
+            assert mean[i] == pytest.approx((p_q * f).sum(), abs=1e-5)
+            assert second[i] == pytest.approx((p_q * f ** 2).sum(), abs=1e-5)
+
+
+def test_centred_statistic_is_the_llr_minus_its_expectation(model):
+    art = Artifact.load(model)
+    assert art.statistic == "centred_llr"
+    texts = [human_doc(1), llm_doc(0)]
+    stats = art.doc_stats(texts)
+    hashes, lengths = token_hashes(texts)
+    ids, real = padded_ids(art.vocab, hashes, lengths, 3)
+    positions = np.flatnonzero(real)
+    expected, _ = expected_f(art, contexts(ids, positions, 3), "llm", 1.0, -1.0)
+    assert stats["expected_llr"] == pytest.approx([expected[:lengths[0]].mean(), expected[lengths[0]:].mean()])
+    assert stats["statistic"] == pytest.approx(stats["mean_llr"] - stats["expected_llr"])
+    assert (stats["expected_llr"] > 0).all()  # a KL divergence: the LLM model expects its own text to score high
+    # an artifact of the mean LLR (and one saved before statistics were recorded) scores the plain mean
+    art.statistic = "mean_llr"
+    plain = art.doc_stats(texts)
+    assert (plain["statistic"] == plain["mean_llr"]).all() and "expected_llr" not in plain
+    del art.meta["statistic"]
+    assert Artifact(art.vocab, art.human, art.llm, meta=art.meta).statistic == "mean_llr"
+    with pytest.raises(ValueError, match="unknown llm-ngram statistic"):
+        Artifact(art.vocab, art.human, art.llm, meta={"statistic": "perplexity"})
+
+
+def test_binoculars_statistic_is_the_log_perplexity_over_the_cross_entropy(model):
+    art = Artifact.load(model)
+    art.statistic = "binoculars"
+    texts = [human_doc(1), llm_doc(0), ""]
+    stats = art.doc_stats(texts)
+    hashes, lengths = token_hashes(texts)
+    ids, real = padded_ids(art.vocab, hashes, lengths, 3)
+    positions = np.flatnonzero(real)
+    lp_llm = art.llm.logprob(ids, positions)
+    # cross-entropy at each position: the human model's prediction scored by the LLM model, over every token
+    cross, _ = expected_f(art, contexts(ids, positions, 3), "human", -1.0, 0.0)
+    cut = lengths[0]
+    for i, part in enumerate((slice(0, cut), slice(cut, None))):
+        assert stats["log_ppl"][i] == pytest.approx(-lp_llm[part].mean())
+        assert stats["cross_entropy"][i] == pytest.approx(cross[part].mean())
+        assert stats["statistic"][i] == pytest.approx(lp_llm[part].mean() / cross[part].mean())
+    assert stats["statistic"][0] < stats["statistic"][1]  # the LLM text is less surprising than expected
+    assert stats["statistic"][2] == 0.0 and stats["n_tokens"][2] == 0
 
 
 def test_model_option_enters_the_config_hash(model, tmp_path):
@@ -143,7 +210,11 @@ def test_train_command_writes_a_model_and_refuses_mistakes(cli, tmp_path):
     assert "held out for calibration" in proc.stdout and out.is_file()
     art = Artifact.load(out)
     assert art.calibration[1] > 0  # higher LLR, more likely LLM: fitted on the held-out tenth
-    assert art.meta["order"] == 3 and art.meta["human_texts"] + art.meta["llm_texts"] < 60
+    assert art.meta["order"] == 4 and art.meta["human_texts"] + art.meta["llm_texts"] < 60
+    assert art.statistic == "centred_llr"
+    cli("train", "llm-ngram", "--human", human, "--llm", llm, "--out", out, "--max-vocab", "100",
+        "--statistic", "mean_llr", check=0)
+    assert Artifact.load(out).statistic == "mean_llr"
 
     bad = cli("train", "llm-ngram", "--human", tmp_path / "nope.jsonl", "--llm", llm, "--out", out)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "nope.jsonl" in bad.stderr
@@ -153,5 +224,6 @@ def test_train_command_writes_a_model_and_refuses_mistakes(cli, tmp_path):
 
 def test_shipped_model_loads():
     art = Artifact.load(llm_ngram.DEFAULT_ARTIFACT)
-    assert art.order == 3 and art.meta["human_texts"] > 1000 and art.calibration[1] > 0
+    assert art.order == 4 and art.vocab.radix == 202 and art.meta["human_texts"] > 1000 and art.calibration[1] > 0
+    assert art.statistic == "centred_llr"
     assert LlmNgram.config_hash({}) == LlmNgram.config_hash({"model": str(llm_ngram.DEFAULT_ARTIFACT)})

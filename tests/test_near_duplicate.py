@@ -485,3 +485,23 @@ def test_known_llm_text_matches_an_edited_copy_of_a_reference_text_and_not_a_hum
     strict = finish_over_state(tmp_path / "strict", batches_of(docs, 2), {"reference_threshold": 0.6},
                                references=references)
     assert strict.column("doc_id").to_pylist() == [ids[1]]
+
+
+def test_reference_index_returns_verified_pairs_for_a_batch_of_signatures():
+    # The index known_llm_text and the LLM evaluation's contamination check share.
+    rng = random.Random(17)
+    refs = [prose(rng, 200) for _ in range(6)]
+    texts = [replace_share(rng, refs[3], 0.1), prose(rng, 200), refs[5], refs[3]]
+    # shares a band with refs[1] (an LSH candidate) but its Jaccard is under 0.2: verification drops it
+    texts.append(replace_share(random.Random(24), refs[1], 0.27))
+    ref_sig, _ = nd.signatures(pa.array(refs))
+    sig, _ = nd.signatures(pa.array(texts))
+    index = nd.ReferenceIndex(ref_sig, 0.2, 0.1, 0.9)
+    doc, ref, jaccard = index.matches(sig)
+    assert list(zip(doc.tolist(), ref.tolist())) == [(0, 3), (2, 5), (3, 3)]
+    assert 0.2 <= jaccard[0] < 0.9 and jaccard[1] == jaccard[2] == 1.0
+    assert jaccard.tolist() == nd.estimated_jaccard(sig, doc, ref, other=ref_sig).tolist()
+    assert [len(a) for a in nd.ReferenceIndex(ref_sig, 0.95).matches(sig[:2])] == [0, 0, 0]
+    lenient = nd.ReferenceIndex(ref_sig, 0.05, 0.1, 0.9)
+    lenient.bands, lenient.rows, lenient.keys, lenient.owner = index.bands, index.rows, index.keys, index.owner
+    assert (4, 1) in zip(*(a.tolist() for a in lenient.matches(sig)[:2]))  # it is a candidate
