@@ -46,6 +46,7 @@ def test_reverted_edit_is_tagged_and_permanent_or_date_only_changes_are_not(tmp_
         "https://t.test/permanent": (ARTICLE, ARTICLE + POISON, (ARTICLE + POISON).replace("4 March", "6 March")),
         "https://t.test/date-only": (ARTICLE, redated, ARTICLE),
         "https://t.test/unchanged": (ARTICLE, ARTICLE, ARTICLE),
+        "https://t.test/counter": (ARTICLE + " 999 views.", ARTICLE + " 1,000 views.", ARTICLE + " 998 views."),
     }
     # The confirmation captures first, then the re-crawl, then the baseline: links follow capture time.
     for n, when in ((2, T2), (1, T1), (0, T0)):
