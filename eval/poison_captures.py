@@ -1,6 +1,7 @@
 """Three-capture evaluation of the poison detectors: baseline, scheduled re-crawl and confirmation fetch, as WARC.
 
-Data: every HTML page under ../shared/data/pages (clean, as published). Each page becomes a URL captured three
+Data: every HTML page under ../shared/data/pages and every distinct HTML 200 response in the WARC files under
+../shared/data/warc (clean, as published). Each page becomes a URL captured three
 times: a baseline, a scheduled re-crawl 30 days later and a confirmation fetch 2 hours after that, written as
 three real WARC files (warcio, response records with HTTP headers and WARC-Date) and imported with
 ``provenance ingest`` in the order re-crawl, baseline, confirmation (not the order of capture). Then
@@ -10,7 +11,10 @@ Cases (eval/poison_gen.py injects; a seeded sample of ``--inject-pages`` pages f
 
   clean         every page, the same bytes at all three captures
   split_view    replaced: the re-crawl and the confirmation serve another real page (content_drift replaced);
-                rewritten: half again as much text of another page added (content_drift major_edit or replaced)
+                rewritten: the text of half the page's paragraphs replaced by another page's (content_drift
+                major_edit or replaced)
+  takeover      five hosts of six pages each, every page replaced by another page on a new Server and IP
+                (WARC-IP-Address) at the re-crawl (host_takeover)
   transient     the re-crawl carries an edit the confirmation has undone (transient_edit): an inserted claim or
                 instruction with the baseline's very bytes back (insert), the same with a "last updated" line
                 that shows each capture's time (insert_redated), another page for one capture (replaced)
@@ -18,7 +22,8 @@ Cases (eval/poison_gen.py injects; a seeded sample of ``--inject-pages`` pages f
                 eval/poison_gen.py's kinds, injected at the re-crawl and still there at the confirmation
   negatives     eval/poison_gen.py's hard negatives (in every capture), and version negatives: a page whose date
                 line and counters change at every capture (dated), one permanent benign edit (benign_edit: one
-                sentence removed at the re-crawl, kept), two benign edits in a row (two_edits)
+                sentence removed at the re-crawl, kept), two benign edits in a row (two_edits), three hosts of six dated
+                pages that move to a new Server and IP (moved_dated)
 
 Prints recall per kind and variant, precision per detector (tags on clean pages and hard negatives are wrong;
 the expected tag on a poisoned URL is right), the false-flag rate on clean pages and on hard negatives per
@@ -39,12 +44,13 @@ import tempfile
 import time
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
+from html import escape
 from io import BytesIO
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from poison_gen import (CLAIMS, INSTRUCTIONS, PAGES, _after_paragraph, _in_paragraph, _insert_sentence,  # noqa: E402
-                        _kept, hard_negatives, poisoned, read_pages)
+from poison_gen import (_PARA, CLAIMS, INSTRUCTIONS, PAGES, WARCS, _after_paragraph, _in_paragraph,  # noqa: E402
+                        _insert_sentence, _kept, hard_negatives, poisoned, read_pages, read_warc_pages)
 
 from provenance.extract import decode  # noqa: E402
 
@@ -55,16 +61,20 @@ EXPECTED = {  # kind -> (detector, tags that count as a hit)
     "transient": ("transient_edit", {"transient_edit"}),
     "unicode": ("invisible_unicode", None), "injection": ("prompt_injection", None),
     "hidden": ("hidden_content", None), "backdoor": ("backdoor_tail", None),
+    "takeover": ("host_takeover", {"host_takeover"}),
 }
+OLD_HOST, NEW_HOST = ("nginx", "192.0.2.1"), ("LiteSpeed", "198.51.100.9")
 BASELINE = datetime(2025, 3, 4, 8, 0, tzinfo=timezone.utc)
 TIMES = [BASELINE, BASELINE + timedelta(days=30), BASELINE + timedelta(days=30, hours=2)]
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def dated(html: str, when: datetime, rng: random.Random) -> str:
-    """``html`` with a visible line that every honest re-render changes: the date, the time and a counter."""
-    line = f"<p>Last updated: {when:%A %d %B %Y, %H:%M}. {rng.randint(100, 99999):,} views.</p>"
-    return _after_paragraph(html, line, random.Random(0))
+    """``html`` with a line that every honest re-render changes (the date, the time and a counter) at the end
+    of the same paragraph of the main text each time (so extraction keeps it), else after a paragraph."""
+    line = f" Last updated: {when:%A %d %B %Y, %H:%M}. {rng.randint(100, 99999):,} views."
+    return _in_paragraph(html, random.Random(0), lambda t: t + line, _kept(html)) or \
+        _after_paragraph(html, f"<p>{line}</p>", random.Random(0))
 
 
 def drop_sentence(rng: random.Random):
@@ -78,11 +88,26 @@ def drop_sentence(rng: random.Random):
 
 
 def paragraphs(text: str) -> str:
-    return "".join(f"<p>{p}</p>" for p in re.split(r"(?<=[.!?]) (?=[A-Z])", text) if p)
+    return "".join(f"<p>{escape(p, quote=False)}</p>" for p in re.split(r"(?<=[.!?]) (?=[A-Z])", text) if p)
 
 
-def build_cases(pages: list[tuple[str, str]], sample: list[tuple[str, str]], seed: int) -> list[dict]:
-    """Cases: name, kind, variant, three captures' HTML and the expected (detector, tags) or None."""
+def rewrite_half(html: str, kept: str, donor_text: str) -> str | None:
+    """``html`` with the text of half its paragraphs that extraction keeps replaced by ``donor_text``."""
+    paras = [m for m in _PARA.finditer(html) if " ".join(m.group(2).split())[:80] in kept]
+    if len(paras) < 2:
+        return None
+    out, at, used = [], 0, 0  # (the donor's words as they come: a paragraph it runs out for is emptied)
+    for m in paras[:(len(paras) + 1) // 2]:
+        size = len(m.group(2))
+        out += [html[at:m.start(2)], donor_text[used:used + size]]
+        used, at = used + size, m.end(2)
+    return "".join(out) + html[at:]
+
+
+def build_cases(pages: list[tuple[str, str]], sample: list[tuple[str, str]], seed: int,
+                skipped: dict) -> list[dict]:
+    """Cases: name, kind, variant, three captures' HTML and the expected (detector, tags) or None. A case whose
+    injection would not reach the extracted text (no paragraph that extraction keeps) is counted in ``skipped``."""
     rng = random.Random(seed + 10)
     kepts = {name: _kept(html) for name, html in sample}
     donors = [(n, h) for n, h in pages if len(_kept(h)) >= 500] if sample else []
@@ -94,10 +119,13 @@ def build_cases(pages: list[tuple[str, str]], sample: list[tuple[str, str]], see
         # split view: the re-crawl and the confirmation agree (no revert), on other content
         cases.append(dict(name=f"{name}#split-replaced", kind="split_view", variant="replaced",
                           captures=[html, donor, donor]))
-        extra = donor_text[:max(300, int(len(kept) * rng.uniform(0.6, 1.0)))]
-        rewritten = _after_paragraph(html, paragraphs(extra), rng)
-        cases.append(dict(name=f"{name}#split-rewritten", kind="split_view", variant="rewritten",
-                          captures=[html, rewritten, rewritten]))
+        rewritten = rewrite_half(html, kept, escape(donor_text, quote=False)) or \
+            _after_paragraph(html, paragraphs(donor_text[:max(300, len(kept))]), rng)
+        if " ".join(donor_text.split()[:6]) in _kept(rewritten):
+            cases.append(dict(name=f"{name}#split-rewritten", kind="split_view", variant="rewritten",
+                              captures=[html, rewritten, rewritten]))
+        else:
+            skipped["split_view/rewritten"] += 1
         # transient: the re-crawl's edit is undone by the confirmation fetch
         claim = rng.choice(INSTRUCTIONS + [CLAIMS])
         edited = _in_paragraph(html, rng, lambda t: _insert_sentence(t, claim, rng), kept)
@@ -119,6 +147,20 @@ def build_cases(pages: list[tuple[str, str]], sample: list[tuple[str, str]], see
         again = _in_paragraph(benign, rng, drop_sentence(rng), kept) or benign
         cases.append(dict(name=f"{name}#negative-two_edits", kind="negative", variant="two_edits",
                           captures=[html, benign, again]))
+    # host takeover: six pages of a host replaced by other pages on a new server and IP; and hosting moves
+    # (new server and IP) of pages whose date line changes at every capture, which are no takeover
+    hosts = random.Random(seed + 11).sample(pages, min(len(pages), 48))
+    for h in range(8):
+        moved = h >= 5
+        for k, (name, html) in enumerate(hosts[6 * h:6 * h + 6]):
+            donor = hosts[(6 * h + k + 7) % len(hosts)][1]
+            case = dict(name=f"{name}#host{h}", host=f"host{h}.example", server=[OLD_HOST, NEW_HOST, NEW_HOST])
+            if moved:
+                cases.append(dict(case, kind="negative", variant="moved_dated",
+                                  captures=[dated(html, t, rng) for t in TIMES]))
+            else:
+                cases.append(dict(case, kind="takeover", variant="replaced_new_server",
+                                  captures=[html, donor, donor]))
     # the per-document kinds: injected at the re-crawl, still there at the confirmation
     for name, kind, variant, out, tag in poisoned(sample, seed):
         original = dict(sample)[name.split("#")[0]]
@@ -126,7 +168,7 @@ def build_cases(pages: list[tuple[str, str]], sample: list[tuple[str, str]], see
     for name, kind, variant, out, _ in hard_negatives(pages, seed):
         cases.append(dict(name=name, kind="negative", variant=variant, captures=[out] * 3))
     for i, case in enumerate(cases):
-        case["url"] = f"https://site{i % 97}.example/{i}"
+        case["url"] = f"https://{case.get('host') or f'site{i % 97}.example'}/{i}"
     return cases
 
 
@@ -142,11 +184,13 @@ def write_warcs(cases: list[dict], folder: Path) -> list[Path]:
             writer = WARCWriter(fh, gzip=True)
             for case in cases:
                 body = case["captures"][n].encode("utf-8")
+                server, ip = case.get("server", [OLD_HOST] * 3)[n]
                 http = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8"),
-                                                   ("Server", "nginx")], protocol="HTTP/1.1")
+                                                   ("Server", server)], protocol="HTTP/1.1")
                 record = writer.create_warc_record(case["url"], "response", payload=BytesIO(body),
                                                    http_headers=http, warc_headers_dict={
-                                                       "WARC-Date": when.strftime("%Y-%m-%dT%H:%M:%SZ")})
+                                                       "WARC-Date": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                                       "WARC-IP-Address": ip})
                 writer.write_record(record)
         paths.append(path)
     return paths
@@ -164,14 +208,19 @@ def main() -> int:
     parser.add_argument("--pages", type=Path, default=PAGES)
     parser.add_argument("--inject-pages", type=int, default=60, help="clean pages (seeded sample) to poison")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warcs", type=Path, default=WARCS, help="WARC HTML responses to add as clean pages")
+    parser.add_argument("--no-warcs", action="store_true", help="only the pages")
     parser.add_argument("--worst", type=int, default=8, help="false flags to print")
     args = parser.parse_args()
     if not args.pages.exists():
         print(f"eval: {args.pages} not found (needs ../shared)", file=sys.stderr)
         return 1
-    pages = [(name, decode(body, None)[1]) for name, body in read_pages(args.pages)]
+    bodies = read_pages(args.pages) + ([] if args.no_warcs or not args.warcs.exists() else
+                                        [(f"warc:{n}", b) for n, b in read_warc_pages(args.warcs)])
+    pages = [(name, decode(body, None)[1]) for name, body in bodies]
     sample = random.Random(args.seed).sample(pages, min(args.inject_pages, len(pages)))
-    cases = build_cases(pages, sample, args.seed)
+    skipped = defaultdict(int)
+    cases = build_cases(pages, sample, args.seed, skipped)
 
     import provenance
 
@@ -203,6 +252,9 @@ def main() -> int:
           f"{n_clean} clean pages of {args.pages.name}/, {len(cases) - n_clean - n_negative} poisoned from "
           f"{len(sample)} of them, {n_negative} hard negatives; {n_docs} documents, {recaptured} recaptured fetch "
           f"rows; ingest {t1 - t0:.0f} s, tag {t2 - t1:.0f} s")
+    n_warc = sum(1 for name, _ in pages if name.startswith("warc:"))
+    print(f"  clean pages: {len(pages) - n_warc} from {args.pages}, {n_warc} distinct HTML responses of the WARCs "
+          f"under {args.warcs}; not injectable (no paragraph extraction keeps): {dict(skipped) or 'none'}")
 
     print("\nrecall (the expected tag on the poisoned URL)")
     by_kind, by_variant = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])
@@ -218,7 +270,7 @@ def main() -> int:
     for kind, (hit, n) in sorted(by_kind.items()):
         print(f"  {kind:<11} {hit / n:6.3f}  ({hit}/{n})")
         for (k, variant), (h, m) in sorted(by_variant.items()):
-            if k == kind and (h < m or kind in ("split_view", "transient")):
+            if k == kind and (h < m or kind in ("split_view", "transient", "takeover")):
                 print(f"      {variant:<32} {h / m:6.3f}  ({h}/{m})")
 
     print("\nper detector: precision, false flags on clean pages, on hard negatives")
