@@ -69,7 +69,7 @@ def read_pages(root: Path = PAGES) -> list[tuple[str, bytes]]:
 
 
 def read_warc_pages(root: Path = WARCS, min_bytes: int = 500) -> list[tuple[str, bytes]]:
-    """(file name#record number, body) of every distinct HTML 200 response in the WARC and ARC files under
+    """(file name@record number, body) of every distinct HTML 200 response in the WARC and ARC files under
     ``root`` (content and transfer encodings decoded by warcio); files warcio cannot read are skipped."""
     import contextlib
     import hashlib
@@ -93,7 +93,7 @@ def read_warc_pages(root: Path = WARCS, min_bytes: int = 500) -> list[tuple[str,
                     digest = hashlib.sha256(body).digest()
                     if len(body) >= min_bytes and digest not in seen:
                         seen.add(digest)
-                        out.append((f"{path.relative_to(root)}#{n}", body))
+                        out.append((f"{path.relative_to(root)}@{n}", body))  # "#" starts a case suffix
         except (ArchiveLoadFailed, AttributeError, OSError, ValueError):
             continue  # the test suites' deliberately broken or lz4/brotli files
     return out
