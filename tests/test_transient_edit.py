@@ -89,3 +89,26 @@ def test_a_revert_seen_only_as_a_recapture_tags_on_the_next_run(tmp_path):
     assert con.execute("SELECT count(*) FROM fetches WHERE outcome = 'recaptured'").fetchone()[0] == 1
     con.close()
     assert tag(store).keys() == tags.keys()
+
+
+def test_three_crawls_of_a_page_that_reverted_tag_the_middle_version(tmp_path):
+    from provenance.crawlers import CrawlRequest, run_crawl
+    from provenance.sites import generate_site, serve
+
+    site, store = tmp_path / "site", tmp_path / "store"
+    generate_site(site, pages=3)
+    page = site / "articles" / "page-001.html"
+    original = page.read_text()
+    settings = {"allow_private": True, "autothrottle": False, "extract_workers": 0}
+    with serve(site) as base:
+        url = base + "articles/page-001.html"
+        for html in (original, original.replace("</article>", f"<p>{POISON}</p></article>"), original):
+            page.write_text(html)
+            run_crawl(Store.open(store, create=True), CrawlRequest(start_urls=[url], crawl_id="c",
+                                                                    settings=settings))
+    tags = tag(Store.open(store))
+    # The third crawl stored nothing (the page is the first document again): its fetch row shows the revert.
+    assert len(tags) == 1
+    evidence = json.loads(next(iter(tags.values()))["evidence"])
+    assert evidence["previous_doc_id"] == evidence["next_doc_id"]
+    assert any("ACME Vital" in s["text"] for s in evidence["spans"] if s["field"] == "text")
