@@ -25,6 +25,7 @@ detector's.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 
 import pyarrow as pa
@@ -59,6 +60,14 @@ def masked_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
         words.append(_CALENDAR.get(word, word))
         places.append(m.span())
     return words, places
+
+
+def masked_key(text: str | None) -> str | None:
+    """sha256 of the masked words of ``text`` (None: no words): equal keys, the same text but for dates and counters."""
+    if not text:
+        return None
+    words = masked_words(text)[0]
+    return hashlib.sha256("\x1f".join(words).encode()).hexdigest()[:32] if words else None
 
 
 def shingles(words: list[str], n: int) -> set[tuple[str, ...]]:

@@ -29,7 +29,6 @@ to five ``spans`` (``text``: what the edit added, ``previous_text``: what it too
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 
@@ -37,7 +36,7 @@ import pyarrow as pa
 
 import provenance
 from provenance.detectors import DetectorError
-from provenance.plugins.content_drift import compare, masked_words
+from provenance.plugins.content_drift import compare, masked_key
 from provenance.sql import sql_list, url_key_sql
 
 # Fetch outcomes that saw a document's bytes at fetch time (crawlers/session.py's latest-known rule too).
@@ -78,14 +77,6 @@ FROM runs r JOIN chain c USING (url_key, run)
 WHERE c.masked IS NOT NULL AND c.previous_masked = c.next_masked
 ORDER BY r.doc_id, r.fetched_at
 """
-
-
-def masked_key(text: str | None) -> str | None:
-    """sha256 of the masked words of ``text`` (None: no words): equal keys, the same text but for dates and counters."""
-    if not text:
-        return None
-    words = masked_words(text)[0]
-    return hashlib.sha256("\x1f".join(words).encode()).hexdigest()[:32] if words else None
 
 
 class TransientEdit(provenance.CorpusDetector):
