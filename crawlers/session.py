@@ -72,7 +72,8 @@ WITH seen AS (
     SELECT url, doc_id, fetched_at FROM documents
     UNION ALL
     SELECT url, doc_id, fetched_at FROM fetches
-    WHERE doc_id IS NOT NULL AND outcome IN ('new', 'changed', 'unchanged', 'not_modified', 'integrity_mismatch')
+    WHERE doc_id IS NOT NULL
+      AND outcome IN ('new', 'changed', 'unchanged', 'not_modified', 'integrity_mismatch', 'recaptured')
 ),
 latest AS (
     SELECT url, arg_max(doc_id, coalesce(fetched_at, TIMESTAMPTZ '1970-01-01 00:00:00+00')) AS doc_id

@@ -4,7 +4,7 @@ Split-view poisoning (Carlini et al., arXiv:2302.10149) swaps what a URL serves 
 re-crawled or re-imported corpus every new capture is the "later download". This detector compares each
 document with the capture of its URL just before it (the ``previous`` need: the ``versions`` view's order
 by fetched_at, whatever the source), after masking what changes on every honest page (dates, times, numbers
-and counters, month and day names), and tags, category ``poison``:
+and counters, month and day names; a run of numbers is one mask), and tags, category ``poison``:
 
   replaced     word-shingle Jaccard similarity below ``replaced_below`` (0.3): another text at the same URL
                (score 0.9)
@@ -25,6 +25,7 @@ detector's.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 
 import pyarrow as pa
@@ -53,9 +54,20 @@ def masked_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
         word = m.group().lower()
         if any(ch.isdigit() for ch in word):
             word = "#"  # 2024, 12:30, 1st, 3,141 views, v2: one mask for all
+            if words and words[-1] == "#":  # 999 -> 1,000 views, 9:59 -> 10:00:01: a run of numbers is one
+                places[-1] = (places[-1][0], m.end())
+                continue
         words.append(_CALENDAR.get(word, word))
         places.append(m.span())
     return words, places
+
+
+def masked_key(text: str | None) -> str | None:
+    """sha256 of the masked words of ``text`` (None: no words): equal keys, the same text but for dates and counters."""
+    if not text:
+        return None
+    words = masked_words(text)[0]
+    return hashlib.sha256("\x1f".join(words).encode()).hexdigest()[:32] if words else None
 
 
 def shingles(words: list[str], n: int) -> set[tuple[str, ...]]:
@@ -108,7 +120,7 @@ class ContentDrift(provenance.Detector):
     """Replaced pages and major edits since the earlier capture of the same URL (minor edits described)."""
 
     name = "content_drift"
-    version = "1"
+    version = "2"  # 2: a run of numbers masks as one (a counter that grew a digit group is no edit)
     category = "poison"
     needs = ("text", "text_sha256", "fetched_at", "previous")
     options = {"shingle": 3, "replaced_below": 0.3, "major_below": 0.8}

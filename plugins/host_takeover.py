@@ -6,11 +6,12 @@ re-registered and serves new content under URLs a dataset already vetted. One pa
 or address changed too, or whose pages became a domain-parking page, changed hands.
 
 Corpus-level and state-keeping: ``observe`` keeps per document its URL, registered domain, fetch time, text
-hash, the ``Server`` header, the resolved IP and whether the text reads as a parking page. ``finish`` orders
+hash, the sha256 of its words with dates and counters masked (``content_drift.masked_key``), the ``Server``
+header, the resolved IP and whether the text reads as a parking page. ``finish`` orders
 the captures of each URL by fetch time (the same order as the ``versions`` view, ``versions_sql``), takes
 every re-capture (a URL seen before), and groups them per registered domain and capture day. A group is a
 takeover when it has at least ``min_urls`` re-captured URLs, at least ``min_changed_share`` of them changed
-text, and at least ``min_signal_share`` of them changed ``Server`` or IP, or are parking pages. Its changed
+text (after masking: a template whose date line changes on every page, during a hosting move, is no takeover), and at least ``min_signal_share`` of them changed ``Server`` or IP, or are parking pages. Its changed
 re-captures are tagged ``host_takeover`` (category ``poison``): score 0.9 with a parking page or both server
 and IP changed, else 0.7. Evidence: the domain, the counts, the server and IP before and after, the parked
 flag and the earlier capture's doc_id.
@@ -29,6 +30,7 @@ import pyarrow.compute as pc
 
 import provenance
 from provenance.detectors import DetectorError
+from provenance.plugins.content_drift import masked_key
 from provenance.sql import sql_list, versions_sql
 
 # Phrases of domain-parking and for-sale pages (registrars' and parking services' templates).
@@ -39,11 +41,15 @@ PARKING_RE2 = ("(?i)(?:this domain (?:name )?(?:is|may be) for sale|buy this dom
 TAKEOVER_SQL = """
 WITH s AS (SELECT * FROM read_parquet({files})),
 v AS ({versions}),
-recaptured AS (SELECT *, fetched_at::DATE AS day FROM v WHERE previous_doc_id IS NOT NULL),
+recaptured AS (
+    SELECT *, fetched_at::DATE AS day,
+           change = 'changed' AND masked IS DISTINCT FROM previous_masked AS text_changed
+    FROM v WHERE previous_doc_id IS NOT NULL
+),
 hosts AS (
     SELECT registered_domain, day,
            count(*) AS n_recaptured,
-           count(*) FILTER (WHERE change = 'changed') AS n_changed,
+           count(*) FILTER (WHERE text_changed) AS n_changed,
            count(*) FILTER (WHERE server IS DISTINCT FROM previous_server) AS n_server_changed,
            count(*) FILTER (WHERE resolved_ip <> previous_resolved_ip) AS n_ip_changed,
            count(*) FILTER (WHERE parked) AS n_parked
@@ -53,7 +59,7 @@ SELECT r.doc_id, r.previous_doc_id, r.registered_domain, r.server, r.previous_se
        r.previous_resolved_ip, r.parked, h.n_recaptured, h.n_changed, h.n_server_changed, h.n_ip_changed,
        h.n_parked
 FROM recaptured r JOIN hosts h USING (registered_domain, day)
-WHERE r.change = 'changed' AND h.n_recaptured >= {min_urls}
+WHERE r.text_changed AND h.n_recaptured >= {min_urls}
   AND h.n_changed >= {min_changed_share} * h.n_recaptured
   AND greatest(h.n_server_changed, h.n_ip_changed, h.n_parked) >= {min_signal_share} * h.n_recaptured
 ORDER BY r.doc_id
@@ -64,12 +70,12 @@ class HostTakeover(provenance.CorpusDetector):
     """Re-captured pages of a domain replaced together, on a new server or IP, or turned into parking pages."""
 
     name = "host_takeover"
-    version = "1"
+    version = "2"  # 2: a page counts as changed only when its masked text changed (dates, counters ignored)
     category = "poison"
     needs = ("url", "registered_domain", "fetched_at", "text_sha256", "headers", "resolved_ip", "text")
     options = {"min_urls": 5, "min_changed_share": 0.8, "min_signal_share": 0.5}
     keeps_state = True
-    state_version = "1"
+    state_version = "2"  # 2: the masked-text key
     state_options = ()  # the state rows do not depend on the thresholds
 
     @classmethod
@@ -92,7 +98,8 @@ class HostTakeover(provenance.CorpusDetector):
                          "registered_domain": batch.column("registered_domain"),
                          "fetched_at": batch.column("fetched_at"), "text_sha256": batch.column("text_sha256"),
                          "server": pa.array(servers, pa.string()), "resolved_ip": batch.column("resolved_ip"),
-                         "parked": parked})
+                         "parked": parked,
+                         "masked": pa.array([masked_key(t) for t in batch.column("text").to_pylist()], pa.string())})
 
     def finish(self, corpus):
         if not corpus.state_files:
@@ -101,7 +108,7 @@ class HostTakeover(provenance.CorpusDetector):
 
         sql = TAKEOVER_SQL.format(
             files=sql_list(corpus.state_files),
-            versions=versions_sql("s", ("registered_domain", "server", "resolved_ip", "parked")),
+            versions=versions_sql("s", ("registered_domain", "server", "resolved_ip", "parked", "masked")),
             **{k: self.options[k] for k in ("min_urls", "min_changed_share", "min_signal_share")})
         with tempfile.TemporaryDirectory(prefix="host_takeover-") as own_scratch:
             con = duckdb.connect(config={"temp_directory": corpus.scratch_dir or own_scratch,

@@ -146,6 +146,9 @@ class CorpusState:
     new_state_files  those added since its last complete ``finish`` under the same configuration
                      (all of them on a first run or after a configuration change)
     doc_files        every live document file (absolute paths)
+    fetch_files      every live ``fetches`` file (absolute paths): every crawl fetch and imported re-capture,
+                     with the doc_id it confirmed; given to a detector with ``reads_fetches = True`` (a new
+                     fetches file then makes ``finish`` run again), else empty
     references       reference sets added with ``provenance reference add``: name -> Parquet files
                      with the columns reference, ref_id, text (schemas/references.v1.json)
     scratch_dir      an empty directory for spill files (e.g. DuckDB's temp_directory), deleted after finish
@@ -155,6 +158,7 @@ class CorpusState:
     state_files: list[str] = field(default_factory=list)
     new_state_files: list[str] = field(default_factory=list)
     doc_files: list[str] = field(default_factory=list)
+    fetch_files: list[str] = field(default_factory=list)
     references: dict[str, list[str]] = field(default_factory=dict)
     scratch_dir: str | None = None
     time_budget_s: float | None = None
@@ -197,6 +201,7 @@ class CorpusDetector(Detector):
     keeps_state = False
     state_version: str | None = None  # bump when the state rows change; None: the detector's version
     state_options: tuple[str, ...] | None = None  # options whose values change the state rows; None: all
+    reads_fetches = False  # state-keeping: finish(corpus) reads corpus.fetch_files (re-captures of a document)
 
     def observe(self, batch: pa.RecordBatch):
         raise NotImplementedError(f"{type(self).__name__} must implement observe(batch)")

@@ -18,6 +18,7 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from provenance import extract as extraction
@@ -159,11 +160,52 @@ def existing_doc_ids(snapshot: Snapshot) -> set[str]:
     return ids
 
 
+class KnownCaptures:
+    """(doc_id, fetched_at) of every capture the store holds: documents and recorded re-captures.
+
+    Read from the store the first time an import meets a document it already holds (an import of new pages
+    never reads it), so importing the same WARC twice records each capture once.
+    """
+
+    def __init__(self, store):
+        self.store = store
+        self._seen: set | None = None
+
+    def is_new(self, doc_id: str, fetched_at: datetime) -> bool:
+        """True (and noted) when the store has no capture of doc_id at fetched_at."""
+        if self._seen is None:
+            self._seen = self._load()
+        key = (doc_id, fetched_at)
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
+
+    def stored(self, keys) -> None:
+        """Captures of documents just committed (once loaded, the set follows the store)."""
+        if self._seen is not None:
+            self._seen.update(keys)
+
+    def _load(self) -> set:
+        snapshot, seen = self.store.snapshot(), set()
+        for path in snapshot.paths("documents"):
+            t = pq.read_table(path, columns=["doc_id", "fetched_at"])
+            seen.update(zip(t.column("doc_id").to_pylist(), t.column("fetched_at").to_pylist()))
+        for path in snapshot.paths("fetches"):
+            t = pq.read_table(path, columns=["doc_id", "fetched_at", "outcome"])
+            t = t.filter(pc.equal(t.column("outcome"), "recaptured"))
+            seen.update(zip(t.column("doc_id").to_pylist(), t.column("fetched_at").to_pylist()))
+        return seen
+
+
 @dataclass
 class DocumentSink:
     """Buffers document rows and commits them in chunks; skips documents already stored.
 
-    ``flush_rows``/``flush_bytes`` bound both memory and how much a kill can lose.
+    ``flush_rows``/``flush_bytes`` bound both memory and how much a kill can lose. With ``captures``
+    (imports), a dated row whose doc_id is already stored, at a time the store has no capture of it at, becomes
+    a ``fetches`` row (outcome ``recaptured``): a page that changed and changed back (A, B, A) shows its
+    revert only so (the ``transient_edit`` detector). A crawl records its own fetch rows.
     """
 
     run: Run
@@ -177,13 +219,28 @@ class DocumentSink:
     _rows: list[dict] = field(default_factory=list)
     _bytes: int = 0
     extra_commit: list = field(default_factory=list)  # (kind, rows, subdir, meta) committed with the next chunk
+    captures: KnownCaptures | None = None  # given (imports): record re-captures of stored documents
+    _recaptures: list[dict] = field(default_factory=list)
+    _pending: set = field(default_factory=set)  # (doc_id, fetched_at) of the rows not committed yet
 
     def add(self, row: dict) -> bool:
-        """Queue a row; False (and nothing stored) when the store already has this doc_id."""
+        """Queue a row; False (and no document stored) when the store already has this doc_id."""
         if row["doc_id"] in self.known_ids:
             self.skipped_existing += 1
+            key = (row["doc_id"], row.get("fetched_at"))
+            if self.captures is not None and key[1] is not None and key not in self._pending \
+                    and self.captures.is_new(*key):
+                self._recaptures.append({
+                    "run_id": self.run.run_id, "crawl_id": self.crawl_id, "url": row["url"],
+                    "final_url": row.get("final_url"), "fetched_at": row["fetched_at"],
+                    "http_status": row.get("http_status"), "outcome": "recaptured", "doc_id": row["doc_id"],
+                    "bytes": row.get("raw_length")})
+                if len(self._recaptures) >= self.flush_rows:
+                    self.flush()
             return False
         self.known_ids.add(row["doc_id"])
+        if self.captures is not None:
+            self._pending.add((row["doc_id"], row.get("fetched_at")))
         self._rows.append(row)
         self._bytes += row.get("raw_length") or 0
         if len(self._rows) >= self.flush_rows or self._bytes >= self.flush_bytes:
@@ -206,8 +263,12 @@ class DocumentSink:
             add.append(entry)
             self.files.append(entry)
             self.written += len(self._rows)
+        if self._recaptures:
+            self.extra_commit.append(("fetches", self._recaptures, safe_name(self.crawl_id), None))
         for kind, rows, subdir, meta in self.extra_commit:
             if rows:
                 add.append(self.run.write(kind, pa.Table.from_pylist(rows), subdir, meta=meta))
         self.run.commit(add=add)
-        self._rows, self._bytes, self.extra_commit = [], 0, []
+        if self.captures is not None:
+            self.captures.stored(self._pending)
+        self._rows, self._bytes, self.extra_commit, self._recaptures, self._pending = [], 0, [], [], set()

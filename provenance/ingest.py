@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from provenance.documents import DocumentSink, build_document, existing_doc_ids
+from provenance.documents import DocumentSink, KnownCaptures, build_document, existing_doc_ids
 from provenance.extract import get_extractor
 from provenance.store import Run, Store
 
@@ -281,8 +281,10 @@ def run_ingest(store: Store, paths: list[Path], crawl_id: str | None = None, flu
     config = {"inputs": [str(p) for p in paths], "crawl_id": crawl_id, "extractor": extractor}
     with store.run("ingest", config=config) as run:
         known = existing_doc_ids(store.snapshot())
+        captures = KnownCaptures(store)
         for path in files:
-            sink = DocumentSink(run, crawl_id or f"ingest-{path.name.split('.')[0]}", known, flush_rows=flush_rows)
+            sink = DocumentSink(run, crawl_id or f"ingest-{path.name.split('.')[0]}", known, flush_rows=flush_rows,
+                                captures=captures)
             try:
                 ingest_file(path, run, sink, result, on_problem, on_record, extractor=extractor)
             finally:

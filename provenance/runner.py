@@ -24,7 +24,8 @@ Coverage records (in the store's commit log) say what a detector has seen:
   per-document: {"detector", "tag_key", "doc_file", "ranges": [[start, end], ...]}
   state rows:   {"detector", "state_key", "doc_file", "ranges": [[start, end], ...]}
   corpus-level: {"detector", "tag_key", "corpus": true, "doc_files": [...],
-                 and for state-keeping detectors "state_files": [...], "references": {name: content sha256}}
+                 and for state-keeping detectors "state_files": [...], "references": {name: content sha256},
+                 and with reads_fetches "fetch_files": [...]}
 """
 
 from __future__ import annotations
@@ -281,6 +282,8 @@ def _corpus_record(snapshot: Snapshot, drun: DetectorRun) -> dict:
     if drun.keeps_state:
         record["state_files"] = sorted(state_files(snapshot, drun))
         record["references"] = reference_versions(snapshot)  # name -> content hash: a re-added set is new
+        if getattr(drun.spec.cls, "reads_fetches", False):  # a re-capture of a known page adds only fetches
+            record["fetch_files"] = sorted(e.path for e in snapshot.entries("fetches"))
     return record
 
 
@@ -866,6 +869,7 @@ class _TagPass:
                 state_files=[str(root / f) for f in record["state_files"]],
                 new_state_files=[str(root / f) for f in record["state_files"] if f not in seen],
                 doc_files=[str(root / f) for f in record["doc_files"]],
+                fetch_files=[str(root / f) for f in record.get("fetch_files", [])],
                 references={name: [str(p) for p in paths] for name, paths in reference_sets(snapshot).items()},
                 scratch_dir=str(scratch), time_budget_s=self.tag.finish_budget_s)
         written: list[FileEntry] = []

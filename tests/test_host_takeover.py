@@ -37,6 +37,10 @@ CASES = {
     "redesign.test": site("redesign.test", 6, changed=6),  # same server and IP: a redesign, not a takeover
     "onepage.test": site("onepage.test", 6, changed=1, server_after="LiteSpeed"),
     "small.test": site("small.test", 3, changed=3, server_after="LiteSpeed"),  # under min_urls
+    # a hosting move of pages whose date line and view counter change on every capture: no takeover
+    "moved.test": [dict(d, text=f"{d['text']} Updated {d['fetched_at'][:10]}, {7 + 1000 * n:,} views.")
+                   for n, d in enumerate(site("moved.test", 6, changed=0, server_after="LiteSpeed",
+                                              ip_after="198.51.100.7"))],
 }
 
 
