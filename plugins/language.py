@@ -19,7 +19,7 @@ README): lingua-language-detector is more accurate (whole documents 97.6% vs our
 mostly Reuters' upper-case headings and tables, which get a low confidence here; five-word
 snippets 88% vs 67%, where we decline under ``min_chars`` letters) at the same throughput
 on documents, but it is a ~300 MB wheel and takes ~10 s of CPU to load in every process
-that runs it. py3langid's model is 2 MB and loads in 0.5 s; documents are not snippets.
+that runs it. py3langid's model is 4.5 MB and loads in 0.5 s; documents are not snippets.
 A team that needs lingua's accuracy can ship it as a third-party detector plugin.
 """
 
