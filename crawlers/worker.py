@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = Store.open(args.store)
         config = {"crawl_id": plan["crawl_id"], "mode": plan["mode"], "start_urls": plan.get("start_urls"),
-                  "sitemaps": plan.get("sitemaps"), "url_file": plan.get("url_file"), "crawl": plan["settings"]}
+                  "sitemaps": plan.get("sitemaps"), "url_file": plan.get("url_file"), "shard": plan.get("shard"),
+                  "crawl": plan["settings"]}
         with store.run("crawl", config=config) as run:
             stats = crawl_in_run(store, run, plan, extract_pool=pool)
         result = {"run_id": run.run_id, "crawl_id": plan["crawl_id"], "stats": stats,

@@ -178,6 +178,10 @@ class DocumentSink:
     _bytes: int = 0
     extra_commit: list = field(default_factory=list)  # (kind, rows, subdir, meta) committed with the next chunk
 
+    def __post_init__(self):
+        # Documents other runs commit while this one works are added to known_ids as the run reads them.
+        self.run.known_doc_ids = self.known_ids
+
     def add(self, row: dict) -> bool:
         """Queue a row; False (and nothing stored) when the store already has this doc_id."""
         if row["doc_id"] in self.known_ids:
@@ -201,13 +205,13 @@ class DocumentSink:
             # silently dropping e.g. a previous_doc_id that only later rows carry.
             columns = list(dict.fromkeys(key for row in self._rows for key in row))
             table = pa.Table.from_pylist([{k: row.get(k) for k in columns} for row in self._rows])
-            entry = self.run.write("documents", table, safe_name(self.crawl_id),
-                                   meta={"crawl_id": self.crawl_id})
-            add.append(entry)
-            self.files.append(entry)
-            self.written += len(self._rows)
+            add.append(self.run.write("documents", table, safe_name(self.crawl_id), meta={"crawl_id": self.crawl_id}))
         for kind, rows, subdir, meta in self.extra_commit:
             if rows:
                 add.append(self.run.write(kind, pa.Table.from_pylist(rows), subdir, meta=meta))
-        self.run.commit(add=add)
+        # What was committed: without documents another run stored meanwhile (Run.commit).
+        documents = [e for e in self.run.commit(add=add) if e.kind == "documents"]
+        self.files.extend(documents)
+        self.written += sum(e.rows for e in documents)
+        self.skipped_existing += len(self._rows) - sum(e.rows for e in documents)
         self._rows, self._bytes, self.extra_commit = [], 0, []
