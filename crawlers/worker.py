@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         config = {"crawl_id": plan["crawl_id"], "mode": plan["mode"], "start_urls": plan.get("start_urls"),
                   "sitemaps": plan.get("sitemaps"), "url_file": plan.get("url_file"), "shard": plan.get("shard"),
                   "crawl": plan["settings"]}
-        with store.run("crawl", config=config) as run:
+        # Crawls share the store; one of each crawl id at a time (its resume journal and JOBDIR are one).
+        with store.run("crawl", config=config, serial=f"crawl {plan['crawl_id']}") as run:
             stats = crawl_in_run(store, run, plan, extract_pool=pool)
         result = {"run_id": run.run_id, "crawl_id": plan["crawl_id"], "stats": stats,
                   "exit_code": stats["exit_code"]}

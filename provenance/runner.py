@@ -527,7 +527,7 @@ def run_tag(store: Store, pm: ProvenancePluginManager, settings: dict, enable: l
         ray_engine.require_ray()  # before the store is locked; the cluster is joined only when there is work
         tag_pass = ray_engine.RayTagPass
     # Serial: two tag runs at once would plan and do the same work. Crawls and ingests may commit meanwhile.
-    with store.run("tag", config=config, run_id=run_id, serial=True) as run:
+    with store.run("tag", config=config, run_id=run_id, serial="tag") as run:
         summary = tag_pass(store, run, druns, tag, progress, on_total).execute()
         run.stats = summary.to_json()
         run.finish("partial" if summary.errors else "succeeded")

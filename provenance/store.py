@@ -389,9 +389,9 @@ class _Lock:
                 return True
         return False
 
-    def take_serial(self, command: str) -> bool:
+    def take_serial(self, key: str) -> bool:
         try:
-            fcntl.lockf(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 1 + zlib.crc32(command.encode()) % (1 << 20))
+            fcntl.lockf(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 1 + zlib.crc32(key.encode()) % (1 << 20))
         except OSError:
             return False
         return True
@@ -632,12 +632,12 @@ class Store:
     @contextlib.contextmanager
     def run(self, command: str, config: dict | None = None, run_id: str | None = None,
             removed_grace_s: float = REMOVED_FILE_GRACE_S, exclusive: bool = False,
-            serial: bool = False) -> Iterator[Run]:
+            serial: str | None = None) -> Iterator[Run]:
         """Take the write lock and open a run record; mark it failed if the body raises.
 
         Writing runs share the store: their commits race for log numbers and each checks what it missed
-        (``Run.commit``). ``exclusive`` (maintenance) holds the store alone; ``serial``: one run of
-        ``command`` at a time (two tag runs would do the same work twice and conflict at every commit).
+        (``Run.commit``). ``exclusive`` (maintenance) holds the store alone; ``serial``: one run with this
+        key at a time ("tag": two tag runs would do the same work twice; "crawl <id>": one resume journal).
         ``removed_grace_s``: how long files removed from the live set are kept for readers of older
         snapshots before a recovery deletes them (``provenance store vacuum --grace``).
         """
@@ -662,7 +662,7 @@ class Store:
                 run.finish("succeeded")
 
     @contextlib.contextmanager
-    def _lock(self, command: str, run_id: str, exclusive: bool = True, serial: bool = False) -> Iterator[_Lock]:
+    def _lock(self, command: str, run_id: str, exclusive: bool = True, serial: str | None = None) -> Iterator[_Lock]:
         """The store lock: alone (exclusive) if nobody else holds it, else shared unless ``exclusive``.
 
         POSIX record locks (lockf), not flock or OFD locks: they belong to this process only, so detector
@@ -686,8 +686,8 @@ class Store:
                 holder = holder.removesuffix(RECOVERING) or self._writers()
                 raise StoreLocked(f"{self.root}: store is locked by {holder}: another run is writing to it; try "
                                   f"again when it finishes") from None
-            if serial and not lock.take_serial(command):
-                raise StoreLocked(f"{self.root}: store is locked by {self._writers(command)}: another {command} run "
+            if serial and not lock.take_serial(serial):
+                raise StoreLocked(f"{self.root}: store is locked by {self._writers(command)}: another {serial} run "
                                   f"is writing to it; try again when it finishes") from None
             _HELD[self.root] = command
             if lock.alone:
@@ -824,6 +824,7 @@ class Run:
         # doc_ids a DocumentSink skips as stored; other writers' documents are added as this run reads them.
         self.known_doc_ids: set[str] | None = None
         self.skipped_concurrent = 0  # document rows left out of commits because another run stored them first
+        self._retries = 0  # commits that lost the race for their number and claimed a later one
 
     @property
     def record_path(self) -> Path:
@@ -839,6 +840,7 @@ class Run:
             "started_at": self.started_at.isoformat(),
             "updated_at": utcnow().isoformat(),
             "commits": self._commits,
+            "commit_retries": self._retries,
             "config": self.config,
             "stats": self.stats,
             **extra,
@@ -918,6 +920,7 @@ class Run:
             try:
                 _create_text(path, text)
             except FileExistsError:  # another run committed first
+                self._retries += 1
                 add = self._rebase(add, remove, coverage, drop_coverage)
                 continue
             self._log_seq = seq
