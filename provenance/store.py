@@ -37,11 +37,12 @@ needs hold the store alone. Stores written before
 first, in name order, then the numbered ones (the first writer marks the
 store format 2, so an older tool, which would misorder them, refuses it).
 
-Damage: because every entry is made durable before the next one is written,
-only the *last* entry can be empty or cut off by a crash (renamed, contents
-never flushed). Readers ignore such an entry with a warning and the next
-writer moves it to ``_log/_torn/``; the commit it held is lost, as if the run
-had died just before it. An unreadable entry anywhere else, or a missing
+Damage: because every entry is made durable before it is linked in (and a
+writer links n + 1 only after reading n), only the *last* entry can be empty
+or cut off by a crash (contents never flushed). Readers ignore such an entry
+with a warning and the next writer that has the store to itself moves it to
+``_log/_torn/``; the commit it held is lost, as if the run had died just
+before it. An unreadable entry anywhere else, or a missing
 number, is damage no crash makes: a StoreError names the entry and the repair.
 
 Checkpoints: replaying the whole log costs one JSON parse per commit, so

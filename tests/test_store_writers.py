@@ -169,3 +169,35 @@ def test_maintenance_waits_for_no_one_and_refuses_while_writers_run(tmp_path):
     with store._lock("store vacuum", "x", exclusive=True):  # maintenance holds it: writers are refused
         proc = subprocess.run([sys.executable, "-c", other], capture_output=True, text=True, timeout=120)
         assert proc.returncode != 0 and "StoreLocked" in proc.stderr and "(store vacuum, since" in proc.stderr
+
+
+def test_a_writer_killed_among_others_loses_only_its_uncommitted_chunk(tmp_path):
+    import signal
+    import time
+
+    root = tmp_path / "s"
+    Store.open(root, create=True)
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(root), f"w{k}", "40", str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(3)]
+    go.touch()
+    deadline = time.monotonic() + 120
+    while len(list((root / "_log").glob("*.json"))) < 10:  # the writers are committing
+        assert time.monotonic() < deadline and procs[0].poll() is None
+        time.sleep(0.01)
+    procs[0].send_signal(signal.SIGKILL)  # anywhere: staging, linking its entry, writing a checkpoint
+    for proc in procs:
+        _out, err = proc.communicate(timeout=300)
+        assert proc.returncode == (-signal.SIGKILL if proc is procs[0] else 0), err
+
+    store = Store(root)
+    entries = _entries(root)  # gap-free, every entry whole (each parses)
+    killed = next(r for r in store.runs() if r["status"] == "running")["run_id"]
+    assert any(e["run_id"] == killed for e in entries)  # it had committed before it died
+    counts = _url_counts(store)
+    assert set(counts.values()) == {1}
+    assert {f"w{k}/{i}/{x}" for k in (1, 2) for i in range(40) for x in "ab"} <= set(counts)
+    with store.run("ingest"):  # the next writer to find the store free repairs what the kill left
+        pass
+    assert next(r for r in store.runs() if r["run_id"] == killed)["status"] == "interrupted"
+    assert check_store(store)[0] == []
