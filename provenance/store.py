@@ -355,10 +355,13 @@ class Snapshot:
 
 
 # .lock: byte 0 is the store lock, held shared by writing runs and exclusively by maintenance (and for a
-# moment by the writer that finds the store free: it repairs what a crash left, then shares it). A ``serial``
-# command also holds one byte of its own beyond it. Older tools lock the whole file: they exclude everyone.
-RECOVERING = " recovering"  # the lock file's text says so while a writer repairs alone; others wait for it
-RECOVERY_WAIT_S = 120.0
+# moment by the writer that finds the store free: it repairs what a crash left, then shares it). Maintenance
+# first holds MAINTENANCE_BYTE too, so that a writer finding byte 0 taken can tell it from that moment (wait)
+# from maintenance (refuse). A ``serial`` run also holds a byte of its key's. Older tools lock the whole
+# file: they exclude everyone, and look like maintenance.
+MAINTENANCE_BYTE = 1 << 21
+SERIAL_BYTES = 1 << 20  # serial keys hash to bytes 1 .. SERIAL_BYTES
+RECOVERY_WAIT_S = 120.0  # how long a writer waits for another to finish its repairs alone
 
 
 def _alive(pid) -> bool:
@@ -372,38 +375,48 @@ def _alive(pid) -> bool:
 
 
 class _Lock:
-    """A run's hold on ``.lock`` (see RECOVERING above)."""
+    """A run's hold on ``.lock`` (see MAINTENANCE_BYTE above)."""
 
     def __init__(self, fh):
         self.fh = fh
         self.alone = False
 
-    def take(self, exclusive: bool) -> bool:
-        """Alone if nobody holds the store lock; else shared (unless ``exclusive``); False if neither."""
-        with contextlib.suppress(OSError):
-            fcntl.lockf(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
-            self.alone = True
-            return True
-        if not exclusive:
-            with contextlib.suppress(OSError):
-                fcntl.lockf(self.fh, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, 0)
-                return True
-        return False
-
-    def take_serial(self, key: str) -> bool:
+    def _try(self, how: int, byte: int) -> bool:
         try:
-            fcntl.lockf(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 1 + zlib.crc32(key.encode()) % (1 << 20))
+            fcntl.lockf(self.fh, how | fcntl.LOCK_NB, 1, byte)
         except OSError:
             return False
         return True
 
+    def take(self, exclusive: bool) -> bool:
+        """Alone if nobody holds the store lock; else shared (unless ``exclusive``); False if neither."""
+        if exclusive and not self._try(fcntl.LOCK_EX, MAINTENANCE_BYTE):
+            return False
+        if self._try(fcntl.LOCK_EX, 0):
+            self.alone = True
+            return True
+        if exclusive:
+            fcntl.lockf(self.fh, fcntl.LOCK_UN, 1, MAINTENANCE_BYTE)
+            return False
+        return self._try(fcntl.LOCK_SH, 0)
+
+    def maintenance_running(self) -> bool:
+        if not self._try(fcntl.LOCK_SH, MAINTENANCE_BYTE):
+            return True
+        fcntl.lockf(self.fh, fcntl.LOCK_UN, 1, MAINTENANCE_BYTE)
+        return False
+
+    def take_serial(self, key: str) -> bool:
+        return self._try(fcntl.LOCK_EX, 1 + zlib.crc32(key.encode()) % SERIAL_BYTES)
+
     def share(self) -> None:
         """From alone to shared. One fcntl call converts the lock: there is no moment without it."""
-        self.describe("")
         fcntl.lockf(self.fh, fcntl.LOCK_SH, 1, 0)
         self.alone = False
+        self.describe("")
 
     def describe(self, text: str) -> None:
+        """Who holds the store alone, for the refusal message of whoever cannot start meanwhile."""
         self.fh.seek(0)
         self.fh.truncate()
         self.fh.write(text)
@@ -678,13 +691,13 @@ class Store:
         try:
             waited_since = time.monotonic()
             while not lock.take(exclusive):
-                fh.seek(0)
-                holder = fh.read().strip()  # what a run holding the store alone wrote; empty when writers share it
-                # A writer that found the store free repairs it alone for a moment, then shares it: wait.
-                if holder.endswith(RECOVERING) and not exclusive and time.monotonic() - waited_since < RECOVERY_WAIT_S:
+                # Not maintenance: a writer that found the store free repairs it alone for a moment. Wait.
+                if not exclusive and not lock.maintenance_running() and \
+                        time.monotonic() - waited_since < RECOVERY_WAIT_S:
                     time.sleep(0.05)
                     continue
-                holder = holder.removesuffix(RECOVERING) or self._writers()
+                fh.seek(0)
+                holder = fh.read().strip() or self._writers()  # the text names a run holding the store alone
                 raise StoreLocked(f"{self.root}: store is locked by {holder}: another run is writing to it; try "
                                   f"again when it finishes") from None
             if serial and not lock.take_serial(serial):
@@ -693,7 +706,7 @@ class Store:
             _HELD[self.root] = command
             if lock.alone:
                 lock.describe(f"pid {os.getpid()} on {socket.gethostname()} ({command}, since "
-                              f"{utcnow():%Y-%m-%dT%H:%M:%SZ}, run {run_id})" + ("" if exclusive else RECOVERING))
+                              f"{utcnow():%Y-%m-%dT%H:%M:%SZ}, run {run_id})")
             yield lock
         finally:
             if _HELD.get(self.root) == command:
