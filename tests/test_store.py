@@ -325,9 +325,10 @@ def test_writers_share_the_store_while_a_second_tag_run_and_maintenance_exit_75_
 
     # The holder: a tag run of about 30 s (30 batches of one document, a second each).
     holder = subprocess.Popen([sys.executable, "-c", "from provenance.cli import main; main()", "tag", "--store",
-                               str(root), "--plugin-module", str(SLOW_PLUGIN), "--plugins", "slow_tagger",
-                               "--batch-size", "1"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+                               str(root), "--plugin-module", str(SLOW_PLUGIN), "--plugins",
+                               "slow_tagger,exact_duplicate", "--batch-size", "1"], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    planned = [e.path for e in Store(root).snapshot().entries("documents")]
     try:
         deadline = time.monotonic() + 60
         while not any(r["command"] == "tag" and r["status"] == "running" for r in Store(root).runs()):
@@ -370,6 +371,13 @@ def test_writers_share_the_store_while_a_second_tag_run_and_maintenance_exit_75_
     tag_run = next(r for r in records if r["run_id"] == run_id)
     assert all(r["finished_at"] < tag_run["finished_at"] for r in records[2:4]), "no overlap: make the tag run slower"
     runs = [(r["command"], r["status"]) for r in records]
+    # The corpus detector's output covers the documents the tag run planned, not those committed beside it:
+    # the retried tag run computes it again over all of them.
+    corpus = [(e["run_id"], c["doc_files"]) for e in (json.loads((root / "_log" / n).read_text())
+                                                      for n in _log_names(root))
+              for c in e["coverage"] if c.get("corpus") and c["detector"] == "exact_duplicate"]
+    documents = sorted(e.path for e in Store(root).snapshot().entries("documents"))
+    assert corpus == [(run_id, planned), (records[4]["run_id"], documents)] and len(documents) > len(planned)
     assert runs == [("ingest", "succeeded"), ("tag", "succeeded"), ("ingest", "succeeded"), ("crawl", "succeeded"),
                     ("tag", "succeeded"), ("store compact", "succeeded"), ("store vacuum", "succeeded")]
     assert run_cli("store", "check", "--store", root, cwd=tmp_path).returncode == 0
