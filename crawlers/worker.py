@@ -5,8 +5,9 @@ working directory first on sys.path).
 
 Scrapy runs on Twisted, whose reactor cannot be started twice in one
 process, so every crawl runs here, in a child of whoever called run_crawl
-(see run.py). This process takes the store's write lock (Store.run), runs
-the spider, commits, writes the stats, and reports back through --result.
+(see run.py). This process takes the store's lock (Store.run: shared with
+other writers, one crawl per crawl id), runs the spider, commits, writes the
+stats, and reports back through --result.
 
 Signals: the first SIGINT/SIGTERM stops the crawl gracefully (in-flight pages
 finish and are committed, Scrapy's JOBDIR is saved); repeats within a few

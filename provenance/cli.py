@@ -256,7 +256,7 @@ def reference_remove(name, store_dir, config_file):
 def store_group():
     """Maintenance of the store: check its files, compact small ones, vacuum unreferenced ones.
 
-    Each takes the write lock (exit 75 while another run writes).
+    Each holds the store alone (exit 75 while another run writes).
     """
 
 
