@@ -202,3 +202,22 @@ def test_a_writer_killed_among_others_loses_only_its_uncommitted_chunk(tmp_path)
         pass
     assert next(r for r in store.runs() if r["run_id"] == killed)["status"] == "interrupted"
     assert check_store(store)[0] == []
+
+
+def test_two_identical_ingests_at_once_store_every_document_once(tmp_path):
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"url": f"https://x.example/{i}", "text": f"document {i}"}) + "\n"
+                           for i in range(600)))
+    (tmp_path / "provenance.toml").write_text("[ingest]\nflush_rows = 20\n")  # 30 commits each
+    root = tmp_path / "s"
+    procs = [subprocess.Popen([*CLI, "ingest", str(src), "--store", str(root)], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in procs:
+        _out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and "Traceback" not in err, err
+    store = Store(root)
+    counts = _url_counts(store)
+    assert len(counts) == 600 and set(counts.values()) == {1}
+    runs = store.runs()
+    assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
+    assert check_store(store)[0] == [] and len(_entries(root)) >= 30
