@@ -18,6 +18,7 @@ class CrawlRequest:
     url_file: Path | None = None
     sitemaps: list[str] = field(default_factory=list)
     crawl_id: str | None = None
+    shard: tuple[int, int] | None = None  # (K, N): only the list's hosts in shard K of N (1 <= K <= N)
     settings: dict = field(default_factory=dict)  # the [crawl] section merged with CLI overrides
 
 

@@ -26,7 +26,7 @@ from provenance.config import ConfigError
 from provenance.crawlers import CrawlError, CrawlRequest, CrawlResult
 from provenance.crawlers.journal import url_key
 from provenance.crawlers.settings import effective
-from provenance.crawlers.urllist import UrlListError, crawl_url_problem, read_url_list
+from provenance.crawlers.urllist import UrlListError, crawl_url_problem, host_shard, read_url_list
 from provenance.processes import python_command
 from provenance.store import Store, StoreLocked, safe_name
 
@@ -49,6 +49,9 @@ def plan_crawl(request: CrawlRequest) -> dict:
     if len(modes) != 1:
         raise CrawlError("give exactly one of: start URLs, --urls FILE, --sitemap URL", exitcodes.USAGE)
     mode = modes[0]
+    if request.shard and mode != "urls":
+        raise CrawlError("--shard splits a URL list (--urls FILE) by host; a site or sitemap crawl is one process",
+                         exitcodes.USAGE)
     plan = {"mode": mode, "settings": settings}
     if mode == "urls":
         url_file = Path(request.url_file).resolve()
@@ -58,6 +61,12 @@ def plan_crawl(request: CrawlRequest) -> dict:
             raise CrawlError(str(exc), exitcodes.USAGE) from None
         if not entries:
             raise CrawlError(f"{url_file}: no URLs in the list", exitcodes.USAGE)
+        if request.shard:
+            k, n = request.shard
+            entries = [e for e in entries if host_shard(e.url, n) == k]
+            if not entries:  # a short list of few hosts leaves some shards empty: nothing to do is no failure
+                raise CrawlError(f"{url_file}: no host of the list falls in shard {k}/{n}; nothing to crawl",
+                                 exitcodes.OK)
         plan.update(url_file=str(url_file),
                     entries=[{"url": e.url, "line": e.line} for e in entries],
                     expected={url_key(e.url): e.expected_sha256 for e in entries if e.expected_sha256})
@@ -71,6 +80,9 @@ def plan_crawl(request: CrawlRequest) -> dict:
         plan["start_urls" if mode == "site" else "sitemaps"] = urls
     plan["crawl_id"] = safe_name(request.crawl_id) if request.crawl_id else \
         default_crawl_id(mode, urls, Path(request.url_file) if request.url_file else None)
+    if request.shard:  # each shard its own crawl: own id, resume journal and JOBDIR, committing beside the others
+        plan["crawl_id"] += f"-shard{request.shard[0]}of{request.shard[1]}"
+        plan["shard"] = list(request.shard)
     return plan
 
 

@@ -14,6 +14,7 @@ bytes) or its text_sha256 (the extracted text); otherwise the fetch is an
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,14 @@ from urllib.parse import urlsplit
 from provenance.crawlers.netguard import ALLOWED_SCHEMES
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def host_shard(url: str, shards: int) -> int:
+    """The shard (1..shards) of ``url``'s host: every URL of a host in one shard, so one crawl process
+    applies the host's politeness (Scrapy's per-host slot: concurrency, delay, AutoThrottle; its robots.txt)
+    to all of them. sha256, not hash(): the same on every machine and Python."""
+    host = (urlsplit(url).hostname or "").encode()
+    return int.from_bytes(hashlib.sha256(host).digest()[:8], "big") % shards + 1
 
 
 def crawl_url_problem(url: str) -> str | None:

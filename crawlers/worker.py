@@ -5,8 +5,9 @@ working directory first on sys.path).
 
 Scrapy runs on Twisted, whose reactor cannot be started twice in one
 process, so every crawl runs here, in a child of whoever called run_crawl
-(see run.py). This process takes the store's write lock (Store.run), runs
-the spider, commits, writes the stats, and reports back through --result.
+(see run.py). This process takes the store's lock (Store.run: shared with
+other writers, one crawl per crawl id), runs the spider, commits, writes the
+stats, and reports back through --result.
 
 Signals: the first SIGINT/SIGTERM stops the crawl gracefully (in-flight pages
 finish and are committed, Scrapy's JOBDIR is saved); repeats within a few
@@ -173,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = Store.open(args.store)
         config = {"crawl_id": plan["crawl_id"], "mode": plan["mode"], "start_urls": plan.get("start_urls"),
-                  "sitemaps": plan.get("sitemaps"), "url_file": plan.get("url_file"), "crawl": plan["settings"]}
-        with store.run("crawl", config=config) as run:
+                  "sitemaps": plan.get("sitemaps"), "url_file": plan.get("url_file"), "shard": plan.get("shard"),
+                  "crawl": plan["settings"]}
+        # Crawls share the store; one of each crawl id at a time (its resume journal and JOBDIR are one).
+        with store.run("crawl", config=config, serial=f"crawl {plan['crawl_id']}") as run:
             stats = crawl_in_run(store, run, plan, extract_pool=pool)
         result = {"run_id": run.run_id, "crawl_id": plan["crawl_id"], "stats": stats,
                   "exit_code": stats["exit_code"]}

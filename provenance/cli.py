@@ -73,6 +73,16 @@ def handle_errors(fn):
     return wrapper
 
 
+def _parse_shard(value: str | None) -> tuple[int, int] | None:
+    """``--shard K/N`` -> (K, N); a usage error (exit 2) unless 1 <= K <= N."""
+    if value is None:
+        return None
+    k, _, n = value.partition("/")
+    if not (k.strip().isdigit() and n.strip().isdigit() and 1 <= int(k) <= int(n)):
+        raise click.BadParameter(f"{value!r}: give K/N with 1 <= K <= N, e.g. --shard 1/4 (shard 1 of 4)")
+    return int(k), int(n)
+
+
 def store_option(fn):
     fn = click.option("--store", "store_dir", metavar="DIR", envvar="PROVENANCE_STORE",
                       help="Store directory [default: from provenance.toml, else ./provenance-store].")(fn)
@@ -247,7 +257,7 @@ def reference_remove(name, store_dir, config_file):
 def store_group():
     """Maintenance of the store: check its files, compact small ones, vacuum unreferenced ones.
 
-    Each takes the write lock (exit 75 while another run writes).
+    Each holds the store alone (exit 75 while another run writes).
     """
 
 
@@ -316,6 +326,9 @@ def store_vacuum(store_dir, config_file, grace_h):
               help="Fetch the URLs listed in FILE (one per line, optionally 'URL SHA256'); no link following.")
 @click.option("--sitemap", "sitemaps", multiple=True, help="Crawl the pages listed by this sitemap (repeatable).")
 @click.option("--crawl-id", help="Name this crawl [default: derived from the start URLs].")
+@click.option("--shard", metavar="K/N", callback=lambda _ctx, _param, value: _parse_shard(value),
+              help="With --urls: crawl only the hosts of shard K of N (split by host). Run the N shards at once, "
+                   "as separate processes or on machines sharing the store; each is its own crawl.")
 # Bounds are checked by the settings model (provenance.config), the one place that types every key.
 @click.option("--max-pages", type=int, help="Stop after this many pages.")
 @click.option("--max-depth", type=int, help="Follow links at most this deep.")
@@ -325,7 +338,7 @@ def store_vacuum(store_dir, config_file, grace_h):
 @click.option("--stats-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the run's JSON stats here.")
 @handle_errors
-def crawl(urls, store_dir, config_file, url_file, sitemaps, crawl_id, max_pages, max_depth, allow_private,
+def crawl(urls, store_dir, config_file, url_file, sitemaps, crawl_id, shard, max_pages, max_depth, allow_private,
           ignore_robots, stats_file):
     """Crawl a site (same-site links), sitemaps or a URL list into the store, with full provenance.
 
@@ -340,10 +353,13 @@ def crawl(urls, store_dir, config_file, url_file, sitemaps, crawl_id, max_pages,
              "obey_robots": False if ignore_robots else None}
     settings, store = settings_and_store(config_file, store_dir, create=True, overrides={"crawl": flags})
     request = CrawlRequest(start_urls=list(urls), url_file=url_file, sitemaps=list(sitemaps), crawl_id=crawl_id,
-                           settings=settings["crawl"])
+                           shard=shard, settings=settings["crawl"])
     try:
         result = run_crawl(store, request)  # a child process does the crawl; StoreLocked -> exit 75
     except CrawlError as exc:
+        if exc.exit_code == exitcodes.OK:  # nothing to do (an empty shard)
+            click.echo(f"provenance: {exc}", err=True)
+            sys.exit(exitcodes.OK)
         raise Failure(str(exc), exc.exit_code) from None
     if stats_file:
         stats_file.write_text(json.dumps(result.stats, indent=2, default=str) + "\n")

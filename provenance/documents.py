@@ -223,6 +223,10 @@ class DocumentSink:
     _recaptures: list[dict] = field(default_factory=list)
     _pending: set = field(default_factory=set)  # (doc_id, fetched_at) of the rows not committed yet
 
+    def __post_init__(self):
+        # Documents other runs commit while this one works are added to known_ids as the run reads them.
+        self.run.known_doc_ids = self.known_ids
+
     def add(self, row: dict) -> bool:
         """Queue a row; False (and no document stored) when the store already has this doc_id."""
         if row["doc_id"] in self.known_ids:
@@ -258,17 +262,17 @@ class DocumentSink:
             # silently dropping e.g. a previous_doc_id that only later rows carry.
             columns = list(dict.fromkeys(key for row in self._rows for key in row))
             table = pa.Table.from_pylist([{k: row.get(k) for k in columns} for row in self._rows])
-            entry = self.run.write("documents", table, safe_name(self.crawl_id),
-                                   meta={"crawl_id": self.crawl_id})
-            add.append(entry)
-            self.files.append(entry)
-            self.written += len(self._rows)
+            add.append(self.run.write("documents", table, safe_name(self.crawl_id), meta={"crawl_id": self.crawl_id}))
         if self._recaptures:
             self.extra_commit.append(("fetches", self._recaptures, safe_name(self.crawl_id), None))
         for kind, rows, subdir, meta in self.extra_commit:
             if rows:
                 add.append(self.run.write(kind, pa.Table.from_pylist(rows), subdir, meta=meta))
-        self.run.commit(add=add)
+        # What was committed: without documents another run stored meanwhile (Run.commit).
+        documents = [e for e in self.run.commit(add=add) if e.kind == "documents"]
+        self.files.extend(documents)
+        self.written += sum(e.rows for e in documents)
+        self.skipped_existing += len(self._rows) - sum(e.rows for e in documents)
         if self.captures is not None:
             self.captures.stored(self._pending)
         self._rows, self._bytes, self.extra_commit, self._recaptures, self._pending = [], 0, [], [], set()

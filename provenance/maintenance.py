@@ -1,4 +1,5 @@
-"""Store maintenance: ``provenance store check | compact | vacuum``. Each holds the store's write lock.
+"""Store maintenance: ``provenance store check | compact | vacuum``. Each holds the store alone (the write
+lock exclusively: no writing run may be staging files or committing meanwhile).
 
 check    replays the whole log (no checkpoint), compares every checkpoint with that replay, and verifies that
          every live file exists with the size and sha256 its commit recorded; lists orphans (files no entry
@@ -138,7 +139,8 @@ def compaction_plan(snap: Snapshot, target_rows: int = COMPACT_ROWS,
 def compact_store(store: Store, target_rows: int = COMPACT_ROWS, target_bytes: int = COMPACT_BYTES) -> dict:
     """Merge small files (see the module doc); one commit per merged file. Returns counts."""
     summary = {"merged_files": 0, "into": 0, "rows": 0}
-    with store.run("store compact", {"target_rows": target_rows, "target_bytes": target_bytes}) as run:
+    with store.run("store compact", {"target_rows": target_rows, "target_bytes": target_bytes},
+                   exclusive=True) as run:
         plan = compaction_plan(store.snapshot(), target_rows, target_bytes)
         for kind, directory, meta, files in plan:
             tables = [pq.read_table(store.root / f.path) for f in files]
@@ -159,7 +161,7 @@ def compact_store(store: Store, target_rows: int = COMPACT_ROWS, target_bytes: i
 # ----- vacuum --------------------------------------------------------------------------------------
 def vacuum_store(store: Store, grace_s: float) -> dict:
     """Delete orphans and files removed more than ``grace_s`` ago. Returns counts."""
-    with store.run("store vacuum", {"grace_s": grace_s}, removed_grace_s=grace_s) as run:
+    with store.run("store vacuum", {"grace_s": grace_s}, removed_grace_s=grace_s, exclusive=True) as run:
         deleted = run.deleted
         snap = store.snapshot()
         waiting = [p for p, at in snap.removed.items() if (store.root / p).exists()]

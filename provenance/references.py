@@ -158,7 +158,7 @@ def add_reference(store: Store, name: str, paths: list[Path], *, text_field: str
     files = _check_inputs(paths, text_field)
     config = {"action": "add", "reference": name, "inputs": [str(p) for p in paths], "text_field": text_field,
               "id_field": id_field}
-    with store.run("reference", config=config) as run:
+    with store.run("reference", config=config, serial="reference") as run:  # two versions of one set must not race
         added_at = run.started_at
         old = _entries_by_name(store.snapshot()).get(name, [])
         digest = hashlib.sha256()
@@ -240,7 +240,7 @@ def remove_reference(store: Store, name: str) -> dict:
     check_name(name)
     if name not in _entries_by_name(store.snapshot()):  # a mistake, not a failed run: said before the lock
         raise _unknown(name, store.snapshot())
-    with store.run("reference", config={"action": "remove", "reference": name}) as run:
+    with store.run("reference", config={"action": "remove", "reference": name}, serial="reference") as run:
         snapshot = store.snapshot()
         entries = _entries_by_name(snapshot).get(name)
         if not entries:  # removed by another run meanwhile

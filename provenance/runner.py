@@ -529,7 +529,8 @@ def run_tag(store: Store, pm: ProvenancePluginManager, settings: dict, enable: l
 
         ray_engine.require_ray()  # before the store is locked; the cluster is joined only when there is work
         tag_pass = ray_engine.RayTagPass
-    with store.run("tag", config=config, run_id=run_id) as run:
+    # Serial: two tag runs at once would plan and do the same work. Crawls and ingests may commit meanwhile.
+    with store.run("tag", config=config, run_id=run_id, serial="tag") as run:
         summary = tag_pass(store, run, druns, tag, progress, on_total).execute()
         run.stats = summary.to_json()
         run.finish("partial" if summary.errors else "succeeded")
@@ -856,6 +857,8 @@ class _TagPass:
             stat.status = "stopped"
             return
         snapshot = self.store.snapshot()  # with this run's commits (its state rows)
+        # Documents other runs committed since the plan were not observed: the output covers only the plan's.
+        snapshot.files = {p: e for p, e in snapshot.files.items() if e.kind != "documents" or p in self.doc_entries}
         record = _corpus_record(snapshot, drun)
         scratch = None
         payload = None

@@ -14,8 +14,8 @@ Layout::
       _log/<seq>.checkpoint.json.gz   the whole committed state after entry seq (every CHECKPOINT_EVERY entries)
       _log/_torn/                     empty or cut-off last entries set aside (see below)
       runs/<run_id>.json              run records (status, stats, config)
-      _tmp/                           staging; emptied whenever a writer takes the lock
-      .lock                           held (POSIX record lock) by the one writing run
+      _tmp/                           staging; emptied by a writer that takes the lock alone
+      .lock                           POSIX record locks: shared by writing runs, exclusive for maintenance
 
 Why a log: a data file becomes visible only when a commit entry naming it is
 written, and each entry is written to a temp file, fsynced and renamed into
@@ -26,17 +26,23 @@ next writer deletes. Documents are only ever added; tag commits may also
 *remove* files, which is how a corpus detector's fresh output replaces its old
 output in one atomic step.
 
-Entries are numbered by a gap-free sequence claimed under the write lock, not
-by the clock: a clock stepped back cannot reorder them. Stores written before
+Entries are numbered by a gap-free sequence, not by the clock: a clock
+stepped back cannot reorder them. Several runs write at once (optimistic
+concurrency): each claims the next number with ``link``, which never
+replaces, and a run that loses the race reads the entries it missed, checks
+them against its own commit (see ``Run.commit``) and claims the number after
+them. Only maintenance (compact, vacuum, check) and the repairs a crash
+needs hold the store alone. Stores written before
 (format 1) named entries ``<time_ns>-<run_id>-<n>.json``; those are read
 first, in name order, then the numbered ones (the first writer marks the
 store format 2, so an older tool, which would misorder them, refuses it).
 
-Damage: because every entry is made durable before the next one is written,
-only the *last* entry can be empty or cut off by a crash (renamed, contents
-never flushed). Readers ignore such an entry with a warning and the next
-writer moves it to ``_log/_torn/``; the commit it held is lost, as if the run
-had died just before it. An unreadable entry anywhere else, or a missing
+Damage: because every entry is made durable before it is linked in (and a
+writer links n + 1 only after reading n), only the *last* entry can be empty
+or cut off by a crash (contents never flushed). Readers ignore such an entry
+with a warning and the next writer that has the store to itself moves it to
+``_log/_torn/``; the commit it held is lost, as if the run had died just
+before it. An unreadable entry anywhere else, or a missing
 number, is damage no crash makes: a StoreError names the entry and the repair.
 
 Checkpoints: replaying the whole log costs one JSON parse per commit, so
@@ -65,6 +71,7 @@ import secrets
 import shutil
 import socket
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -107,6 +114,12 @@ class StoreError(Exception):
 
 class StoreLocked(StoreError):
     """Another run holds the store's write lock."""
+
+
+class StoreConflict(StoreLocked):
+    """Another run committed, while this one worked, a change this commit cannot follow (it removed a file
+    this commit depends on, or recorded coverage of the same detector). Nothing of the commit became visible;
+    running the command again redoes it from what is committed (exit 75, like a lock)."""
 
 
 def utcnow() -> datetime:
@@ -181,13 +194,16 @@ def _create_text(path: Path, text: str) -> None:
     tmp = _write_temp(path, text)
     try:
         try:
-            os.link(tmp, path)  # unlike rename, link never replaces: a second writer cannot overwrite an entry
+            os.link(tmp, path)  # unlike rename, link never replaces: of writers racing for a name, one wins
         except FileExistsError:
             raise
-        except OSError:  # a file system without hard links: the write lock alone must keep writers apart
-            if path.exists():
-                raise FileExistsError(path) from None
-            os.replace(tmp, path)
+        except OSError:  # a file system without hard links: claim the name with O_EXCL, then fill it
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # FileExistsError: lost the race
+            try:
+                os.write(fd, text.encode() if isinstance(text, str) else text)
+                os.fsync(fd)  # until here a reader may see it empty: read as torn, or retried (_entries_from)
+            finally:
+                os.close(fd)
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
@@ -336,6 +352,75 @@ class Snapshot:
 
     def paths(self, kind: str) -> list[Path]:
         return [self.root / f.path for f in self.entries(kind)]
+
+
+# .lock: byte 0 is the store lock, held shared by writing runs and exclusively by maintenance (and for a
+# moment by the writer that finds the store free: it repairs what a crash left, then shares it). Maintenance
+# first holds MAINTENANCE_BYTE too, so that a writer finding byte 0 taken can tell it from that moment (wait)
+# from maintenance (refuse). A ``serial`` run also holds a byte of its key's. Older tools lock the whole
+# file: they exclude everyone, and look like maintenance.
+MAINTENANCE_BYTE = 1 << 21
+SERIAL_BYTES = 1 << 20  # serial keys hash to bytes 1 .. SERIAL_BYTES
+RECOVERY_WAIT_S = 120.0  # how long a writer waits for another to finish its repairs alone
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Lock:
+    """A run's hold on ``.lock`` (see MAINTENANCE_BYTE above)."""
+
+    def __init__(self, fh):
+        self.fh = fh
+        self.alone = False
+
+    def _try(self, how: int, byte: int) -> bool:
+        try:
+            fcntl.lockf(self.fh, how | fcntl.LOCK_NB, 1, byte)
+        except OSError:
+            return False
+        return True
+
+    def take(self, exclusive: bool) -> bool:
+        """Alone if nobody holds the store lock; else shared (unless ``exclusive``); False if neither."""
+        if exclusive and not self._try(fcntl.LOCK_EX, MAINTENANCE_BYTE):
+            return False
+        if self._try(fcntl.LOCK_EX, 0):
+            self.alone = True
+            return True
+        if exclusive:
+            fcntl.lockf(self.fh, fcntl.LOCK_UN, 1, MAINTENANCE_BYTE)
+            return False
+        return self._try(fcntl.LOCK_SH, 0)
+
+    def maintenance_running(self) -> bool:
+        if not self._try(fcntl.LOCK_SH, MAINTENANCE_BYTE):
+            return True
+        fcntl.lockf(self.fh, fcntl.LOCK_UN, 1, MAINTENANCE_BYTE)
+        return False
+
+    def take_serial(self, key: str) -> bool:
+        return self._try(fcntl.LOCK_EX, 1 + zlib.crc32(key.encode()) % SERIAL_BYTES)
+
+    def share(self) -> None:
+        """From alone to shared. One fcntl call converts the lock: there is no moment without it."""
+        fcntl.lockf(self.fh, fcntl.LOCK_SH, 1, 0)
+        self.alone = False
+        self.describe("")
+
+    def describe(self, text: str) -> None:
+        """Who holds the store alone, for the refusal message of whoever cannot start meanwhile."""
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(text)
+        self.fh.flush()
 
 
 _SKELETON = ("_log", "runs", "_tmp")  # created before store.json, which is written last
@@ -492,8 +577,32 @@ class Store:
             f"commit {missing - 1} by moving {after} and every later entry into {log_dir / TORN_DIR}/ (the next "
             f"writing run then deletes the files only they added)")
 
-    def _write_checkpoint(self, snap: Snapshot) -> None:
-        """With the lock held: a checkpoint of ``snap`` (whole, untorn, up to its log_seq); prunes old ones.
+    def _entries_from(self, first: int) -> Iterator[tuple[int, dict]]:
+        """(seq, entry) for the numbered entries from ``first`` to the end of the log, as other runs commit them.
+
+        An entry is linked in whole, so an unreadable one is read again for a moment (on a file system
+        without hard links an entry is filled after it is claimed) before it is damage.
+        """
+        seq = first
+        while True:
+            path = self.root / "_log" / f"{seq:020d}.json"
+            for attempt in range(40):
+                try:
+                    entry = _parse_entry(path.read_bytes())
+                    break
+                except FileNotFoundError:
+                    return
+                except (OSError, ValueError) as exc:
+                    if attempt == 39:
+                        raise StoreError(f"{path}: commit entry {seq} is unreadable ({exc}); entries are linked "
+                                         f"in whole, so this is damage: restore it from a backup") from None
+                    time.sleep(0.05)
+            yield seq, entry
+            seq += 1
+
+    def _write_checkpoint(self, snap: Snapshot, alone: bool = False) -> None:
+        """A checkpoint of ``snap`` (whole, untorn, up to its log_seq); prunes old ones (``alone``: holding the
+        store alone, also those beyond the log, see _prune_checkpoints).
 
         Failing to write one (a full disk) costs only speed: a warning, never an error.
         """
@@ -510,17 +619,18 @@ class Store:
             log.warning(f"{path}: could not write a checkpoint ({exc.strerror or exc}); the store stays correct, "
                         f"opening it only reads more of the log")
             return
-        self._prune_checkpoints(seq)
+        self._prune_checkpoints(seq, alone)
 
-    def _prune_checkpoints(self, last_seq: int) -> None:
-        """Keep the KEEP_CHECKPOINTS newest checkpoints up to ``last_seq``; delete older ones and any beyond
-        it (made before a rollback)."""
+    def _prune_checkpoints(self, last_seq: int, alone: bool = True) -> None:
+        """Keep the KEEP_CHECKPOINTS newest checkpoints; delete older ones. ``alone`` (the store held alone, so
+        ``last_seq`` is the end of the log): also those beyond ``last_seq``, made before a rollback, and keep
+        the newest up to it. Without it, other writers may have checkpointed entries after ``last_seq``."""
         log_dir = self.root / "_log"
         found = sorted((int(m.group(1)), log_dir / name) for name in _list_dir(log_dir)
                        if (m := CHECKPOINT_NAME.match(name)))
-        usable = [item for item in found if item[0] <= last_seq]
+        usable = [item for item in found if item[0] <= last_seq] if alone else found
         for seq, path in found:
-            if seq > last_seq or (seq, path) in usable[:-KEEP_CHECKPOINTS]:
+            if (alone and seq > last_seq) or (seq, path) in usable[:-KEEP_CHECKPOINTS]:
                 path.unlink(missing_ok=True)
 
     def runs(self) -> list[dict]:
@@ -535,15 +645,24 @@ class Store:
     # ----- writing -------------------------------------------------------------------------
     @contextlib.contextmanager
     def run(self, command: str, config: dict | None = None, run_id: str | None = None,
-            removed_grace_s: float = REMOVED_FILE_GRACE_S) -> Iterator[Run]:
+            removed_grace_s: float = REMOVED_FILE_GRACE_S, exclusive: bool = False,
+            serial: str | None = None) -> Iterator[Run]:
         """Take the write lock and open a run record; mark it failed if the body raises.
 
+        Writing runs share the store: their commits race for log numbers and each checks what it missed
+        (``Run.commit``). ``exclusive`` (maintenance) holds the store alone; ``serial``: one run with this
+        key at a time ("tag": two tag runs would do the same work twice; "crawl <id>": one resume journal).
         ``removed_grace_s``: how long files removed from the live set are kept for readers of older
-        snapshots before this run's recovery deletes them (``provenance store vacuum --grace``).
+        snapshots before a recovery deletes them (``provenance store vacuum --grace``).
         """
         run_id = run_id or new_run_id(command)
-        with self._lock(command, run_id):
-            snapshot, deleted = self._recover(run_id, removed_grace_s)
+        with self._lock(command, run_id, exclusive=exclusive, serial=serial) as lock:
+            if lock.alone:  # nobody else writes: repair what a crash left, then let other writers in
+                snapshot, deleted = self._recover(run_id, removed_grace_s)
+                if not exclusive:
+                    lock.share()
+            else:
+                snapshot, deleted = self._join(), []
             run = Run(self, run_id, command, config or {}, log_seq=snapshot.log_seq, snapshot=snapshot)
             run.deleted = deleted
             run.start()
@@ -557,40 +676,75 @@ class Store:
                 run.finish("succeeded")
 
     @contextlib.contextmanager
-    def _lock(self, command: str, run_id: str) -> Iterator[None]:
-        # POSIX record locks (lockf), not flock: they belong to this process only, so detector
-        # worker processes forked during a run never inherit the lock and keep it after we die.
-        # The same process taking it twice is caught by _HELD, since POSIX locks do not
-        # conflict within one process.
-        lock_path = self.root / ".lock"
+    def _lock(self, command: str, run_id: str, exclusive: bool = True, serial: str | None = None) -> Iterator[_Lock]:
+        """The store lock: alone (exclusive) if nobody else holds it, else shared unless ``exclusive``.
+
+        POSIX record locks (lockf), not flock or OFD locks: they belong to this process only, so detector
+        worker processes forked during a run never inherit the lock and keep it after we die. The same
+        process taking it twice is caught by _HELD, since POSIX locks do not conflict within one process
+        (and closing any descriptor of the file would release both).
+        """
         if self.root in _HELD:
             raise StoreLocked(f"{self.root}: store is locked by this process ({_HELD[self.root]})")
-        fh = open(lock_path, "a+")
+        fh = open(self.root / ".lock", "a+")
+        lock = _Lock(fh)
         try:
-            try:
-                fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            waited_since = time.monotonic()
+            while not lock.take(exclusive):
+                # Not maintenance: a writer that found the store free repairs it alone for a moment. Wait.
+                if not exclusive and not lock.maintenance_running() and \
+                        time.monotonic() - waited_since < RECOVERY_WAIT_S:
+                    time.sleep(0.05)
+                    continue
                 fh.seek(0)
-                holder = fh.read().strip() or "another process"
-                raise StoreLocked(f"{self.root}: store is locked by {holder}: another run is writing to it; "
-                                  f"try again when it finishes") from None
+                holder = fh.read().strip() or self._writers()  # the text names a run holding the store alone
+                raise StoreLocked(f"{self.root}: store is locked by {holder}: another run is writing to it; try "
+                                  f"again when it finishes") from None
+            if serial and not lock.take_serial(serial):
+                raise StoreLocked(f"{self.root}: store is locked by {self._writers(command)}: another {serial} run "
+                                  f"is writing to it; try again when it finishes") from None
             _HELD[self.root] = command
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"pid {os.getpid()} on {socket.gethostname()} ({command}, since {utcnow():%Y-%m-%dT%H:%M:%SZ}, "
-                     f"run {run_id})")
-            fh.flush()
-            yield
+            if lock.alone:
+                lock.describe(f"pid {os.getpid()} on {socket.gethostname()} ({command}, since "
+                              f"{utcnow():%Y-%m-%dT%H:%M:%SZ}, run {run_id})")
+            yield lock
         finally:
             if _HELD.get(self.root) == command:
-                with contextlib.suppress(OSError):
-                    fh.truncate(0)
+                if lock.alone:
+                    lock.describe("")
                 del _HELD[self.root]
-            fh.close()  # closing releases the lock
+            fh.close()  # closing releases the locks
+
+    def _writers(self, command: str | None = None) -> str:
+        """The writing runs (of ``command``) whose records say they run, for a refusal message."""
+        host = socket.gethostname()
+        running = []
+        for record in sorted(self.runs(), key=lambda r: r.get("started_at", "")):
+            if record.get("status") != "running" or (command and record.get("command") != command):
+                continue
+            if record.get("host") == host and not _alive(record.get("pid")):
+                continue  # died; the next run that has the store alone closes its record
+            since = record.get("started_at", "")[:19] + "Z"
+            running.append(f"pid {record.get('pid')} on {record.get('host', '?')} ({record.get('command')}, since "
+                           f"{since}, run {record.get('run_id')})")
+        if not running:
+            return "another process"
+        return running[0] + (f" and {len(running) - 1} other run(s)" if len(running) > 1 else "")
+
+    def _join(self) -> Snapshot:
+        """The snapshot a run that shares the store writes on. Repairs are for a run alone: a torn last
+        entry (which only a crash makes, before any of the running writers started) stops it."""
+        snap = self._read_log(warn_torn=False)
+        if snap.torn is not None:
+            raise StoreLocked(f"{snap.torn.path}: the last commit entry is {snap.torn.reason} (a crash cut it "
+                              f"short); only a run that has the store to itself sets it aside: try again when "
+                              f"{self._writers()} finishes")
+        (self.root / "_tmp").mkdir(exist_ok=True)
+        return snap
 
     def _recover(self, run_id: str, removed_grace_s: float = REMOVED_FILE_GRACE_S) -> tuple[Snapshot, list]:
-        """With the lock held: repair what a crash leaves; return the snapshot to write on and the data files
-        deleted, as (path, bytes).
+        """With the store held alone (no other writer can be staging or committing): repair what a crash
+        leaves; return the snapshot to write on and the data files deleted, as (path, bytes).
 
         Sets an empty or cut-off last log entry aside, drops staging leftovers,
         orphans and long-removed files, closes dead runs' records, and marks
@@ -614,7 +768,7 @@ class Store:
             self._set_aside(snap.torn, run_id)
             snap.torn = None
         if snap.log_seq - snap.checkpoint_seq >= CHECKPOINT_EVERY:  # e.g. a store written before checkpoints
-            self._write_checkpoint(snap)
+            self._write_checkpoint(snap, alone=True)
         else:
             self._prune_checkpoints(snap.log_seq)  # drops checkpoints a rollback left beyond the log
         now = time.time()
@@ -676,10 +830,15 @@ class Run:
         self._seq = 0
         self._commits = 0
         self.deleted: list[tuple[str, int]] = []  # data files the recovery at the run's start deleted
-        self._log_seq = log_seq  # the last commit entry's number: this run's next commit claims log_seq + 1
-        # The committed state, kept up to date commit by commit (the lock keeps other writers out), for the
-        # checkpoints: writing one then costs no reading.
+        # The last commit entry this run has read or written: its next commit claims log_seq + 1.
+        self._log_seq = log_seq
+        # The committed state up to _log_seq, kept up to date commit by commit (with the entries of other
+        # writers this run read when it lost a race), for the checkpoints: writing one then costs no reading.
         self._snapshot = snapshot
+        # doc_ids a DocumentSink skips as stored; other writers' documents are added as this run reads them.
+        self.known_doc_ids: set[str] | None = None
+        self.skipped_concurrent = 0  # document rows left out of commits because another run stored them first
+        self._retries = 0  # commits that lost the race for their number and claimed a later one
 
     @property
     def record_path(self) -> Path:
@@ -691,9 +850,11 @@ class Run:
             "command": self.command,
             "status": self.status,
             "pid": os.getpid(),
+            "host": socket.gethostname(),
             "started_at": self.started_at.isoformat(),
             "updated_at": utcnow().isoformat(),
             "commits": self._commits,
+            "commit_retries": self._retries,
             "config": self.config,
             "stats": self.stats,
             **extra,
@@ -743,44 +904,108 @@ class Run:
         return FileEntry(rel, kind, conformed.num_rows, final.stat().st_size, file_sha256(final), meta or {})
 
     def commit(self, add: list[FileEntry] = (), remove: list[str] = (), coverage: list[dict] = (),
-               drop_coverage: list[dict] = ()) -> None:
-        """Make ``add`` visible and ``remove`` invisible, atomically, in one log entry.
+               drop_coverage: list[dict] = ()) -> list[FileEntry]:
+        """Make ``add`` visible and ``remove`` invisible, atomically, in one log entry; returns what it added.
 
         ``coverage`` records what a detector has processed (see runner.py);
         ``drop_coverage`` entries ({"detector", "kind"?, "keep_tag_key"?,
         "keep_state_key"?}, see ``_drops``) forget a detector's earlier
         coverage, applied before this entry's own coverage.
+
+        Other runs may commit meanwhile. The entry claims the number after the last one this run has seen;
+        if another run took it, this run reads the entries it missed (``_rebase``: documents they stored are
+        left out of this commit, a real conflict raises StoreConflict) and claims the number after them.
         """
-        if not (add or remove or coverage or drop_coverage):
-            return
-        now = utcnow()
-        entry = {
-            "run_id": self.run_id,
-            "command": self.command,
-            "committed_at": now.isoformat(),
-            "committed_at_unix": now.timestamp(),
-            "add": [f.to_json() for f in add],
-            "remove": list(remove),
-            "coverage": list(coverage),
-            "drop_coverage": list(drop_coverage),
-        }
-        seq = self._log_seq + 1
-        path = self.store.root / "_log" / f"{seq:020d}.json"
-        text = json.dumps(entry)
-        try:
-            _create_text(path, text)
-        except FileExistsError:
-            raise StoreError(f"{path}: commit entry {seq} exists already although this run holds the lock; "
-                             f"nothing of this commit was made visible. Is the store shared by hosts whose "
-                             f"file system does not honour POSIX locks?") from None
-        self._log_seq = seq
-        self._commits += 1
-        if self._snapshot is not None and self._snapshot.log_seq == seq - 1:
-            self._snapshot.apply(json.loads(text))  # as readers will see it (a copy: callers may reuse theirs)
-            self._snapshot.log_seq = seq
-        if seq % CHECKPOINT_EVERY == 0:
-            snap = self._snapshot if self._snapshot is not None and self._snapshot.log_seq == seq else \
-                self.store._read_log(warn_torn=False)
-            if snap.log_seq == seq and snap.torn is None:
-                self.store._write_checkpoint(snap)
-        atomic_write_text(self.record_path, json.dumps(self._record(), indent=2, default=str))
+        add = list(add)
+        while add or remove or coverage or drop_coverage:
+            seq = self._log_seq + 1
+            path = self.store.root / "_log" / f"{seq:020d}.json"
+            now = utcnow()
+            text = json.dumps({
+                "run_id": self.run_id,
+                "command": self.command,
+                "committed_at": now.isoformat(),
+                "committed_at_unix": now.timestamp(),
+                "add": [f.to_json() for f in add],
+                "remove": list(remove),
+                "coverage": list(coverage),
+                "drop_coverage": list(drop_coverage),
+            })
+            try:
+                _create_text(path, text)
+            except FileExistsError:  # another run committed first
+                self._retries += 1
+                add = self._rebase(add, remove, coverage, drop_coverage)
+                continue
+            self._log_seq = seq
+            self._commits += 1
+            if self._snapshot is not None and self._snapshot.log_seq == seq - 1:
+                self._snapshot.apply(json.loads(text))  # as readers will see it (a copy: callers may reuse theirs)
+                self._snapshot.log_seq = seq
+            if seq % CHECKPOINT_EVERY == 0:
+                snap = self._snapshot if self._snapshot is not None and self._snapshot.log_seq == seq else \
+                    self.store._read_log(warn_torn=False)
+                if snap.log_seq == seq and snap.torn is None:  # (another writer may be past it already)
+                    self.store._write_checkpoint(snap)
+            atomic_write_text(self.record_path, json.dumps(self._record(), indent=2, default=str))
+            return add
+        return []
+
+    def _rebase(self, add: list[FileEntry], remove, coverage, drop_coverage) -> list[FileEntry]:
+        """Read the entries other runs committed after this run's last one; return ``add`` without the
+        documents they stored. StoreConflict if one removed a file this commit removes or names, or recorded
+        coverage of a detector this commit records coverage of (the same work done twice)."""
+        root = self.store.root
+        needs = set(remove) | {f.meta["doc_file"] for f in add if "doc_file" in f.meta}
+        for record in coverage:
+            needs.update([record["doc_file"]] if "doc_file" in record else [])
+            needs.update(record.get("doc_files", []) + record.get("state_files", []))
+        detectors = {c["detector"] for c in [*coverage, *drop_coverage]}
+        theirs: set[str] = set()
+        for seq, entry in self.store._entries_from(self._log_seq + 1):
+            gone = needs.intersection(entry.get("remove", []))
+            both = detectors & {c["detector"] for c in entry.get("coverage", []) + entry.get("drop_coverage", [])}
+            if gone or both:
+                what = f"removed {sorted(gone)[0]}" if gone else f"recorded coverage of {sorted(both)[0]}"
+                raise StoreConflict(
+                    f"{root}: run {entry.get('run_id')} ({entry.get('command')}) {what} while this run was "
+                    f"working (commit entry {seq}); nothing of this run's last commit was made visible: run the "
+                    f"command again, it resumes from what is committed")
+            for d in entry.get("add", []):
+                if d["kind"] == "documents":
+                    theirs.update(pq.read_table(root / d["path"], columns=["doc_id"]).column("doc_id").to_pylist())
+            if self._snapshot is not None and self._snapshot.log_seq == seq - 1:
+                self._snapshot.apply(entry)
+                self._snapshot.log_seq = seq
+            self._log_seq = seq
+        if not theirs:
+            return add
+        if self.known_doc_ids is not None:
+            self.known_doc_ids.update(theirs)  # the sink skips them from now on
+        kept = []
+        for entry in add:
+            if entry.kind == "documents":
+                entry = self._without(entry, theirs)
+            if entry is not None:
+                kept.append(entry)
+        return kept
+
+    def _without(self, entry: FileEntry, doc_ids: set[str]) -> FileEntry | None:
+        """Staged documents file ``entry`` without rows of ``doc_ids`` (another run stored them): itself if
+        it has none, a new staged file if it has some, None if it has nothing else."""
+        import pyarrow.compute as pc
+
+        path = self.store.root / entry.path
+        table = pq.read_table(path)
+        keep = pc.invert(pc.is_in(table.column("doc_id"), value_set=pa.array(list(doc_ids), pa.string())))
+        left = table.filter(keep)
+        if left.num_rows == table.num_rows:
+            return entry
+        self.skipped_concurrent += table.num_rows - left.num_rows
+        replaced = None
+        if left.num_rows:
+            subdir = entry.path.split("/", 1)[1].rsplit("/", 1)[0] if entry.path.count("/") > 1 else ""
+            replaced = self.write(entry.kind, left, subdir, meta=entry.meta)
+        path.unlink()  # staged by this run and never committed: nobody else names it
+        fsync_dir(path.parent)
+        return replaced

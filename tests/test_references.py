@@ -193,8 +193,12 @@ def test_add_and_remove_wait_for_no_one_while_another_run_writes(tmp_path, cli):
     _write_jsonl(src, [{"text": "known"}])
     store = Store.open(tmp_path / "s", create=True)
     cli("reference", "add", "llm", src, "--store", store.root, check=0)
-    with store.run("ingest"):  # this process holds the write lock
+    with store._lock("store vacuum", "x", exclusive=True):  # this process holds the store alone (maintenance)
         for args in (("add", "other", src), ("remove", "llm")):
             proc = cli("reference", *args, "--store", store.root, check=75)
             assert "store is locked by pid" in proc.stderr and proc.stderr.count("\n") == 1
+            assert "(store vacuum, since" in proc.stderr
     assert _listing(cli, store.root)["llm"]["texts"] == 1 and "other" not in _listing(cli, store.root)
+    with store.run("ingest"):  # an ingest shares the store: a reference command commits beside it
+        cli("reference", "add", "other", src, "--store", store.root, check=0)
+    assert _listing(cli, store.root)["other"]["texts"] == 1
