@@ -59,6 +59,26 @@ def run_killed_after(args, delay_s: float, *, cwd=None, env=None, log: Path | No
             out.close()
 
 
+def run_killed_when(args, ready, *, cwd=None, env=None, timeout: float = 300) -> bool:
+    """Like run_killed_after, but SIGKILL the process group as soon as ``ready()`` is true (e.g. the log has
+    reached a chosen entry), so where the kill lands does not depend on how fast a loaded machine runs.
+    Returns False when the command finished first."""
+    proc = subprocess.Popen([*CLI, *map(str, args)], cwd=cwd, env={**os.environ, **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if ready():
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            _wait_group_gone(proc.pid)
+            return True
+        time.sleep(0.005)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return False
+
+
 def _wait_group_gone(pgid: int, timeout_s: float = 5.0) -> None:
     """Until no process of the group is left (members die asynchronously after SIGKILL)."""
     deadline = time.monotonic() + timeout_s
