@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from poison_gen import gibberish, read_pages, vocabulary  # noqa: E402
-from reference import DATA, read_reference, tag_with  # noqa: E402
+from reference import shuffled_texts, tag_with  # noqa: E402
 
 from provenance.extract import decode, get_extractor  # noqa: E402
 from provenance.store import Store  # noqa: E402
@@ -42,12 +42,10 @@ def main(argv=None) -> int:
     ap.add_argument("--few", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    records = read_reference(DATA, "eval")
-    if records is None:
-        return 2
     rng = random.Random(args.seed)
-    refs = [r["text"] for r in records]
-    rng.shuffle(refs)
+    refs = shuffled_texts(rng, "eval")
+    if refs is None:
+        return 2
     extractor = get_extractor()
     pages = [t for _, raw in read_pages() if (t := extractor.main_text(decode(raw, "text/html")[1], None))]
     clean = refs[:args.clean] + pages

@@ -25,7 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference import DATA, read_reference, tag_with  # noqa: E402
+from reference import shuffled_texts, tag_with  # noqa: E402
 
 from provenance.sql import connect  # noqa: E402
 from provenance.store import Store  # noqa: E402
@@ -43,12 +43,10 @@ def main(argv=None) -> int:
     ap.add_argument("--hosts", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    records = read_reference(DATA, "eval")
-    if records is None:
-        return 2
     rng = random.Random(args.seed)
-    texts = [r["text"] for r in records]
-    rng.shuffle(texts)
+    texts = shuffled_texts(rng, "eval")
+    if texts is None:
+        return 2
     pool = iter(texts)
     names, weights = zip(*SCENARIOS.items())
     docs, scenario_of = [], {}

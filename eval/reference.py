@@ -42,6 +42,16 @@ def read_labelled(path: Path, who: str, columns=("dataset", "label", "generator"
     return pq.read_table(path, columns=list(columns)).to_pylist()
 
 
+def shuffled_texts(rng: random.Random, who: str) -> list[str] | None:
+    """The human reference texts in an order drawn from ``rng`` (None, with one line on stderr, when absent)."""
+    records = read_reference(DATA, who)
+    if records is None:
+        return None
+    texts = [r["text"] for r in records]
+    rng.shuffle(texts)
+    return texts
+
+
 def iso_date(value: str | None) -> str | None:
     """Reuters dates look like '26-FEB-1987 15:01:01.79'; other sources give only '<=2015'."""
     try:
