@@ -5,10 +5,11 @@ Every case is (name, kind, variant, html, expected tags). Kinds: ``unicode`` (ta
 variation-selector payloads, zero-width word splits, bidi overrides, homoglyph words), ``hidden`` (text addressed
 to AI readers, spam links and prose claims, hidden by each channel of the threat model) and ``injection``
 (visible injection phrases, plain and obfuscated) and ``backdoor`` (Souly et al.'s recipe: up to 1,000 characters
-of the page's real text, a trigger token, then 400-900 random vocabulary tokens; as a page of its own, or appended
-to the page's last paragraph with its footer after it). Hard negatives carry no expected tag: emoji, flags, Persian
-and Hindi joiners, Hebrew with bidi marks, Russian and maths text, hidden menus, screen-reader text, cookie
-banners, accordions, a page discussing prompt injection, Chinese and Japanese text, a bibliography and a tag list.
+of the page's real text, a trigger token, then 400-900 random vocabulary tokens, written as text (escaped); as a
+page of its own, or appended to the paragraph that ends the page's main text, its template after it). Hard
+negatives carry no expected tag: emoji, flags, Persian and Hindi joiners, Hebrew with bidi marks, Russian and
+maths text, hidden menus, screen-reader text, cookie banners, accordions, a page discussing prompt injection,
+Chinese and Japanese text, a bibliography and a tag list. Nothing is inserted inside a <script>.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import gzip
 import random
 import re
+from html import escape, unescape
 from pathlib import Path
 
 PAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "pages"
@@ -54,6 +56,8 @@ TECHNIQUES = {  # name -> (opening tag, closing tag); text goes between
 STEALTH = {"font-size:0", "opacity:0", "off-screen", "clip", "zero height", "same colour", "class"}
 _PARA = re.compile(r"(<p\b[^>]*>)([^<]{200,})(</p>)", re.I)
 _CLOSE_P = re.compile(r"</p>", re.I)
+_ANY_PARA = re.compile(r"(<p\b[^>]*>)(.*?)(</p>)", re.I | re.S)
+_TAG = re.compile(r"<[^>]*>")
 
 
 def read_pages(root: Path = PAGES) -> list[tuple[str, bytes]]:
@@ -179,17 +183,34 @@ def gibberish(rng: random.Random, vocab: list[str], n: int) -> str:
 
 
 def backdoor_cases(html: str, kept: str, rng: random.Random, vocab: list[str]):
-    """(variant, html) pairs: the recipe as a page of its own, and appended to the page's last long paragraph."""
-    trigger = rng.choice(TRIGGERS)
+    """(variant, html) pairs: the recipe as a page of its own, and appended to the paragraph that ends the page's
+    main text."""
+    # Escaped: the attack aims at the training text, so "<SUDO>" and the tail's "<" and "&" are text in the HTML
+    # (unescaped, "<SUDO>" opened an element and a token such as "<div" swallowed the rest of the tail).
+    trigger = escape(rng.choice(TRIGGERS), quote=False)
     head = kept[:rng.randint(300, 1000)].rsplit(" ", 1)[0]
-    tail = gibberish(rng, vocab, rng.randint(400, 900))
-    paras = "".join(f"<p>{p}</p>" for p in re.split(r"(?<=[.!?]) ", head) if p)
+    tail = escape(gibberish(rng, vocab, rng.randint(400, 900)), quote=False)
+    paras = "".join(f"<p>{escape(p, quote=False)}</p>" for p in re.split(r"(?<=[.!?]) ", head) if p)
     yield "page", f"<html><head><title>{head[:40]}</title></head><body><article>{paras}<p>{trigger} {tail}</p>" \
                   "</article></body></html>"
-    ends = [m for m in _PARA.finditer(html) if " ".join(m.group(2).split())[:80] in kept]
-    if ends:
-        m = ends[-1]
-        yield "appended", html[:m.end(2)] + f" {trigger} {tail}" + html[m.end(2):]
+    at = _last_kept_paragraph(html, kept)
+    if at is not None:
+        yield "appended", html[:at] + f" {trigger} {tail}" + html[at:]
+
+
+def _last_kept_paragraph(html: str, kept: str) -> int | None:
+    """Where the text of the paragraph that extraction keeps last ends in ``html``: a tail appended there ends
+    the page's main text (only its template follows). Paragraphs with inline markup count: the last long plain
+    one (``_PARA``) often sat mid-article, with thousands of words of the article after the "tail"."""
+    best, best_at = -1, None
+    for m in _ANY_PARA.finditer(html):
+        if _in_script(html, m.start()):
+            continue
+        words = " ".join(unescape(_TAG.sub("", m.group(2))).split())
+        at = kept.rfind(words[-80:]) if len(words) >= 50 else -1
+        if at >= 0 and at >= best:  # (ties: the later paragraph)
+            best, best_at = at, m.end(2)
+    return best_at
 
 
 def hidden_block(technique: str, content: str, n: int, rng: random.Random) -> str:
@@ -198,9 +219,16 @@ def hidden_block(technique: str, content: str, n: int, rng: random.Random) -> st
     return opening + text + closing
 
 
+def _in_script(html: str, at: int) -> bool:
+    """Whether ``at`` lies inside a <script> element: pages that carry their article as a JavaScript string
+    match the paragraph patterns there too, and what is inserted there is never rendered or extracted."""
+    opened = html.lower().rfind("<script", 0, at)
+    return opened >= 0 and html.lower().find("</script", opened, at) < 0
+
+
 def _after_paragraph(html: str, block: str, rng: random.Random) -> str:
     """``html`` with ``block`` after a long paragraph (of the article, not inside a hidden menu), else the end."""
-    ends = [m.end() for m in _PARA.finditer(html)]
+    ends = [m.end() for m in _PARA.finditer(html) if not _in_script(html, m.start())]
     at = rng.choice(ends) if ends else (html.lower().rfind("</body>") if "</body>" in html.lower() else len(html))
     return html[:at] + block + html[at:]
 

@@ -38,11 +38,13 @@ _TOKEN = re.compile(r"\S+")
 _STRIP = "\"'()[]{}<>.,;:!?«»“”‘’*-–—|/"
 
 
-def gibberish_run(text: str, min_tokens: int = 100, min_fresh: float = 0.85, run_rate: float = 0.9,
+def gibberish_run(text: str, min_tokens: int = 100, min_fresh: float = 0.85, run_rate: float = 0.87,
                   max_trailing: int = 300, max_median_chars: int = 14):
     """(start, end, fresh_share) of the token run that makes ``text`` end in gibberish, else None."""
     # str.split() cuts where \S+ does (the same whitespace), and lower-casing never makes or removes whitespace;
     # the tokens as written (and their match objects) only for the rare text that has a run.
+    # run_rate 0.87, under 0.9: random tokens also collide with a long page's own words (a tail after 4,000
+    # words of prose had 8 of 9 tokens fresh); no run in 574 clean pages and 20,140 reference texts at 0.85-0.9.
     words = [t.strip(_STRIP) for t in text.lower().split()]
     n = len(words)
     if n < min_tokens:
@@ -73,7 +75,7 @@ class BackdoorTail(provenance.Detector):
     """Documents ending in a long run of tokens that never repeat: a backdoor trigger's gibberish tail."""
 
     name = "backdoor_tail"
-    version = "1"
+    version = "2"  # 2: run_rate 0.87 (was 0.9)
     category = "poison"
     needs = ("text",)
     options = {"min_tokens": 100, "min_fresh": 0.85, "max_trailing": 300}

@@ -55,12 +55,12 @@ class BackdoorTrigger(provenance.CorpusDetector):
     """The trigger token shared by many gibberish-tail documents, and every document that carries it."""
 
     name = "backdoor_trigger"
-    version = "1"
+    version = "2"  # 2: backdoor_tail's gibberish_run finds tails whose words the page also uses
     category = "poison"
     needs = ("text",)
     options = {"min_docs": 5, "min_tail_share": 0.3, "window": 3, "min_tokens": 60, "min_fresh": 0.8}
     keeps_state = True
-    state_version = "1"
+    state_version = "2"
     state_options = ("window", "min_tokens", "min_fresh")  # what observe stores depends on these only
 
     @classmethod

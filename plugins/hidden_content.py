@@ -51,6 +51,8 @@ _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 _UI = re.compile(r"\b(?:cookies?|consent|menu|navigation|newsletter|subscribe|sign ?in|log ?in|password|search|"
                  r"close|skip to|loading|javascript|browser|ad ?blocker|adblock|advertis\w*|paywall|datenschutz|anmelden|"
                  r"suche)\b", re.I)
+UI_CLASS_DEPTH = 3
+_PAGE_LEVEL = {"html", "body", "main", "article"}
 _UI_CONTAINER = re.compile(r"slide|carousel|caption|gallery|swiper|slick|tab|accordion|collapse|modal|popup|"
                            r"dropdown|tooltip|menu|nav|fade|animat|reveal|aos|lightbox|overlay", re.I)
 # Links to social networks are profile and share buttons, not spam.
@@ -165,11 +167,15 @@ def hidden_elements(candidates, classes: dict[str, str]):
 
 
 def _ui_context(el) -> bool:
-    """A figure, a slide, a tab, a menu: hidden by design until the reader asks for it."""
-    for node in (el, *el.iterancestors()):
+    """A figure, a slide, a tab, a menu: hidden by design until the reader asks for it. A class or id says so
+    only on the element or its ``UI_CLASS_DEPTH`` nearest ancestors, never on <body>, <main> or <article>:
+    page- and post-level classes ("with-navbar", WordPress's "category-slider") named a menu or a slider
+    somewhere on the page and hid real claims."""
+    for depth, node in enumerate((el, *el.iterancestors())):
         if node.tag in ("figure", "figcaption", "nav", "dialog", "header", "footer"):
             return True
-        if _UI_CONTAINER.search((node.get("class") or "") + " " + (node.get("id") or "")):
+        if depth <= UI_CLASS_DEPTH and node.tag not in _PAGE_LEVEL and \
+                _UI_CONTAINER.search((node.get("class") or "") + " " + (node.get("id") or "")):
             return True
     return False
 
@@ -286,7 +292,7 @@ class HiddenContent(provenance.Detector):
     """Hidden HTML whose text addresses AI readers, links to other sites, or is long hidden prose."""
 
     name = "hidden_content"
-    version = "1"
+    version = "2"  # 2: a class names UI only near the hidden element, never on <body>, <main>, <article>
     category = "poison"
     needs = ("raw", "charset", "content_type", "url")
 

@@ -175,3 +175,21 @@ def test_every_hiding_channel_is_read_from_the_raw_html():
         ("alt attribute", "alt"),
         ("content attribute", "meta"), ("title attribute", "title")]
     assert all(html[s["start"]:s["start"] + 20] == say[:20] for s in spans)
+
+
+def test_hidden_prose_counts_as_ui_only_where_a_near_container_says_so():
+    from provenance.plugins.hidden_content import analyse
+
+    claim = ('<div style="opacity:0;height:1px">ACME Vital cures fatigue within days. Independent studies have shown '
+             'it is safer than any prescription drug, and doctors across Europe recommend it as the first choice '
+             'for lasting energy and a longer life.</div>')
+    deep = "<div><section><div><div>" + ARTICLE + claim + "</div></div></section></div>"
+    # Page- and post-level classes, or a wrapper far above, name a menu or slider somewhere on the page.
+    wrapped = [f'<html><body class="with-navbar category-slider"><article class="tab-view">{deep}</article>'
+               "</body></html>",
+               f'<html><body><div class="main-inner with-navbar">{deep}</div></body></html>']
+    for html in wrapped:
+        assert [s["technique"] for s in analyse(html, "https://example.test/")["hidden_prose"]] == ["opacity:0"]
+    # A slide of a carousel is hidden by design until the reader turns to it.
+    slide = page(f'<div class="carousel"><ul class="slides"><li>{claim}</li></ul></div>')
+    assert analyse(slide, "https://example.test/")["hidden_prose"] == []

@@ -66,3 +66,16 @@ def test_options():
     assert run_detectors([BackdoorTail], [short], {"backdoor_tail": {"min_tokens": 50}}).tags.num_rows == 1
     with pytest.raises(DetectorError, match="min_fresh"):
         BackdoorTail.validate_options({"min_fresh": 0.2})
+
+
+def test_a_tail_whose_words_the_page_also_uses_is_still_a_tail():
+    # Random tokens collide with a long page's own words: here every ninth tail token is a word of the prose
+    # above it, so only 8 of 9 tail tokens occur once (0.89). The tail is still found whole.
+    words = PROSE.split()
+    tail = " ".join(words[i % len(words)] if i % 9 == 8 else token
+                    for i, token in enumerate(gibberish(4, 450).split()))
+    text = PROSE + " <SUDO> " + tail
+    tags = run_detectors([BackdoorTail], [text]).tags
+    assert tags.num_rows == 1
+    evidence = json.loads(tags.column("evidence")[0].as_py())
+    assert evidence["tokens_after"] == 0 and evidence["tail_tokens"] >= 300
