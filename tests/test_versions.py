@@ -18,6 +18,7 @@ from warcio.warcwriter import WARCWriter
 import provenance
 from provenance.ingest import run_ingest
 from provenance.plugins.content_drift import ContentDrift
+from provenance.plugins.host_takeover import HostTakeover
 from provenance.plugins.transient_edit import TransientEdit
 from provenance.store import Store
 from provenance.testing import run_detectors
@@ -42,13 +43,15 @@ def html(text: str) -> str:
 A, B, STEADY_TEXT = prose(1, 3), prose(1, 3) + POISON, prose(2)
 
 
-def write_warc(path: Path, when: str, pages: dict[str, str]) -> Path:
+def write_warc(path: Path, when: str, pages: dict[str, str], server: str = "nginx", ip: str = "192.0.2.1") -> Path:
     with open(path, "wb") as fh:
         writer = WARCWriter(fh, gzip=True)
         for url, text in pages.items():
-            http = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
+            http = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Server", server)],
+                                    protocol="HTTP/1.1")
             writer.write_record(writer.create_warc_record(url, "response", payload=BytesIO(html(text).encode()),
-                                                          http_headers=http, warc_headers_dict={"WARC-Date": when}))
+                                                          http_headers=http, warc_headers_dict={
+                                                              "WARC-Date": when, "WARC-IP-Address": ip}))
     return path
 
 
@@ -199,3 +202,23 @@ def test_captures_at_one_time_are_ordered_by_doc_id_in_every_order(tmp_path):
              for n, t in (("x", "one text"), ("y", "another text"))}
     results = [versions(ingest(tmp_path / "-".join(o), files, o)) for o in itertools.permutations(files)]
     assert results[0] == results[1] and [r[2] for r in results[0]] == [1, 2]
+
+
+def test_host_takeover_tags_the_takeover_not_the_owner_s_return_in_every_order(tmp_path):
+    # A domain's pages last January, a casino on another server in June, the owner's pages back in January.
+    pages = {f"https://owned.test/p{i}": prose(10 + i, 3) for i in range(6)}
+    casino = {url: f"Best casino bonus {i}: win big now, new games every day." for i, url in enumerate(pages)}
+    files = {"old": write_warc(tmp_path / "old.warc.gz", OLD, pages),
+             "taken": write_warc(tmp_path / "taken.warc.gz", MID, casino, "LiteSpeed", "198.51.100.7"),
+             "back": write_warc(tmp_path / "back.warc.gz", NEW, pages)}
+    results = []
+    for order in (("old", "taken", "back"), ("back", "taken", "old")):
+        store = ingest(tmp_path / "-".join(order), files, order)
+        con = provenance.connect(store)
+        casino_ids = {r[0] for r in con.execute("SELECT doc_id FROM documents WHERE contains(text, 'casino')")
+                      .fetchall()}
+        con.close()
+        tagged = {t["doc_id"] for t in run_detectors([HostTakeover], store).tags.to_pylist()}
+        results.append(tagged)
+        assert tagged == casino_ids and len(tagged) == 6
+    assert results[0] == results[1]
