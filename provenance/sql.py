@@ -25,14 +25,17 @@ Views (stable names; add, never rename):
               ai_agents_disallowed (null: never checked), directives (noai,
               noindex, ...), license, evidence (JSON: tag -> that tag's
               evidence, plus robots_txt and tdmrep_json), tdm_conflict
-  versions    one row per document: its place among the captures of its URL,
-              ordered by fetch time whatever the source or the order of
-              import: url_key (the URL, scheme, default port, user info and
-              fragment dropped, host lower-cased), doc_id, url, source,
-              fetched_at, version (1, 2, ...), previous_doc_id,
-              previous_fetched_at, change ('first', 'changed', 'same_text';
-              'undated' for a document without fetched_at, which has no
-              place in time and no version)
+  versions    one row per version of a URL (a run of consecutive captures of one
+              document; every capture, document rows and the fetches rows that
+              saw stored bytes, at its own time, whatever the source or the
+              order of import): url_key (the URL, scheme, default port, user
+              info and fragment dropped, host lower-cased), doc_id, url,
+              source, fetched_at (first capture), version (1, 2, ...),
+              previous_doc_id, previous_fetched_at (the previous version's last
+              capture), change ('first', 'changed', 'same_text'; 'undated' for
+              a document with no dated capture, which has no place in time and
+              no version), last_fetched_at, captures (how many), seen_before
+              (the document was an earlier version too: A, B, A)
   reference_texts  every text of the live reference sets of known LLM
               output (``provenance reference add``): reference, ref_id, text,
               text_sha256, source_file, source_line, added_at
@@ -86,7 +89,7 @@ VIEWS = {
     "first_seen": "one row per distinct text: when and where it was first fetched",
     "clusters": "one row per document in a near-duplicate cluster",
     "consent": "one row per document: its TDM reservation, AI agents robots.txt refuses, directives, licence",
-    "versions": "one row per document: its place among the captures of its URL, by fetch time",
+    "versions": "one row per version of a URL (a run of captures of one document), by capture time",
     "reference_texts": "every text of the live reference sets of known LLM output",
 }
 
