@@ -12,7 +12,7 @@ unchanged, and a revert that re-renders the date still agrees with the original.
 
 Corpus-level and state-keeping: ``observe`` keeps per document its URL, fetch time and the sha256 of its
 masked words. ``finish`` lays out every capture of each URL by fetch time: each document at its capture time
-(as the ``versions`` view orders them, by the same URL key) and every later capture of the same bytes the
+(as the ``versions`` view orders them, by the same URL key) and every other capture of the same bytes the
 store recorded (``fetches`` rows with a doc_id: a crawl's unchanged, 304 and changed fetches, and an import's
 ``recaptured`` rows; ``reads_fetches``), since a revert often brings back the very bytes of an earlier
 document, which is then no new document. Consecutive captures with the same masked text form one run; a
