@@ -39,6 +39,7 @@ from provenance.crawlers.items import FetchedPage
 from provenance.crawlers.sitepolicy import POLICY_COLUMNS
 from provenance.documents import DocumentSink, existing_doc_ids
 from provenance.progress import Progress
+from provenance.sql import CAPTURE_OUTCOMES
 from provenance.store import Run, Store, file_sha256, safe_name, utcnow
 
 # Outcomes that mean "we have the page's content" (stored now or before).
@@ -67,13 +68,12 @@ class Known:
 
 # The latest version per URL: the newest of (documents stored, fetches that confirmed a document), so a
 # page that went back to an older version (A -> B -> A) is compared with A, not B.
-_KNOWN_SQL = """
+_KNOWN_SQL = f"""
 WITH seen AS (
     SELECT url, doc_id, fetched_at FROM documents
     UNION ALL
     SELECT url, doc_id, fetched_at FROM fetches
-    WHERE doc_id IS NOT NULL
-      AND outcome IN ('new', 'changed', 'unchanged', 'not_modified', 'integrity_mismatch', 'recaptured')
+    WHERE doc_id IS NOT NULL AND outcome IN ({", ".join(repr(o) for o in CAPTURE_OUTCOMES)})
 ),
 latest AS (
     SELECT url, arg_max(doc_id, coalesce(fetched_at, TIMESTAMPTZ '1970-01-01 00:00:00+00')) AS doc_id

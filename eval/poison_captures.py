@@ -4,7 +4,9 @@ Data: every HTML page under ../shared/data/pages and every distinct HTML 200 res
 ../shared/data/warc (clean, as published). Each page becomes a URL captured three
 times: a baseline, a scheduled re-crawl 30 days later and a confirmation fetch 2 hours after that, written as
 three real WARC files (warcio, response records with HTTP headers and WARC-Date) and imported with
-``provenance ingest`` in the order re-crawl, baseline, confirmation (not the order of capture). Then
+``provenance ingest`` in the order re-crawl, baseline, confirmation (not the order of capture; ``--order``
+another: the confirmation first stores the baseline's bytes at the confirmation's time, and the baseline is then
+a re-capture of them, which the versions place at its own time). Then
 ``provenance tag`` with the poison detectors, through the real runner.
 
 Cases (eval/poison_gen.py injects; a seeded sample of ``--inject-pages`` pages for the poisoned ones):
@@ -29,7 +31,7 @@ Prints recall per kind and variant, precision per detector (tags on clean pages 
 the expected tag on a poisoned URL is right), the false-flag rate on clean pages and on hard negatives per
 detector (flagging tags only: content_drift's minor_edit describes), and the worst false flags with evidence.
 
-    .venv/bin/python eval/poison_captures.py [--inject-pages 60] [--seed 0]
+    .venv/bin/python eval/poison_captures.py [--inject-pages 60] [--seed 0] [--order confirm,recrawl,baseline]
 """
 
 from __future__ import annotations
@@ -211,6 +213,8 @@ def main() -> int:
     parser.add_argument("--warcs", type=Path, default=WARCS, help="WARC HTML responses to add as clean pages")
     parser.add_argument("--no-warcs", action="store_true", help="only the pages")
     parser.add_argument("--worst", type=int, default=8, help="false flags to print")
+    parser.add_argument("--order", default="recrawl,baseline,confirm",
+                        help="order of import of the three captures (any order gives the same result)")
     args = parser.parse_args()
     if not args.pages.exists():
         print(f"eval: {args.pages} not found (needs ../shared)", file=sys.stderr)
@@ -228,7 +232,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         baseline, recrawl, confirm = write_warcs(cases, Path(tmp))
         store = str(Path(tmp) / "store")
-        for path in (recrawl, baseline, confirm):  # not the order of capture
+        files = {"baseline": baseline, "recrawl": recrawl, "confirm": confirm}
+        order = args.order.split(",")
+        if sorted(order) != sorted(files):
+            print(f"eval: --order must name baseline, recrawl and confirm once each, got {args.order!r}",
+                  file=sys.stderr)
+            return 2
+        for path in (files[name] for name in order):  # by default not the order of capture
             provenance_cli("ingest", "--store", store, "--crawl-id", path.name.split(".")[0], str(path))
         t1 = time.perf_counter()
         provenance_cli("tag", "--store", store, "--plugins", ",".join(DETECTORS))
@@ -248,7 +258,7 @@ def main() -> int:
         tags[url].append((detector, tag, score, evidence))
     n_clean = sum(c["kind"] == "clean" for c in cases)
     n_negative = sum(c["kind"] == "negative" for c in cases)
-    print(f"poison detectors on {len(cases)} URLs x 3 captures (WARC, imported re-crawl, baseline, confirmation): "
+    print(f"poison detectors on {len(cases)} URLs x 3 captures (WARC, imported {', '.join(order)}): "
           f"{n_clean} clean pages of {args.pages.name}/, {len(cases) - n_clean - n_negative} poisoned from "
           f"{len(sample)} of them, {n_negative} hard negatives; {n_docs} documents, {recaptured} recaptured fetch "
           f"rows; ingest {t1 - t0:.0f} s, tag {t2 - t1:.0f} s")

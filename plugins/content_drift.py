@@ -2,8 +2,9 @@
 
 Split-view poisoning (Carlini et al., arXiv:2302.10149) swaps what a URL serves after it was vetted; for a
 re-crawled or re-imported corpus every new capture is the "later download". This detector compares each
-document with the capture of its URL just before it (the ``previous`` need: the ``versions`` view's order
-by fetched_at, whatever the source), after masking what changes on every honest page (dates, times, numbers
+document with the version of its URL just before the document's earliest capture (the ``previous`` need: the
+``versions`` view's order by capture time, every capture of the document counted, whatever the source or the
+order of import), after masking what changes on every honest page (dates, times, numbers
 and counters, month and day names; a run of numbers is one mask), and tags, category ``poison``:
 
   replaced     word-shingle Jaccard similarity below ``replaced_below`` (0.3): another text at the same URL
@@ -120,7 +121,9 @@ class ContentDrift(provenance.Detector):
     """Replaced pages and major edits since the earlier capture of the same URL (minor edits described)."""
 
     name = "content_drift"
-    version = "2"  # 2: a run of numbers masks as one (a counter that grew a digit group is no edit)
+    # 2: a run of numbers masks as one (a counter that grew a digit group is no edit); 3: previous by every capture
+    # (fetches rows too), so an older capture imported late no longer makes a later one the earlier version
+    version = "3"
     category = "poison"
     needs = ("text", "text_sha256", "fetched_at", "previous")
     options = {"shingle": 3, "replaced_below": 0.3, "major_below": 0.8}

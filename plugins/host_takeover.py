@@ -8,8 +8,10 @@ or address changed too, or whose pages became a domain-parking page, changed han
 Corpus-level and state-keeping: ``observe`` keeps per document its URL, registered domain, fetch time, text
 hash, the sha256 of its words with dates and counters masked (``content_drift.masked_key``), the ``Server``
 header, the resolved IP and whether the text reads as a parking page. ``finish`` orders
-the captures of each URL by fetch time (the same order as the ``versions`` view, ``versions_sql``), takes
-every re-capture (a URL seen before), and groups them per registered domain and capture day. A group is a
+the captures of each URL by fetch time (the ``versions`` view's order, ``versions_sql``: documents and the
+fetch rows that re-saw their bytes, each at its own time, whatever the order of import; ``reads_fetches``),
+takes every document that replaced an earlier version of its URL (a return to an earlier document is no new
+content), and groups them per registered domain and capture day. A group is a
 takeover when it has at least ``min_urls`` re-captured URLs, at least ``min_changed_share`` of them changed
 text (after masking: a template whose date line changes on every page, during a hosting move, is no takeover), and at least ``min_signal_share`` of them changed ``Server`` or IP, or are parking pages. Its changed
 re-captures are tagged ``host_takeover`` (category ``poison``): score 0.9 with a parking page or both server
@@ -31,7 +33,7 @@ import pyarrow.compute as pc
 import provenance
 from provenance.detectors import DetectorError
 from provenance.plugins.content_drift import masked_key
-from provenance.sql import sql_list, versions_sql
+from provenance.sql import captures_sql, sql_list, versions_sql
 
 # Phrases of domain-parking and for-sale pages (registrars' and parking services' templates).
 PARKING_RE2 = ("(?i)(?:this domain (?:name )?(?:is|may be) for sale|buy this domain|domain (?:is|has been) parked|"
@@ -44,7 +46,7 @@ v AS ({versions}),
 recaptured AS (
     SELECT *, fetched_at::DATE AS day,
            change = 'changed' AND masked IS DISTINCT FROM previous_masked AS text_changed
-    FROM v WHERE previous_doc_id IS NOT NULL
+    FROM v WHERE previous_doc_id IS NOT NULL AND NOT seen_before
 ),
 hosts AS (
     SELECT registered_domain, day,
@@ -70,11 +72,14 @@ class HostTakeover(provenance.CorpusDetector):
     """Re-captured pages of a domain replaced together, on a new server or IP, or turned into parking pages."""
 
     name = "host_takeover"
-    version = "2"  # 2: a page counts as changed only when its masked text changed (dates, counters ignored)
+    # 2: a page counts as changed only when its masked text changed (dates, counters ignored); 3: captures in the
+    # fetches rows place a document at its earliest capture
+    version = "3"
     category = "poison"
     needs = ("url", "registered_domain", "fetched_at", "text_sha256", "headers", "resolved_ip", "text")
     options = {"min_urls": 5, "min_changed_share": 0.8, "min_signal_share": 0.5}
     keeps_state = True
+    reads_fetches = True
     state_version = "2"  # 2: the masked-text key
     state_options = ()  # the state rows do not depend on the thresholds
 
@@ -108,7 +113,9 @@ class HostTakeover(provenance.CorpusDetector):
 
         sql = TAKEOVER_SQL.format(
             files=sql_list(corpus.state_files),
-            versions=versions_sql("s", ("registered_domain", "server", "resolved_ip", "parked", "masked")),
+            versions=versions_sql("s", ("registered_domain", "server", "resolved_ip", "parked", "masked"),
+                                  captures_sql(f"read_parquet({sql_list(corpus.fetch_files)}, union_by_name = true)")
+                                  if corpus.fetch_files else None),
             **{k: self.options[k] for k in ("min_urls", "min_changed_share", "min_signal_share")})
         with tempfile.TemporaryDirectory(prefix="host_takeover-") as own_scratch:
             con = duckdb.connect(config={"temp_directory": corpus.scratch_dir or own_scratch,

@@ -12,7 +12,7 @@ unchanged, and a revert that re-renders the date still agrees with the original.
 
 Corpus-level and state-keeping: ``observe`` keeps per document its URL, fetch time and the sha256 of its
 masked words. ``finish`` lays out every capture of each URL by fetch time: each document at its capture time
-(as the ``versions`` view orders them, by the same URL key) and every later capture of the same bytes the
+(as the ``versions`` view orders them, by the same URL key) and every other capture of the same bytes the
 store recorded (``fetches`` rows with a doc_id: a crawl's unchanged, 304 and changed fetches, and an import's
 ``recaptured`` rows; ``reads_fetches``), since a revert often brings back the very bytes of an earlier
 document, which is then no new document. Consecutive captures with the same masked text form one run; a
@@ -37,10 +37,7 @@ import pyarrow as pa
 import provenance
 from provenance.detectors import DetectorError
 from provenance.plugins.content_drift import compare, masked_key
-from provenance.sql import sql_list, url_key_sql
-
-# Fetch outcomes that saw a document's bytes at fetch time (crawlers/session.py's latest-known rule too).
-CONFIRMING = ("new", "changed", "unchanged", "not_modified", "integrity_mismatch", "recaptured")
+from provenance.sql import captures_sql, sql_list, url_key_sql
 
 TRANSIENT_SQL = """
 WITH s AS (SELECT DISTINCT ON (doc_id) * FROM read_parquet({state}) ORDER BY doc_id, fetched_at NULLS LAST),
@@ -48,7 +45,7 @@ f AS ({fetches}),
 captures AS (
     SELECT doc_id, url, fetched_at, masked FROM s WHERE fetched_at IS NOT NULL
     UNION ALL
-    SELECT f.doc_id, f.url, f.fetched_at, s.masked FROM f JOIN s USING (doc_id)
+    SELECT f.doc_id, s.url, f.fetched_at, s.masked FROM f JOIN s USING (doc_id)
 ),
 keyed AS (SELECT DISTINCT {url_key} AS url_key, doc_id, fetched_at, masked FROM captures),
 marked AS (
@@ -112,10 +109,8 @@ class TransientEdit(provenance.CorpusDetector):
             return
         import duckdb
 
-        fetches = (f"SELECT url, doc_id, fetched_at FROM read_parquet({sql_list(corpus.fetch_files)}, "
-                   f"union_by_name = true) WHERE doc_id IS NOT NULL AND outcome IN "
-                   f"({', '.join(repr(o) for o in CONFIRMING)})" if corpus.fetch_files else
-                   "SELECT NULL::VARCHAR AS url, NULL::VARCHAR AS doc_id, NULL::TIMESTAMPTZ AS fetched_at LIMIT 0")
+        fetches = (captures_sql(f"read_parquet({sql_list(corpus.fetch_files)}, union_by_name = true)")
+                   if corpus.fetch_files else "SELECT NULL::VARCHAR AS doc_id, NULL::TIMESTAMPTZ AS fetched_at LIMIT 0")
         sql = TRANSIENT_SQL.format(state=sql_list(corpus.state_files), fetches=fetches, url_key=url_key_sql("url"))
         with tempfile.TemporaryDirectory(prefix="transient_edit-") as own_scratch:
             con = duckdb.connect(config={"temp_directory": corpus.scratch_dir or own_scratch,

@@ -25,8 +25,8 @@ import pyarrow as pa
 CATEGORIES = ("llm", "poison", "duplicate", "quality", "provenance", "other")
 # Not document columns, but things the runner can join in for a detector that asks.
 SPECIAL_NEEDS = {
-    # the earlier version of the same URL (the versions view: the capture just before, by fetched_at, whatever
-    # the source), as previous_<column>
+    # the earlier version of the same URL (the versions view: the version just before the document's earliest
+    # capture, by capture time, whatever the source or the order of import), as previous_<column>
     "previous": ("previous_doc_id", "previous_text", "previous_text_sha256", "previous_raw_sha256",
                  "previous_fetched_at", "previous_headers", "previous_url", "previous_raw", "previous_resolved_ip"),
 }

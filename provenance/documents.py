@@ -163,6 +163,10 @@ def existing_doc_ids(snapshot: Snapshot) -> set[str]:
 class KnownCaptures:
     """(doc_id, fetched_at) of every capture the store holds: documents and recorded re-captures.
 
+    A crawl's own fetch rows are left out: they would make the set grow with every re-crawl, and a crawl's
+    fetch and an import's capture at the very same microsecond are no real case (the versions view counts such
+    a pair once anyway).
+
     Read from the store the first time an import meets a document it already holds (an import of new pages
     never reads it), so importing the same WARC twice records each capture once.
     """
@@ -204,8 +208,9 @@ class DocumentSink:
 
     ``flush_rows``/``flush_bytes`` bound both memory and how much a kill can lose. With ``captures``
     (imports), a dated row whose doc_id is already stored, at a time the store has no capture of it at, becomes
-    a ``fetches`` row (outcome ``recaptured``): a page that changed and changed back (A, B, A) shows its
-    revert only so (the ``transient_edit`` detector). A crawl records its own fetch rows.
+    a ``fetches`` row (outcome ``recaptured``): a capture of those bytes at its own time, which places the
+    document in the ``versions`` view (an older capture imported after a later one) and shows a page that changed
+    and changed back (A, B, A). A crawl records its own fetch rows.
     """
 
     run: Run

@@ -115,14 +115,15 @@ class _UnitTagger:
     and stay pending for the next run), a memory fault gets a fresh worker.
     """
 
-    def __init__(self, detectors: list[dict], run_id: str, tag: TagSettings, previous_paths: list[str] | None):
+    def __init__(self, detectors: list[dict], run_id: str, tag: TagSettings, previous_paths: list[str] | None,
+                 previous_fetch_paths: list[str] = ()):
         import ray
 
         from provenance.pluginmanager import get_plugin_manager, load_plugin_modules
 
         self.run_id, self.tag = run_id, tag
         # Each actor orders the captures itself (a DuckDB connection does not travel); only those that need it.
-        self.previous = PreviousLookup(previous_paths) if previous_paths is not None else None
+        self.previous = PreviousLookup(previous_paths, previous_fetch_paths) if previous_paths is not None else None
         self.pid = os.getpid()
         self.node_id = ray.get_runtime_context().get_node_id()
         self.druns: dict[str, DetectorRun] = {}
@@ -246,7 +247,8 @@ class RayTagPass(_TagPass):
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
             fn_constructor_kwargs={"detectors": detectors, "run_id": self.run.run_id, "tag": self.tag,
                                    "previous_paths": ([str(p) for p in self.snapshot.paths("documents")]
-                                                     if needs_previous else None)})
+                                                     if needs_previous else None),
+                                   "previous_fetch_paths": [str(p) for p in self.snapshot.paths("fetches")]})
         # What is still out: result rows per unit, units per file; a file is committed when its last unit is in.
         expected = {u["unit"]: sum(len(r) for r in json.loads(u["work"]).values()) for u in units}
         unit_rows = {u["unit"]: u["end"] - u["start"] for u in units}

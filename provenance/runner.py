@@ -357,12 +357,15 @@ class TagSummary:
 class PreviousLookup:
     """Adds previous_* columns (the earlier version of the same URL) for detectors that need "previous".
 
-    The earlier version is the one the ``versions`` view names (provenance.sql.versions_sql): the capture of
-    the same URL just before, by fetched_at, whatever the source or the order of import. Built once per run:
-    DuckDB orders every document file's (doc_id, url, fetched_at) and keeps, per document that has an earlier
-    version, where that version lives (file, row), in DuckDB's own memory (spilled to disk when large), not in
-    Python. ``add`` then joins one batch: it reads from Parquet only the rows of that batch's earlier versions
-    (DuckDB skips the row groups it does not need), so memory is bounded by the batch, not the corpus.
+    The earlier version is the one the ``versions`` view names (provenance.sql.versions_sql) for the document's
+    first version: the version of the same URL just before the document's earliest capture, every capture (a
+    document row or a fetch row that saw stored bytes: ``fetch_paths``) at its own time, whatever the source or
+    the order of import. previous_fetched_at is that version's last capture before this document appeared (not
+    its stored fetched_at, which an older capture of the same bytes imported later leaves behind). Built once
+    per run: DuckDB orders every capture and keeps, per document that has an earlier version, where that
+    version lives (file, row), in DuckDB's own memory (spilled to disk when large), not in Python. ``add`` then
+    joins one batch: it reads from Parquet only the rows of that batch's earlier versions (DuckDB skips the row
+    groups it does not need), so memory is bounded by the batch, not the corpus.
 
     ``add`` appends the columns of COLUMNS under their names, except previous_doc_id, which it appends as
     PREVIOUS_DOC_ID: a batch may also hold the stored previous_doc_id column (the crawl's link), read for a
@@ -372,23 +375,29 @@ class PreviousLookup:
     COLUMNS = tuple((name, name.removeprefix("previous_")) for name in SPECIAL_NEEDS["previous"])
     PREVIOUS_DOC_ID = "__previous_doc_id"
 
-    def __init__(self, doc_paths):
+    def __init__(self, doc_paths, fetch_paths=()):
         import duckdb
 
-        from provenance.sql import sql_list, versions_sql
+        from provenance.sql import captures_sql, sql_list, versions_sql
 
         self.con = duckdb.connect()
         self.con.execute("SET preserve_insertion_order = false")
         self._fields = schemas.load("documents").arrow
         paths = [str(p) for p in doc_paths]
         if not paths:
-            self.con.execute("CREATE TABLE prev (doc_id VARCHAR, prev_file VARCHAR, prev_row BIGINT)")
+            self.con.execute("CREATE TABLE prev (doc_id VARCHAR, prev_file VARCHAR, prev_row BIGINT, "
+                             "prev_at TIMESTAMPTZ)")
             return
         files = f"read_parquet({sql_list(paths)}, filename=true, file_row_number=true, union_by_name=true)"
+        fetches = [str(p) for p in fetch_paths]
+        captures = captures_sql(f"read_parquet({sql_list(fetches)}, union_by_name=true)") if fetches else None
         chain = versions_sql(f"(SELECT doc_id, url, fetched_at, text_sha256, filename, file_row_number FROM {files})",
-                             ("filename", "file_row_number"))
+                             ("filename", "file_row_number"), captures)
+        # A document's first version: where its bytes first appeared at the URL (a later return to them, A B A,
+        # is no new document; transient_edit reads that).
         self.con.execute(f"CREATE TABLE prev AS SELECT doc_id, previous_filename AS prev_file, "
-                         f"previous_file_row_number AS prev_row FROM ({chain}) WHERE previous_doc_id IS NOT NULL")
+                         f"previous_file_row_number AS prev_row, previous_fetched_at AS prev_at FROM ({chain}) "
+                         f"WHERE previous_doc_id IS NOT NULL AND NOT seen_before")
 
     def _previous_rows(self, doc_ids: pa.Array) -> pa.Table:
         """(doc_id, then the documents columns of COLUMNS) of the earlier versions of ``doc_ids``."""
@@ -397,11 +406,12 @@ class PreviousLookup:
         con = self.con
         con.register("_batch", pa.table({"doc_id": doc_ids}))
         try:
-            want = con.sql("SELECT b.doc_id, p.prev_file, p.prev_row FROM _batch b JOIN prev p USING (doc_id)"
-                               ).to_arrow_table()
+            want = con.sql("SELECT b.doc_id, p.prev_file, p.prev_row, p.prev_at FROM _batch b "
+                           "JOIN prev p USING (doc_id)").to_arrow_table()
         finally:
             con.unregister("_batch")
-        cols = ", ".join(f"d.{c}" for _, c in self.COLUMNS)
+        # previous_fetched_at: the chain's time of the earlier capture, not the stored row's
+        cols = ", ".join("w.prev_at" if name == "previous_fetched_at" else f"d.{c}" for name, c in self.COLUMNS)
         parts = []
         if want.num_rows:
             con.register("_want", want)
@@ -691,7 +701,7 @@ class _TagPass:
     def _previous_lookup(self) -> PreviousLookup:
         """Built on first use: only a file read for a detector that needs "previous" pays for it."""
         if self._previous is None:
-            self._previous = PreviousLookup(self.snapshot.paths("documents"))
+            self._previous = PreviousLookup(self.snapshot.paths("documents"), self.snapshot.paths("fetches"))
         return self._previous
 
     def _tag_file(self, entry: FileEntry) -> None:

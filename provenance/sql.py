@@ -25,14 +25,17 @@ Views (stable names; add, never rename):
               ai_agents_disallowed (null: never checked), directives (noai,
               noindex, ...), license, evidence (JSON: tag -> that tag's
               evidence, plus robots_txt and tdmrep_json), tdm_conflict
-  versions    one row per document: its place among the captures of its URL,
-              ordered by fetch time whatever the source or the order of
-              import: url_key (the URL, scheme, default port, user info and
-              fragment dropped, host lower-cased), doc_id, url, source,
-              fetched_at, version (1, 2, ...), previous_doc_id,
-              previous_fetched_at, change ('first', 'changed', 'same_text';
-              'undated' for a document without fetched_at, which has no
-              place in time and no version)
+  versions    one row per version of a URL (a run of consecutive captures of one
+              document; every capture, document rows and the fetches rows that
+              saw stored bytes, at its own time, whatever the source or the
+              order of import): url_key (the URL, scheme, default port, user
+              info and fragment dropped, host lower-cased), doc_id, url,
+              source, fetched_at (first capture), version (1, 2, ...),
+              previous_doc_id, previous_fetched_at (the previous version's last
+              capture), change ('first', 'changed', 'same_text'; 'undated' for
+              a document with no dated capture, which has no place in time and
+              no version), last_fetched_at, captures (how many), seen_before
+              (the document was an earlier version too: A, B, A)
   reference_texts  every text of the live reference sets of known LLM
               output (``provenance reference add``): reference, ref_id, text,
               text_sha256, source_file, source_line, added_at
@@ -86,7 +89,7 @@ VIEWS = {
     "first_seen": "one row per distinct text: when and where it was first fetched",
     "clusters": "one row per document in a near-duplicate cluster",
     "consent": "one row per document: its TDM reservation, AI agents robots.txt refuses, directives, licence",
-    "versions": "one row per document: its place among the captures of its URL, by fetch time",
+    "versions": "one row per version of a URL (a run of captures of one document), by capture time",
     "reference_texts": "every text of the live reference sets of known LLM output",
 }
 
@@ -295,36 +298,76 @@ def url_key_sql(column: str = "url") -> str:
     return URL_KEY_SQL.replace("{url}", column)
 
 
-def versions_sql(relation: str, carry: tuple[str, ...] = ()) -> str:
+# Fetch outcomes that saw a stored document's bytes at fetch time: a crawl's stored or confirmed fetches (a 304,
+# an unchanged page, a page back to an older body) and an import's re-capture of bytes already stored. Each is a
+# capture of its doc_id at its fetched_at as much as the document row is (the versions view, the runner's
+# previous_* join, a crawl's latest known version in crawlers/session.py, transient_edit).
+CAPTURE_OUTCOMES = ("new", "changed", "unchanged", "not_modified", "integrity_mismatch", "recaptured")
+
+
+def captures_sql(fetches: str) -> str:
+    """(doc_id, fetched_at) of the rows of ``fetches`` (a relation of the fetches schema) that captured a document."""
+    outcomes = ", ".join(sql_string(o) for o in CAPTURE_OUTCOMES)
+    return (f"SELECT doc_id, fetched_at FROM {fetches} "
+            f"WHERE doc_id IS NOT NULL AND fetched_at IS NOT NULL AND outcome IN ({outcomes})")
+
+
+def versions_sql(relation: str, carry: tuple[str, ...] = (), captures: str | None = None) -> str:
     """The versions of every URL in ``relation`` (columns doc_id, url, fetched_at, text_sha256, and ``carry``).
 
-    One home for the order of captures, read by the ``versions`` view and by the tag runner's previous_*
-    join: per url_key, by fetched_at then doc_id, each document once (its earliest capture). Each ``carry``
-    column c comes out as c and as previous_c (the previous version's c). Undated documents are outside the
-    chain: change 'undated', no version, no previous.
+    One home for the order of captures, read by the ``versions`` view, the tag runner's previous_* join and
+    host_takeover. A capture is a document row or a row of ``captures`` (a relation of doc_id, fetched_at:
+    ``captures_sql``), each at its own time, so the order does not depend on which capture of some bytes was
+    imported first. Per url_key, captures by fetched_at then doc_id; a version is a run of consecutive captures
+    of one document (A, A, B, A: three versions), with its first and last capture time and how many captures
+    it spans; ``seen_before`` marks a version whose document was an earlier version too (the second A). Each
+    ``carry`` column c (from the document's earliest row) comes out as c and as previous_c (the previous
+    version's c). Documents with no dated capture are outside the chain: change 'undated', no version, no
+    previous.
     """
     extra = "".join(f", {c}" for c in carry)
-    lagged = "".join(f", lag({c}) OVER w AS previous_{c}" for c in carry)
+    extra_o = "".join(f", o.{c}" for c in carry)
+    lagged = "".join(f", lag(o.{c}) OVER w AS previous_{c}" for c in carry)
     nulls = "".join(f", {c}, NULL AS previous_{c}" for c in carry)
+    others = f"UNION SELECT doc_id, fetched_at FROM ({captures})" if captures else ""
     return f"""
-WITH once AS (
+WITH docs AS (SELECT doc_id, url, fetched_at, text_sha256{extra} FROM {relation}),
+once AS (
     SELECT DISTINCT ON (doc_id) doc_id, url, fetched_at, text_sha256{extra}, {url_key_sql('url')} AS url_key
-    FROM {relation} ORDER BY doc_id, fetched_at NULLS LAST
+    FROM docs ORDER BY doc_id, fetched_at NULLS LAST
+),
+seen AS (
+    SELECT s.doc_id, s.fetched_at, o.url_key
+    FROM (SELECT doc_id, fetched_at FROM docs WHERE fetched_at IS NOT NULL {others}) s JOIN once o USING (doc_id)
+),
+starts AS (
+    SELECT *, CASE WHEN doc_id = lag(doc_id) OVER w THEN 0 ELSE 1 END AS starts
+    FROM seen WINDOW w AS (PARTITION BY url_key ORDER BY fetched_at, doc_id)
+),
+runs AS (
+    SELECT url_key, version, any_value(doc_id) AS doc_id, min(fetched_at) AS fetched_at,
+           max(fetched_at) AS last_fetched_at, count(*) AS captures
+    FROM (SELECT *, sum(starts) OVER (PARTITION BY url_key ORDER BY fetched_at, doc_id
+                                      ROWS UNBOUNDED PRECEDING) AS version FROM starts)
+    GROUP BY url_key, version
 ),
 dated AS (
-    SELECT url_key, doc_id, url, fetched_at, row_number() OVER w AS version,
-           lag(doc_id) OVER w AS previous_doc_id, lag(fetched_at) OVER w AS previous_fetched_at,
-           CASE WHEN lag(doc_id) OVER w IS NULL THEN 'first'
-                WHEN text_sha256 IS NOT DISTINCT FROM lag(text_sha256) OVER w THEN 'same_text'
-                ELSE 'changed' END AS change{extra}{lagged}
-    FROM once WHERE fetched_at IS NOT NULL
-    WINDOW w AS (PARTITION BY url_key ORDER BY fetched_at, doc_id)
+    SELECT r.url_key, r.doc_id, o.url, r.fetched_at, r.version::BIGINT AS version,
+           lag(r.doc_id) OVER w AS previous_doc_id, lag(r.last_fetched_at) OVER w AS previous_fetched_at,
+           CASE WHEN lag(r.doc_id) OVER w IS NULL THEN 'first'
+                WHEN o.text_sha256 IS NOT DISTINCT FROM lag(o.text_sha256) OVER w THEN 'same_text'
+                ELSE 'changed' END AS change,
+           r.last_fetched_at, r.captures, r.version > min(r.version) OVER (PARTITION BY r.doc_id) AS seen_before
+           {extra_o}{lagged}
+    FROM runs r JOIN once o USING (doc_id)
+    WINDOW w AS (PARTITION BY r.url_key ORDER BY r.version)
 )
 SELECT * FROM dated
 UNION ALL BY NAME
 SELECT url_key, doc_id, url, fetched_at, NULL::BIGINT AS version, NULL::VARCHAR AS previous_doc_id,
-       NULL::TIMESTAMPTZ AS previous_fetched_at, 'undated' AS change{nulls}
-FROM once WHERE fetched_at IS NULL
+       NULL::TIMESTAMPTZ AS previous_fetched_at, 'undated' AS change, NULL::TIMESTAMPTZ AS last_fetched_at,
+       0::BIGINT AS captures, false AS seen_before{nulls}
+FROM once WHERE doc_id NOT IN (SELECT doc_id FROM seen)
 """
 
 
@@ -346,7 +389,8 @@ def create_views(con: duckdb.DuckDBPyConnection, store: Store, snapshot: Snapsho
     con.execute(CLUSTERS_SQL)
     con.execute(CONSENT_SQL)
     con.execute(f"CREATE OR REPLACE VIEW versions AS SELECT url_key, doc_id, url, source, fetched_at, version, "
-                f"previous_doc_id, previous_fetched_at, change FROM ({versions_sql('documents', ('source',))})")
+                f"previous_doc_id, previous_fetched_at, change, last_fetched_at, captures, seen_before "
+                f"FROM ({versions_sql('documents', ('source',), captures_sql('fetches'))})")
     score_columns = ",\n           ".join(
         f"max(score) FILTER (WHERE category = '{c}') AS {c}_score" for c in SCORE_CATEGORIES)
     score_select = ", ".join(f"c.{c}_score" for c in SCORE_CATEGORIES)
