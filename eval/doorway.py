@@ -79,8 +79,9 @@ def template_pages(rng: random.Random, text: str, n: int, with_service: bool, co
     if contact:
         template += " Call {phone} today, or visit our office at {street} Main Street, {city} {zip}."
     cities = rng.sample(CITIES, n)
-    return [template.format(city=c, service=rng.choice(SERVICES), phone=f"({rng.randint(201, 989)}) 555-0{rng.randint(100, 199)}",
-                            street=rng.randint(10, 9999), zip=f"{rng.randint(10000, 99999)}") for c in cities]
+    return [template.format(city=c, service=rng.choice(SERVICES), street=rng.randint(10, 9999),
+                            phone=f"({rng.randint(201, 989)}) 555-0{rng.randint(100, 199)}",
+                            zip=f"{rng.randint(10000, 99999)}") for c in cities]
 
 
 def main(argv=None) -> int:
@@ -114,8 +115,9 @@ def main(argv=None) -> int:
             pages = []
             for i in range(n):
                 desc = " ".join(next(texts).split()[:rng.randint(20, 80)])
-                pages.append(f"{NAV.format(a='Shop', b='Cart')}\nItem {1000 + i} | In stock | ${rng.randint(5, 500)}.99\n"
-                             f"{desc}\n{SHIP}\n{FOOTER.format(year=2023, host=host)}")
+                price = f"Item {1000 + i} | In stock | ${rng.randint(5, 500)}.99"
+                footer = FOOTER.format(year=2023, host=host)
+                pages.append(f"{NAV.format(a='Shop', b='Cart')}\n{price}\n{desc}\n{SHIP}\n{footer}")
         elif scenario == "syndication":
             head = f"{host} — Reprinted with permission from the wire. Share | Print | Email"
             pages = [f"{head}\n{story}" for story in rng.sample(stories, n)]

@@ -7,11 +7,13 @@ stuffing), so this detector reads the cross-document signal: the pages of a host
 except at a few short places, where each page puts its own value.
 
 Corpus-level and state-keeping: ``observe`` keeps per document its registered domain, its token count and a
-MinHash signature (``num_perm`` values) of its word 3-shingles, lower-cased with outer punctuation stripped.
-``finish`` groups the signatures per domain in DuckDB (only domains with ``min_pages`` or more), joins pages
-that share a band of the signature (candidates: shingle Jaccard above about 0.5), then verifies each candidate
-group on the texts of its pages only (one DuckDB scan of the document files): every page is aligned token by
-token with the group's most central page (``difflib``). A page fits the template when at least
+MinHash signature (``num_perm`` values) of its set of words, lower-cased with outer punctuation stripped (words,
+not shingles: a slot changes one word of the set but every shingle across it). ``finish`` groups the signatures
+per domain in DuckDB (only domains with ``min_pages`` or more), joins pages that share a band of the signature
+(candidates: word-set Jaccard above about 0.6), then verifies each candidate group on the texts of its pages only
+(one DuckDB scan of the document files per chunk of groups): every page is aligned token by token with the
+group's most central page (most band collisions; ``difflib``), and the pages that did not fit are tried again
+around the next central page. A page fits the template when at least
 ``min_template_share`` of its tokens align, every differing place is at most ``max_slot_tokens`` tokens long, at
 most ``max_slot_values`` distinct values fill them (a doorway repeats its city and service; an earnings table
 differs in a dozen numbers) and some value holds a letter (pages differing only in numbers and dates are a
@@ -46,6 +48,7 @@ _PRIME = (1 << 61) - 1
 _LETTER = re.compile(r"[^\W\d_]")
 MAX_ALIGN_TOKENS = 3000  # alignment cost grows with length; a doorway's template shows in its first pages' worth
 TEMPLATE_CHARS = 300
+TEXTS_PER_CHUNK = 50_000  # candidate pages whose texts are read in one scan of the document files
 MAX_ROUNDS = 20  # templates looked for per candidate group: each round aligns the group's pages once
 SAMPLE_VALUES = 10  # other pages' slot values shown in the evidence
 HOSTS_PER_PART = 1000  # domains read from DuckDB at a time: the signatures of a part in memory, not all
@@ -173,28 +176,37 @@ class DoorwayPages(provenance.CorpusDetector):
                 for part in reader:
                     for domain, doc_ids, sigs in zip(*(part.column(i).to_pylist() for i in range(3))):
                         groups.extend((domain, g, c) for g, c in self._candidates(doc_ids, sigs))
-                if not groups:
-                    return
-                wanted = pa.table({"doc_id": [d for _, g, _ in groups for d in g]})
-                con.register("wanted", wanted)
-                texts = dict(con.execute(f"SELECT doc_id, text FROM read_parquet({sql_list(corpus.doc_files)}) "
-                                         "WHERE doc_id IN (SELECT doc_id FROM wanted)").fetchall())
+                # the texts of candidate pages only, a chunk of groups at a time: memory bounded by the chunk
+                chunk, size = [], 0
+                for group in groups + [None]:
+                    if group is not None:
+                        chunk.append(group)
+                        size += len(group[1])
+                    if chunk and (group is None or size >= TEXTS_PER_CHUNK):
+                        con.register("wanted", pa.table({"doc_id": [d for _, g, _ in chunk for d in g]}))
+                        texts = dict(con.execute(f"SELECT doc_id, text FROM read_parquet({sql_list(corpus.doc_files)}) "
+                                                 "WHERE doc_id IN (SELECT doc_id FROM wanted)").fetchall())
+                        for domain, doc_ids, collisions in chunk:
+                            yield from self._templates(domain, doc_ids, collisions, texts)
+                        chunk, size = [], 0
             finally:
                 con.close()
-        for domain, doc_ids, collisions in groups:
-            # a candidate group may hold several templates, or a template among pages it merely resembles:
-            # take the most central page left, its fitting pages form one template; repeat on the rest
-            remaining = sorted(doc_ids, key=lambda d: (-collisions[d], d))
-            for _ in range(MAX_ROUNDS):
-                if len(remaining) < opts["min_pages"]:
-                    break
-                found = self._verify(domain, remaining, texts)
-                if found is None:
-                    remaining = remaining[1:]
-                else:
-                    yield found
-                    tagged = set(found.column("doc_id").to_pylist())
-                    remaining = [d for d in remaining[1:] if d not in tagged]
+
+    def _templates(self, domain, doc_ids, collisions, texts):
+        """The tags of every template found in one candidate group."""
+        # a candidate group may hold several templates, or a template among pages it merely resembles:
+        # take the most central page left, its fitting pages form one template; repeat on the rest
+        remaining = sorted(doc_ids, key=lambda d: (-collisions[d], d))
+        for _ in range(MAX_ROUNDS):
+            if len(remaining) < self.options["min_pages"]:
+                break
+            found = self._verify(domain, remaining, texts)
+            if found is None:
+                remaining = remaining[1:]
+            else:
+                yield found
+                tagged = set(found.column("doc_id").to_pylist())
+                remaining = [d for d in remaining[1:] if d not in tagged]
 
     def _candidates(self, doc_ids, sigs):
         """Groups of ``min_pages``+ pages of one domain joined by a shared signature band (union-find)."""

@@ -1,6 +1,6 @@
 """doorway_pages through the real runner: one template filled with a city and a service on many pages of a host
-is tagged; a host of distinct pages under a shared header and footer, and the same pages spread over hosts, are
-not."""
+is tagged, and only those pages; a host of distinct pages under a shared header and footer, the same pages spread
+over hosts, pages differing only in numbers, and copies of one page are not."""
 
 from __future__ import annotations
 
@@ -32,13 +32,19 @@ BODIES = [
 
 
 def docs():
-    out = [{"url": f"https://best-plumbers.test/{c.lower().replace(' ', '-')}", "text": TEMPLATE.format(city=c, service=s)}
-           for c, s in zip(CITIES, SERVICES)]
+    out = [{"url": f"https://best-plumbers.test/{c.lower().replace(' ', '-')}",
+            "text": TEMPLATE.format(city=c, service=s)} for c, s in zip(CITIES, SERVICES)]
     out += [{"url": f"https://acme-hardware.test/p{i}", "text": f"{HEADER} {body} {FOOTER}"}
             for i, body in enumerate(BODIES)]
     # the same template once per host: no host holds a group (syndication, not a doorway)
     out += [{"url": f"https://host{i}.test/", "text": TEMPLATE.format(city=c, service="plumbing")}
             for i, c in enumerate(CITIES)]
+    # the doorway host's other pages are no part of its template
+    out += [{"url": f"https://best-plumbers.test/blog/{i}", "text": f"{body} Posted by the Best Plumbers team."}
+            for i, body in enumerate(BODIES[:3])]
+    # pages differing only in numbers (an archive's pages, a calendar): a listing, not a doorway
+    out += [{"url": f"https://archive.test/page/{i}", "text": TEMPLATE.format(city=f"district {i}", service="plumbing")}
+            for i in range(2, 9)]
     # one page copied to many URLs of a host: duplicates, not a template with slots
     out += [{"url": f"https://mirror.test/{i}", "text": TEMPLATE.format(city="Austin", service="plumbing")}
             for i in range(6)]
