@@ -8,6 +8,8 @@ Each simulated host gets one scenario:
   city goes (``in {city}``), 5-50 pages, one city each;
 - ``doorway_city_service``: the same with a service slot too, the service drawn per page;
 - ``doorway_contact``: the same with a line of a local phone number, street number and ZIP code per page;
+- ``doorway_spun``: city and service slots and three places of light spinning (each page draws one of 3-4
+  synonymous phrases);
 - ``wire``: 5-50 real texts (a wire feed of one host);
 - ``earnings``: 5-50 real Reuters earnings reports (``QTR`` in the title: one table template, numbers and
   company names differing);
@@ -46,9 +48,10 @@ from provenance.store import Store  # noqa: E402
 from provenance.testing import make_store  # noqa: E402
 
 SITES = Path(__file__).resolve().parents[2] / "shared" / "data" / "sites"
-SCENARIOS = {"doorway_city": 0.1, "doorway_city_service": 0.1, "doorway_contact": 0.1, "wire": 0.2, "earnings": 0.1,
+SCENARIOS = {"doorway_city": 0.08, "doorway_city_service": 0.08, "doorway_contact": 0.08, "doorway_spun": 0.08,
+             "wire": 0.16, "earnings": 0.1,
              "boilerplate": 0.12, "shop": 0.1, "syndication": 0.1, "docs": 0.08}
-DOORWAYS = {"doorway_city", "doorway_city_service", "doorway_contact"}
+DOORWAYS = {"doorway_city", "doorway_city_service", "doorway_contact", "doorway_spun"}
 CITIES = ("Austin Dallas Houston Phoenix Denver Boston Seattle Portland Atlanta Miami Orlando Tampa Chicago Detroit "
           "Cleveland Columbus Memphis Nashville Louisville Richmond Raleigh Charlotte Baltimore Pittsburgh Buffalo "
           "Omaha Tulsa Wichita Boise Reno Tucson Albuquerque Sacramento Fresno Oakland Spokane Madison Milwaukee "
@@ -61,19 +64,26 @@ SERVICES = ["plumbing", "roof repair", "locksmith", "drain cleaning", "pest cont
             "dentist", "divorce lawyer", "car accident lawyer", "web design", "SEO services", "payday loans",
             "junk removal", "window cleaning", "electrician", "mold removal", "appliance repair"]
 
+SPINS = [["trusted", "top-rated", "reliable", "affordable"], ["fast and friendly", "quick", "professional"],
+         ["call now", "contact us today", "get a free quote"]]
 NAV = "Home | {a} | {b} | Contact | About us | Search this site | Sign in"
 FOOTER = "© {year} {host}. All rights reserved. Privacy policy | Terms of use | Cookie settings | Sitemap"
 SHIP = ("Free shipping on orders over $50. Returns accepted within 30 days. Questions? Call our customer service "
         "team Monday to Friday, 9 am to 5 pm. Add to cart | Add to wish list | Compare")
 
 
-def template_pages(rng: random.Random, text: str, n: int, with_service: bool, contact: bool = False) -> list[str]:
+def template_pages(rng: random.Random, text: str, n: int, with_service: bool, contact: bool = False,
+                   spun: bool = False) -> list[str]:
     """``n`` doorway pages: ``text`` cut to 40-300 words with 2-8 city (and service) places, one city each;
-    ``contact``: a local phone number and ZIP code line per page too."""
+    ``contact``: a local phone number and ZIP code line per page too; ``spun``: three more places where each
+    page draws one of a few synonymous phrases (light spinning)."""
     words = text.split()[:rng.randint(40, 300)]
     places = sorted(rng.sample(range(1, len(words)), min(len(words) - 1, rng.randint(2, 8))), reverse=True)
     for k, i in enumerate(places):
         words.insert(i, "{service} in {city}" if with_service and k % 2 else "in {city}")
+    if spun:
+        for k in range(len(SPINS)):
+            words.insert(rng.randrange(1, len(words)), f"{{spin{k}}}")
     title = "Best {service} in {city}" if with_service else "Welcome to {city}"
     template = title + ". " + " ".join(words)
     if contact:
@@ -81,7 +91,8 @@ def template_pages(rng: random.Random, text: str, n: int, with_service: bool, co
     cities = rng.sample(CITIES, n)
     return [template.format(city=c, service=rng.choice(SERVICES), street=rng.randint(10, 9999),
                             phone=f"({rng.randint(201, 989)}) 555-0{rng.randint(100, 199)}",
-                            zip=f"{rng.randint(10000, 99999)}") for c in cities]
+                            zip=f"{rng.randint(10000, 99999)}",
+                            **{f"spin{k}": rng.choice(options) for k, options in enumerate(SPINS)}) for c in cities]
 
 
 def main(argv=None) -> int:
@@ -103,7 +114,8 @@ def main(argv=None) -> int:
         host, scenario = f"site{h}.example", rng.choices(names, weights)[0]
         n = rng.randint(5, 50)
         if scenario in DOORWAYS:
-            pages = template_pages(rng, next(texts), n, scenario != "doorway_city", scenario == "doorway_contact")
+            pages = template_pages(rng, next(texts), n, scenario != "doorway_city", scenario == "doorway_contact",
+                                   scenario == "doorway_spun")
         elif scenario == "wire":
             pages = [next(texts) for _ in range(n)]
         elif scenario == "earnings":
