@@ -48,6 +48,7 @@ _PRIME = (1 << 61) - 1
 _LETTER = re.compile(r"[^\W\d_]")
 MAX_ALIGN_TOKENS = 3000  # alignment cost grows with length; a doorway's template shows in its first pages' worth
 TEMPLATE_CHARS = 300
+MIN_SIGNATURE_MATCH = 0.5  # signature values equal to the central page's for a page to be aligned
 TEXTS_PER_CHUNK = 50_000  # candidate pages whose texts are read in one scan of the document files
 MAX_ROUNDS = 20  # templates looked for per candidate group: each round aligns the group's pages once
 SAMPLE_VALUES = 10  # other pages' slot values shown in the evidence
@@ -170,12 +171,12 @@ class DoorwayPages(provenance.CorpusDetector):
             con = duckdb.connect(config={"temp_directory": corpus.scratch_dir or own_scratch,
                                          "threads": os.cpu_count() or 1})
             try:
-                groups = []  # (domain, [doc_id, ...], {doc_id: number of band collisions})
+                groups = []  # (domain, [doc_id, ...], {doc_id: number of band collisions}, signatures)
                 reader = con.sql(HOSTS_SQL.format(files=sql_list(corpus.state_files),
                                                   min_pages=opts["min_pages"])).to_arrow_reader(HOSTS_PER_PART)
                 for part in reader:
                     for domain, doc_ids, sigs in zip(*(part.column(i).to_pylist() for i in range(3))):
-                        groups.extend((domain, g, c) for g, c in self._candidates(doc_ids, sigs))
+                        groups.extend((domain, *found) for found in self._candidates(doc_ids, sigs))
                 # the texts of candidate pages only, a chunk of groups at a time: memory bounded by the chunk
                 chunk, size = [], 0
                 for group in groups + [None]:
@@ -183,33 +184,38 @@ class DoorwayPages(provenance.CorpusDetector):
                         chunk.append(group)
                         size += len(group[1])
                     if chunk and (group is None or size >= TEXTS_PER_CHUNK):
-                        con.register("wanted", pa.table({"doc_id": [d for _, g, _ in chunk for d in g]}))
+                        con.register("wanted", pa.table({"doc_id": [d for _, g, _, _ in chunk for d in g]}))
                         texts = dict(con.execute(f"SELECT doc_id, text FROM read_parquet({sql_list(corpus.doc_files)}) "
                                                  "WHERE doc_id IN (SELECT doc_id FROM wanted)").fetchall())
-                        for domain, doc_ids, collisions in chunk:
-                            yield from self._templates(domain, doc_ids, collisions, texts)
+                        for domain, doc_ids, collisions, sigs in chunk:
+                            yield from self._templates(domain, doc_ids, collisions, sigs, texts)
                         chunk, size = [], 0
             finally:
                 con.close()
 
-    def _templates(self, domain, doc_ids, collisions, texts):
+    def _templates(self, domain, doc_ids, collisions, sigs, texts):
         """The tags of every template found in one candidate group."""
         # a candidate group may hold several templates, or a template among pages it merely resembles:
         # take the most central page left, its fitting pages form one template; repeat on the rest
-        remaining = sorted(doc_ids, key=lambda d: (-collisions[d], d))
+        order = sorted(range(len(doc_ids)), key=lambda i: (-collisions[i], doc_ids[i]))
+        remaining = np.array(order)
         for _ in range(MAX_ROUNDS):
             if len(remaining) < self.options["min_pages"]:
                 break
-            found = self._verify(domain, remaining, texts)
+            # align only the pages whose signature is close to the central page's: a chain of look-alikes
+            # in a large group costs a vectorised comparison, not an alignment each
+            close = remaining[(sigs[remaining] == sigs[remaining[0]]).mean(axis=1) >= MIN_SIGNATURE_MATCH]
+            found = self._verify(domain, [doc_ids[i] for i in close], texts)
             if found is None:
                 remaining = remaining[1:]
             else:
                 yield found
                 tagged = set(found.column("doc_id").to_pylist())
-                remaining = [d for d in remaining[1:] if d not in tagged]
+                remaining = np.array([i for i in remaining[1:] if doc_ids[i] not in tagged], dtype=int)
 
     def _candidates(self, doc_ids, sigs):
-        """Groups of ``min_pages``+ pages of one domain joined by a shared signature band (union-find)."""
+        """Groups of ``min_pages``+ pages of one domain joined by a shared signature band (union-find): their
+        doc_ids, band collisions and signatures."""
         rows = len(sigs[0]) // self.options["bands"]
         parent = list(range(len(doc_ids)))
 
@@ -234,7 +240,8 @@ class DoorwayPages(provenance.CorpusDetector):
             members[root(i)].append(i)
         for group in members.values():
             if len(group) >= self.options["min_pages"]:
-                yield [doc_ids[i] for i in group], {doc_ids[i]: collisions[i] for i in group}
+                yield ([doc_ids[i] for i in group], [collisions[i] for i in group],
+                       np.array([sigs[i] for i in group], dtype=np.uint32))
 
     def _verify(self, domain, doc_ids, texts):
         """The tags of the pages of ``doc_ids`` that fit the template of the first one (the central page), or
