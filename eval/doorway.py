@@ -16,6 +16,7 @@ Each simulated host gets one scenario:
 - ``boilerplate``: 5-50 real texts under one navigation header and footer;
 - ``shop``: product pages of one shop: a product line, a real description (first 20-80 words), shipping
   boilerplate;
+- ``thin_shop``: thin product pages: 8-15 words of real text under 90 words of the shop's boilerplate;
 - ``syndication``: a pool of real stories carried by several hosts each, under each host's own header
   (within a host every story differs);
 - ``docs``: real encyclopedia texts under one documentation header and version line.
@@ -50,7 +51,7 @@ from provenance.testing import make_store  # noqa: E402
 SITES = Path(__file__).resolve().parents[2] / "shared" / "data" / "sites"
 SCENARIOS = {"doorway_city": 0.08, "doorway_city_service": 0.08, "doorway_contact": 0.08, "doorway_spun": 0.08,
              "wire": 0.16, "earnings": 0.1,
-             "boilerplate": 0.12, "shop": 0.1, "syndication": 0.1, "docs": 0.08}
+             "boilerplate": 0.1, "shop": 0.08, "thin_shop": 0.06, "syndication": 0.08, "docs": 0.08}
 DOORWAYS = {"doorway_city", "doorway_city_service", "doorway_contact", "doorway_spun"}
 CITIES = ("Austin Dallas Houston Phoenix Denver Boston Seattle Portland Atlanta Miami Orlando Tampa Chicago Detroit "
           "Cleveland Columbus Memphis Nashville Louisville Richmond Raleigh Charlotte Baltimore Pittsburgh Buffalo "
@@ -130,6 +131,10 @@ def main(argv=None) -> int:
                 price = f"Item {1000 + i} | In stock | ${rng.randint(5, 500)}.99"
                 footer = FOOTER.format(year=2023, host=host)
                 pages.append(f"{NAV.format(a='Shop', b='Cart')}\n{price}\n{desc}\n{SHIP}\n{footer}")
+        elif scenario == "thin_shop":
+            footer = FOOTER.format(year=2022, host=host)
+            pages = [f"{NAV.format(a='Shop', b='Cart')}\n{' '.join(next(texts).split()[:rng.randint(8, 15)])}\n"
+                     f"{SHIP}\n{SHIP}\n{footer}" for _ in range(n)]
         elif scenario == "syndication":
             head = f"{host} — Reprinted with permission from the wire. Share | Print | Email"
             pages = [f"{head}\n{story}" for story in rng.sample(stories, n)]

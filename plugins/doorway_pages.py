@@ -13,12 +13,17 @@ per domain in DuckDB (only domains with ``min_pages`` or more), joins pages that
 (candidates: word-set Jaccard above about 0.6), then verifies each candidate group on the texts of its pages only
 (one DuckDB scan of the document files per chunk of groups): every page is aligned token by token with the
 group's most central page (most band collisions; ``difflib``), and the pages that did not fit are tried again
-around the next central page. A page fits the template when at least
+around the next central page (pages whose signature is close to its own). A page is aligned when at least
 ``min_template_share`` of its tokens align, every differing place is at most ``max_slot_tokens`` tokens long, at
-most ``max_slot_values`` distinct values fill them (a doorway repeats its city and service; an earnings table
-differs in a dozen numbers) and some value holds a letter (pages differing only in numbers and dates are a
-listing or an archive, not a doorway). A group with ``min_pages`` or more fitting pages, each filling the
-slots differently, is tagged ``doorway_page`` (category ``poison``) on every fitting page; score 0.9.
+most ``max_slot_values`` distinct values fill them and one holds a letter (pages differing only in numbers and
+dates are a listing or an archive). The group's *slots* are then the places of the central page where over 20%
+of the aligned pages differ (``SLOT_AGREEMENT``); none may be longer than ``max_slot_tokens``. A page fits the
+template when its values at the slots are short (``max_slot_tokens``), few (``max_slot_values``) and one word
+value (letters, no digits) fills two slots or more: a doorway names its city or service again and again, while
+product pages differing in their fields, thin pages under much boilerplate, or earnings tables put a different
+value at every place. A group with ``min_pages`` or more fitting pages, each filling the slots differently, is
+tagged ``doorway_page`` (category ``poison``) on every fitting page; score 0.9. A template that names its city
+once per page is not caught.
 Evidence: the domain, the group size, the template (slots written ``{}``, shortened), this page's slot values and
 a sample of other pages' values, the central page's doc_id.
 
@@ -48,6 +53,7 @@ _PRIME = (1 << 61) - 1
 _LETTER = re.compile(r"[^\W\d_]")
 MAX_ALIGN_TOKENS = 3000  # alignment cost grows with length; a doorway's template shows in its first pages' worth
 TEMPLATE_CHARS = 300
+SLOT_AGREEMENT = 0.8  # a template word: the same on this share of the pages; elsewhere a slot
 MIN_SIGNATURE_MATCH = 0.5  # signature values equal to the central page's for a page to be aligned
 TEXTS_PER_CHUNK = 50_000  # candidate pages whose texts are read in one scan of the document files
 MAX_ROUNDS = 20  # templates looked for per candidate group: each round aligns the group's pages once
@@ -104,16 +110,58 @@ def fit(center: list[str], page: list[str], opts: dict):
     return aligned, places, None
 
 
-def slot_values(page: list[str], aligned: list, places) -> tuple[str, ...]:
-    """The distinct values ``page`` puts at ``places`` (index ranges of the central page), in order."""
+def word_value(value: str) -> bool:
+    """A city or service name: letters (3 or more), no digits."""
+    return not any(ch.isdigit() for ch in value) and sum(ch.isalpha() for ch in value) >= 3
+
+
+def slot_values(page: list[str], aligned: list, places, max_tokens: int, max_values: int):
+    """The distinct values ``page`` puts at ``places`` (index ranges of the central page), in order; None when
+    the page does not fill them as a doorway does: a value longer than ``max_tokens``, more than ``max_values``
+    values, or no word value (letters, no digits) that fills two places or more (the city named again and
+    again; pages differing in unrelated words or in numbers do not repeat them)."""
     values = []
     for i, j in places:
         left = next((aligned[k] for k in range(i - 1, -1, -1) if aligned[k] is not None), -1)
         right = next((aligned[k] for k in range(j, len(aligned)) if aligned[k] is not None), len(page))
-        value = " ".join(page[left + 1:right])
-        if value and value not in values:
-            values.append(value)
-    return tuple(values)
+        if right - left - 1 > max_tokens:
+            return None
+        values.append(" ".join(page[left + 1:right]))
+    distinct = list(dict.fromkeys(v for v in values if v))
+    if len(distinct) > max_values or not any(values.count(v) >= 2 and word_value(v) for v in distinct):
+        return None
+    return tuple(distinct)
+
+
+def consensus_slots(alignments, n_center: int, page_lengths) -> list[tuple[int, int]]:
+    """The places of the central page (index ranges; (i, i) for words the pages add before token i) where at
+    least ``1 - SLOT_AGREEMENT`` of the other pages differ from it."""
+    alignments = list(alignments)
+    matched = np.zeros(n_center, int)
+    inserted = np.zeros(n_center + 1, int)
+    for aligned, length in zip(alignments, page_lengths):
+        previous = -1
+        for k, j in enumerate(aligned + [length]):
+            if j is not None:
+                if k < n_center:
+                    matched[k] += 1
+                if j > previous + 1:  # page words between this token and the last aligned one
+                    inserted[k] += 1
+                previous = j
+    limit = (1 - SLOT_AGREEMENT) * len(alignments)
+    slot = matched < SLOT_AGREEMENT * len(alignments)
+    places, k = [], 0
+    while k <= n_center:
+        if k < n_center and slot[k]:
+            start = k
+            while k < n_center and slot[k]:
+                k += 1
+            places.append((start, k))
+        else:
+            if inserted[k] > limit and not (places and places[-1][1] == k):
+                places.append((k, k))
+            k += 1
+    return places
 
 
 class DoorwayPages(provenance.CorpusDetector):
@@ -250,16 +298,22 @@ class DoorwayPages(provenance.CorpusDetector):
         tokens = {d: (texts.get(d) or "").split()[:MAX_ALIGN_TOKENS] for d in doc_ids}
         keys = {d: [t.strip(_STRIP).lower() for t in toks] for d, toks in tokens.items()}
         center = doc_ids[0]
-        alignments, places = {center: list(range(len(keys[center])))}, set()
-        for d in doc_ids:
-            if d != center:
-                aligned, where, _ = fit(keys[center], keys[d], opts)
-                if aligned is not None:
-                    alignments[d] = aligned
-                    places.update(where)
-        places = sorted(places)
-        # every fitting page's values at every place where some page differs from the central one
-        fitting = {d: slot_values(keys[d], aligned, places) for d, aligned in alignments.items()}
+        alignments = {}
+        for d in doc_ids[1:]:
+            aligned, _, _ = fit(keys[center], keys[d], opts)
+            if aligned is not None:
+                alignments[d] = aligned
+        if len(alignments) + 1 < opts["min_pages"]:
+            return None
+        places = consensus_slots(alignments.values(), len(keys[center]), [len(keys[d]) for d in alignments])
+        # a template's slots sit at the same few places on every page; pages that merely share boilerplate
+        # differ at places of their own, which together make one long run
+        if not places or max(j - i for i, j in places) > opts["max_slot_tokens"]:
+            return None
+        alignments[center] = list(range(len(keys[center])))
+        fitting = {d: slot_values(keys[d], aligned, places, opts["max_slot_tokens"], opts["max_slot_values"])
+                   for d, aligned in alignments.items()}
+        fitting = {d: v for d, v in fitting.items() if v is not None}
         if len(fitting) < opts["min_pages"] or len(set(fitting.values())) < opts["min_pages"]:
             return None  # too few pages, or copies of one page (a duplicate, not a template)
         template = self._template(tokens[center], places)

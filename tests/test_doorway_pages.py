@@ -1,6 +1,7 @@
 """doorway_pages through the real runner: one template filled with a city and a service on many pages of a host
 is tagged, and only those pages; a host of distinct pages under a shared header and footer, the same pages spread
-over hosts, pages differing only in numbers, and copies of one page are not."""
+over hosts, pages differing only in numbers, a shop's product pages differing in their fields, and copies of one
+page are not."""
 
 from __future__ import annotations
 
@@ -36,6 +37,13 @@ def docs():
             "text": TEMPLATE.format(city=c, service=s)} for c, s in zip(CITIES, SERVICES)]
     out += [{"url": f"https://acme-hardware.test/p{i}", "text": f"{HEADER} {body} {FOOTER}"}
             for i, body in enumerate(BODIES)]
+    # a shop's product pages: one layout whose fields (colour, size, material) differ at short places, but
+    # no value fills two of them (a doorway names its city again and again)
+    specs = [("red", "small", "cotton"), ("blue", "medium", "linen"), ("green", "large", "wool"),
+             ("black", "small", "silk"), ("white", "large", "hemp"), ("grey", "medium", "polyester")]
+    out += [{"url": f"https://shirts.test/item{i}",
+             "text": f"{HEADER} Classic shirt. Colour: {c}. Size: {size}. Material: {m}. Machine washable, cut for "
+                     f"a relaxed fit and sewn in Portugal. {FOOTER}"} for i, (c, size, m) in enumerate(specs)]
     # the same template once per host: no host holds a group (syndication, not a doorway)
     out += [{"url": f"https://host{i}.test/", "text": TEMPLATE.format(city=c, service="plumbing")}
             for i, c in enumerate(CITIES)]
