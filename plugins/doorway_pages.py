@@ -86,28 +86,27 @@ def signature(keys: list[str], a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def fit(center: list[str], page: list[str], opts: dict):
-    """How ``page`` fits the template ``center``: (its alignment, center index -> page index or None; the
-    differing places, index ranges of ``center``; None), or (None, None, why it does not fit)."""
+    """``page`` aligned with the central page ``center`` (center index -> page index, None where they differ)
+    and None; or None and why they differ too much."""
     sm = difflib.SequenceMatcher(None, center, page, autojunk=False)
     matched = sum(m.size for m in sm.get_matching_blocks())
     if matched < opts["min_template_share"] * max(len(center), len(page)):
-        return None, None, "template_share"
-    values, places = [], []
+        return None, "template_share"
+    values = []
     for op, i1, i2, j1, j2 in sm.get_opcodes():
         if op == "equal":
             continue
         if max(i2 - i1, j2 - j1) > opts["max_slot_tokens"]:
-            return None, None, "long_difference"
+            return None, "long_difference"
         values.append(" ".join(page[j1:j2]))
-        places.append((i1, i2))
     distinct = {v for v in values if v}
     if not values or len(distinct) > opts["max_slot_values"] or not any(_LETTER.search(v) for v in distinct):
-        return None, None, "slot_values"
+        return None, "slot_values"
     aligned = [None] * len(center)  # center index -> page index, for the tokens the two share
     for m in sm.get_matching_blocks():
         for k in range(m.size):
             aligned[m.a + k] = m.b + k
-    return aligned, places, None
+    return aligned, None
 
 
 def word_value(value: str) -> bool:
@@ -300,7 +299,7 @@ class DoorwayPages(provenance.CorpusDetector):
         center = doc_ids[0]
         alignments = {}
         for d in doc_ids[1:]:
-            aligned, _, _ = fit(keys[center], keys[d], opts)
+            aligned, _ = fit(keys[center], keys[d], opts)
             if aligned is not None:
                 alignments[d] = aligned
         if len(alignments) + 1 < opts["min_pages"]:
