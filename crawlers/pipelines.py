@@ -4,8 +4,8 @@ Settings (Scrapy conventions: prefixed, with an _ENABLED switch):
 
   PROVENANCE_ENABLED           False turns the pipeline off (NotConfigured); pages are then only fetched
   PROVENANCE_STORE_NON_HTML    False: non-HTML bodies are recorded in fetches as 'non_html', not stored
-  PROVENANCE_EXTRACT_WORKERS   processes that run build_document (text extraction is the costly part,
-                               about 10-20 ms a page with trafilatura); 0 runs it inline in the crawl's event loop
+  PROVENANCE_EXTRACT_WORKERS   processes that extract the text (the costly part of build_document, about
+                               10 ms a page with trafilatura); 0 extracts inline in the crawl's event loop
   PROVENANCE_EXTRACTOR         the text extractor, a name in provenance.extract.EXTRACTORS (default: its default)
 
 The spider passes the crawl's ``CrawlSession`` as a spider argument; the
@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from provenance.crawlers.extraction import start_pool
 from provenance.crawlers.items import FetchedPage
 from provenance.documents import build_document, header_value
-from provenance.extract import get_extractor, looks_like_html
+from provenance.extract import extract, get_extractor, looks_like_html
 
 log = logging.getLogger("provenance.crawl")
 
@@ -100,9 +100,11 @@ class DocumentWriterPipeline:
         )
         try:
             if self.pool is not None:
-                row = await maybe_deferred_to_future(_deferred(self.pool.submit(build_document, **kwargs)))
-            else:
-                row = build_document(**kwargs)
+                # Only the extraction crosses to the pool: the body goes there, the text comes back.
+                extracted = self.pool.submit(extract, item.body, header_value(item.headers, "content-type"),
+                                             item.final_url or item.url, self.extractor)
+                kwargs["extracted"] = await maybe_deferred_to_future(_deferred(extracted))
+            row = build_document(**kwargs)
         except Exception as exc:  # a broken worker process, or a bug: record it, keep crawling
             log.error("building the document for %s failed: %s", item.url, exc)
             session.page_failure(item.url, item.final_url, "build_failed", f"{type(exc).__name__}: {exc}",

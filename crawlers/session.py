@@ -94,9 +94,12 @@ GROUP BY url ORDER BY min(fetched_at), url
 
 def load_known(store: Store, crawl_id: str) -> tuple[dict[str, Known], list[str]]:
     """(latest known version per URL, URLs previously fetched by ``crawl_id``), read with DuckDB."""
-    from provenance.sql import connect
+    from provenance.sql import connect_parquet_views
 
-    con = connect(store)
+    snapshot = store.snapshot()
+    if not (snapshot.paths("documents") or snapshot.paths("fetches")):
+        return {}, []  # a new store: nothing to read, no DuckDB to start
+    con = connect_parquet_views(store, ("documents", "fetches"), snapshot)
     try:
         known = {url: Known(doc_id, etag, lm, raw, text)
                  for url, doc_id, etag, lm, raw, text in con.execute(_KNOWN_SQL).fetchall()}

@@ -81,6 +81,10 @@ def scrapy_settings(crawl: dict, jobdir: str | None = None) -> dict:
         "DEPTH_PRIORITY": 1,
         "SCHEDULER_DISK_QUEUE": "scrapy.squeues.PickleFifoDiskQueue",
         "SCHEDULER_MEMORY_QUEUE": "scrapy.squeues.FifoMemoryQueue",
+        # Outputs of one page callback handled at once. Scrapy's default (100) starts 100 cooperative tasks per
+        # response whatever it yields; on Twisted's reactor that cost more per page than our components together
+        # (docs/CRAWLING.md, Throughput). A page yields one item and its links, which are scheduled at once.
+        "CONCURRENT_ITEMS": 4,
         # Public pages only: no cookies (responses would depend on a session), no listening consoles.
         "COOKIES_ENABLED": False,
         "TELNETCONSOLE_ENABLED": False,

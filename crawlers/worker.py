@@ -125,6 +125,8 @@ def crawl_in_run(store, run, plan: dict, extract_pool=None) -> dict:
     crawler = process.create_crawler(spider_cls)
     if settings["LOG_LEVEL"] != "DEBUG":
         _drop_tracebacks()
+    # Scrapy filters in its handler, so each page's DEBUG lines ("Crawled", "Scraped") were made and dropped.
+    logging.getLogger("scrapy").setLevel(settings["LOG_LEVEL"])
     spider_args = {"session": session, "max_pages": crawl["max_pages"], "max_depth": crawl["max_depth"]}
     if mode == "site":
         spider_args["start_urls"] = plan["start_urls"]

@@ -87,13 +87,16 @@ def build_document(
     title: str | None = None,
     metadata: dict | None = None,
     extractor: str | None = None,
+    extracted: extraction.Extracted | None = None,
     **provenance,
 ) -> dict:
     """One documents-schema row. Give ``body`` (bytes as received), or ``html``/``text`` (ingest).
 
     When only ``text`` is given the document has no raw body: ``raw`` holds the
     UTF-8 text so that raw_sha256 still pins exactly what was stored. ``extractor``
-    names one of provenance.extract.EXTRACTORS (None: its default).
+    names one of provenance.extract.EXTRACTORS (None: its default). ``extracted``: the result of
+    ``provenance.extract.extract`` on this body, when it was computed elsewhere (a crawl's
+    extraction processes, which import only the extractor).
     """
     if source not in SOURCES:
         raise ValueError(f"unknown document source {source!r}")
@@ -110,7 +113,8 @@ def build_document(
         else:
             raise ValueError("a document needs a body, html or text")
     if text is None:
-        extracted = extraction.extract(body, content_type, url=final_url or url, extractor=extractor)
+        if extracted is None:
+            extracted = extraction.extract(body, content_type, url=final_url or url, extractor=extractor)
         text, charset = extracted.text, extracted.charset
         title = title or extracted.title
         extractor, extractor_version, note = extracted.extractor, extracted.extractor_version, extracted.note

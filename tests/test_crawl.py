@@ -530,6 +530,25 @@ def test_the_pipeline_follows_scrapy_conventions():
     assert pipeline.workers == 2 and pipeline.store_non_html
 
 
+@pytest.mark.parametrize("extractor", ["trafilatura", "resiliparse"])
+def test_extraction_processes_load_the_extractor_but_not_the_store(extractor):
+    """They only extract (the crawl process builds the row): pyarrow's import was half of each one's start-up."""
+    from provenance.crawlers.extraction import start_pool
+
+    pool = start_pool(1, extractor)
+    try:
+        # eval: a builtin, so nothing of this test module (which imports pyarrow) is imported over there.
+        loaded = pool.submit(eval, "sorted(m for m in ('pyarrow', 'duckdb', 'scrapy', 'trafilatura', 'resiliparse')"
+                                   " if m in __import__('sys').modules)").result(timeout=120)
+        page = pool.submit(extract, b"<html><head><title>T</title></head><body><article><p>" + b"Some words. " * 30
+                           + b"</p></article></body></html>", "text/html", "http://example.org/", extractor
+                           ).result(timeout=120)
+    finally:
+        pool.shutdown(wait=True)
+    assert loaded == [extractor]
+    assert page.extractor == extractor and page.title == "T" and "Some words." in page.text
+
+
 def test_extraction_processes_are_chosen_for_the_extractor():
     """Not set: resiliparse inline (cheaper than shipping a body out and back), trafilatura one per CPU (<= 4)."""
     from provenance.crawlers.settings import effective, scrapy_settings
