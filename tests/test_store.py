@@ -315,15 +315,18 @@ def test_writers_share_the_store_while_a_second_tag_run_and_maintenance_exit_75_
     from provenance.sites import generate_site, serve
 
     root, _src = _ingest_in_commits(tmp_path, records=30, per_commit=30)
+    # The holder stays open until the checks below are done (the gate file goes), however slow the machine.
+    gate = tmp_path / "hold-the-tag-run"
+    gate.touch()
     (tmp_path / "provenance.toml").write_text(
         "[crawl]\nallow_private = true\nextract_workers = 0\nautothrottle = false\n"
-        "[detectors.slow_tagger]\nsleep_s = 1.0\n")
+        f"[detectors.slow_tagger]\nsleep_s = 0.05\nhold_while = {json.dumps(str(gate))}\n")
     other = tmp_path / "other.jsonl"
     other.write_text(json.dumps({"url": "https://example.org/other", "text": "another document"}) + "\n")
     site = tmp_path / "site"
     generate_site(site, pages=3)
 
-    # The holder: a tag run of about 30 s (30 batches of one document, a second each).
+    # The holder: a tag run of 30 batches of one document, each waiting while the gate file exists.
     holder = subprocess.Popen([sys.executable, "-c", "from provenance.cli import main; main()", "tag", "--store",
                                str(root), "--plugin-module", str(SLOW_PLUGIN), "--plugins",
                                "slow_tagger,exact_duplicate", "--batch-size", "1"], cwd=tmp_path,
@@ -353,7 +356,9 @@ def test_writers_share_the_store_while_a_second_tag_run_and_maintenance_exit_75_
             # Readers never take the lock: they read the last commit while the tag run goes on.
             assert stored > 3 and _count_documents(root, tmp_path)[1] == 30 + 1 + stored
             run_cli("export", "--store", root, "--where", "true", "--out", tmp_path / "out", cwd=tmp_path, check=0)
+            assert holder.poll() is None, "the tag run ended before the checks: they proved nothing"
 
+            gate.unlink()
             out, err = holder.communicate(timeout=120)
             assert holder.returncode == 0, err
             # Nothing was lost: the holder finished its work, and the refused commands succeed when retried.
@@ -369,7 +374,7 @@ def test_writers_share_the_store_while_a_second_tag_run_and_maintenance_exit_75_
     assert tags == [{"n": 30, "d": 30}]  # the documents it planned; the others wait for the next tag run
     records = sorted(Store(root).runs(), key=lambda r: r["started_at"])
     tag_run = next(r for r in records if r["run_id"] == run_id)
-    assert all(r["finished_at"] < tag_run["finished_at"] for r in records[2:4]), "no overlap: make the tag run slower"
+    assert all(r["finished_at"] < tag_run["finished_at"] for r in records[2:4]), "the tag run did not overlap them"
     runs = [(r["command"], r["status"]) for r in records]
     # The corpus detector's output covers the documents the tag run planned, not those committed beside it:
     # the retried tag run computes it again over all of them.
