@@ -20,6 +20,8 @@ import sys
 import threading
 from contextlib import contextmanager
 
+import pytest
+
 import provenance
 from provenance.crawlers import CrawlRequest, run_crawl
 from provenance.plugins.transient_edit import TransientEdit
@@ -179,7 +181,8 @@ def test_without_confirm_after_nothing_is_fetched_twice(tmp_path):
     assert transient_tags(store_dir) == {}  # the poisoned version is all the store saw since
 
 
-def test_a_crawl_killed_while_confirmations_wait_keeps_its_pages_and_the_resumed_crawl_confirms(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT])
+def test_a_crawl_stopped_while_confirmations_wait_keeps_its_pages_and_the_resumed_crawl_confirms(tmp_path, stop):
     store_dir = tmp_path / "store"
     config = _write_config(tmp_path, allow_private=True, extract_workers=0, extractor="resiliparse")
     env = {**os.environ, "PROVENANCE_CONFIG": str(config)}
@@ -187,15 +190,17 @@ def test_a_crawl_killed_while_confirmations_wait_keeps_its_pages_and_the_resumed
         crawl(store_dir, base)
         frontrun(server)
         transient = base + "transient.html"
-        # Confirmations an hour away: the crawl waits for them, idle, and commits what it fetched meanwhile.
+        # Confirmations an hour away: the crawl waits for them, idle, and commits what it fetched meanwhile;
+        # then it is killed, or stopped with Ctrl-C.
         proc = cli_background("crawl", base + "index.html", "--store", store_dir, "--crawl-id", "c",
                               "--confirm-after", "3600", env=env, start_new_session=True)
         try:
             wait_for(lambda: query(store_dir, "SELECT count(*) FROM fetches WHERE outcome = 'changed'")[0][0] == 2,
                      what="the changed pages committed", proc=proc)
         finally:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate(timeout=30)
+            os.killpg(proc.pid, stop)  # SIGINT: a Ctrl-C, which stops the crawl gracefully (exit 130)
+            proc.communicate(timeout=60)
+        assert proc.returncode == (130 if stop == signal.SIGINT else -signal.SIGKILL)
         poisoned = doc_id_of(store_dir, transient, POISONED_T)  # kept: committed before the kill
         journal = [json.loads(line) for line in (store_dir / "_jobs" / "c" / "frontier.jsonl").read_text().splitlines()]
         assert sorted(e["v"] for e in journal if "v" in e) == [base + "persistent.html", transient]
@@ -207,7 +212,7 @@ def test_a_crawl_killed_while_confirmations_wait_keeps_its_pages_and_the_resumed
                                  env=env, capture_output=True, text=True, timeout=180)
     assert resumed.returncode == 0, resumed.stderr
     stats = json.loads((tmp_path / "stats.json").read_text())
-    assert stats["resumed"] == "killed" and stats["pages"] == 0
+    assert stats["resumed"] == ("paused" if stop == signal.SIGINT else "killed") and stats["pages"] == 0
     assert (stats["confirmations"], stats["confirmed_reverted"], stats["confirmed_same"]) == (2, 1, 1)
     assert not (store_dir / "_jobs" / "c").exists()  # finished: no confirmation left behind
     assert list(transient_tags(store_dir)) == [poisoned]
