@@ -44,6 +44,9 @@ class CrawlResult:
         for key in ("not_found", "robots_denied", "refused", "integrity_mismatch"):
             if s.get(key):
                 line += f", {s[key]} {key.replace('_', ' ')}"
+        if s.get("confirmations"):
+            line += (f", {s['confirmations']} confirmation fetches ({s.get('confirmed_reverted', 0)} reverted, "
+                     f"{s.get('confirmed_same', 0)} kept the change)")
         return line + f" in {s.get('duration_s', 0):.1f}s (run {self.run_id})"
 
 

@@ -19,3 +19,4 @@ class FetchedPage:
     depth: int = 0
     expected_sha256: str | None = None  # URL lists: the hash the body should have
     policy: dict | None = None  # what the host's robots.txt and tdmrep.json say about the URL (fetch-row columns)
+    confirmation: bool = False  # the confirmation fetch of a page this crawl found changed ([crawl] confirm_after_s)

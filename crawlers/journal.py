@@ -12,6 +12,10 @@ So the spider also appends to ``frontier.jsonl`` in the same directory:
   {"run": run_id}                     each run that works on the job
   {"s": url, "k": kind, "d": depth}   before a request is handed to Scrapy
   {"c": [url, ...]}                   after a store commit that holds those URLs' fetch rows
+  {"v": url, "d": depth, "doc": doc_id, "prev": doc_id}
+                                      a confirmation fetch planned (the page was found changed: doc
+                                      replaced prev; [crawl] confirm_after_s)
+  {"vc": [url, ...]}                  after a store commit that holds those URLs' confirmation fetch rows
 
 Resuming then means:
   * graceful stop (a ``paused`` marker was written): Scrapy restores its own
@@ -22,6 +26,14 @@ Resuming then means:
     the store's fetch rows of the job's runs count as committed too
     (``reconcile``); a page fetched twice would be stored once anyway, because
     DocumentSink drops doc_ids the store already has.
+
+Confirmations planned but not fetched when a run stopped (killed or stopped
+gracefully) are planned again by the next run of the job, with a new random
+delay, for each page whose own fetch row was committed (``pending_confirmations``):
+its changed document is in the store, and the confirmation compares with it. A
+page whose fetch was not committed is requested again anyway, and plans its own
+confirmation if it is still changed. A crawl only finishes once its
+confirmations are answered, so a finished job leaves none behind.
 
 A crawl that finishes (reason 'finished') deletes its job directory, so the
 next crawl of the same crawl_id is a fresh, incremental re-crawl.
@@ -56,6 +68,14 @@ class Pending:
 
 
 @dataclass
+class PendingConfirmation:
+    url: str
+    depth: int
+    doc_id: str | None  # the changed version the page's fetch found
+    previous_doc_id: str | None  # the version it replaced
+
+
+@dataclass
 class Journal:
     """The frontier journal of one crawl_id. ``open()`` reads what a previous run left."""
 
@@ -66,6 +86,8 @@ class Journal:
     resumed: str | None = None  # None (fresh), 'paused' (graceful stop) or 'killed'
     pending: list[Pending] = field(default_factory=list)  # to request again after a kill
     runs: list[str] = field(default_factory=list)  # the runs that worked on this job before this one
+    # url_key -> confirmation planned by an earlier run of the job and not committed (see the module docstring)
+    confirmations: dict[str, PendingConfirmation] = field(default_factory=dict)
     _fh: object = None
 
     @classmethod
@@ -95,7 +117,7 @@ class Journal:
         return journal
 
     def _load(self, path: Path) -> None:
-        header, scheduled = None, {}
+        header, scheduled, planned, confirmed = None, {}, {}, set()
         with open(path, encoding="utf-8") as fh:
             for line in fh:
                 try:
@@ -111,17 +133,37 @@ class Journal:
                     self.committed.update(url_key(u) for u in entry["c"])
                 elif "run" in entry:
                     self.runs.append(entry["run"])
+                elif "v" in entry:
+                    planned[url_key(entry["v"])] = PendingConfirmation(entry["v"], int(entry.get("d", 0)),
+                                                                       entry.get("doc"), entry.get("prev"))
+                elif "vc" in entry:
+                    confirmed.update(url_key(u) for u in entry["vc"])
         if header is None or header.get("spider") != self.spider:
             return  # not ours to resume
         self.requested = set(scheduled)
+        self.confirmations = {key: p for key, p in planned.items() if key not in confirmed}
         self.resumed = "paused" if (path.parent / PAUSED).exists() else "killed"
         if self.resumed == "killed":
             self.pending = [p for key, p in scheduled.items() if key not in self.committed]
 
-    def reconcile(self, committed_urls) -> None:
-        """After a kill: URLs whose fetch rows the store holds from this job's runs are done, journaled or not."""
+    def reconcile(self, committed_urls, confirmed_urls=()) -> None:
+        """After a kill: URLs whose fetch rows the store holds from this job's runs are done, journaled or not;
+        so are confirmations whose confirmation fetch rows it holds."""
         self.committed.update(url_key(u) for u in committed_urls)
         self.pending = [p for p in self.pending if url_key(p.url) not in self.committed]
+        for url in confirmed_urls:
+            self.confirmations.pop(url_key(url), None)
+
+    def pending_confirmations(self) -> list[PendingConfirmation]:
+        """Confirmations an earlier run planned and did not commit, of pages whose own fetch it committed."""
+        return [p for key, p in self.confirmations.items() if key in self.committed]
+
+    def confirmation_planned(self, url: str, depth: int, doc_id: str | None, previous_doc_id: str | None) -> None:
+        self._write({"v": url, "d": depth, "doc": doc_id, "prev": previous_doc_id})
+
+    def mark_confirmed(self, urls: list[str]) -> None:
+        if urls:
+            self._write({"vc": urls})
 
     def _write(self, entry: dict) -> None:
         self._fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
@@ -160,6 +202,7 @@ class NoJournal:
     resumed = None
     pending: list = []
     committed: set = frozenset()
+    confirmations: dict = {}
 
     def __init__(self):
         self.requested: set[str] = set()
@@ -170,6 +213,15 @@ class NoJournal:
         pass
 
     def mark_committed(self, urls) -> None:
+        pass
+
+    def pending_confirmations(self) -> list:
+        return []
+
+    def confirmation_planned(self, url, depth, doc_id, previous_doc_id) -> None:
+        pass
+
+    def mark_confirmed(self, urls) -> None:
         pass
 
     def close(self, finish_reason) -> None:

@@ -47,6 +47,9 @@ META_RECEIVED = "provenance_received"
 # request.meta key holding what the host's robots.txt and tdmrep.json say about the request's URL: fetch-row columns
 # (sitepolicy.py). Replaced, never updated in place: redirect hops share the first request's meta values.
 META_POLICY = "provenance_policy"
+# request.meta key marking the confirmation fetch of a page the crawl found changed (session.py, confirm_after_s):
+# sent without If-None-Match / If-Modified-Since, its links not followed.
+META_CONFIRM = "provenance_confirm"
 
 
 def _add_policy(request: Request, columns: dict) -> None:
@@ -276,6 +279,8 @@ class ProvenanceDownloaderMiddleware:
         # Redirect hops inherit the first request's conditional headers (Scrapy copies headers), which is
         # right: the stored version was recorded under the first URL.
         if "redirect_urls" in request.meta or request.meta.get("provenance_kind") != "page":
+            return
+        if request.meta.get(META_CONFIRM):  # a confirmation fetch wants the body as served now, never a 304
             return
         session = getattr(self.crawler.spider, "session", None)
         known = session.known.get(request.url) if session is not None else None

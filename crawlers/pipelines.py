@@ -95,7 +95,8 @@ class DocumentWriterPipeline:
             fetched_at=item.fetched_at, final_url=item.final_url, http_status=item.status, headers=item.headers,
             redirect_chain=item.redirect_chain, resolved_ip=item.resolved_ip,
             previous_doc_id=known.doc_id if known is not None else None,
-            spider=session.spider, settings_hash=session.settings_hash, metadata={"depth": item.depth},
+            spider=session.spider, settings_hash=session.settings_hash,
+            metadata={"depth": item.depth, **({"confirmation": True} if item.confirmation else {})},
             extractor=self.extractor,
         )
         try:

@@ -15,6 +15,14 @@ Outcomes (the ``fetches.outcome`` column), for each page fetch:
   refused             the SSRF guard refused the address; nothing sent
   error               anything else (other HTTP 4xx/5xx, DNS, timeout, too large, ...); ``error`` says which
 
+With ``[crawl] confirm_after_s`` set, every page found changed (its content differs from the URL's latest known
+version: ``changed``, or an ``integrity_mismatch`` that changed) is fetched once more in the same run, after a
+delay drawn at random between confirm_after_s / 2 and confirm_after_s, without conditional headers: the
+*confirmation fetch*. Its row has ``confirmation = true`` and one of the outcomes above, by the same rules: the
+changed version again is ``unchanged``, the version before it (the edit was undone) is ``changed`` naming that
+earlier document, new bytes are ``changed`` and stored. Confirmations do not count as pages (stats
+``confirmations``, ``confirmed_same``, ``confirmed_reverted``, ``confirmed_other``, ``confirmations_failed``).
+
 Only ``error`` (and ``integrity_mismatch``) make a run partial (exit 3): not_found, robots_denied and refused
 are what the site or the crawl's policy said about a URL, recorded and counted, and a site with broken links
 must not fail every scheduled crawl.
@@ -23,6 +31,7 @@ must not fail every scheduled crawl.
 from __future__ import annotations
 
 import json
+import random
 import sys
 import time
 from collections import Counter
@@ -36,6 +45,7 @@ import pyarrow.parquet as pq
 import provenance
 from provenance import exitcodes
 from provenance.crawlers.items import FetchedPage
+from provenance.crawlers.journal import url_key
 from provenance.crawlers.sitepolicy import POLICY_COLUMNS
 from provenance.documents import DocumentSink, existing_doc_ids
 from provenance.progress import Progress
@@ -49,6 +59,10 @@ NOT_FOUND_STATUSES = (404, 410)
 # A commit at least this often, so a kill loses little even on a slow crawl.
 FLUSH_INTERVAL_S = 60.0
 FLUSH_BYTES = 64 * 1024 * 1024
+
+# Confirmation delays: unpredictable (the OS's randomness, not a seeded generator), so an attacker who knows the
+# crawl's schedule and confirm_after_s still cannot time a revert to fall after the confirmation.
+_DELAYS = random.SystemRandom()
 
 INTEGRITY_DETECTOR = "url_list_integrity"
 INTEGRITY_PLUGIN = "provenance-crawl"
@@ -161,7 +175,7 @@ class CrawlSession:
     """
 
     def __init__(self, store: Store, run: Run, *, crawl_id: str, spider: str, settings_hash: str,
-                 journal, flush_rows: int = 2000, url_list: Path | None = None):
+                 journal, flush_rows: int = 2000, url_list: Path | None = None, confirm_after_s: float = 0.0):
         self.store, self.run = store, run
         self.crawl_id, self.spider, self.settings_hash = crawl_id, spider, settings_hash
         self.journal = journal
@@ -191,6 +205,52 @@ class CrawlSession:
             if self.list_hash else None
         self.url_list = str(url_list) if url_list else None
         self._tagged = self._already_tagged(snapshot) if self.tag_key else set()
+        # Confirmation fetches: url_key -> what is to be confirmed, planned and not yet answered. The spider sets
+        # schedule_confirmation(confirmation, delay_s) to send the request when the delay has passed.
+        self.confirm_after_s = float(confirm_after_s or 0.0)
+        self.confirmations: dict[str, Confirmation] = {}
+        self.schedule_confirmation: Callable[[Confirmation, float], None] | None = None
+        self._confirmed_urls: list[str] = []
+
+    # ----- confirmation fetches ------------------------------------------------------------
+    def plan_confirmation(self, url: str, depth: int, doc_id: str | None, previous_doc_id: str | None,
+                          journal: bool = True) -> None:
+        """Fetch ``url`` once more after a random delay (confirm_after_s / 2 to confirm_after_s); once per URL."""
+        key = url_key(url)
+        if not self.confirm_after_s or key in self.confirmations:
+            return
+        confirmation = Confirmation(url, depth, doc_id, previous_doc_id)
+        self.confirmations[key] = confirmation
+        if journal:
+            self.journal.confirmation_planned(url, depth, doc_id, previous_doc_id)
+        self.counts["confirmations_planned"] += 1
+        if self.schedule_confirmation is not None:
+            self.schedule_confirmation(confirmation, _DELAYS.uniform(self.confirm_after_s / 2, self.confirm_after_s))
+
+    def resume_confirmations(self) -> None:
+        """Plan again, with new delays, the confirmations an earlier run of this job left unanswered (journal.py).
+
+        With confirm_after_s 0 in this run they are dropped (counted in ``confirmations_dropped``)."""
+        for pending in self.journal.pending_confirmations():
+            if self.confirm_after_s:
+                self.plan_confirmation(pending.url, pending.depth, pending.doc_id, pending.previous_doc_id,
+                                       journal=False)
+            else:
+                self.counts["confirmations_dropped"] += 1
+
+    def _confirmed(self, url: str, doc_id: str | None) -> None:
+        """A confirmation fetch came back: how its body compares with the change it confirms."""
+        confirmation = self.confirmations.pop(url_key(url), None)
+        if doc_id is None:
+            self.counts["confirmations_failed"] += 1
+        elif confirmation is None:  # a second copy (restored from Scrapy's queue after a stop): recorded, not judged
+            return
+        elif doc_id == confirmation.doc_id:
+            self.counts["confirmed_same"] += 1
+        elif doc_id == confirmation.previous_doc_id:
+            self.counts["confirmed_reverted"] += 1
+        else:
+            self.counts["confirmed_other"] += 1
 
     # ----- outcomes -----------------------------------------------------------------------
     def page_document(self, page: FetchedPage, row: dict) -> str:
@@ -210,37 +270,48 @@ class CrawlSession:
         if self._integrity_mismatch(page, doc_id, row["raw_sha256"], row.get("text_sha256")):
             outcome = "integrity_mismatch"
         self._record(page.url, page.final_url, page.fetched_at, page.status, outcome, doc_id=doc_id,
-                     previous_doc_id=known.doc_id if known else None, nbytes=len(page.body), policy=page.policy)
+                     previous_doc_id=known.doc_id if known else None, nbytes=len(page.body), policy=page.policy,
+                     confirmation=page.confirmation)
+        if page.confirmation:
+            self._confirmed(page.url, doc_id)
+        elif known is not None and known.doc_id != doc_id:  # changed: is the change still there a while later?
+            self.plan_confirmation(page.url, page.depth, doc_id, known.doc_id)
         return outcome
 
     def page_not_modified(self, page: FetchedPage) -> str:
         known = self.known.get(page.url)
         if known is None:  # a 304 we did not ask for: nothing to confirm
             return self.page_failure(page.url, page.final_url, "unexpected_304", "304 without a known version",
-                                     status=page.status, fetched_at=page.fetched_at)
+                                     status=page.status, fetched_at=page.fetched_at, confirmation=page.confirmation)
         outcome = "not_modified"
         if self._integrity_mismatch(page, known.doc_id, known.raw_sha256, known.text_sha256):
             outcome = "integrity_mismatch"
         self._record(page.url, page.final_url, page.fetched_at, page.status, outcome, doc_id=known.doc_id,
-                     previous_doc_id=known.doc_id, nbytes=0, policy=page.policy)
+                     previous_doc_id=known.doc_id, nbytes=0, policy=page.policy, confirmation=page.confirmation)
+        if page.confirmation:  # a 304 to a request without validators: the server says it is what we hold
+            self._confirmed(page.url, known.doc_id)
         return outcome
 
     def page_non_html(self, page: FetchedPage) -> str:
         """crawl.store_non_html = false: the fetch is recorded, the body is not kept."""
         self._record(page.url, page.final_url, page.fetched_at, page.status, "non_html", nbytes=len(page.body),
-                     policy=page.policy)
+                     policy=page.policy, confirmation=page.confirmation)
+        if page.confirmation:
+            self._confirmed(page.url, None)
         return "non_html"
 
     def page_failure(self, url: str, final_url: str | None, kind: str, message: str, *, status: int | None = None,
                      outcome: str = "error", fetched_at: datetime | None = None, nbytes: int | None = None,
-                     policy: dict | None = None) -> str:
+                     policy: dict | None = None, confirmation: bool = False) -> str:
         """A page that was not fetched: robots_denied, refused, not_found or error (``kind`` names the error)."""
         outcome = _not_found_or(outcome, status)
         error = None if outcome == "robots_denied" else f"{kind}: {message}"
         if outcome == "error":
             self.errors_by_kind[kind] += 1
         self._record(url, final_url, fetched_at or utcnow(), status, outcome, error=error, nbytes=nbytes,
-                     policy=policy)
+                     policy=policy, confirmation=confirmation)
+        if confirmation:
+            self._confirmed(url, None)
         return outcome
 
     def sitemap_fetched(self, url: str, final_url: str, status: int, nbytes: int) -> None:
@@ -287,17 +358,22 @@ class CrawlSession:
 
     # ----- recording and committing --------------------------------------------------------
     def _record(self, url, final_url, fetched_at, status, outcome, *, doc_id=None, previous_doc_id=None,
-                error=None, nbytes=None, page: bool = True, policy: dict | None = None) -> None:
+                error=None, nbytes=None, page: bool = True, policy: dict | None = None,
+                confirmation: bool = False) -> None:
         self._fetch_rows.append({
             "run_id": self.run.run_id, "crawl_id": self.crawl_id, "url": url, "final_url": final_url,
             "fetched_at": fetched_at, "http_status": status, "outcome": outcome, "doc_id": doc_id,
-            "previous_doc_id": previous_doc_id, "bytes": nbytes, "error": error,
+            "previous_doc_id": previous_doc_id, "bytes": nbytes, "error": error, "source": "crawl",
             # robots.txt per AI agent and tdmrep.json, as the middlewares evaluated them (sitepolicy.py)
-            **dict.fromkeys(POLICY_COLUMNS), **(policy or {}),
+            **dict.fromkeys(POLICY_COLUMNS), **(policy or {}), "confirmation": confirmation,
         })
-        self._done_urls.append(url)
         self.bytes += nbytes or 0
-        if page:
+        if confirmation:  # a second fetch of a page already counted: journaled apart, not a page
+            self._confirmed_urls.append(url)
+            self.counts["confirmations"] += 1
+        else:
+            self._done_urls.append(url)
+        if page and not confirmation:
             self.counts["pages"] += 1
             self.counts[outcome] += 1
             self.progress.set(done=self.counts["pages"], stored=self.counts["stored"], queue=self.queue_size(),
@@ -318,8 +394,15 @@ class CrawlSession:
                                     meta={"detector": INTEGRITY_DETECTOR, "tag_key": self.tag_key})
         self.sink.flush()
         self.journal.mark_committed(self._done_urls)
-        self._fetch_rows, self._tag_rows, self._done_urls = [], [], []
+        self.journal.mark_confirmed(self._confirmed_urls)
+        self._fetch_rows, self._tag_rows, self._done_urls, self._confirmed_urls = [], [], [], []
         self._pending_bytes, self._last_flush = 0, time.monotonic()
+
+    def flush_waiting(self) -> None:
+        """Commit what is buffered, if anything: the crawl is idle, waiting for confirmation delays to pass, and a
+        kill meanwhile must not lose the changed pages those confirmations are about."""
+        if self._fetch_rows or self._tag_rows:
+            self.flush()
 
     def close(self, finish_reason: str | None, scrapy_stats: dict | None = None) -> dict:
         """Commit what is left and return the run's stats (also set as run.stats)."""
@@ -327,7 +410,8 @@ class CrawlSession:
         self.journal.close(finish_reason)
         c = self.counts
         errors = sum(self.errors_by_kind.values())
-        fetched = sum(c[o] for o in FETCHED)
+        # Answered confirmations count: a resumed run may have had only those left to do.
+        fetched = sum(c[o] for o in FETCHED) + c["confirmations"] - c["confirmations_failed"]
         if finish_reason == "shutdown":
             exit_code = 130  # stopped by a signal: committed work is kept, the next run resumes
         elif fetched == 0:
@@ -345,6 +429,11 @@ class CrawlSession:
             **{o: c[o] for o in ("new", "changed", "unchanged", "not_modified", "non_html", "integrity_mismatch",
                                  "not_found", "robots_denied", "refused")},
             "errors": errors, "errors_by_kind": dict(sorted(self.errors_by_kind.items())),
+            # confirmation fetches (confirm_after_s): answered, by what they showed; planned and left unanswered
+            # by a stop (the next run of the job plans them again), or dropped by a resumed run with 0
+            **{k: c[k] for k in ("confirmations", "confirmed_same", "confirmed_reverted", "confirmed_other",
+                                 "confirmations_failed", "confirmations_dropped")},
+            "confirmations_pending": len(self.confirmations),
             "sitemaps": c["sitemaps"], "bytes": self.bytes,
             "requests_sent": scrapy_stats.get("downloader/request_count", 0),
             "started_at": self.started_at.isoformat(), "finished_at": utcnow().isoformat(),
@@ -354,6 +443,16 @@ class CrawlSession:
         }
         self.run.stats = stats
         return stats
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """A confirmation fetch to make: the page, and the change it is to confirm (doc_id replaced previous_doc_id)."""
+
+    url: str
+    depth: int
+    doc_id: str | None
+    previous_doc_id: str | None
 
 
 def _not_found_or(outcome: str, status: int | None) -> str:

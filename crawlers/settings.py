@@ -50,6 +50,8 @@ def effective(crawl: dict | None) -> dict:
 def settings_hash(crawl: dict) -> str:
     """16 hex chars identifying the settings that shaped a fetch (user agent, limits, robots, ...)."""
     relevant = {k: v for k, v in effective(crawl).items() if k not in _NOT_HASHED}
+    if not relevant.get("confirm_after_s"):  # off (the default): the hashes of crawls made before the key stay
+        relevant.pop("confirm_after_s", None)
     relevant["user_agent"] = relevant["user_agent"] or DEFAULT_USER_AGENT
     blob = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -5,6 +5,13 @@ into a document) and send every failure to ``session.page_failure``; none of
 them touches the store directly. Requests are made through ``page_request``,
 which applies the page limit, skips URLs already requested in this job and
 writes the request to the resume journal first.
+
+Confirmation fetches ([crawl] confirm_after_s, planned by the session for each
+page found changed) are sent by a reactor timer once their random delay has
+passed, through the engine like any request (the SSRF guard, robots.txt,
+per-host concurrency and AutoThrottle apply), without conditional headers and
+outside the page limit. While a timer waits and nothing else is left to do, the
+spider stays open (DontCloseSpider on spider_idle) and commits what it holds.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ from datetime import datetime, timezone
 from urllib.parse import urldefrag, urlsplit
 
 import scrapy
-from scrapy.exceptions import IgnoreRequest
+from scrapy import signals
+from scrapy.exceptions import DontCloseSpider, IgnoreRequest
 from scrapy.http import HtmlResponse, Request, Response
 from scrapy.linkextractors import LinkExtractor
 from scrapy.spidermiddlewares.httperror import HttpError
@@ -23,7 +31,7 @@ from scrapy.utils.gz import gunzip, gzip_magic_number
 
 from provenance.crawlers.items import FetchedPage
 from provenance.crawlers.journal import url_key
-from provenance.crawlers.middlewares import META_POLICY, META_RECEIVED, RefusedLookup, RefusedRequest
+from provenance.crawlers.middlewares import META_CONFIRM, META_POLICY, META_RECEIVED, RefusedLookup, RefusedRequest
 from provenance.crawlers.session import error_kind, exception_chain, failure_text
 from provenance.documents import domains_of
 
@@ -53,6 +61,51 @@ class ProvenanceSpider(scrapy.Spider):
         self.expected = expected or {}  # url_key -> expected sha256 (URL lists)
         # Pages requested before a stop count toward max_pages after a resume.
         self.pages_requested = len(self.journal.requested)
+        self._confirm_timers: dict[str, object] = {}  # url_key -> the reactor's DelayedCall that sends it
+        session.schedule_confirmation = self._schedule_confirmation
+
+    @classmethod
+    def from_crawler(cls, crawler, *args, **kwargs):
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        crawler.signals.connect(spider._on_opened, signal=signals.spider_opened)
+        crawler.signals.connect(spider._on_idle, signal=signals.spider_idle)
+        crawler.signals.connect(spider._on_closed, signal=signals.spider_closed)
+        return spider
+
+    # ----- confirmation fetches -----------------------------------------------------------
+    def _schedule_confirmation(self, confirmation, delay_s: float) -> None:
+        from twisted.internet import reactor
+
+        key = url_key(confirmation.url)
+        if key not in self._confirm_timers:
+            self._confirm_timers[key] = reactor.callLater(delay_s, self._send_confirmation, key, confirmation)
+
+    def _send_confirmation(self, key: str, confirmation) -> None:
+        self._confirm_timers.pop(key, None)
+        if key not in self.session.confirmations:
+            return  # answered meanwhile (a copy of the request restored from Scrapy's queue after a stop)
+        request = Request(confirmation.url, callback=self.parse_page, errback=self.on_error, dont_filter=True,
+                          meta={"provenance_kind": "page", META_CONFIRM: True, "depth": confirmation.depth,
+                                "expected_sha256": self.expected.get(url_key(confirmation.url))})
+        try:
+            self.crawler.engine.crawl(request)
+        except RuntimeError:  # the spider is closing (a stop): the next run of the job plans it again
+            pass
+
+    def _on_opened(self, spider=None) -> None:
+        if spider is None or spider is self:
+            self.session.resume_confirmations()  # those an earlier run of this job left unanswered
+
+    def _on_idle(self, spider=None) -> None:
+        if self._confirm_timers:
+            self.session.flush_waiting()
+            raise DontCloseSpider
+
+    def _on_closed(self, spider=None, reason=None) -> None:
+        for call in self._confirm_timers.values():
+            if call.active():
+                call.cancel()
+        self._confirm_timers.clear()
 
     # ----- requests ---------------------------------------------------------------------
     def page_request(self, url: str, depth: int, replay: bool = False) -> Request | None:
@@ -95,7 +148,8 @@ class ProvenanceSpider(scrapy.Spider):
         # Links first: page_request journals each one ("s") before the page item can reach a commit that
         # marks this page done ("c"). The other way round, a kill between that commit and the links would
         # lose them: a resumed crawl does not fetch a committed page again, so it would never see its links.
-        links = list(self.followed_links(response))
+        confirmation = bool(response.meta.get(META_CONFIRM))
+        links = [] if confirmation else list(self.followed_links(response))  # the first fetch followed them
         received = response.meta.get(META_RECEIVED) or {}
         chain = list(response.meta.get("redirect_urls") or [])
         yield FetchedPage(
@@ -111,6 +165,7 @@ class ProvenanceSpider(scrapy.Spider):
             depth=response.meta.get("depth", 0),
             expected_sha256=response.meta.get("expected_sha256"),
             policy=response.meta.get(META_POLICY),
+            confirmation=confirmation,
         )
         yield from links
 
@@ -149,7 +204,7 @@ class ProvenanceSpider(scrapy.Spider):
         self.session.page_failure(url, final_url, kind, failure_text(exc), status=status, outcome=outcome,
                                   fetched_at=received.get("fetched_at") if response is not None else None,
                                   nbytes=len(response.body) if response is not None else None,
-                                  policy=meta.get(META_POLICY))
+                                  policy=meta.get(META_POLICY), confirmation=bool(request.meta.get(META_CONFIRM)))
 
 
 class SiteSpider(ProvenanceSpider):

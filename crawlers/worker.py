@@ -82,19 +82,27 @@ def _queue_size(crawler) -> int | None:
         return None
 
 
-def _fetched_urls(store, run_ids: list[str]) -> list[str]:
-    """URLs with a committed fetch row from any of ``run_ids`` (the store, not the journal, is the truth)."""
+def _fetched_urls(store, run_ids: list[str]) -> tuple[list[str], list[str]]:
+    """URLs with a committed fetch row from any of ``run_ids`` (the store, not the journal, is the truth), and
+    those with a committed confirmation fetch row."""
     import duckdb
 
     from provenance.sql import sql_list, sql_string
 
     paths = store.snapshot().paths("fetches")
     if not paths:
-        return []
+        return [], []
     runs = ", ".join(sql_string(r) for r in run_ids)
-    return [u for (u,) in duckdb.connect().execute(
-        f"SELECT DISTINCT url FROM read_parquet({sql_list(paths)}, union_by_name = true) "
-        f"WHERE run_id IN ({runs})").fetchall()]
+    relation = f"read_parquet({sql_list(paths)}, union_by_name = true)"
+    con = duckdb.connect()
+    try:
+        columns = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
+        confirmation = "coalesce(confirmation, false)" if "confirmation" in columns else "false"  # older files
+        rows = con.execute(f"SELECT url, bool_or({confirmation}) FROM {relation} WHERE run_id IN ({runs}) "
+                           f"GROUP BY url").fetchall()
+    finally:
+        con.close()
+    return [u for u, _ in rows], [u for u, confirmed in rows if confirmed]
 
 
 def crawl_in_run(store, run, plan: dict, extract_pool=None) -> dict:
@@ -112,11 +120,12 @@ def crawl_in_run(store, run, plan: dict, extract_pool=None) -> dict:
     jobdir = store.root / "_jobs" / safe_name(crawl_id) if crawl["jobdir"] else None
     journal = Journal.open(jobdir, spider_cls.name, run.run_id) if jobdir else NoJournal()
     if journal.resumed == "killed" and journal.runs:
-        journal.reconcile(_fetched_urls(store, journal.runs))
+        journal.reconcile(*_fetched_urls(store, journal.runs))
     url_file = Path(plan["url_file"]) if plan.get("url_file") else None
     session = CrawlSession(store, run, crawl_id=crawl_id, spider=spider_cls.name,
                            settings_hash=settings_hash(crawl), journal=journal,
-                           flush_rows=crawl["flush_rows"], url_list=url_file)
+                           flush_rows=crawl["flush_rows"], url_list=url_file,
+                           confirm_after_s=crawl["confirm_after_s"])
     session.extract_pool = extract_pool  # used by DocumentWriterPipeline
     settings = scrapy_settings(crawl, str(jobdir) if jobdir else None)
     if mode != "site":
@@ -150,7 +159,7 @@ def crawl_in_run(store, run, plan: dict, extract_pool=None) -> dict:
         run.finish("interrupted", error="stopped by a signal; committed work is kept and the next run resumes")
     elif failures:
         run.finish("failed", error=stats["error"])
-    elif stats["pages"] == 0 or stats["exit_code"] == 1:
+    elif (stats["pages"] == 0 and not stats.get("confirmations")) or stats["exit_code"] == 1:
         run.finish("failed", error="nothing was fetched")
     return stats
 

@@ -3,8 +3,9 @@
 Frontrunning (Carlini et al., arXiv:2302.10149; ../shared/docs/threat-model.md, section 3) times an edit just
 before a predictable snapshot and reverts it soon after: the snapshot keeps the poison, the live page looks
 clean again. A second capture shortly after (a confirmation fetch, a later re-crawl, an archive's capture)
-shows the revert. This detector tags the captures of a URL whose text differs from the capture before them
-*and* the capture after them, while those two agree: an edit that was undone.
+shows the revert; a crawl with ``[crawl] confirm_after_s`` makes that confirmation fetch itself, after a
+random delay (crawlers/session.py). This detector tags the captures of a URL whose text differs from the
+capture before them *and* the capture after them, while those two agree: an edit that was undone.
 
 "Agree" and "differ" are judged on the text after the masking ``content_drift`` applies (dates, times,
 numbers and counters, month and day names: ``masked_words``), so a page that only shows a new date is

@@ -335,11 +335,14 @@ def store_vacuum(store_dir, config_file, grace_h):
 @click.option("--allow-private", is_flag=True, default=None,
               help="Allow private, loopback and link-local addresses (refused by default).")
 @click.option("--ignore-robots", is_flag=True, default=False, help="Do not obey robots.txt.")
+@click.option("--confirm-after", "confirm_after", type=float, metavar="SECONDS",
+              help="Fetch each page found changed once more, after a random delay of SECONDS/2 to SECONDS, to catch "
+                   "an edit undone soon after the crawl (frontrunning) [default: 0, off].")
 @click.option("--stats-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the run's JSON stats here.")
 @handle_errors
 def crawl(urls, store_dir, config_file, url_file, sitemaps, crawl_id, shard, max_pages, max_depth, allow_private,
-          ignore_robots, stats_file):
+          ignore_robots, confirm_after, stats_file):
     """Crawl a site (same-site links), sitemaps or a URL list into the store, with full provenance.
 
     Re-crawls are incremental: unchanged pages are recorded as such, changed
@@ -350,7 +353,7 @@ def crawl(urls, store_dir, config_file, url_file, sitemaps, crawl_id, shard, max
     if not (urls or url_file or sitemaps):
         raise click.UsageError("give start URLs, --urls FILE or --sitemap URL")
     flags = {"max_pages": max_pages, "max_depth": max_depth, "allow_private": allow_private,
-             "obey_robots": False if ignore_robots else None}
+             "obey_robots": False if ignore_robots else None, "confirm_after_s": confirm_after}
     settings, store = settings_and_store(config_file, store_dir, create=True, overrides={"crawl": flags})
     request = CrawlRequest(start_urls=list(urls), url_file=url_file, sitemaps=list(sitemaps), crawl_id=crawl_id,
                            shard=shard, settings=settings["crawl"])

@@ -121,6 +121,11 @@ class CrawlSettings(_Section):
     flush_rows: int = Field(2000, ge=1, description="Fetches per commit (also every 60 s and 64 MB): bounds what a "
                             "kill can lose, and fewer, bigger files are faster to read.")
     extractor: ExtractorName = Field("trafilatura", description=EXTRACTOR_HELP)
+    confirm_after_s: float = Field(0.0, ge=0, le=86_400, description="Confirmation fetch (frontrunning): fetch "
+                                   "every page this crawl found changed once more, in the same run, without "
+                                   "conditional headers, after a delay drawn at random between half this many "
+                                   "seconds and this many; a page whose edit was undone meanwhile shows the revert "
+                                   "(`transient_edit`). 0: off. See docs/CRAWLING.md.")
     ai_agents: list[str] = Field(
         list(AI_AGENTS), description="AI crawlers (user-agent names) for which every fetch records whether the host's "
                                      "robots.txt would allow them this URL (`fetches.ai_agents_disallowed`, the "
@@ -200,6 +205,7 @@ FLAGS: dict[tuple[str, str], str] = {
     ("crawl", "max_depth"): "--max-depth",
     ("crawl", "allow_private"): "--allow-private",
     ("crawl", "obey_robots"): "--ignore-robots",
+    ("crawl", "confirm_after_s"): "--confirm-after",
     ("tag", "batch_size"): "--batch-size",
     ("tag", "time_budget_s"): "--time-budget",
     ("tag", "isolation"): "--isolation",
@@ -388,6 +394,8 @@ def _type_text(annotation, metadata) -> str:
             words += f" >= {m.ge}"
         elif isinstance(m, annotated_types.Gt):
             words += f" > {m.gt:g}"
+        elif isinstance(m, annotated_types.Le):
+            words += f" and <= {m.le:_}".replace("_", ",")
         elif isinstance(m, annotated_types.MinLen) and m.min_length == 1:
             words = f"non-empty {words}"
     return words

@@ -247,7 +247,7 @@ class DocumentSink:
                     "run_id": self.run.run_id, "crawl_id": self.crawl_id, "url": row["url"],
                     "final_url": row.get("final_url"), "fetched_at": row["fetched_at"],
                     "http_status": row.get("http_status"), "outcome": "recaptured", "doc_id": row["doc_id"],
-                    "bytes": row.get("raw_length")})
+                    "bytes": row.get("raw_length"), "source": row.get("source")})
                 if len(self._recaptures) >= self.flush_rows:
                     self.flush()
             return False

@@ -12,7 +12,10 @@ Views (stable names; add, never rename):
   fetches     every crawl fetch attempt (new, changed, unchanged, refused, ...)
   runs        one row per run: command, status, times, stats (JSON)
   first_seen  one row per distinct text_sha256: when and where that exact text
-              was first fetched, how many documents and domains carry it
+              was first captured (documents, and the fetches rows of
+              CAPTURE_OUTCOMES that saw its bytes again: an older archive
+              capture of stored bytes counts), how many documents and domains
+              carry it; first_source, n_captures
   clusters    one row per document in a near-duplicate cluster (near_duplicate
               tags): doc_id, cluster_id (the kept document's doc_id),
               cluster_size, n_domains, n_registered_domains, first_seen
@@ -86,7 +89,7 @@ VIEWS = {
     "errors": "detector faults recorded by tag runs",
     "fetches": "every crawl fetch attempt (new, changed, unchanged, refused, ...)",
     "runs": "one row per run: command, status, times, stats",
-    "first_seen": "one row per distinct text: when and where it was first fetched",
+    "first_seen": "one row per distinct text: when and where it was first captured (documents and re-captures)",
     "clusters": "one row per document in a near-duplicate cluster",
     "consent": "one row per document: its TDM reservation, AI agents robots.txt refuses, directives, licence",
     "versions": "one row per version of a URL (a run of captures of one document), by capture time",
@@ -181,15 +184,33 @@ LEFT JOIN by_tag t USING (doc_id)
 """
 
 
+# Every capture of a text: each document row, and each fetches row that saw a stored document's bytes again
+# (CAPTURE_OUTCOMES: a crawl's unchanged, 304 and confirmation fetches, an import's recaptured rows) at that
+# document's text_sha256. So an archive capture of bytes the store already holds (a WARC of 2021 imported after
+# this week's crawl: a recaptured row, no new document) moves first_seen_at back to 2021. n_documents and
+# n_domains still count document rows; n_captures counts every capture (a document row and its crawl's fetch row
+# at the same time are one), first_source says who made the earliest.
 FIRST_SEEN_SQL = """
 CREATE OR REPLACE VIEW first_seen AS
+WITH docs AS (
+    SELECT doc_id, text_sha256, url, domain, fetched_at, source FROM documents WHERE text_sha256 IS NOT NULL
+),
+captures AS (
+    SELECT text_sha256, doc_id, url, fetched_at, source, 0 AS via_fetch, domain FROM docs
+    UNION ALL
+    SELECT d.text_sha256, f.doc_id, f.url, f.fetched_at, {fetch_source} AS source, 1 AS via_fetch, NULL AS domain
+    FROM fetches f JOIN (SELECT DISTINCT ON (doc_id) doc_id, text_sha256 FROM docs) d USING (doc_id)
+    WHERE f.fetched_at IS NOT NULL AND f.outcome IN ({outcomes})
+)
 SELECT text_sha256,
        min(fetched_at) AS first_seen_at,
-       arg_min(doc_id, coalesce(fetched_at, TIMESTAMPTZ '9999-12-31')) AS first_doc_id,
-       arg_min(url, coalesce(fetched_at, TIMESTAMPTZ '9999-12-31')) AS first_url,
-       count(*) AS n_documents,
-       count(DISTINCT domain) AS n_domains
-FROM documents WHERE text_sha256 IS NOT NULL GROUP BY text_sha256
+       arg_min(doc_id, (coalesce(fetched_at, TIMESTAMPTZ '9999-12-31'), via_fetch, doc_id)) AS first_doc_id,
+       arg_min(url, (coalesce(fetched_at, TIMESTAMPTZ '9999-12-31'), via_fetch, doc_id)) AS first_url,
+       count(*) FILTER (WHERE via_fetch = 0) AS n_documents,
+       count(DISTINCT domain) AS n_domains,
+       arg_min(source, (coalesce(fetched_at, TIMESTAMPTZ '9999-12-31'), via_fetch, doc_id)) AS first_source,
+       count(DISTINCT (doc_id, fetched_at)) AS n_captures
+FROM captures GROUP BY text_sha256
 """
 
 
@@ -305,6 +326,12 @@ def url_key_sql(column: str = "url") -> str:
 CAPTURE_OUTCOMES = ("new", "changed", "unchanged", "not_modified", "integrity_mismatch", "recaptured")
 
 
+# Who made a fetches row: its ``source`` (schema v3: crawl, or the import's source of a recaptured row); in older
+# files a crawl made every row but ``recaptured`` ones, whose source is unknown (null: no trusted-source rule, as
+# provenance_tier's, counts them).
+FETCH_SOURCE_SQL = "coalesce(source, CASE WHEN outcome <> 'recaptured' THEN 'crawl' END)"
+
+
 def captures_sql(fetches: str) -> str:
     """(doc_id, fetched_at) of the rows of ``fetches`` (a relation of the fetches schema) that captured a document."""
     outcomes = ", ".join(sql_string(o) for o in CAPTURE_OUTCOMES)
@@ -385,7 +412,8 @@ def create_views(con: duckdb.DuckDBPyConnection, store: Store, snapshot: Snapsho
         _parquet_view(con, view, kind, snapshot.paths(kind))
     con.register("_runs", _runs_table(store))
     con.execute("CREATE OR REPLACE VIEW runs AS SELECT * FROM _runs")
-    con.execute(FIRST_SEEN_SQL)
+    con.execute(FIRST_SEEN_SQL.format(fetch_source=FETCH_SOURCE_SQL,
+                                      outcomes=", ".join(sql_string(o) for o in CAPTURE_OUTCOMES)))
     con.execute(CLUSTERS_SQL)
     con.execute(CONSENT_SQL)
     con.execute(f"CREATE OR REPLACE VIEW versions AS SELECT url_key, doc_id, url, source, fetched_at, version, "

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 SCHEMA_DIR = Path(__file__).resolve().parent
 KINDS = ("documents", "tags", "errors", "fetches", "references")
 # A new version adds nullable columns only: readers see older files with those columns null (sql.py).
-CURRENT_VERSION = {**{kind: 1 for kind in KINDS}, "fetches": 2}
+CURRENT_VERSION = {**{kind: 1 for kind in KINDS}, "fetches": 3}
 MANIFEST_SCHEMA_PATH = SCHEMA_DIR / "manifest.v2.json"  # v1: manifests written before paths were relative
 
 HEADERS_TYPE = pa.list_(pa.struct([("name", pa.string()), ("value", pa.string())]))

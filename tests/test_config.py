@@ -204,6 +204,7 @@ extract_workers = 0
 flush_rows = 7
 extractor = "resiliparse"
 ai_agents = ["TestBot"]
+confirm_after_s = 90
 
 [ingest]
 flush_rows = 3

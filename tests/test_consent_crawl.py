@@ -214,9 +214,10 @@ def test_stores_with_version_1_fetch_files_keep_working(tmp_path, monkeypatch):
         with s.run("crawl", config={}) as run:
             run.commit(add=[run.write("fetches", pa.Table.from_pylist([{**row, **extra}]), "old")])
 
+    current = schemas.CURRENT_VERSION["fetches"]
     monkeypatch.setitem(schemas.CURRENT_VERSION, "fetches", 1)  # an older writer
     write_fetches({})
-    monkeypatch.setitem(schemas.CURRENT_VERSION, "fetches", 2)
+    monkeypatch.setitem(schemas.CURRENT_VERSION, "fetches", current)
     con = provenance.connect(store.root)
     got = con.execute("SELECT outcome, robots_sha256, ai_agents_disallowed, tdm_reservation FROM fetches").fetchall()
     assert got == [("new", None, None, None)]
