@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 
 import provenance
-from provenance.plugins._ngram_lm import STATISTICS, Artifact, fit_logistic
+from provenance.plugins._ngram_lm import COMBINED_FEATURES, STATISTICS, Artifact, fit_combination, fit_logistic
 
 DEFAULT_ARTIFACT = Path(__file__).with_name("llm_ngram.npz")
 
@@ -56,7 +56,7 @@ def _artifact_path(option: str) -> str:
 
 class LlmNgram(provenance.Detector):
     name = "llm_ngram"
-    version = "2"  # 2: the shipped model scores centred_llr (1: mean_llr)
+    version = "3"  # 3: the shipped model scores combined (2: centred_llr, 1: mean_llr)
     category = "llm"
     needs = ("text",)
     options = {"model": "", "min_tokens": 50, "min_score": 0.97}
@@ -92,7 +92,8 @@ class LlmNgram(provenance.Detector):
         if len(keep) == 0:
             return None
         name = self.artifact.statistic
-        parts = [k for k in ("mean_llr", "expected_llr", "log_ppl", "cross_entropy") if k in stats]
+        parts = [k for k in ("centred_llr", "binoculars", "centred_std", "mean_llr", "expected_llr", "log_ppl",
+                             "cross_entropy") if k in stats and k != name]
         evidence = [{"statistic": name, name: round(float(stats["statistic"][i]), 4),
                      **{k: round(float(stats[k][i]), 4) for k in parts}, "z": round(float(stats["z"][i]), 2),
                      "n_tokens": int(n[i]), "model_sha256": self.artifact.sha256} for i in keep]
@@ -144,7 +145,7 @@ def held_out(record: dict, text_field: str = "text") -> bool:
 
 
 def train(human: list[Path], llm: list[Path], out: Path, order: int = 4, max_vocab: int = 200,
-          min_count: int = 3, exclude: list[Path] = (), text_field: str = "text", statistic: str = "centred_llr",
+          min_count: int = 3, exclude: list[Path] = (), text_field: str = "text", statistic: str = "combined",
           log=print) -> Artifact:
     corpora = {}
     excluded: set[str] = set()
@@ -166,7 +167,16 @@ def train(human: list[Path], llm: list[Path], out: Path, order: int = 4, max_voc
     calib = corpora["human"][1] + corpora["llm"][1]
     if corpora["human"][1] and corpora["llm"][1]:
         labels = np.r_[np.zeros(len(corpora["human"][1])), np.ones(len(corpora["llm"][1]))]
-        artifact.calibration = fit_logistic(artifact.doc_stats(calib)["statistic"], labels)
+        if statistic == "combined":
+            # the weights and the intercept of one logistic fit on the held-out texts: statistic = weights . x,
+            # score = sigmoid(intercept + statistic)
+            intercept, weights = fit_combination(artifact.features(calib), labels)
+            artifact.meta["weights"] = [round(float(w), 6) for w in weights]
+            artifact.weights = np.asarray(artifact.meta["weights"])
+            artifact.calibration = (round(intercept, 6), 1.0)
+            log("combined = " + " + ".join(f"{w:.4f} * {f}" for w, f in zip(weights, COMBINED_FEATURES)))
+        else:
+            artifact.calibration = fit_logistic(artifact.doc_stats(calib)["statistic"], labels)
     sha = artifact.save(out)
     log(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 {sha}); "
         f"calibration sigmoid({artifact.calibration[0]:.3f} + {artifact.calibration[1]:.3f} * {statistic})")
@@ -202,9 +212,11 @@ def register_commands(cli):
                   help="evaluation data (JSONL/Parquet): drop reference texts sharing an 8-word run or a prompt "
                        "with it (repeatable)")
     @click.option("--text-field", default="text", show_default=True)
-    @click.option("--statistic", default="centred_llr", show_default=True, type=click.Choice(STATISTICS),
-                  help="document statistic the score calibrates: the mean token LLR, or that minus its "
-                       "expectation under the LLM model")
+    @click.option("--statistic", default="combined", show_default=True, type=click.Choice(STATISTICS),
+                  help="document statistic the score calibrates: the mean token LLR, that minus its "
+                       "expectation under the LLM model (centred_llr), the Binoculars ratio, or a logistic "
+                       "combination of centred_llr, binoculars and the centred LLR's spread over the tokens, "
+                       "fitted on the held-out tenth")
     def train_llm_ngram(human, llm, out, order, max_vocab, min_count, exclude, text_field, statistic):
         """Train the two n-gram LMs of the llm_ngram detector (deterministic: same inputs, same artifact)."""
         try:
