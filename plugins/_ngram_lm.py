@@ -342,16 +342,19 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, iterations: int = 50) -> tuple[fl
     return float(beta[0]), float(beta[1])
 
 
-def fit_combination(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, iterations: int = 50
-                    ) -> tuple[float, np.ndarray]:
+def fit_combination(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, iterations: int = 50,
+                    sample_weight: np.ndarray | None = None) -> tuple[float, np.ndarray]:
     """(intercept, weights) of P(y=1|x) = sigmoid(intercept + weights . x) by Newton's method, classes weighted
-    equally, with an L2 penalty ``l2`` on the weights of the standardised features (the total weight is 1, so
-    1e-3 is mild: it only keeps the fit finite when the held-out texts are separable). Weights on the raw
-    features."""
+    equally (or rows by ``sample_weight``), with an L2 penalty ``l2`` on the weights of the standardised
+    features (the total weight is 1, so 1e-3 is mild: it only keeps the fit finite when the held-out texts are
+    separable). Weights on the raw features."""
     X, y = np.asarray(X, float), np.asarray(y, float)
     mu, sd = X.mean(axis=0), X.std(axis=0) + 1e-12
     Z = np.c_[np.ones(len(X)), (X - mu) / sd]
-    w = np.where(y == 1, 0.5 / max(y.sum(), 1), 0.5 / max((1 - y).sum(), 1))
+    if sample_weight is None:
+        w = np.where(y == 1, 0.5 / max(y.sum(), 1), 0.5 / max((1 - y).sum(), 1))
+    else:
+        w = np.asarray(sample_weight, float) / np.sum(sample_weight)
     penalty = l2 * np.diag(np.r_[0.0, np.ones(X.shape[1])])
     beta = np.zeros(Z.shape[1])
     for _ in range(iterations):
