@@ -16,6 +16,8 @@ stores the n-gram keys with ``max(c - D, 0) / c(h)`` and the context keys with t
 weight ``gamma(h)``; the probability of a token is then computed order by order:
 ``p_n = part_n + gamma_n(h) * p_{n-1}`` (``p_n = p_{n-1}`` for an unseen context).
 
+The document statistics (``STATISTICS``) are computed from both models in one pass; ``combined`` weighs three of
+them with weights fitted on held-out references (``fit_combination``) and stored in the artifact's metadata.
 Expectations over the whole vocabulary (``expected_f``: Fast-DetectGPT's analytic mean and variance, Binoculars'
 cross-entropy) are exact and cost only the explicit n-grams of the contexts seen: outside the tokens a model
 holds explicitly for a context, ``p_n = gamma_n(h) * p_{n-1}``, so the sum over the rest of the vocabulary is
@@ -186,7 +188,8 @@ class NgramLM:
 
 
 class Artifact:
-    """A vocabulary, a human LM, an LLM LM and the logistic calibration of the mean LLR; saved as one .npz."""
+    """A vocabulary, a human LM, an LLM LM, the statistic's weights (combined) and its logistic calibration;
+    saved as one .npz."""
 
     def __init__(self, vocab: Vocabulary, human: NgramLM, llm: NgramLM, calibration=(0.0, 1.0), meta=None):
         self.vocab, self.human, self.llm = vocab, human, llm

@@ -4,25 +4,31 @@ Each document's tokens are scored by both models of an artifact (``plugins/_ngra
 Kneser-Ney, trained by ``provenance train llm-ngram``). The shipped models are 4-gram models over the 200 most
 frequent tokens of the references (function words and punctuation; every other word is one unknown token):
 what they see is how a text is put together, not its topic, which differs between any two corpora and so
-transfers badly (macro AUROC with 50,000 tokens and trigrams 0.705, with 200 and 4-grams 0.747). The per-token
-statistic is the log-likelihood ratio ``log P_llm - log P_human`` minus its expectation over the whole
-vocabulary under ``P_llm`` at that position (Fast-DetectGPT's analytic centring, computed exactly for the
-n-gram models); the document's statistic ``centred_llr`` is its mean. Centring removes how predictable the
-context is to the LLM model, which the plain mean LLR (still available: ``--statistic mean_llr``) confounds
-with authorship; dividing by the standard deviation as Fast-DetectGPT does lowered the macro AUROC
-(``eval/llm_detect.py --variants``). The score is ``sigmoid(a + b * statistic)`` with (a, b) fitted by
-logistic regression, classes weighted equally, on a tenth of the reference texts held out from training the
-models. Nothing here trains on the data it scores, so the number is zero-shot; on sources unlike the
-references it is a weak signal (``eval/llm_detect.py``: macro AUROC about 0.7), not a verdict.
+transfers badly (macro AUROC with 50,000 tokens and trigrams 0.705, with 200 and 4-grams 0.747). Every token
+is scored. Per document the shipped artifact (v3, statistic ``combined``) computes three statistics:
+``centred_llr``, the mean over tokens of the log-likelihood ratio ``log P_llm - log P_human`` minus its
+expectation over the whole vocabulary under ``P_llm`` at that position (Fast-DetectGPT's analytic centring,
+exact for the n-gram models: it removes how predictable the context is, which the plain mean LLR confounds with
+authorship); ``binoculars``, minus the LLM model's log-perplexity over the cross-entropy of the human model's
+prediction under the LLM model; and ``centred_std``, the standard deviation of the centred LLR over the tokens
+(LLM text is more even). ``combined`` is their weighted sum and the score ``sigmoid(a + combined)``, weights and
+``a`` one logistic fit, classes weighted equally, on a tenth of the reference texts held out from training the
+models (``--statistic centred_llr``, ``mean_llr`` or ``binoculars`` trains an artifact of one statistic, scored
+``sigmoid(a + b * statistic)``). Nothing here trains on the data it scores, so the number is zero-shot; on
+sources unlike the references it is a weak signal (``eval/llm_detect.py``: macro AUROC 0.763, v2's
+``centred_llr`` 0.740; ``eval/llm_ngram_ideas.py`` for what each idea gave and how much survives choosing
+among them inside each leave-one-out fold), not a verdict.
 
 Tags: ``llm_generated`` (category ``llm``) on documents of at least ``min_tokens`` tokens whose score is at
 least ``min_score``. Only those are tagged because any ``llm`` tag makes a document ``flagged`` in
 ``doc_flags``: tagging every document would flag every document. The default 0.97 was chosen on the dev data
-for fairness: it flags 0.6% of OUTFOX's and none of rexshijaku's human student essays (the target is 3% at
-most; at 0.95, 4.0% of OUTFOX's), at the cost of recall (``eval/llm_detect.py`` prints both). Evidence:
-``statistic`` (its name) and its value, ``mean_llr`` and ``expected_llr`` (nats per token: statistic =
-mean_llr - expected_llr; a ``binoculars`` artifact gives ``log_ppl`` and ``cross_entropy`` instead), ``z`` (the statistic over its standard error: how sure the sign is), ``n_tokens``
-and the artifact's sha256.
+for fairness with v2's score: it flagged 0.6% of OUTFOX's and none of rexshijaku's human student essays (the
+target is 3% at most); with v3's score it flags none of either, at the cost of recall (``eval/llm_detect.py``
+prints both). Evidence: ``statistic`` (its name) and its value; the parts the artifact computes, in nats per
+token: ``centred_llr``, ``binoculars``, ``centred_std``, ``mean_llr``, ``expected_llr`` (centred_llr =
+mean_llr - expected_llr), ``log_ppl`` and ``cross_entropy`` (binoculars = -log_ppl / cross_entropy); ``z``
+(the mean of the per-token values behind the statistic, the centred LLR for combined, over its standard
+error: how sure its sign is), ``n_tokens`` and the artifact's sha256.
 """
 
 from __future__ import annotations

@@ -154,15 +154,16 @@ def _runs_table(store: Store) -> pa.Table:
 
 DOC_FLAGS_SQL = """
 CREATE OR REPLACE VIEW doc_flags AS
-WITH per_detector AS (
-    SELECT doc_id, category, detector, max(coalesce(score, 1.0)) AS score
-    FROM tags GROUP BY doc_id, category, detector
-),
-per_category AS (
-    -- NOISY_OR_CATEGORIES: 1 - prod(1 - s) over the detectors (independent evidence adds up); others the maximum
-    SELECT doc_id, category,
-           CASE WHEN category IN ({noisy_or}) THEN 1.0 - product(1.0 - score) ELSE max(score) END AS score
-    FROM per_detector GROUP BY doc_id, category
+WITH per_category AS (
+    SELECT doc_id, category, max(coalesce(score, 1.0)) AS score
+    FROM tags WHERE category NOT IN ({noisy_or}) GROUP BY doc_id, category
+    UNION ALL
+    -- NOISY_OR_CATEGORIES: 1 - prod(1 - s) over the detectors, each detector's maximum (independent evidence
+    -- adds up); only their rows take the second aggregation
+    SELECT doc_id, category, 1.0 - product(1.0 - score) AS score
+    FROM (SELECT doc_id, category, detector, max(coalesce(score, 1.0)) AS score
+          FROM tags WHERE category IN ({noisy_or}) GROUP BY doc_id, category, detector)
+    GROUP BY doc_id, category
 ),
 by_category AS (
     SELECT doc_id,
