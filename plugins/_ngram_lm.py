@@ -16,6 +16,8 @@ stores the n-gram keys with ``max(c - D, 0) / c(h)`` and the context keys with t
 weight ``gamma(h)``; the probability of a token is then computed order by order:
 ``p_n = part_n + gamma_n(h) * p_{n-1}`` (``p_n = p_{n-1}`` for an unseen context).
 
+The document statistics (``STATISTICS``) are computed from both models in one pass; ``combined`` weighs three of
+them with weights fitted on held-out references (``fit_combination``) and stored in the artifact's metadata.
 Expectations over the whole vocabulary (``expected_f``: Fast-DetectGPT's analytic mean and variance, Binoculars'
 cross-entropy) are exact and cost only the explicit n-grams of the contexts seen: outside the tokens a model
 holds explicitly for a context, ``p_n = gamma_n(h) * p_{n-1}``, so the sum over the rest of the vocabulary is
@@ -39,7 +41,11 @@ FORMAT = "llm-ngram/1"
 # P_llm (Fast-DetectGPT's analytic centring; dividing by the standard deviation as well lowered the macro AUROC).
 # binoculars: minus the LLM model's log-perplexity over the cross-entropy of the human model's prediction under
 # the LLM model (Binoculars' ratio with the human model as performer). eval/llm_detect.py --variants compares them.
-STATISTICS = ("mean_llr", "centred_llr", "binoculars")
+# combined: a logistic combination of three of them, ``COMBINED_FEATURES`` (centred_llr, binoculars, and
+# centred_std, the standard deviation over the document's tokens of the centred LLR: LLM text is more even),
+# weighted by a logistic fit on held-out reference texts (``fit_combination``; the weights are in the artifact).
+STATISTICS = ("mean_llr", "centred_llr", "binoculars", "combined")
+COMBINED_FEATURES = ("centred_llr", "binoculars", "centred_std")
 UNK, BOS = 0, 1
 _TOKEN = re.compile(r"[^\W_]+|[^\w\s]|_")
 
@@ -182,7 +188,8 @@ class NgramLM:
 
 
 class Artifact:
-    """A vocabulary, a human LM, an LLM LM and the logistic calibration of the mean LLR; saved as one .npz."""
+    """A vocabulary, a human LM, an LLM LM, the statistic's weights (combined) and its logistic calibration;
+    saved as one .npz."""
 
     def __init__(self, vocab: Vocabulary, human: NgramLM, llm: NgramLM, calibration=(0.0, 1.0), meta=None):
         self.vocab, self.human, self.llm = vocab, human, llm
@@ -192,6 +199,10 @@ class Artifact:
         self.statistic = self.meta.get("statistic", "mean_llr")  # artifacts before it was recorded: mean_llr
         if self.statistic not in STATISTICS:
             raise ValueError(f"unknown llm-ngram statistic {self.statistic!r}; one of {list(STATISTICS)}")
+        # combined: statistic = weights . (centred_llr, binoculars, centred_std); the intercept is in calibration
+        self.weights = np.asarray(self.meta.get("weights", [1.0, 0.0, 0.0]), np.float64)
+        if self.statistic == "combined" and self.weights.shape != (len(COMBINED_FEATURES),):
+            raise ValueError(f"a combined llm-ngram artifact needs {len(COMBINED_FEATURES)} weights")
         self.sha256 = ""
 
     @classmethod
@@ -219,11 +230,16 @@ class Artifact:
         positions = np.flatnonzero(real)
         return self.llm.logprob(ids, positions) - self.human.logprob(ids, positions), lengths
 
-    def doc_stats(self, texts) -> dict[str, np.ndarray]:
+    def doc_stats(self, texts, statistics=None) -> dict[str, np.ndarray]:
         """Per text: ``statistic`` (the artifact's: see ``STATISTICS``), its parts (``mean_llr``, the mean token
-        LLR, always; ``expected_llr`` for centred_llr, its mean expectation under the LLM model; ``log_ppl`` and
-        ``cross_entropy`` for binoculars), ``z`` (the mean of the per-token difference behind the statistic over
-        its standard error: how sure its sign is) and ``n_tokens``."""
+        LLR, always; ``expected_llr`` and ``centred_llr`` for centred_llr, its mean expectation under the LLM model
+        and the difference; ``log_ppl``, ``cross_entropy`` and ``binoculars`` for binoculars; all of these and
+        ``centred_std`` for combined), ``z`` (the mean of the per-token difference behind the statistic over
+        its standard error: how sure its sign is) and ``n_tokens``. ``statistics``: compute the parts of these
+        statistics too (the artifact's own always)."""
+        wanted = {self.statistic, *(statistics or ())}
+        if "combined" in wanted:
+            wanted |= {"centred_llr", "binoculars"}
         hashes, lengths = token_hashes(texts)
         ids, real = padded_ids(self.vocab, hashes, lengths, self.order)
         positions = np.flatnonzero(real)
@@ -231,30 +247,42 @@ class Artifact:
         llr = lp_llm - self.human.logprob(ids, positions)
         doc = np.repeat(np.arange(len(lengths)), lengths)
         n = np.maximum(lengths, 1)
+        ctx = contexts(ids, positions, self.order) if wanted - {"mean_llr"} else None
 
         def mean_of(v):
             return np.bincount(doc, weights=v, minlength=len(lengths)) / n
 
         out = {"mean_llr": mean_of(llr)}
-        if self.statistic == "mean_llr":
-            per_token = llr
-            out["statistic"] = out["mean_llr"]
-        elif self.statistic == "centred_llr":
-            expected, _ = expected_f(self, contexts(ids, positions, self.order), "llm", 1.0, -1.0)
-            per_token = llr - expected
+        per_token = {"mean_llr": llr}
+        if "centred_llr" in wanted:
+            expected, _ = expected_f(self, ctx, "llm", 1.0, -1.0)
+            per_token["centred_llr"] = llr - expected
             out["expected_llr"] = mean_of(expected)
-            out["statistic"] = mean_of(per_token)
-        else:  # binoculars
-            cross, _ = expected_f(self, contexts(ids, positions, self.order), "human", -1.0, 0.0)
-            per_token = cross + lp_llm  # below the expected surprisal: LLM-like
+            out["centred_llr"] = mean_of(per_token["centred_llr"])
+            out["centred_std"] = np.sqrt(np.maximum(mean_of(per_token["centred_llr"] ** 2)
+                                                    - out["centred_llr"] ** 2, 0.0))
+        if "binoculars" in wanted:
+            cross, _ = expected_f(self, ctx, "human", -1.0, 0.0)
+            per_token["binoculars"] = cross + lp_llm  # below the expected surprisal: LLM-like
             out["log_ppl"], out["cross_entropy"] = mean_of(-lp_llm), mean_of(cross)
-            out["statistic"] = -out["log_ppl"] / np.maximum(out["cross_entropy"], 1e-12)
-            out["statistic"][lengths == 0] = 0.0
-        mean = mean_of(per_token)
-        var = mean_of(per_token ** 2) - mean ** 2
+            out["binoculars"] = -out["log_ppl"] / np.maximum(out["cross_entropy"], 1e-12)
+            out["binoculars"][lengths == 0] = 0.0
+        if self.statistic == "combined":
+            out["combined"] = np.stack([out[f] for f in COMBINED_FEATURES], axis=1) @ self.weights
+            out["combined"][lengths == 0] = 0.0
+        out["statistic"] = out[self.statistic]
+        # z of the per-token values behind the statistic (combined: the centred LLR's, its main part)
+        token = per_token["centred_llr" if self.statistic == "combined" else self.statistic]
+        mean = mean_of(token)
+        var = mean_of(token ** 2) - mean ** 2
         out["z"] = mean / np.sqrt(np.maximum(var, 1e-12) / n)
         out["n_tokens"] = lengths
         return out
+
+    def features(self, texts) -> np.ndarray:
+        """The ``COMBINED_FEATURES`` of each text, as rows."""
+        stats = self.doc_stats(texts, ("centred_llr", "binoculars"))
+        return np.stack([stats[f] for f in COMBINED_FEATURES], axis=1)
 
     def score(self, statistic: np.ndarray) -> np.ndarray:
         a, b = self.calibration
@@ -315,6 +343,33 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, iterations: int = 50) -> tuple[fl
         if np.abs(step).max() < 1e-10:
             break
     return float(beta[0]), float(beta[1])
+
+
+def fit_combination(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, iterations: int = 50,
+                    sample_weight: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """(intercept, weights) of P(y=1|x) = sigmoid(intercept + weights . x) by Newton's method, classes weighted
+    equally (or rows by ``sample_weight``), with an L2 penalty ``l2`` on the weights of the standardised
+    features (the total weight is 1, so 1e-3 is mild: it only keeps the fit finite when the held-out texts are
+    separable). Weights on the raw features."""
+    X, y = np.asarray(X, float), np.asarray(y, float)
+    mu, sd = X.mean(axis=0), X.std(axis=0) + 1e-12
+    Z = np.c_[np.ones(len(X)), (X - mu) / sd]
+    if sample_weight is None:
+        w = np.where(y == 1, 0.5 / max(y.sum(), 1), 0.5 / max((1 - y).sum(), 1))
+    else:
+        w = np.asarray(sample_weight, float) / np.sum(sample_weight)
+    penalty = l2 * np.diag(np.r_[0.0, np.ones(X.shape[1])])
+    beta = np.zeros(Z.shape[1])
+    for _ in range(iterations):
+        p = 1 / (1 + np.exp(-Z @ beta))
+        grad = Z.T @ (w * (y - p)) - penalty @ beta
+        hess = (Z * (w * p * (1 - p))[:, None]).T @ Z + penalty + 1e-9 * np.eye(len(beta))
+        step = np.linalg.solve(hess, grad)
+        beta += step
+        if np.abs(step).max() < 1e-10:
+            break
+    weights = beta[1:] / sd
+    return float(beta[0] - weights @ mu), weights
 
 
 # ----- expectations under a model's own predictive distribution (Fast-DetectGPT, Binoculars) --------------

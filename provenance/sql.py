@@ -46,7 +46,9 @@ Views (stable names; add, never rename):
 
 Views read only files named by the commit log (a snapshot taken at connect
 time), so a run in progress is never half visible. A tag with a null score
-states a fact and counts as 1.0 in the score columns.
+states a fact and counts as 1.0 in the score columns. A category's score is
+the maximum over its tags, except for NOISY_OR_CATEGORIES (llm):
+1 - prod(1 - s) over its detectors, each detector's maximum.
 
 SQL a user hands the command line (``query``, ``export --where``) is untrusted
 text: it runs on a *sandboxed* connection (``connect(..., sandbox=True)``) that
@@ -77,6 +79,12 @@ NOT_FLAG_CATEGORIES = ("consent", "language", "quality")
 # is a fact about its age, while provenance:integrity_mismatch (a crawl's pinned sha256 broken) is a suspicion.
 # A minor edit since the earlier capture of a URL (plugins/content_drift.py) is the normal life of a page.
 NOT_FLAG_TAGS = ("provenance:first_seen_before_cutoff", "provenance:first_seen_after_cutoff", "poison:minor_edit")
+# Categories whose score combines its detectors as independent evidence, 1 - prod(1 - score_d) over the
+# detectors d (each detector's own maximum), instead of the maximum: llm, whose detectors look at unrelated
+# things (n-gram statistics, chat-model artefacts, a copy of known LLM text, a causal LM) and score calibrated
+# probabilities, so two that agree make a document more likely LLM text than either alone (README, "How
+# llm_score combines them"). A detector's score alone is unchanged; a tag with a null score still counts 1.0.
+NOISY_OR_CATEGORIES = ("llm",)
 # Views over the store's Parquet files: view name -> the kind of file it reads.
 PARQUET_VIEWS = {"documents": "documents", "tags": "tags", "errors": "errors", "fetches": "fetches",
                  "reference_texts": "references"}
@@ -151,7 +159,14 @@ DOC_FLAGS_SQL = """
 CREATE OR REPLACE VIEW doc_flags AS
 WITH per_category AS (
     SELECT doc_id, category, max(coalesce(score, 1.0)) AS score
-    FROM tags GROUP BY doc_id, category
+    FROM tags WHERE category NOT IN ({noisy_or}) GROUP BY doc_id, category
+    UNION ALL
+    -- NOISY_OR_CATEGORIES: 1 - prod(1 - s) over the detectors, each detector's maximum (independent evidence
+    -- adds up); only their rows take the second aggregation
+    SELECT doc_id, category, 1.0 - product(1.0 - score) AS score
+    FROM (SELECT doc_id, category, detector, max(coalesce(score, 1.0)) AS score
+          FROM tags WHERE category IN ({noisy_or}) GROUP BY doc_id, category, detector)
+    GROUP BY doc_id, category
 ),
 by_category AS (
     SELECT doc_id,
@@ -423,6 +438,7 @@ def create_views(con: duckdb.DuckDBPyConnection, store: Store, snapshot: Snapsho
         f"max(score) FILTER (WHERE category = '{c}') AS {c}_score" for c in SCORE_CATEGORIES)
     score_select = ", ".join(f"c.{c}_score" for c in SCORE_CATEGORIES)
     con.execute(DOC_FLAGS_SQL.replace("{score_columns}", score_columns)
+                .replace("{noisy_or}", ", ".join(f"'{c}'" for c in NOISY_OR_CATEGORIES))
                 .replace("{score_select}", score_select).replace("{flagging}", flagging_tag_sql()))
     return snapshot
 

@@ -12,7 +12,8 @@ import pytest
 
 from provenance.detectors import DetectorError
 from provenance.plugins import llm_ngram
-from provenance.plugins._ngram_lm import BOS, Artifact, _level_probs, contexts, expected_f, padded_ids, token_hashes
+from provenance.plugins._ngram_lm import (BOS, COMBINED_FEATURES, Artifact, _level_probs, contexts, expected_f,
+                                          fit_combination, padded_ids, token_hashes)
 from provenance.plugins.llm_ngram import LlmNgram
 from provenance.testing import run_detector
 
@@ -177,6 +178,54 @@ def test_binoculars_statistic_is_the_log_perplexity_over_the_cross_entropy(model
     assert stats["statistic"][2] == 0.0 and stats["n_tokens"][2] == 0
 
 
+def test_combined_statistic_is_the_weighted_sum_of_its_features(model, tmp_path):
+    art = Artifact.load(model)
+    art.statistic, art.weights = "combined", np.array([2.0, 5.0, -1.5])
+    texts = [human_doc(1), llm_doc(0), ""]
+    stats = art.doc_stats(texts)
+    hashes, lengths = token_hashes(texts)
+    ids, real = padded_ids(art.vocab, hashes, lengths, 3)
+    positions = np.flatnonzero(real)
+    llr = art.llm.logprob(ids, positions) - art.human.logprob(ids, positions)
+    centred = llr - expected_f(art, contexts(ids, positions, 3), "llm", 1.0, -1.0)[0]
+    cut = lengths[0]
+    for i, part in enumerate((slice(0, cut), slice(cut, None))):
+        assert stats["centred_llr"][i] == pytest.approx(centred[part].mean())
+        assert stats["centred_std"][i] == pytest.approx(centred[part].std())  # how even the LLR is over tokens
+    art.statistic = "binoculars"
+    assert stats["binoculars"] == pytest.approx(art.doc_stats(texts)["statistic"])
+    assert stats["statistic"] == pytest.approx(2.0 * stats["centred_llr"] + 5.0 * stats["binoculars"]
+                                               - 1.5 * stats["centred_std"])
+    assert stats["statistic"][2] == 0.0 and stats["n_tokens"][2] == 0
+    art.statistic = "combined"
+    art.meta.update(statistic="combined", weights=[2.0, 5.0, -1.5])
+    art.calibration = (0.0, 1.0)
+    path = tmp_path / "combined.npz"
+    art.save(path)
+    assert list(Artifact.load(path).weights) == [2.0, 5.0, -1.5]
+    row = run_detector(LlmNgram, [{"text": llm_doc(1)}], {"model": str(path), "min_score": 0.0}).to_pylist()[0]
+    evidence = json.loads(row["evidence"])
+    assert evidence["statistic"] == "combined" and row["score"] == pytest.approx(
+        1 / (1 + np.exp(-evidence["combined"])), abs=1e-3)
+    assert {"centred_llr", "binoculars", "centred_std", "mean_llr", "z"} <= set(evidence)
+    with pytest.raises(ValueError, match="needs 3 weights"):
+        Artifact(art.vocab, art.human, art.llm, meta={"statistic": "combined", "weights": [1.0]})
+
+
+def test_fit_combination_recovers_the_weights_on_the_raw_features():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20000, 2)) * [1.0, 10.0] + [0.0, 5.0]
+    y = (rng.random(20000) < 1 / (1 + np.exp(-(0.5 + X @ [2.0, -0.1])))).astype(float)
+    intercept, weights = fit_combination(X, y, l2=0.0)
+    # classes weighted equally: the intercept moves by log(n_human / n_llm), the weights stay
+    shift = np.log((1 - y).sum() / y.sum())
+    assert weights == pytest.approx([2.0, -0.1], rel=0.1) and intercept == pytest.approx(0.5 + shift, abs=0.15)
+    # separable held-out texts: the penalty keeps the fit finite
+    intercept, weights = fit_combination(np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 3.0], [3.0, 2.0]]),
+                                         np.array([0.0, 0.0, 1.0, 1.0]))
+    assert np.isfinite(intercept) and np.isfinite(weights).all() and weights[0] > 0
+
+
 def test_model_option_enters_the_config_hash(model, tmp_path):
     other = tmp_path / "other.npz"
     Artifact.train([human_doc(0)], [llm_doc(0)], max_vocab=20).save(other)
@@ -209,12 +258,15 @@ def test_train_command_writes_a_model_and_refuses_mistakes(cli, tmp_path):
     proc = cli("train", "llm-ngram", "--human", human, "--llm", llm, "--out", out, "--max-vocab", "100", check=0)
     assert "held out for calibration" in proc.stdout and out.is_file()
     art = Artifact.load(out)
-    assert art.calibration[1] > 0  # higher LLR, more likely LLM: fitted on the held-out tenth
     assert art.meta["order"] == 4 and art.meta["human_texts"] + art.meta["llm_texts"] < 60
-    assert art.statistic == "centred_llr"
+    # the default: one logistic fit of the three features on the held-out tenth; the intercept in calibration
+    assert art.statistic == "combined" and len(art.meta["weights"]) == 3 and art.calibration[1] == 1.0
+    assert "combined = " in proc.stdout
     cli("train", "llm-ngram", "--human", human, "--llm", llm, "--out", out, "--max-vocab", "100",
         "--statistic", "mean_llr", check=0)
-    assert Artifact.load(out).statistic == "mean_llr"
+    art = Artifact.load(out)
+    assert art.statistic == "mean_llr" and "weights" not in art.meta
+    assert art.calibration[1] > 0  # higher LLR, more likely LLM: fitted on the held-out tenth
 
     bad = cli("train", "llm-ngram", "--human", tmp_path / "nope.jsonl", "--llm", llm, "--out", out)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "nope.jsonl" in bad.stderr
@@ -224,6 +276,9 @@ def test_train_command_writes_a_model_and_refuses_mistakes(cli, tmp_path):
 
 def test_shipped_model_loads():
     art = Artifact.load(llm_ngram.DEFAULT_ARTIFACT)
-    assert art.order == 4 and art.vocab.radix == 202 and art.meta["human_texts"] > 1000 and art.calibration[1] > 0
-    assert art.statistic == "centred_llr"
+    assert art.order == 4 and art.vocab.radix == 202 and art.meta["human_texts"] > 1000
+    assert art.statistic == "combined" and art.calibration[1] == 1.0
+    weights = dict(zip(COMBINED_FEATURES, art.weights))
+    # fitted on held-out references: a higher centred LLR and Binoculars ratio, and a more even LLR, mean LLM text
+    assert weights["centred_llr"] > 0 and weights["binoculars"] > 0 and weights["centred_std"] < 0
     assert LlmNgram.config_hash({}) == LlmNgram.config_hash({"model": str(llm_ngram.DEFAULT_ARTIFACT)})
