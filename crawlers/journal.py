@@ -67,6 +67,7 @@ class Journal:
     pending: list[Pending] = field(default_factory=list)  # to request again after a kill
     runs: list[str] = field(default_factory=list)  # the runs that worked on this job before this one
     _fh: object = None
+    _asked: set[str] = field(default_factory=set)  # URLs (as given) should_request has answered in this run
 
     @classmethod
     def open(cls, jobdir: Path, spider: str, run_id: str | None = None) -> Journal:
@@ -128,6 +129,10 @@ class Journal:
 
     def should_request(self, url: str) -> bool:
         """True once per URL per job: False for anything already requested (in this run or before the stop)."""
+        # Pages link to the same URLs over and over: a URL string met before needs no canonicalizing again.
+        if url in self._asked:
+            return False
+        self._asked.add(url)
         key = url_key(url)
         if key in self.requested:
             return False
@@ -163,6 +168,7 @@ class NoJournal:
 
     def __init__(self):
         self.requested: set[str] = set()
+        self._asked: set[str] = set()
 
     should_request = Journal.should_request  # the same once-per-URL rule, on this run's set only
 
