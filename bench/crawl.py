@@ -199,6 +199,16 @@ def fixed_cost(extractors: list[str], rounds: int, tmp: Path) -> None:
           + f"   (load now: {os.getloadavg()[0]:.2f})")
 
 
+def copies_site(site: Path, copies: int) -> Path:
+    """``copies`` copies of git-htmldocs under one root, whose index.html links to each copy's."""
+    site.mkdir()
+    links = "".join(f'<li><a href="copy{i}/index.html">copy {i}</a></li>' for i in range(copies))
+    (site / "index.html").write_text(f"<html><head><title>copies</title></head><body><ul>{links}</ul></body></html>")
+    for i in range(copies):
+        copy_site(SHARED_SITE, site / f"copy{i}")
+    return site
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=None, help="[default: 3; --fixed-cost: 5]")
@@ -233,12 +243,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         site = tmp / "site"
         if SHARED_SITE.is_dir() and not args.generated:
-            site.mkdir()
-            links = "".join(f'<li><a href="copy{i}/index.html">copy {i}</a></li>' for i in range(args.copies))
-            (site / "index.html").write_text(f"<html><head><title>copies</title></head><body><ul>{links}</ul>"
-                                             "</body></html>")
-            for i in range(args.copies):
-                copy_site(SHARED_SITE, site / f"copy{i}")
+            copies_site(site, args.copies)
             label = f"git-htmldocs (../shared) x {args.copies} under one root"
         else:
             generate_site(site, pages=args.pages)

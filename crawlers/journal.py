@@ -89,6 +89,7 @@ class Journal:
     # url_key -> confirmation planned by an earlier run of the job and not committed (see the module docstring)
     confirmations: dict[str, PendingConfirmation] = field(default_factory=dict)
     _fh: object = None
+    _asked: set[str] = field(default_factory=set)  # URLs (as given) should_request has answered in this run
 
     @classmethod
     def open(cls, jobdir: Path, spider: str, run_id: str | None = None) -> Journal:
@@ -170,6 +171,10 @@ class Journal:
 
     def should_request(self, url: str) -> bool:
         """True once per URL per job: False for anything already requested (in this run or before the stop)."""
+        # Pages link to the same URLs over and over: a URL string met before needs no canonicalizing again.
+        if url in self._asked:
+            return False
+        self._asked.add(url)
         key = url_key(url)
         if key in self.requested:
             return False
@@ -206,6 +211,7 @@ class NoJournal:
 
     def __init__(self):
         self.requested: set[str] = set()
+        self._asked: set[str] = set()
 
     should_request = Journal.should_request  # the same once-per-URL rule, on this run's set only
 

@@ -6,6 +6,8 @@ Settings (Scrapy conventions: prefixed, with an _ENABLED switch):
   PROVENANCE_STORE_NON_HTML    False: non-HTML bodies are recorded in fetches as 'non_html', not stored
   PROVENANCE_EXTRACT_WORKERS   processes that extract the text (the costly part of build_document, about
                                10 ms a page with trafilatura); 0 extracts inline in the crawl's event loop
+  PROVENANCE_EXTRACT_START_AFTER
+                               pages extracted inline before those processes start (default 0: at once)
   PROVENANCE_EXTRACTOR         the text extractor, a name in provenance.extract.EXTRACTORS (default: its default)
 
 The spider passes the crawl's ``CrawlSession`` as a spider argument; the
@@ -53,9 +55,12 @@ class DocumentWriterPipeline:
         self.crawler = crawler
         self.store_non_html = settings.getbool("PROVENANCE_STORE_NON_HTML", True)
         self.workers = settings.getint("PROVENANCE_EXTRACT_WORKERS", 0)
+        self.start_after = settings.getint("PROVENANCE_EXTRACT_START_AFTER", 0)
+        self.extracted = 0  # pages that went to extraction, inline or not
         self.extractor = get_extractor(settings.get("PROVENANCE_EXTRACTOR")).name  # unknown: fails here, not per page
         self.pool: ProcessPoolExecutor | None = None
         self._own_pool = False
+        self._ready: Future | None = None
         self.session = None
 
     @classmethod
@@ -67,10 +72,16 @@ class DocumentWriterPipeline:
         self.session = spider.session
         # The crawl process starts the pool before Scrapy (worker.py); start one here only if it did not.
         self.pool = getattr(self.session, "extract_pool", None)
-        self._own_pool = self.pool is None and self.workers > 0
-        if self._own_pool:
-            self.pool = start_pool(self.workers, self.extractor)
-        log.info("DocumentWriterPipeline: text extraction %s", "in worker processes" if self.pool else "inline")
+        if self.pool is None and self.workers > 0 and self.start_after <= 0:
+            self._start_pool()
+        log.info("DocumentWriterPipeline: text extraction %s", "in worker processes" if self.pool else
+                 f"inline for the first {self.start_after} pages" if self.workers > 0 else "inline")
+
+    def _start_pool(self, lazily: bool = False) -> None:
+        self.pool = start_pool(self.workers, self.extractor)
+        self._own_pool = True
+        if lazily:  # pages are extracted inline until a process has started and loaded the extractor
+            self._ready = self.pool.submit(int)
 
     def close_spider(self, spider=None) -> None:
         if self.session is not None:
@@ -99,8 +110,14 @@ class DocumentWriterPipeline:
             metadata={"depth": item.depth, **({"confirmation": True} if item.confirmation else {})},
             extractor=self.extractor,
         )
+        self.extracted += 1
+        if self.pool is None and self.workers > 0 and self.extracted > self.start_after:
+            # A crawl big enough for extraction off the event loop (extraction.py).
+            log.info("DocumentWriterPipeline: text extraction moves to %d process(es) after %d pages inline",
+                     self.workers, self.start_after)
+            self._start_pool(lazily=True)
         try:
-            if self.pool is not None:
+            if self.pool is not None and (self._ready is None or self._ready.done()):
                 # Only the extraction crosses to the pool: the body goes there, the text comes back.
                 extracted = self.pool.submit(extract, item.body, header_value(item.headers, "content-type"),
                                              item.final_url or item.url, self.extractor)

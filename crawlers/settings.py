@@ -15,7 +15,7 @@ import sys
 
 import provenance
 from provenance import config
-from provenance.crawlers.extraction import extract_workers
+from provenance.crawlers.extraction import extract_start_after, extract_workers
 
 PROJECT_URL = "https://github.com/provenance-guard/provenance-guard"
 DEFAULT_USER_AGENT = f"provenance-guard/{provenance.__version__} (+{PROJECT_URL})"
@@ -119,6 +119,7 @@ def scrapy_settings(crawl: dict, jobdir: str | None = None) -> dict:
         "PROVENANCE_ALLOW_PRIVATE": bool(crawl["allow_private"]),
         "PROVENANCE_STORE_NON_HTML": bool(crawl["store_non_html"]),
         "PROVENANCE_EXTRACT_WORKERS": extract_workers(crawl),
+        "PROVENANCE_EXTRACT_START_AFTER": extract_start_after(crawl),
         "PROVENANCE_EXTRACTOR": crawl["extractor"],
         "PROVENANCE_AI_AGENTS": list(crawl["ai_agents"]),
     }

@@ -24,13 +24,13 @@ import scrapy
 from scrapy import signals
 from scrapy.exceptions import DontCloseSpider, IgnoreRequest
 from scrapy.http import HtmlResponse, Request, Response
-from scrapy.linkextractors import LinkExtractor
 from scrapy.spidermiddlewares.httperror import HttpError
 from scrapy.spiders import SitemapSpider
 from scrapy.utils.gz import gunzip, gzip_magic_number
 
 from provenance.crawlers.items import FetchedPage
 from provenance.crawlers.journal import url_key
+from provenance.crawlers.links import link_urls
 from provenance.crawlers.middlewares import META_CONFIRM, META_POLICY, META_RECEIVED, RefusedLookup, RefusedRequest
 from provenance.crawlers.session import error_kind, exception_chain, failure_text
 from provenance.documents import domains_of
@@ -123,7 +123,7 @@ class ProvenanceSpider(scrapy.Spider):
         # some redirect already led to (and the redirect itself, the other way round).
         return Request(url, callback=self.parse_page, errback=self.on_error, dont_filter=True,
                        meta={"provenance_kind": "page", "depth": depth,
-                             "expected_sha256": self.expected.get(url_key(url))})
+                             "expected_sha256": self.expected.get(url_key(url)) if self.expected else None})
 
     def replayed(self):
         """After a kill: the requests made but not committed before it, again (see journal.py)."""
@@ -174,10 +174,14 @@ class ProvenanceSpider(scrapy.Spider):
         if not (self.follow_links and response.status == 200 and isinstance(response, HtmlResponse)):
             return
         depth = response.meta.get("depth", 0)
-        for link in self.link_extractor.extract_links(response):
-            if domains_of(link.url)[1] not in self.allowed_domains:
+        # What LinkExtractor(deny_extensions=[]) returns, for less (links.py): every same-site link is fetched;
+        # non-HTML bodies are stored raw (or only recorded, with crawl.store_non_html = false) and DOWNLOAD_MAXSIZE
+        # bounds them. (Not LinkExtractor's allow_domains: it compares host:port, so it rejects every link of a
+        # site served on an explicit port.)
+        for url in link_urls(response):
+            if domains_of(url)[1] not in self.allowed_domains:
                 continue  # another site
-            request = self.page_request(link.url, depth + 1)
+            request = self.page_request(url, depth + 1)
             if request is not None:
                 yield request
 
@@ -222,10 +226,6 @@ class SiteSpider(ProvenanceSpider):
         super().__init__(**kwargs)
         self.start_urls = list(start_urls)
         self.allowed_domains = site_domains(self.start_urls)
-        # deny_extensions=[]: every same-site link is fetched; non-HTML bodies are stored raw (or only
-        # recorded, with crawl.store_non_html = false) and DOWNLOAD_MAXSIZE bounds them. (Not allow_domains:
-        # it compares host:port, so it rejects every link of a site served on an explicit port.)
-        self.link_extractor = LinkExtractor(deny_extensions=[])
 
     async def start(self):
         for request in self.replayed():

@@ -173,10 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent(signal.SIGTERM)
     plan = json.loads(Path(args.request).read_text())
 
-    # First thing: the extraction processes import their extractor while this one imports Scrapy.
-    from provenance.crawlers.extraction import extract_workers, start_pool
+    # First thing: the extraction processes import their extractor while this one imports Scrapy (unless they
+    # start later, after the crawl's first pages: the pipeline starts them then).
+    from provenance.crawlers.extraction import extract_start_after, extract_workers, start_pool
 
-    pool = start_pool(extract_workers(plan["settings"]), plan["settings"].get("extractor"))
+    pool = start_pool(extract_workers(plan["settings"]), plan["settings"].get("extractor")) \
+        if extract_start_after(plan["settings"]) == 0 else None
 
     from provenance.store import Store, StoreLocked, show_store_warnings
 

@@ -116,7 +116,7 @@ class CrawlSettings(_Section):
                                                    "false: only record them in `fetches`.")
     extract_workers: int | None = Field(None, ge=0, description="Text-extraction processes; 0: extract in the "
                                         "crawl's own process. Not set: chosen for the extractor (measured, see "
-                                        "docs/CRAWLING.md): 0 for `resiliparse`, one per CPU (at most 4) for "
+                                        "docs/CRAWLING.md): 1 for `resiliparse`, one per CPU (at most 4) for "
                                         "`trafilatura`.")
     flush_rows: int = Field(2000, ge=1, description="Fetches per commit (also every 60 s and 64 MB): bounds what a "
                             "kill can lose, and fewer, bigger files are faster to read.")

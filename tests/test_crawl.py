@@ -178,6 +178,25 @@ def test_crawl_extractor_setting_is_used_in_the_extraction_processes_and_recorde
     assert page["settings_hash"] == settings_hash({**FAST, "extract_workers": 1})
 
 
+def test_resiliparse_moves_to_its_extraction_process_once_the_crawl_is_big(tmp_path, monkeypatch, capfd):
+    """resiliparse's default: the first pages inline (no process for a small crawl), then one process."""
+    from provenance.crawlers.extraction import START_AFTER_PAGES
+
+    site, store_dir = tmp_path / "site", tmp_path / "store"
+    reachable = generate_site(site, pages=START_AFTER_PAGES + 30)
+    monkeypatch.setenv("PROVENANCE_CRAWL_LOGLEVEL", "INFO")  # the crawl process logs where extraction runs
+    with serve(site) as base:
+        result = crawl(store_dir, {"extractor": "resiliparse", "extract_workers": None},
+                       start_urls=[base + "index.html"])
+    assert result.exit_code == exitcodes.OK, result.stats
+    assert f"text extraction moves to 1 process(es) after {START_AFTER_PAGES} pages inline" in capfd.readouterr().err
+    docs = rows(store_dir, "SELECT url, text, extractor, extractor_version FROM documents WHERE url LIKE '%.html'")
+    assert len(docs) == len([p for p in reachable if p.endswith(".html") and not p.startswith("private/")])
+    # Inline or in the process, every page got the same treatment.
+    assert all(d["text"] and d["extractor"] == "resiliparse" and d["extractor_version"] == version("resiliparse")
+               for d in docs)
+
+
 def _write_config(tmp_path: Path, **crawl_settings) -> Path:
     path = tmp_path / "provenance.toml"
     values = {"autothrottle": False, "concurrency_per_host": 8, **crawl_settings}
@@ -550,13 +569,13 @@ def test_extraction_processes_load_the_extractor_but_not_the_store(extractor):
 
 
 def test_extraction_processes_are_chosen_for_the_extractor():
-    """Not set: resiliparse inline (cheaper than shipping a body out and back), trafilatura one per CPU (<= 4)."""
+    """Not set: resiliparse one process (off the event loop), trafilatura one per CPU (<= 4)."""
     from provenance.crawlers.settings import effective, scrapy_settings
 
     def workers(**crawl):
         return scrapy_settings(effective(crawl))["PROVENANCE_EXTRACT_WORKERS"]
 
-    assert workers(extractor="resiliparse") == 0
+    assert workers(extractor="resiliparse") == 1
     assert workers(extractor="trafilatura") == workers() == max(1, min(4, os.cpu_count() or 1))
     assert workers(extractor="resiliparse", extract_workers=2) == 2  # a set value always wins
     assert workers(extractor="trafilatura", extract_workers=0) == 0
