@@ -89,6 +89,10 @@ class Journal:
     # url_key -> confirmation planned by an earlier run of the job and not committed (see the module docstring)
     confirmations: dict[str, PendingConfirmation] = field(default_factory=dict)
     _fh: object = None
+    # Called with the OSError of a line that could not be written (disk full): the session treats it as a failed
+    # commit and stops the crawl, since what is not journaled cannot be resumed. Without it, the error is raised.
+    on_failure: object = None
+    failed: bool = False
     _asked: set[str] = field(default_factory=set)  # URLs (as given) should_request has answered in this run
 
     @classmethod
@@ -167,7 +171,15 @@ class Journal:
             self._write({"vc": urls})
 
     def _write(self, entry: dict) -> None:
-        self._fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        if self.failed:
+            return  # the run is failing: nothing after the first lost line (the next run trusts the store)
+        try:
+            self._fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        except OSError as exc:
+            if self.on_failure is None:
+                raise
+            self.failed = True
+            self.on_failure(exc)
 
     def should_request(self, url: str) -> bool:
         """True once per URL per job: False for anything already requested (in this run or before the stop)."""
@@ -192,7 +204,8 @@ class Journal:
     def close(self, finish_reason: str | None) -> None:
         """'finished': the job is done, remove it. Graceful stop: leave a marker so the next run trusts Scrapy."""
         if self._fh is not None:
-            self._fh.close()
+            with contextlib.suppress(OSError):  # a line still buffered on a full disk: the store is the truth
+                self._fh.close()
             self._fh = None
         if finish_reason == "finished":
             shutil.rmtree(self.jobdir, ignore_errors=True)

@@ -31,6 +31,7 @@ must not fail every scheduled crawl.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import sys
 import time
@@ -50,7 +51,9 @@ from provenance.crawlers.sitepolicy import POLICY_COLUMNS
 from provenance.documents import DocumentSink, existing_doc_ids
 from provenance.progress import Progress
 from provenance.sql import CAPTURE_OUTCOMES
-from provenance.store import Run, Store, file_sha256, safe_name, utcnow
+from provenance.store import Run, Store, StoreLocked, file_sha256, safe_name, utcnow
+
+log = logging.getLogger("provenance.crawl")
 
 # Outcomes that mean "we have the page's content" (stored now or before).
 FETCHED = ("new", "changed", "unchanged", "not_modified", "non_html", "integrity_mismatch")
@@ -211,6 +214,12 @@ class CrawlSession:
         self.confirmations: dict[str, Confirmation] = {}
         self.schedule_confirmation: Callable[[Confirmation, float], None] | None = None
         self._confirmed_urls: list[str] = []
+        # A commit (or a journal line) that failed: nothing more is committed in this run, the spider stops the
+        # crawl (on_commit_failure), and the worker fails the run with this error once Scrapy has stopped.
+        self.commit_error: BaseException | None = None
+        self.on_commit_failure: Callable[[BaseException], None] | None = None
+        if hasattr(journal, "on_failure"):
+            journal.on_failure = self._commit_failed
 
     # ----- confirmation fetches ------------------------------------------------------------
     def plan_confirmation(self, url: str, depth: int, doc_id: str | None, previous_doc_id: str | None,
@@ -386,13 +395,25 @@ class CrawlSession:
         """Commit buffered documents with their fetch rows and integrity tags in one log entry, then journal.
 
         One entry, so that no crash can keep a mismatching document without its integrity tag.
+
+        A commit that fails (disk full, a StoreConflict, ...) does not raise here: it is called from Scrapy's
+        pipeline, callbacks and signal handlers, which would log it and go on crawling. It is kept in
+        ``commit_error``, the crawl is stopped (``on_commit_failure``), nothing more is committed or journaled
+        as done, and the worker fails the run with it. What was buffered stays uncommitted: the journal
+        does not mark it done, so the next run of the job fetches it again.
         """
-        if self._fetch_rows:
-            self.sink.add_side_rows("fetches", self._fetch_rows, safe_name(self.crawl_id))
-        if self._tag_rows:
-            self.sink.add_side_rows("tags", self._tag_rows, f"{INTEGRITY_DETECTOR}/{self.tag_key}",
-                                    meta={"detector": INTEGRITY_DETECTOR, "tag_key": self.tag_key})
-        self.sink.flush()
+        if self.commit_error is not None:
+            return
+        try:
+            if self._fetch_rows:
+                self.sink.add_side_rows("fetches", self._fetch_rows, safe_name(self.crawl_id))
+            if self._tag_rows:
+                self.sink.add_side_rows("tags", self._tag_rows, f"{INTEGRITY_DETECTOR}/{self.tag_key}",
+                                        meta={"detector": INTEGRITY_DETECTOR, "tag_key": self.tag_key})
+            self.sink.flush()
+        except Exception as exc:
+            self._commit_failed(exc)
+            return
         self.journal.mark_committed(self._done_urls)
         self.journal.mark_confirmed(self._confirmed_urls)
         self._fetch_rows, self._tag_rows, self._done_urls, self._confirmed_urls = [], [], [], []
@@ -404,15 +425,29 @@ class CrawlSession:
         if self._fetch_rows or self._tag_rows:
             self.flush()
 
+    def _commit_failed(self, exc: BaseException) -> None:
+        """The first failed commit or journal write: remembered, and the crawl is stopped."""
+        if self.commit_error is not None:
+            return
+        self.commit_error = exc
+        log.info("a commit failed (%s: %s); stopping the crawl", type(exc).__name__, exc)
+        if self.on_commit_failure is not None:
+            self.on_commit_failure(exc)
+
     def close(self, finish_reason: str | None, scrapy_stats: dict | None = None) -> dict:
         """Commit what is left and return the run's stats (also set as run.stats)."""
         self.flush()
-        self.journal.close(finish_reason)
+        # After a failed commit the job stays as a kill leaves it: not removed (as 'finished' would), and without
+        # the 'paused' marker (Scrapy's queue lacks the pages whose commit failed); the next run requests again
+        # every URL whose fetch row is not in the store.
+        self.journal.close(finish_reason if self.commit_error is None else None)
         c = self.counts
         errors = sum(self.errors_by_kind.values())
         # Answered confirmations count: a resumed run may have had only those left to do.
         fetched = sum(c[o] for o in FETCHED) + c["confirmations"] - c["confirmations_failed"]
-        if finish_reason == "shutdown":
+        if self.commit_error is not None:  # the worker fails the run with the error (exit 1, or 75 for a conflict)
+            exit_code = exitcodes.LOCKED if isinstance(self.commit_error, StoreLocked) else exitcodes.FAILURE
+        elif finish_reason == "shutdown":
             exit_code = 130  # stopped by a signal: committed work is kept, the next run resumes
         elif fetched == 0:
             exit_code = exitcodes.FAILURE  # nothing fetched

@@ -12,6 +12,9 @@ passed, through the engine like any request (the SSRF guard, robots.txt,
 per-host concurrency and AutoThrottle apply), without conditional headers and
 outside the page limit. While a timer waits and nothing else is left to do, the
 spider stays open (DontCloseSpider on spider_idle) and commits what it holds.
+
+A commit that fails (session.flush: disk full, a store conflict) closes the
+spider at once (finish reason ``commit_failed``); the worker then fails the run.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from urllib.parse import urldefrag, urlsplit
 
 import scrapy
 from scrapy import signals
-from scrapy.exceptions import DontCloseSpider, IgnoreRequest
+from scrapy.exceptions import CloseSpider, DontCloseSpider, IgnoreRequest
 from scrapy.http import HtmlResponse, Request, Response
 from scrapy.spidermiddlewares.httperror import HttpError
 from scrapy.spiders import SitemapSpider
+from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.gz import gunzip, gzip_magic_number
 
 from provenance.crawlers.items import FetchedPage
@@ -36,6 +40,9 @@ from provenance.crawlers.session import error_kind, exception_chain, failure_tex
 from provenance.documents import domains_of
 
 log = logging.getLogger("provenance.crawl")
+
+# Scrapy's finish reason of a crawl stopped by a failed commit (CrawlSession.flush); the run fails with the error.
+COMMIT_FAILED = "commit_failed"
 
 
 def site_domains(urls) -> list[str]:
@@ -63,6 +70,7 @@ class ProvenanceSpider(scrapy.Spider):
         self.pages_requested = len(self.journal.requested)
         self._confirm_timers: dict[str, object] = {}  # url_key -> the reactor's DelayedCall that sends it
         session.schedule_confirmation = self._schedule_confirmation
+        session.on_commit_failure = self._stop_after_commit_failure
 
     @classmethod
     def from_crawler(cls, crawler, *args, **kwargs):
@@ -99,7 +107,18 @@ class ProvenanceSpider(scrapy.Spider):
     def _on_idle(self, spider=None) -> None:
         if self._confirm_timers:
             self.session.flush_waiting()
-            raise DontCloseSpider
+            if getattr(self.session, "commit_error", None) is None:
+                raise DontCloseSpider
+        if getattr(self.session, "commit_error", None) is not None:
+            raise CloseSpider(COMMIT_FAILED)
+
+    def _stop_after_commit_failure(self, exc: BaseException) -> None:
+        """A commit failed (session.flush): fetching more would only lose more, so the crawl stops now."""
+        engine = getattr(getattr(self, "crawler", None), "engine", None)
+        if engine is None or engine.spider is None:
+            return  # not crawling (yet), or closing already: the worker fails the run either way
+        done = deferred_from_coro(engine.close_spider_async(reason=COMMIT_FAILED))
+        done.addErrback(lambda failure: log.debug("closing the spider: %s", failure.getErrorMessage()))
 
     def _on_closed(self, spider=None, reason=None) -> None:
         for call in self._confirm_timers.values():

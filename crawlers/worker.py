@@ -20,6 +20,7 @@ worker processes import this module too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -152,6 +153,16 @@ def crawl_in_run(store, run, plan: dict, extract_pool=None) -> dict:
         process.start(install_signal_handlers=False)
     finish_reason = crawler.stats.get_value("finish_reason") if crawler.stats else None
     stats = session.close(finish_reason, crawler.stats.get_stats() if crawler.stats else {})
+    if session.commit_error is not None:
+        # A commit failed (disk full, a store conflict): Scrapy only saw a crawl that stopped. The run fails with
+        # the error, as any other command's would (main: one line; exit 1, or 75 for a conflict); what was
+        # committed before stays, and the job is left for the next run to resume.
+        from provenance import errors
+
+        stats["error"] = errors.describe(session.commit_error, store.root)
+        with contextlib.suppress(OSError):  # the disk may still be full: the error matters, not the stats file
+            atomic_write_text(store.root / "runs" / f"{run.run_id}.stats.json", json.dumps(stats, indent=2) + "\n")
+        raise session.commit_error
     if failures:
         stats["error"] = failures[0].getErrorMessage()
     atomic_write_text(store.root / "runs" / f"{run.run_id}.stats.json", json.dumps(stats, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""Campaign: the disk fills up during ingest and during tag.
+"""Campaign: the disk fills up during ingest, tag and crawl.
 
 The store lives on a 12 MiB tmpfs mounted in a private mount namespace (``unshare -rm``: nothing
 outside this test sees it, no root needed where user namespaces are allowed). A filler file takes
@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from campaigns import CLI, TAGGER_PLUGIN, query
+from provenance.sites import serve
 
 pytestmark = pytest.mark.slow
 
@@ -145,3 +146,53 @@ def test_disk_full_during_tag_then_rerun_tags_every_document_once(tmp_path):
     rows = query(steps["store"], "SELECT doc_id, count(*) FROM tags WHERE detector = 'campaign_tagger' GROUP BY 1")
     docs = query(steps["store"], "SELECT doc_id FROM documents")
     assert sorted(rows) == sorted((d, 1) for (d,) in docs)  # every document tagged exactly once
+
+
+def _site(root: Path, n: int) -> list[str]:
+    """An index linking n pages of ~21 KB of hard-to-compress words; returns their paths."""
+    rng = random.Random(3)
+    root.mkdir()
+    names = [f"p{i}.html" for i in range(n)]
+    (root / "index.html").write_text("<html><body>" + " ".join(f"<a href='/{m}'>{m}</a>" for m in names)
+                                     + "</body></html>")
+    for name in names:
+        words = " ".join("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9)))
+                         for _ in range(3000))
+        (root / name).write_text(f"<html><head><title>{name}</title></head><body><article><p>{words}</p>"
+                                 f"</article></body></html>")
+    return ["index.html", *names]
+
+
+@pytest.mark.parametrize("flush_rows", [100_000, 5], ids=["final_commit", "chunk_commit"])
+def test_disk_full_during_crawl_fails_the_run_and_the_rerun_stores_every_page_once(tmp_path, flush_rows):
+    """The crawl's commit fails: the final one (in the pipeline's close_spider: Scrapy would only log it) or a
+    chunk's mid-crawl (from process_item). The run fails with one line, keeps what it committed, and the rerun
+    (same crawl id: the resume journal) fetches and stores exactly the pages that were lost, each once."""
+    paths = _site(tmp_path / "site", 30)  # ~0.75 MB to store: more than the 400 KiB left
+    (tmp_path / "provenance.toml").write_text(f"[crawl]\nflush_rows = {flush_rows}\nautothrottle = false\n"
+                                              "extract_workers = 0\n")
+    with serve(tmp_path / "site") as base:
+        steps = _run_out_of_space(tmp_path, 400, None, ["crawl", base + "index.html", "--store", "@STORE@",
+                                                        "--crawl-id", "full", "--allow-private"])
+    full = steps["full"]
+    _assert_one_clear_line(full)
+    assert full.returncode == 1, full.stderr
+    assert steps["query_full"].returncode == 0, steps["query_full"].stderr
+    committed = json.loads(steps["query_full"].stdout)[0]["n"]
+    if flush_rows > len(paths):
+        assert committed == 0  # the final commit was the only one, and it failed
+    else:
+        assert 0 < committed < len(paths)  # chunks before the failure stay
+    rerun = steps["rerun"]
+    assert rerun.returncode == 0, rerun.stderr
+    assert re.search(rf"\b{len(paths) - committed} stored\b", rerun.stdout), rerun.stdout
+    urls = sorted(base + p for p in paths)
+    rows = query(steps["store"], "SELECT url, count(*) FROM documents GROUP BY url")
+    assert sorted(rows) == [(u, 1) for u in urls]  # every page stored exactly once
+    # ... and fetched once: pages committed before the failure were not fetched again, none of it twice
+    fetches = query(steps["store"], "SELECT url, count(*), min(outcome) FROM fetches WHERE url LIKE '%.html' "
+                                    "GROUP BY url")
+    assert sorted(fetches) == [(u, 1, "new") for u in urls]
+    failed = query(steps["store"], "SELECT status, error FROM runs WHERE status <> 'succeeded'")
+    assert len(failed) == 1 and failed[0][0] == "failed", failed
+    print(f"\ncrawl (flush_rows {flush_rows}): {committed} of {len(paths)} pages committed before the disk was full")
