@@ -1,16 +1,21 @@
-"""The resume journal's ordering contract, decided without a network: a page's links are journaled
-before the page can be committed, so a kill between the two never loses them."""
+"""The resume journal's contracts, decided without a network: a page's links are journaled before the page can
+be committed, so a kill between the two never loses them; a commit that fails marks nothing done."""
 
 from __future__ import annotations
 
 import json
 from types import SimpleNamespace
 
+import pytest
+from scrapy.exceptions import CloseSpider
 from scrapy.http import HtmlResponse, Request
 
 from provenance.crawlers.items import FetchedPage
 from provenance.crawlers.journal import JOURNAL, Journal
-from provenance.crawlers.spiders import SiteSpider
+from provenance.crawlers.session import CrawlSession
+from provenance.crawlers.spiders import COMMIT_FAILED, SiteSpider
+from provenance.documents import build_document
+from provenance.store import Store, utcnow
 
 
 def _journaled_urls(jobdir) -> set[str]:
@@ -65,3 +70,58 @@ def test_planned_confirmations_outlive_a_stop_until_their_fetch_is_committed(tmp
             again.reconcile([a, b], [a])
             assert again.pending_confirmations() == []
         again.close("finished")
+
+
+def _page(url: str, text: str) -> FetchedPage:
+    body = f"<html><head><title>{text}</title></head><body><article><p>{text} " * 20 + "</p></article></body></html>"
+    page = FetchedPage(url=url, final_url=url, redirect_chain=[], status=200, body=body.encode(),
+                       headers=[("Content-Type", "text/html; charset=utf-8")], fetched_at=utcnow(), resolved_ip=None)
+    return page
+
+
+def test_a_commit_failing_while_confirmations_wait_stops_the_crawl_and_marks_nothing_done(tmp_path):
+    """confirm_after_s keeps the spider open and commits on spider_idle (flush_waiting). A commit that fails there
+    (the store's staging directory cannot be written: a real OSError, as on a full disk) must stop the crawl
+    (CloseSpider, not DontCloseSpider), commit nothing afterwards even once the store is writable again (a
+    second try would store the fetch rows twice), and leave the job for the next run to fetch the page again."""
+    a, b = "http://site.test/a.html", "http://site.test/b.html"
+    store = Store.open(tmp_path / "store", create=True)
+    jobdir = store.root / "_jobs" / "t"
+    with store.run("crawl", serial="crawl t") as run:
+        journal = Journal.open(jobdir, SiteSpider.name, run.run_id)
+        session = CrawlSession(store, run, crawl_id="t", spider=SiteSpider.name, settings_hash="h", journal=journal,
+                               confirm_after_s=60)
+        spider = SiteSpider(start_urls=[a], session=session)
+        for url in (a, b):
+            journal.scheduled(url, "page", 0)
+        for url in (a, b):
+            page = _page(url, url)
+            session.page_document(page, build_document(url=url, body=page.body, source="crawl", crawl_id="t",
+                                                       run_id=run.run_id, fetched_at=page.fetched_at,
+                                                       headers=page.headers, http_status=200))
+            if url == a:
+                session.flush()  # a's chunk is committed
+        staging = store.root / "_tmp"
+        staging.rmdir()
+        staging.write_text("not a directory")  # b's chunk cannot be staged
+        spider._confirm_timers["x"] = None  # as if a confirmation were waiting for its delay
+        with pytest.raises(CloseSpider) as stop:
+            spider._on_idle()
+        assert stop.value.reason == COMMIT_FAILED
+        assert isinstance(session.commit_error, OSError)
+        staging.unlink()
+        staging.mkdir()  # writable again: the run still commits nothing more
+        stats = session.close("finished")
+        assert stats["exit_code"] == 1
+    assert [r["url"] for r in _fetch_rows(store)] == [a]
+    assert jobdir.exists() and not (jobdir / "paused").exists()  # kept, and not trusted as a graceful stop
+    again = Journal.open(jobdir, SiteSpider.name, "run-2")
+    assert again.resumed == "killed"
+    assert [p.url for p in again.pending] == [b]  # fetched again by the next run, and only it
+    again.close(None)
+
+
+def _fetch_rows(store) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return [row for path in store.snapshot().paths("fetches") for row in pq.read_table(path).to_pylist()]
