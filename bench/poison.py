@@ -27,10 +27,11 @@ from provenance.ingest import run_ingest  # noqa: E402
 from provenance.plugins.backdoor_tail import BackdoorTail  # noqa: E402
 from provenance.plugins.hidden_content import HiddenContent  # noqa: E402
 from provenance.plugins.invisible_unicode import InvisibleUnicode  # noqa: E402
+from provenance.plugins.keyword_stuffing import KeywordStuffing  # noqa: E402
 from provenance.plugins.prompt_injection import PromptInjection  # noqa: E402
 from provenance.store import Store  # noqa: E402
 
-DETECTORS = [InvisibleUnicode, HiddenContent, PromptInjection, BackdoorTail]
+DETECTORS = [InvisibleUnicode, HiddenContent, PromptInjection, BackdoorTail, KeywordStuffing]
 
 
 def main() -> int:

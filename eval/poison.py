@@ -1,4 +1,5 @@
-"""Evaluate the per-document poison detectors (invisible_unicode, hidden_content, prompt_injection, backdoor_tail) on real pages.
+"""Evaluate the per-document poison detectors on real pages: invisible_unicode, hidden_content, prompt_injection,
+backdoor_tail, keyword_stuffing.
 
 Data: every HTML page under ../shared/data/pages (clean, as published), the same pages with each kind of
 poison injected by eval/poison_gen.py (a seeded sample of ``--inject-pages`` pages), and hard negatives built
@@ -34,7 +35,7 @@ from provenance.extract import decode  # noqa: E402
 from provenance.ingest import run_ingest  # noqa: E402
 from provenance.store import Store  # noqa: E402
 
-DETECTORS = ["invisible_unicode", "hidden_content", "prompt_injection", "backdoor_tail"]
+DETECTORS = ["invisible_unicode", "hidden_content", "prompt_injection", "backdoor_tail", "keyword_stuffing"]
 
 
 def main() -> int:
