@@ -101,6 +101,7 @@ VIEWS = {
     "clusters": "one row per document in a near-duplicate cluster",
     "consent": "one row per document: its TDM reservation, AI agents robots.txt refuses, directives, licence",
     "versions": "one row per version of a URL (a run of captures of one document), by capture time",
+    "hosts": "one row per registered domain: first/last capture, URLs, servers, IPs, changes on its last day",
     "reference_texts": "every text of the live reference sets of known LLM output",
 }
 
@@ -226,6 +227,58 @@ SELECT text_sha256,
        arg_min(source, (coalesce(fetched_at, TIMESTAMPTZ '9999-12-31'), via_fetch, doc_id)) AS first_source,
        count(DISTINCT (doc_id, fetched_at)) AS n_captures
 FROM captures GROUP BY text_sha256
+"""
+
+
+def hosts_sql(documents: str, captures: str | None) -> str:
+    """Per registered domain, what a reviewer or a corpus detector asks of a host, over ``documents`` (a relation
+    of the documents schema) and ``captures`` (doc_id, fetched_at rows: ``captures_sql``): when we first and last
+    captured any of its pages, how many URLs and documents, how many distinct ``Server`` headers and resolved
+    IPs, and on its latest capture day how many of the URLs captured that day we had captured before and how
+    many of those came back with other bytes. One home for the ``hosts`` view; a detector runs it over its
+    ``CorpusState`` files (``read_parquet(...)``) instead of re-reading the corpus itself."""
+    others = f"UNION SELECT doc_id, fetched_at FROM ({captures})" if captures else ""
+    return f"""
+WITH docs AS (
+    SELECT DISTINCT ON (doc_id) doc_id, url, registered_domain, resolved_ip,
+           list_filter(headers, lambda h: lower(h.name) = 'server')[1].value AS server
+    FROM {documents} ORDER BY doc_id, fetched_at NULLS LAST
+),
+caps AS (
+    SELECT d.registered_domain, {url_key_sql('d.url')} AS url_key, c.doc_id, c.fetched_at, c.fetched_at::DATE AS day
+    FROM (SELECT doc_id, fetched_at FROM {documents} WHERE fetched_at IS NOT NULL {others}) c JOIN docs d USING (doc_id)
+),
+last_day AS (SELECT registered_domain, max(day) AS last_day FROM caps GROUP BY registered_domain),
+per_url AS (
+    SELECT c.registered_domain, c.url_key,
+           arg_max(c.doc_id, c.fetched_at) FILTER (WHERE c.day = l.last_day) AS doc_that_day,
+           arg_max(c.doc_id, c.fetched_at) FILTER (WHERE c.day < l.last_day) AS doc_before
+    FROM caps c JOIN last_day l USING (registered_domain) GROUP BY c.registered_domain, c.url_key
+),
+recent AS (
+    SELECT registered_domain,
+           count(*) FILTER (WHERE doc_that_day IS NOT NULL AND doc_before IS NOT NULL) AS recaptured_last_day,
+           count(*) FILTER (WHERE doc_that_day IS NOT NULL AND doc_before IS NOT NULL
+                            AND doc_that_day <> doc_before) AS changed_last_day
+    FROM per_url GROUP BY registered_domain
+),
+totals AS (
+    SELECT registered_domain, min(fetched_at) AS first_seen_at, max(fetched_at) AS last_seen_at,
+           count(DISTINCT url_key) AS n_urls, count(DISTINCT doc_id) AS n_documents
+    FROM caps GROUP BY registered_domain
+),
+infra AS (
+    SELECT registered_domain, count(DISTINCT server) AS n_servers, count(DISTINCT resolved_ip) AS n_ips,
+           arg_max(server, d.fetched_at) AS last_server, arg_max(resolved_ip, d.fetched_at) AS last_ip
+    FROM docs JOIN (SELECT doc_id, min(fetched_at) AS fetched_at FROM caps GROUP BY doc_id) d USING (doc_id)
+    GROUP BY registered_domain
+)
+SELECT t.registered_domain, t.first_seen_at, t.last_seen_at, t.n_urls, t.n_documents, l.last_day,
+       r.recaptured_last_day, r.changed_last_day,
+       round(r.changed_last_day / nullif(r.recaptured_last_day, 0), 4) AS changed_share_last_day,
+       i.n_servers, i.n_ips, i.last_server, i.last_ip
+FROM totals t JOIN last_day l USING (registered_domain) JOIN recent r USING (registered_domain)
+     LEFT JOIN infra i USING (registered_domain)
 """
 
 
@@ -430,6 +483,7 @@ def create_views(con: duckdb.DuckDBPyConnection, store: Store, snapshot: Snapsho
     con.execute(FIRST_SEEN_SQL.format(fetch_source=FETCH_SOURCE_SQL,
                                       outcomes=", ".join(sql_string(o) for o in CAPTURE_OUTCOMES)))
     con.execute(CLUSTERS_SQL)
+    con.execute(f"CREATE OR REPLACE VIEW hosts AS {hosts_sql('documents', captures_sql('fetches'))}")
     con.execute(CONSENT_SQL)
     con.execute(f"CREATE OR REPLACE VIEW versions AS SELECT url_key, doc_id, url, source, fetched_at, version, "
                 f"previous_doc_id, previous_fetched_at, change, last_fetched_at, captures, seen_before "
