@@ -59,10 +59,13 @@ def generate(n: int, out: Path, seed: int, exact_share: float, near_share: float
              shard_docs: int = 100_000) -> list[Path]:
     """JSONL.gz shards of ``n`` documents; the same arguments give the same bytes."""
     rng = np.random.default_rng(seed)
-    vocab = np.array(vocabulary(rng))
+    vocab = vocabulary(rng)
     ranks = np.arange(1, len(vocab) + 1)
     p = 1.0 / ranks ** 1.1
     p /= p.sum()
+    # rng.choice(len(vocab), 300, p=p) draws exactly this (the same bytes), but computes the CDF on every call
+    cdf = p.cumsum()
+    cdf /= cdf[-1]
     start = datetime(2022, 1, 1, tzinfo=timezone.utc)
     shards, recent = [], []
     for s in range(0, n, shard_docs):
@@ -78,7 +81,7 @@ def generate(n: int, out: Path, seed: int, exact_share: float, near_share: float
                         words[j] = vocab[rng.integers(len(vocab))]
                     text = " ".join(words)
                 else:
-                    words = vocab[rng.choice(len(vocab), 300, p=p)]
+                    words = [vocab[k] for k in cdf.searchsorted(rng.random(300), side="right").tolist()]
                     text = " ".join(" ".join(words[k:k + 15]).capitalize() + "." for k in range(0, 300, 15))
                     if roll > 1 - llm_share:
                         text = f"{CHAT[i % len(CHAT)]} {text}"
