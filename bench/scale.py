@@ -95,6 +95,21 @@ def generate(n: int, out: Path, seed: int, exact_share: float, near_share: float
     return shards
 
 
+def corpus(n: int, work: Path, args) -> list[Path]:
+    """The shards of ``n`` documents: generated into ``work``, or with ``--corpus-dir`` generated there once
+    (into ``<dir>/<n>-<seed>-<shares>``) and reused, since the same arguments give the same bytes."""
+    if not args.corpus_dir:
+        return generate(n, work, args.seed, args.exact_share, args.near_share, args.llm_share)
+    where = Path(args.corpus_dir) / f"{n}-{args.seed}-{args.exact_share}-{args.near_share}-{args.llm_share}"
+    done = where / "complete"
+    if not done.exists():
+        shutil.rmtree(where, ignore_errors=True)
+        where.mkdir(parents=True)
+        generate(n, where, args.seed, args.exact_share, args.near_share, args.llm_share)
+        done.touch()
+    return sorted(where.glob("corpus-*.jsonl.gz"))
+
+
 def timed(args: list[str]) -> tuple[float, float, str]:
     """(wall seconds, peak RSS MB, stdout) of one CLI process."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
@@ -116,13 +131,17 @@ def open_seconds(store: Path) -> float:
 
 def run_size(n: int, engines: list[str], detectors: list[str], work: Path, args) -> dict:
     result: dict = {"docs": n, "stages": {}}
-    shards = generate(n, work, args.seed, args.exact_share, args.near_share, args.llm_share)
+    shards = corpus(n, work, args)
     base = work / "store"
     wall, rss, _ = timed(["ingest", "--store", str(base), *map(str, shards)])
     result["stages"]["ingest"] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall}
+    print(f"  {n:>9,} {'ingest':<40} {wall:8.1f} s  {n / wall:9.0f} docs/s  {rss:7.0f} MB", flush=True)
     for engine in engines:
         store = work / f"store-{engine}"
-        shutil.copytree(base, store)
+        if len(engines) == 1:
+            base.rename(store)  # no copy (at 10M documents it is 15 GB)
+        else:
+            shutil.copytree(base, store)
         flags = {"local": [], "workers2": ["--workers", "2"], "ray": ["--engine", "ray"]}[engine]
         for d in detectors:
             wall, rss, _ = timed(["tag", "--store", str(store), "--plugins", d, *flags])
@@ -133,6 +152,7 @@ def run_size(n: int, engines: list[str], detectors: list[str], work: Path, args)
     result["stages"]["store open"] = {"seconds": open_seconds(store)}
     wall, rss, _ = timed(["export", "--store", str(store), "--out", str(work / "export"), "--where", "NOT flagged"])
     result["stages"]["export"] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall}
+    print(f"  {n:>9,} {'export':<40} {wall:8.1f} s  {n / wall:9.0f} docs/s  {rss:7.0f} MB", flush=True)
     return result
 
 
@@ -148,6 +168,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale.json"))
     ap.add_argument("--plot", default=str(ROOT / "bench" / "results" / "scale.png"))
     ap.add_argument("--workdir", default=None, help="where stores go (default: a temporary directory)")
+    ap.add_argument("--corpus-dir", default=None, help="keep generated corpora here and reuse them")
+    ap.add_argument("--merge", action="store_true", help="keep the figures of other sizes already in --out")
     args = ap.parse_args(argv)
     detectors = {"all": CPU_BUILTINS, "dup": DUP}.get(args.detectors) or args.detectors.split(",")
     engines = [e for e in args.engines.split(",") if e]
@@ -161,6 +183,10 @@ def main(argv=None) -> int:
             rate = f"{fig['docs_per_s']:9.0f} docs/s" if "docs_per_s" in fig else " " * 16
             mem = f"{fig['peak_mb']:7.0f} MB" if "peak_mb" in fig else ""
             print(f"  {n:>9,} {stage:<40} {fig['seconds']:8.2f} s {rate}  {mem}", flush=True)
+    if args.merge and Path(args.out).exists():
+        measured = {r["docs"] for r in results}
+        results = sorted([r for r in json.loads(Path(args.out).read_text())["results"] if r["docs"] not in measured]
+                         + results, key=lambda r: r["docs"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"machine": f"{os.cpu_count()} CPUs", "results": results}, indent=1))
     print(f"figures -> {args.out}")
