@@ -57,7 +57,9 @@ EXPORT_BUCKET_SHARE = 0.25
 # Rows per Parquet row group, written and staged: a writer holds one row group per thread, and DuckDB's
 # default (122,880 rows) is 250 MB of 2 KB documents.
 EXPORT_ROW_GROUP_ROWS = 10_000
+# The staged ranges are written 16 files at a time, each holding a row group per thread: small ones.
 EXPORT_STAGED_ROW_GROUP_ROWS = 2048
+EXPORT_STAGED_ROW_GROUP_BYTES = 1 << 20
 # DuckDB's partitioned COPY holds up to partitioned_write_flush_threshold rows per thread before it writes them
 # (default 524,288: 1 GB of 2 KB documents, and the staging pass of a 1M-document export took 4x a plain copy,
 # spilling); 2,048 (one vector) writes as it goes, as fast as a plain copy.
@@ -275,7 +277,7 @@ def _write_sorted(con, select_sql: str, data_path: Path, buckets_dir: Path, leve
         split = buckets_dir / f"split-{prefix}"
         con.execute(f"COPY (SELECT *, substr(doc_id, {len(prefix) + 1}, 1) AS _part FROM {relation}) "
                     f"TO {sql_string(split)} (FORMAT parquet, PARTITION_BY (_part), "
-                    f"ROW_GROUP_SIZE {EXPORT_STAGED_ROW_GROUP_ROWS})")
+                    f"ROW_GROUP_SIZE {EXPORT_STAGED_ROW_GROUP_ROWS}, ROW_GROUP_SIZE_BYTES {EXPORT_STAGED_ROW_GROUP_BYTES})")
         parts = sorted(d.name.removeprefix("_part=") for d in split.glob("_part=*")) if split.exists() else []
         for part in parts:
             emit(f"read_parquet({sql_string(split / f'_part={part}' / '*.parquet')}, hive_partitioning = false)",
