@@ -64,6 +64,10 @@ EXPORT_STAGED_ROW_GROUP_BYTES = 1 << 20
 # (default 524,288: 1 GB of 2 KB documents, and the staging pass of a 1M-document export took 4x a plain copy,
 # spilling); 2,048 (one vector) writes as it goes, as fast as a plain copy.
 EXPORT_SETTINGS = {"partitioned_write_flush_threshold": 2048}
+# The selection (doc_ids) is joined on the way into the sort when its hash table, at about this many bytes a
+# row, takes at most this share of the memory limit; a bigger one is joined range by range.
+EXPORT_JOIN_ROW_BYTES = 64
+EXPORT_EARLY_FILTER_SHARE = 1 / 8
 SELECTED_FROM = "documents JOIN doc_flags USING (doc_id)"
 EXPORT_FILES = ("documents.parquet", "manifest.json", "README.md")  # everything an export directory holds
 # --with-tags: the doc_flags columns added to each exported document.
@@ -218,8 +222,14 @@ def _export_into(store: Store, snapshot, doc_paths: list[Path], tmp_dir: Path, o
             columns += "".join(f", f.{c}" for c in TAG_COLUMNS)
             source += " JOIN doc_flags f USING (doc_id)"
         data_path = tmp_dir / "documents.parquet"
-        _write_sorted(con, f"SELECT {columns} FROM {source} WHERE d.doc_id IN (SELECT doc_id FROM selected)",
-                      data_path, buckets_dir, levels)
+        # The selection as a semi-join: on the way in when its hash table is small, else in each sorted range
+        # (at 10M documents the join of the whole selection spilled every document's text to disk, 10 GB).
+        kept = con.execute("SELECT count(*) FROM selected").fetchone()[0]
+        if kept * EXPORT_JOIN_ROW_BYTES <= memory_mb * 2**20 * EXPORT_EARLY_FILTER_SHARE:
+            _write_sorted(con, f"SELECT {columns} FROM {source} WHERE d.doc_id IN (SELECT doc_id FROM selected)",
+                          data_path, buckets_dir, levels)
+        else:
+            _write_sorted(con, f"SELECT {columns} FROM {source}", data_path, buckets_dir, levels, keep="selected")
         manifest = _manifest(con, store, snapshot, where, selection, data_path, respect_opt_out,
                              out_dir=None if absolute_paths else out_dir, with_tags=with_tags)
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
@@ -252,7 +262,8 @@ def _range_levels(expected_bytes: float, bucket_bytes: float) -> int:
     return k
 
 
-def _write_sorted(con, select_sql: str, data_path: Path, buckets_dir: Path, levels: int) -> None:
+def _write_sorted(con, select_sql: str, data_path: Path, buckets_dir: Path, levels: int,
+                  keep: str | None = None) -> None:
     """Write the rows of ``select_sql`` (which has a doc_id column) to ``data_path`` ordered by doc_id, in memory
     bounded by DuckDB's limit whatever their number: an external sort by range.
 
@@ -262,14 +273,18 @@ def _write_sorted(con, select_sql: str, data_path: Path, buckets_dir: Path, leve
     Parquet writer per thread, it ran out of 256 MB); each range of the last level, in order, is then sorted in
     memory by DuckDB and streamed in Arrow batches into one Parquet writer, and every range's files are deleted
     once written on. Ranges in order, each in order: the whole in doc_id order. Nothing is accumulated in Python.
-    Costs a write and a read of the selection per level more than a sort in memory.
+    Costs a write and a read of the selection per level more than a sort in memory. With ``keep`` (a relation
+    with a doc_id column), only its doc_ids are written, each range joined with its own share of them.
     """
     writer = None
 
     def emit(relation: str, prefix: str) -> None:
         nonlocal writer
         if len(prefix) == levels:
-            for batch in con.sql(f"SELECT * FROM {relation} ORDER BY doc_id").to_arrow_reader(EXPORT_ROW_GROUP_ROWS):
+            where = "" if keep is None else \
+                f" WHERE doc_id IN (SELECT doc_id FROM {keep} WHERE starts_with(doc_id, {sql_string(prefix)}))"
+            for batch in con.sql(f"SELECT * FROM {relation}{where} ORDER BY doc_id").to_arrow_reader(
+                    EXPORT_ROW_GROUP_ROWS):
                 if writer is None:
                     writer = pq.ParquetWriter(data_path, batch.schema, compression="zstd")
                 writer.write_batch(batch, row_group_size=EXPORT_ROW_GROUP_ROWS)

@@ -293,7 +293,8 @@ def test_export_of_a_store_larger_than_its_memory_limit(tmp_path, monkeypatch):
     """38 MB of text exported under a 96 MB DuckDB limit: DuckDB's own ORDER BY of the wide rows ran out of memory
     here (and a spill before the COPY failed: the spill directory did not exist yet). The external sort writes
     every selected document once, in doc_id order, the same rows a query without a limit gives; with ranges
-    forced down to two levels of split too. Nothing of the sort is left in the export."""
+    forced down to two levels of split too, and with the selection joined range by range. Nothing of the sort is
+    left in the export."""
     import random
 
     import pyarrow.parquet as pq
@@ -321,4 +322,9 @@ def test_export_of_a_store_larger_than_its_memory_limit(tmp_path, monkeypatch):
                                 96 * 2**20 * 5e-3) == 2
     export.run_export(store, tmp_path / "out", overwrite=True)
     assert pq.read_table(tmp_path / "out" / "documents.parquet").to_pylist() == expected.to_pylist()
+    # The selection joined range by range (as for a selection too big to join on the way in).
+    monkeypatch.setattr(export, "EXPORT_EARLY_FILTER_SHARE", 0)
+    export.run_export(store, tmp_path / "out", where="domain IN ('s1.org', 's4.org')", overwrite=True)
+    assert pq.read_table(tmp_path / "out" / "documents.parquet").to_pylist() == \
+        [r for r in expected.to_pylist() if r["domain"] in ("s1.org", "s4.org")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "store"]
