@@ -63,7 +63,8 @@ EXPORT_STAGED_ROW_GROUP_BYTES = 1 << 20
 # DuckDB's partitioned COPY holds up to partitioned_write_flush_threshold rows per thread before it writes them
 # (default 524,288: 1 GB of 2 KB documents, and the staging pass of a 1M-document export took 4x a plain copy,
 # spilling); 2,048 (one vector) writes as it goes, as fast as a plain copy.
-EXPORT_SETTINGS = {"partitioned_write_flush_threshold": 2048}
+EXPORT_SETTINGS = {"partitioned_write_flush_threshold": 2048,
+                   "enable_progress_bar": False}  # DuckDB's bar on stderr, once per long statement
 # The selection (doc_ids) is joined on the way into the sort when its hash table, at about this many bytes a
 # row, takes at most this share of the memory limit; a bigger one is joined range by range.
 EXPORT_JOIN_ROW_BYTES = 64
