@@ -156,6 +156,27 @@ def run_size(n: int, engines: list[str], detectors: list[str], work: Path, args)
     return result
 
 
+def plot(results: list[dict], path: str) -> None:
+    """Documents/s of every stage against size, log-log (flat: linear scaling)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for stage in results[0]["stages"]:
+        xs = [r["docs"] for r in results if stage in r["stages"] and "docs_per_s" in r["stages"][stage]]
+        ys = [r["stages"][stage]["docs_per_s"] for r in results if stage in r["stages"]
+              and "docs_per_s" in r["stages"][stage]]
+        if xs:
+            ax.plot(xs, ys, marker="o", label=stage)
+    ax.set(xscale="log", yscale="log", xlabel="documents", ylabel="documents/s",
+           title="Throughput by stage (flat = linear scaling)")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot -> {path}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000,100000")
@@ -191,23 +212,7 @@ def main(argv=None) -> int:
     Path(args.out).write_text(json.dumps({"machine": f"{os.cpu_count()} CPUs", "results": results}, indent=1))
     print(f"figures -> {args.out}")
     if len(results) > 1 and args.plot:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for stage in results[0]["stages"]:
-            xs = [r["docs"] for r in results if stage in r["stages"] and "docs_per_s" in r["stages"][stage]]
-            ys = [r["stages"][stage]["docs_per_s"] for r in results if stage in r["stages"]
-                  and "docs_per_s" in r["stages"][stage]]
-            if xs:
-                ax.plot(xs, ys, marker="o", label=stage)
-        ax.set(xscale="log", yscale="log", xlabel="documents", ylabel="documents/s",
-               title="Throughput by stage (flat = linear scaling)")
-        ax.legend(fontsize=6, ncol=2)
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=120)
-        print(f"plot -> {args.plot}")
+        plot(results, args.plot)
     return 0
 
 
