@@ -59,10 +59,13 @@ def generate(n: int, out: Path, seed: int, exact_share: float, near_share: float
              shard_docs: int = 100_000) -> list[Path]:
     """JSONL.gz shards of ``n`` documents; the same arguments give the same bytes."""
     rng = np.random.default_rng(seed)
-    vocab = np.array(vocabulary(rng))
+    vocab = vocabulary(rng)
     ranks = np.arange(1, len(vocab) + 1)
     p = 1.0 / ranks ** 1.1
     p /= p.sum()
+    # rng.choice(len(vocab), 300, p=p) draws exactly this (the same bytes), but computes the CDF on every call
+    cdf = p.cumsum()
+    cdf /= cdf[-1]
     start = datetime(2022, 1, 1, tzinfo=timezone.utc)
     shards, recent = [], []
     for s in range(0, n, shard_docs):
@@ -78,7 +81,7 @@ def generate(n: int, out: Path, seed: int, exact_share: float, near_share: float
                         words[j] = vocab[rng.integers(len(vocab))]
                     text = " ".join(words)
                 else:
-                    words = vocab[rng.choice(len(vocab), 300, p=p)]
+                    words = [vocab[k] for k in cdf.searchsorted(rng.random(300), side="right").tolist()]
                     text = " ".join(" ".join(words[k:k + 15]).capitalize() + "." for k in range(0, 300, 15))
                     if roll > 1 - llm_share:
                         text = f"{CHAT[i % len(CHAT)]} {text}"
@@ -90,6 +93,21 @@ def generate(n: int, out: Path, seed: int, exact_share: float, near_share: float
                                     "fetched_at": when.isoformat()}) + "\n")
         shards.append(path)
     return shards
+
+
+def corpus(n: int, work: Path, args) -> list[Path]:
+    """The shards of ``n`` documents: generated into ``work``, or with ``--corpus-dir`` generated there once
+    (into ``<dir>/<n>-<seed>-<shares>``) and reused, since the same arguments give the same bytes."""
+    if not args.corpus_dir:
+        return generate(n, work, args.seed, args.exact_share, args.near_share, args.llm_share)
+    where = Path(args.corpus_dir) / f"{n}-{args.seed}-{args.exact_share}-{args.near_share}-{args.llm_share}"
+    done = where / "complete"
+    if not done.exists():
+        shutil.rmtree(where, ignore_errors=True)
+        where.mkdir(parents=True)
+        generate(n, where, args.seed, args.exact_share, args.near_share, args.llm_share)
+        done.touch()
+    return sorted(where.glob("corpus-*.jsonl.gz"))
 
 
 def timed(args: list[str]) -> tuple[float, float, str]:
@@ -113,13 +131,17 @@ def open_seconds(store: Path) -> float:
 
 def run_size(n: int, engines: list[str], detectors: list[str], work: Path, args) -> dict:
     result: dict = {"docs": n, "stages": {}}
-    shards = generate(n, work, args.seed, args.exact_share, args.near_share, args.llm_share)
+    shards = corpus(n, work, args)
     base = work / "store"
     wall, rss, _ = timed(["ingest", "--store", str(base), *map(str, shards)])
     result["stages"]["ingest"] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall}
+    print(f"  {n:>9,} {'ingest':<40} {wall:8.1f} s  {n / wall:9.0f} docs/s  {rss:7.0f} MB", flush=True)
     for engine in engines:
         store = work / f"store-{engine}"
-        shutil.copytree(base, store)
+        if len(engines) == 1:
+            base.rename(store)  # no copy (at 10M documents it is 15 GB)
+        else:
+            shutil.copytree(base, store)
         flags = {"local": [], "workers2": ["--workers", "2"], "ray": ["--engine", "ray"]}[engine]
         for d in detectors:
             wall, rss, _ = timed(["tag", "--store", str(store), "--plugins", d, *flags])
@@ -130,7 +152,29 @@ def run_size(n: int, engines: list[str], detectors: list[str], work: Path, args)
     result["stages"]["store open"] = {"seconds": open_seconds(store)}
     wall, rss, _ = timed(["export", "--store", str(store), "--out", str(work / "export"), "--where", "NOT flagged"])
     result["stages"]["export"] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall}
+    print(f"  {n:>9,} {'export':<40} {wall:8.1f} s  {n / wall:9.0f} docs/s  {rss:7.0f} MB", flush=True)
     return result
+
+
+def plot(results: list[dict], path: str) -> None:
+    """Documents/s of every stage against size, log-log (flat: linear scaling)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for stage in results[0]["stages"]:
+        xs = [r["docs"] for r in results if stage in r["stages"] and "docs_per_s" in r["stages"][stage]]
+        ys = [r["stages"][stage]["docs_per_s"] for r in results if stage in r["stages"]
+              and "docs_per_s" in r["stages"][stage]]
+        if xs:
+            ax.plot(xs, ys, marker="o", label=stage)
+    ax.set(xscale="log", yscale="log", xlabel="documents", ylabel="documents/s",
+           title="Throughput by stage (flat = linear scaling)")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot -> {path}")
 
 
 def main(argv=None) -> int:
@@ -145,6 +189,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale.json"))
     ap.add_argument("--plot", default=str(ROOT / "bench" / "results" / "scale.png"))
     ap.add_argument("--workdir", default=None, help="where stores go (default: a temporary directory)")
+    ap.add_argument("--corpus-dir", default=None, help="keep generated corpora here and reuse them")
+    ap.add_argument("--merge", action="store_true", help="keep the figures of other sizes already in --out")
     args = ap.parse_args(argv)
     detectors = {"all": CPU_BUILTINS, "dup": DUP}.get(args.detectors) or args.detectors.split(",")
     engines = [e for e in args.engines.split(",") if e]
@@ -158,27 +204,15 @@ def main(argv=None) -> int:
             rate = f"{fig['docs_per_s']:9.0f} docs/s" if "docs_per_s" in fig else " " * 16
             mem = f"{fig['peak_mb']:7.0f} MB" if "peak_mb" in fig else ""
             print(f"  {n:>9,} {stage:<40} {fig['seconds']:8.2f} s {rate}  {mem}", flush=True)
+    if args.merge and Path(args.out).exists():
+        measured = {r["docs"] for r in results}
+        results = sorted([r for r in json.loads(Path(args.out).read_text())["results"] if r["docs"] not in measured]
+                         + results, key=lambda r: r["docs"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"machine": f"{os.cpu_count()} CPUs", "results": results}, indent=1))
     print(f"figures -> {args.out}")
     if len(results) > 1 and args.plot:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for stage in results[0]["stages"]:
-            xs = [r["docs"] for r in results if stage in r["stages"] and "docs_per_s" in r["stages"][stage]]
-            ys = [r["stages"][stage]["docs_per_s"] for r in results if stage in r["stages"]
-                  and "docs_per_s" in r["stages"][stage]]
-            if xs:
-                ax.plot(xs, ys, marker="o", label=stage)
-        ax.set(xscale="log", yscale="log", xlabel="documents", ylabel="documents/s",
-               title="Throughput by stage (flat = linear scaling)")
-        ax.legend(fontsize=6, ncol=2)
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=120)
-        print(f"plot -> {args.plot}")
+        plot(results, args.plot)
     return 0
 
 

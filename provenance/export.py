@@ -36,6 +36,7 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
 import provenance
 from provenance import exitcodes
@@ -48,6 +49,26 @@ MANIFEST_VERSION = 2  # 2: paths relative to the export directory; summary, colu
 TOOL_NAME = "provenance-guard"
 DEFAULT_WHERE = "NOT flagged"
 EXPORT_MEMORY_MB = 1024  # DuckDB's memory for one export; a 1M-document export peaked at 5 GB without a bound
+# The documents go out sorted by doc_id through an external sort of our own (_write_sorted): DuckDB's ORDER BY
+# of ~35 columns of 2 KB rows fails to pin a block once the rows outgrow its memory limit, spilling or not.
+# They are first split by doc_id prefix into buckets of at most this share of the memory limit (uncompressed),
+# each then sorted in memory.
+EXPORT_BUCKET_SHARE = 0.25
+# Rows per Parquet row group, written and staged: a writer holds one row group per thread, and DuckDB's
+# default (122,880 rows) is 250 MB of 2 KB documents.
+EXPORT_ROW_GROUP_ROWS = 10_000
+# The staged ranges are written 16 files at a time, each holding a row group per thread: small ones.
+EXPORT_STAGED_ROW_GROUP_ROWS = 2048
+EXPORT_STAGED_ROW_GROUP_BYTES = 1 << 20
+# DuckDB's partitioned COPY holds up to partitioned_write_flush_threshold rows per thread before it writes them
+# (default 524,288: 1 GB of 2 KB documents, and the staging pass of a 1M-document export took 4x a plain copy,
+# spilling); 2,048 (one vector) writes as it goes, as fast as a plain copy.
+EXPORT_SETTINGS = {"partitioned_write_flush_threshold": 2048,
+                   "enable_progress_bar": False}  # DuckDB's bar on stderr, once per long statement
+# The selection (doc_ids) is joined on the way into the sort when its hash table, at about this many bytes a
+# row, takes at most this share of the memory limit; a bigger one is joined range by range.
+EXPORT_JOIN_ROW_BYTES = 64
+EXPORT_EARLY_FILTER_SHARE = 1 / 8
 SELECTED_FROM = "documents JOIN doc_flags USING (doc_id)"
 EXPORT_FILES = ("documents.parquet", "manifest.json", "README.md")  # everything an export directory holds
 # --with-tags: the doc_flags columns added to each exported document.
@@ -139,7 +160,8 @@ def _detector_descriptions(store: Store) -> dict[tuple[str, str], dict]:
 
 def run_export(store: Store, out_dir: Path, where: str = DEFAULT_WHERE, include_raw: bool = False,
                overwrite: bool = False, respect_opt_out: bool = False, with_tags: bool = False,
-               absolute_paths: bool = False) -> dict:
+               absolute_paths: bool = False, memory_mb: int | None = None) -> dict:
+    """Export what ``where`` selects to ``out_dir``; ``memory_mb`` bounds DuckDB (default EXPORT_MEMORY_MB)."""
     out_dir = Path(out_dir).absolute()
     recover_interrupted_export(out_dir)
     check_output_dir(out_dir, overwrite)
@@ -148,52 +170,145 @@ def run_export(store: Store, out_dir: Path, where: str = DEFAULT_WHERE, include_
     if not doc_paths:
         raise ExportError(f"{store.root}: the store holds no documents")
     tmp_dir = _staging_dir(out_dir, "tmp", os.getpid())
-    # The predicate runs on a connection that can write nothing but tmp_dir (our own COPY below).
-    # The documents are sorted by doc_id on their way out: bounded memory, the rest spilled beside the export.
-    con = connect(store, sandbox=True, snapshot=snapshot, writable_dirs=[tmp_dir], spill_dir=tmp_dir / "spill",
-                  memory_limit_mb=EXPORT_MEMORY_MB)
-    try:
-        where = boolean_predicate(con, where, SELECTED_FROM)
-    except UserSQLError as exc:
-        raise ExportUsageError(str(exc)) from None
-    con.execute(f"CREATE TEMP VIEW located AS SELECT doc_id, filename AS _file, file_row_number AS _row "
-                f"FROM read_parquet({sql_list(doc_paths)}, filename=true, file_row_number=true)")
-    chosen = f"SELECT doc_id FROM {SELECTED_FROM} WHERE ({where})"
-    try:
-        con.execute(f"CREATE TEMP TABLE chosen AS {chosen}")
-    except duckdb.Error as exc:  # it parsed and bound, but failed on the data (a bad cast, a file it may not read)
-        raise ExportUsageError(f"--where {where!r} failed: {first_line(exc)}") from None
-    con.execute(f"CREATE TEMP TABLE opted_out AS {OPT_OUT_TAGS_SQL}")
-    kept_sql = "SELECT doc_id FROM chosen"
-    selection = chosen  # what the manifest records: the whole selection as one query
-    if respect_opt_out:
-        kept_sql += " WHERE doc_id NOT IN (SELECT doc_id FROM opted_out)"
-        selection += f" AND doc_id NOT IN (SELECT doc_id FROM ({OPT_OUT_TAGS_SQL}))"
-    con.execute(f"CREATE TEMP TABLE selected AS {kept_sql}")
-    _coverage_table(con, snapshot)
-
-    columns = "d.*" if include_raw else "d.* EXCLUDE (raw)"
-    source = "documents d"
-    if with_tags:
-        columns += "".join(f", f.{c}" for c in TAG_COLUMNS)
-        source += " JOIN doc_flags f USING (doc_id)"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
+    shutil.rmtree(tmp_dir, ignore_errors=True)  # left by a killed process whose pid this one reuses
     tmp_dir.mkdir(parents=True)
     try:
-        data_path = tmp_dir / "documents.parquet"
-        con.execute(f"COPY (SELECT {columns} FROM {source} WHERE d.doc_id IN (SELECT doc_id FROM selected) "
-                    f"ORDER BY d.doc_id) TO {sql_string(data_path)} (FORMAT parquet, COMPRESSION zstd)")
-        manifest = _manifest(con, store, snapshot, where, selection, data_path, respect_opt_out,
-                             out_dir=None if absolute_paths else out_dir, with_tags=with_tags)
-        (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        (tmp_dir / "README.md").write_text(dataset_card(manifest, out_dir.name))
-        con.close()  # DuckDB's spill files go with it; the export directory holds EXPORT_FILES only
-        shutil.rmtree(tmp_dir / "spill", ignore_errors=True)
+        manifest = _export_into(store, snapshot, doc_paths, tmp_dir, out_dir, where, include_raw, respect_opt_out,
+                                with_tags, absolute_paths, memory_mb if memory_mb is not None else EXPORT_MEMORY_MB)
         _replace_dir(tmp_dir, out_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     return manifest
+
+
+def _export_into(store: Store, snapshot, doc_paths: list[Path], tmp_dir: Path, out_dir: Path, where: str,
+                 include_raw: bool, respect_opt_out: bool, with_tags: bool, absolute_paths: bool,
+                 memory_mb: int) -> dict:
+    """Write documents.parquet, manifest.json and README.md into ``tmp_dir`` (which exists) and return the manifest.
+
+    The predicate runs on a connection that can write nothing but ``tmp_dir`` (our own COPY below). DuckDB's
+    memory is bounded; what does not fit (joins, aggregates) spills to ``tmp_dir/.spill``, which is created
+    with ``tmp_dir`` and removed, with the sort's buckets, before ``tmp_dir`` becomes the export.
+    """
+    spill_dir, buckets_dir = tmp_dir / ".spill", tmp_dir / ".buckets"
+    # Ranges of the external sort (_write_sorted): sized by the whole store, an upper bound of the selection.
+    levels = _range_levels(_document_bytes(doc_paths, include_raw), memory_mb * 2**20 * EXPORT_BUCKET_SHARE)
+    con = connect(store, sandbox=True, snapshot=snapshot, writable_dirs=[tmp_dir], spill_dir=spill_dir,
+                  memory_limit_mb=memory_mb, settings=EXPORT_SETTINGS)
+    try:
+        try:
+            where = boolean_predicate(con, where, SELECTED_FROM)
+        except UserSQLError as exc:
+            raise ExportUsageError(str(exc)) from None
+        con.execute(f"CREATE TEMP VIEW located AS SELECT doc_id, filename AS _file, file_row_number AS _row "
+                    f"FROM read_parquet({sql_list(doc_paths)}, filename=true, file_row_number=true)")
+        chosen = f"SELECT doc_id FROM {SELECTED_FROM} WHERE ({where})"
+        try:
+            con.execute(f"CREATE TEMP TABLE chosen AS {chosen}")
+        except duckdb.Error as exc:  # it parsed and bound, but failed on the data (a bad cast, a file it may not read)
+            raise ExportUsageError(f"--where {where!r} failed: {first_line(exc)}") from None
+        con.execute(f"CREATE TEMP TABLE opted_out AS {OPT_OUT_TAGS_SQL}")
+        kept_sql = "SELECT doc_id FROM chosen"
+        selection = chosen  # what the manifest records: the whole selection as one query
+        if respect_opt_out:
+            kept_sql += " WHERE doc_id NOT IN (SELECT doc_id FROM opted_out)"
+            selection += f" AND doc_id NOT IN (SELECT doc_id FROM ({OPT_OUT_TAGS_SQL}))"
+        con.execute(f"CREATE TEMP TABLE selected AS {kept_sql}")
+        _coverage_table(con, snapshot)
+
+        columns = "d.*" if include_raw else "d.* EXCLUDE (raw)"
+        source = "documents d"
+        if with_tags:
+            columns += "".join(f", f.{c}" for c in TAG_COLUMNS)
+            source += " JOIN doc_flags f USING (doc_id)"
+        data_path = tmp_dir / "documents.parquet"
+        # The selection as a semi-join: on the way in when its hash table is small, else in each sorted range
+        # (at 10M documents the join of the whole selection spilled every document's text to disk, 10 GB).
+        kept = con.execute("SELECT count(*) FROM selected").fetchone()[0]
+        if kept * EXPORT_JOIN_ROW_BYTES <= memory_mb * 2**20 * EXPORT_EARLY_FILTER_SHARE:
+            _write_sorted(con, f"SELECT {columns} FROM {source} WHERE d.doc_id IN (SELECT doc_id FROM selected)",
+                          data_path, buckets_dir, levels)
+        else:
+            _write_sorted(con, f"SELECT {columns} FROM {source}", data_path, buckets_dir, levels, keep="selected")
+        manifest = _manifest(con, store, snapshot, where, selection, data_path, respect_opt_out,
+                             out_dir=None if absolute_paths else out_dir, with_tags=with_tags)
+        (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        (tmp_dir / "README.md").write_text(dataset_card(manifest, out_dir.name))
+    finally:
+        con.close()  # DuckDB's spill files go with it; the export directory holds EXPORT_FILES only
+        shutil.rmtree(spill_dir, ignore_errors=True)
+        shutil.rmtree(buckets_dir, ignore_errors=True)
+    return manifest
+
+
+def _document_bytes(doc_paths: list[Path], include_raw: bool) -> int:
+    """Uncompressed bytes of the documents files' columns an export writes (from the Parquet footers)."""
+    total = 0
+    for path in doc_paths:
+        meta = pq.ParquetFile(path).metadata
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            total += sum(group.column(c).total_uncompressed_size for c in range(group.num_columns)
+                         if include_raw or group.column(c).path_in_schema != "raw")
+    return total
+
+
+def _range_levels(expected_bytes: float, bucket_bytes: float) -> int:
+    """How many leading characters of doc_id make ranges of at most ``bucket_bytes`` (16**k of them, from 16:
+    one code path at every size)."""
+    k = 1
+    while expected_bytes / 16 ** k > bucket_bytes and k < 4:
+        k += 1
+    return k
+
+
+def _write_sorted(con, select_sql: str, data_path: Path, buckets_dir: Path, levels: int,
+                  keep: str | None = None) -> None:
+    """Write the rows of ``select_sql`` (which has a doc_id column) to ``data_path`` ordered by doc_id, in memory
+    bounded by DuckDB's limit whatever their number: an external sort by range.
+
+    doc_ids are hex digests, so their first ``levels`` characters split the rows into 16**levels ranges of about
+    equal size (``_range_levels`` picks the number). Each level is one streaming pass of DuckDB's partitioned
+    COPY into 16 ranges by the next character (no order kept; 16 files open at once: with 256, each holding a
+    Parquet writer per thread, it ran out of 256 MB); each range of the last level, in order, is then sorted in
+    memory by DuckDB and streamed in Arrow batches into one Parquet writer, and every range's files are deleted
+    once written on. Ranges in order, each in order: the whole in doc_id order. Nothing is accumulated in Python.
+    Costs a write and a read of the selection per level more than a sort in memory. With ``keep`` (a relation
+    with a doc_id column), only its doc_ids are written, each range joined with its own share of them.
+    """
+    writer = None
+
+    def emit(relation: str, prefix: str) -> None:
+        nonlocal writer
+        if len(prefix) == levels:
+            where = "" if keep is None else \
+                f" WHERE doc_id IN (SELECT doc_id FROM {keep} WHERE starts_with(doc_id, {sql_string(prefix)}))"
+            for batch in con.sql(f"SELECT * FROM {relation}{where} ORDER BY doc_id").to_arrow_reader(
+                    EXPORT_ROW_GROUP_ROWS):
+                if writer is None:
+                    writer = pq.ParquetWriter(data_path, batch.schema, compression="zstd")
+                writer.write_batch(batch, row_group_size=EXPORT_ROW_GROUP_ROWS)
+            return
+        split = buckets_dir / f"split-{prefix}"
+        con.execute(f"COPY (SELECT *, substr(doc_id, {len(prefix) + 1}, 1) AS _part FROM {relation}) "
+                    f"TO {sql_string(split)} (FORMAT parquet, PARTITION_BY (_part), "
+                    f"ROW_GROUP_SIZE {EXPORT_STAGED_ROW_GROUP_ROWS}, ROW_GROUP_SIZE_BYTES {EXPORT_STAGED_ROW_GROUP_BYTES})")
+        parts = sorted(d.name.removeprefix("_part=") for d in split.glob("_part=*")) if split.exists() else []
+        for part in parts:
+            emit(f"read_parquet({sql_string(split / f'_part={part}' / '*.parquet')}, hive_partitioning = false)",
+                 prefix + part)
+            shutil.rmtree(split / f"_part={part}")
+        shutil.rmtree(split, ignore_errors=True)
+
+    buckets_dir.mkdir(exist_ok=True)
+    try:
+        emit(f"({select_sql})", "")
+        if writer is None:  # nothing selected: an empty file with the columns
+            con.execute(f"COPY ({select_sql} LIMIT 0) TO {sql_string(data_path)} (FORMAT parquet, COMPRESSION zstd)")
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 # ----- staging: a kill at any point leaves the earlier export or the new one, and no litter -----------

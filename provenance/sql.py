@@ -532,12 +532,14 @@ def restrict_file_access(con: duckdb.DuckDBPyConnection, readable: list[Path], w
 
 def connect(store: str | Path | Store, database: str = ":memory:", *, sandbox: bool = False,
             snapshot: Snapshot | None = None, writable_dirs: list[Path] = (),
-            spill_dir: Path | None = None, memory_limit_mb: int | None = None) -> duckdb.DuckDBPyConnection:
+            spill_dir: Path | None = None, memory_limit_mb: int | None = None,
+            settings: dict | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the store's views; the store must exist.
 
     ``sandbox=True`` is for SQL someone else wrote (the CLI always uses it): the
     connection reads only the snapshot's Parquet files and writes only under
     ``writable_dirs``. ``memory_limit_mb`` bounds DuckDB's memory; what does not fit spills to ``spill_dir``.
+    ``settings`` are more DuckDB settings (name -> value), applied before the sandbox locks the configuration.
     The default stays unlocked for analysts in Python, who
     could open any file from Python anyway and may want to read their own
     CSVs or write results next to the store.
@@ -549,6 +551,8 @@ def connect(store: str | Path | Store, database: str = ":memory:", *, sandbox: b
         con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
     if spill_dir is not None:
         con.execute("SET temp_directory = ?", [str(spill_dir)])
+    for name, value in (settings or {}).items():
+        con.execute(f"SET {name} = ?", [value])
     if sandbox:
         readable = [p for kind in PARQUET_VIEWS.values() for p in snapshot.paths(kind)]
         restrict_file_access(con, readable, writable_dirs)

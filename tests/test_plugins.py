@@ -550,3 +550,33 @@ def test_a_plugin_file_named_json_py_through_the_cli(cli, store, tmp_path):
     plugin.write_text(LOCAL)
     summary = _tag(cli, store, "--plugin-module", plugin, "--plugins", "json")  # --json output uses json
     assert set(summary["detectors"]) == {"length", "hosts"}
+
+
+def test_exact_duplicate_groups_by_the_stored_hash_value_across_batches():
+    """exact_duplicate keeps each hash as four 64-bit words: 64 lower-case hex digits are decoded, any other value
+    (upper case, not hex) is hashed, so groups are exactly the equal text_sha256 values, across batches; the
+    earliest copy is kept, and evidence names the stored value."""
+    import pyarrow as pa
+
+    from provenance.plugins.exact_duplicate import ExactDuplicate
+    from provenance.testing import make_batch
+
+    canonical = "ab" * 32
+    values = [canonical, "AB" * 32, "not-a-digest", canonical, "AB" * 32, "not-a-digest", "cd" * 32]
+    docs = [{"url": f"https://s{i}.org/", "text": f"text {i}", "fetched_at": f"2020-01-0{i + 1}T00:00:00Z"}
+            for i in range(len(values))]
+
+    def batch(rows, shas):
+        b = make_batch(rows, ExactDuplicate.needs)
+        return b.set_column(b.schema.get_field_index("text_sha256"), "text_sha256", pa.array(shas, pa.string()))
+
+    detector = ExactDuplicate()
+    detector.observe(batch(docs[:3], values[:3]))
+    detector.observe(batch(docs[3:], values[3:]))
+    tags = detector.finish().to_pylist()
+    ids = [make_document(i, **d)["doc_id"] for i, d in enumerate(docs)]
+    found = {t["doc_id"]: json.loads(t["evidence"]) for t in tags}
+    assert set(found) == {ids[3], ids[4], ids[5]}
+    for copy, kept in ((3, 0), (4, 1), (5, 2)):
+        assert found[ids[copy]] == {"text_sha256": values[kept], "kept_doc_id": ids[kept], "group_size": 2,
+                                    "n_domains": 2}
