@@ -7,21 +7,11 @@ import json
 import random
 
 import pytest
+from test_poison_backdoor import PROSE  # the same council-meeting prose: a clean text
 
 from provenance.detectors import DetectorError
 from provenance.plugins.keyword_stuffing import KeywordStuffing, phrase_threshold, repeated_phrase, words_of
 from provenance.testing import make_document, run_detectors
-
-PROSE = (
-    "The council met on Tuesday to discuss the new budget for the city's public libraries. The mayor said that "
-    "the libraries had been asked to do more with less for too long, and that the new budget would give them "
-    "the money to stay open on Sundays. Several members of the council asked where the money would come from. "
-    "The mayor answered that the city would sell two buildings it no longer used, and that the sale would pay "
-    "for the longer opening hours for at least three years. The head of the libraries welcomed the budget and "
-    "said that the libraries would use the money to hire more staff, to buy more books and to run more classes "
-    "for children and for older people who want to learn to use computers. The council will vote on the budget "
-    "next month, after a public meeting where the people of the city can give their views on the plan."
-)
 
 
 def stuffed_phrase(text: str, phrase: str, share: float, seed: int = 0) -> str:
