@@ -307,7 +307,7 @@ def test_export_of_a_store_larger_than_its_memory_limit(tmp_path, monkeypatch):
     docs = [{"url": f"https://s{i % 7}.org/{i}", "text": " ".join(rng.choice(words) for _ in range(830))}
             for i in range(8000)]
     store = make_store(tmp_path / "store", docs, rows_per_file=500)
-    expected = provenance.connect(store).execute(
+    expected = provenance.connect(store).sql(
         "SELECT * EXCLUDE (raw) FROM documents WHERE doc_id IN (SELECT doc_id FROM doc_flags WHERE NOT flagged) "
         "ORDER BY doc_id").to_arrow_table()
     assert expected.num_rows == 8000 and sum(len(t) for t in expected.column("text").to_pylist()) > 36e6
