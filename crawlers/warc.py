@@ -64,7 +64,6 @@ on decompressed size.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import tempfile
 import weakref
@@ -78,6 +77,7 @@ from typing import TYPE_CHECKING
 from warcio.archiveiterator import ArchiveIterator
 from warcio.recordloader import ArcWarcRecordLoader
 
+from provenance import objectstore
 from provenance.documents import DocumentSink, build_document
 from provenance.extract import HTML_TYPES, looks_like_html, media_type
 
@@ -385,7 +385,7 @@ class _Original:
     date_raw: str | None
     doc_id: str | None  # None: it did not become a document
     bad: bool  # it was a problem (so its revisits are not counted as "not HTML 200")
-    path: str
+    path: str | Path  # a local path or an s3:// URI (with its endpoint query)
     offset: int  # in the file, or in the gzip stream that starts at stream_base
     stream_base: int | None
 
@@ -508,7 +508,8 @@ def ingest_warc(path: Path, run: Run, sink: DocumentSink, result: IngestResult,
                 problem: Callable[[str, str], None], on_record: Callable[[], None] | None,
                 extractor: str | None = None) -> None:
     """Import one WARC/ARC/WET file into ``sink``; see the module docstring for the rules."""
-    _FileImport(Path(path), run, sink, result, problem, on_record, extractor).read_file()
+    _FileImport(path if objectstore.is_uri(path) else Path(path), run, sink, result, problem, on_record,
+                extractor).read_file()
 
 
 @dataclass
@@ -535,6 +536,9 @@ class _Source:
 class _FileImport:
     def __init__(self, path, run, sink, result, problem, on_record, extractor=None):
         self.path, self.run, self.sink, self.result = path, run, sink, result
+        # An s3:// object is read as a stream of ranged GETs (objectstore.open_any); provenance records its
+        # canonical URI (no endpoint query) as source_file, and the key's last part as warc_filename.
+        self.label, self.filename = objectstore.label(path), objectstore.name_of(path)
         self.extractor = extractor
         self.problem, self.on_record = problem, on_record
         self.index: _RevisitIndex = _INDEXES.setdefault(run, _RevisitIndex())
@@ -544,13 +548,13 @@ class _FileImport:
         self.result.stats[stat] = self.result.stats.get(stat, 0) + 1
 
     def read_file(self) -> None:
-        with open(self.path, "rb") as fh:
+        with objectstore.open_any(self.path) as fh:
             head = fh.read(8)
             for magic, what, hint in _UNSUPPORTED_MAGIC:
                 if head.startswith(magic):
                     self.problem("offset 0", f"{what} file: not supported; {hint}")
                     return
-            self._read_all(_Source(fh, os.fstat(fh.fileno()).st_size, head.startswith(b"\x1f\x8b")))
+            self._read_all(_Source(fh, objectstore.size_of(self.path, fh), head.startswith(b"\x1f\x8b")))
         for revisit in self.deferred:
             original = self.index.find(revisit.capture)
             if original is None:
@@ -690,7 +694,7 @@ class _FileImport:
         """Index a response record for the revisits that may refer to it."""
         if capture.rec_type == "response" and capture.url:
             self.index.add(capture, _Original(capture.url, capture.record_id, capture.date_raw, doc_id, bad,
-                                              str(self.path), offset, src.base))
+                                              self.path, offset, src.base))
 
     def _commit(self, outcome: tuple, where: str) -> str | None:
         """Apply an outcome; returns the doc_id when it was a document."""
@@ -764,8 +768,8 @@ class _FileImport:
         return "doc", build_document(
             url=capture.url, body=None, text=text, source="wet", crawl_id=self.sink.crawl_id,
             run_id=self.run.run_id, fetched_at=capture.fetched_at, metadata=meta,
-            warc_record_id=capture.record_id, warc_filename=self.path.name, warc_offset=warc_offset,
-            resolved_ip=capture.ip, source_file=str(self.path),
+            warc_record_id=capture.record_id, warc_filename=self.filename, warc_offset=warc_offset,
+            resolved_ip=capture.ip, source_file=self.label,
         )
 
     def _resolve(self, revisit: _Revisit, original: _Original) -> tuple:
@@ -792,7 +796,7 @@ class _FileImport:
     def _reread(self, original: _Original):
         """(body, http headers, notes) of the response record at ``original``'s offset."""
         try:
-            with open(original.path, "rb") as fh:
+            with objectstore.open_any(original.path) as fh:
                 if original.stream_base is None:
                     fh.seek(original.offset)
                     return self._read_original(fh, original)
@@ -825,6 +829,6 @@ class _FileImport:
         return build_document(
             url=capture.url, body=body, source="warc", crawl_id=self.sink.crawl_id, run_id=self.run.run_id,
             fetched_at=capture.fetched_at, http_status=status, headers=list(headers), content_type=content_type,
-            metadata=meta, warc_record_id=capture.record_id, warc_filename=self.path.name,
-            warc_offset=warc_offset, resolved_ip=capture.ip, source_file=str(self.path), extractor=self.extractor,
+            metadata=meta, warc_record_id=capture.record_id, warc_filename=self.filename,
+            warc_offset=warc_offset, resolved_ip=capture.ip, source_file=self.label, extractor=self.extractor,
         )

@@ -53,6 +53,7 @@ def handle_errors(fn):
     from provenance.detectors import DetectorError
     from provenance.export import ExportError
     from provenance.ingest import IngestError
+    from provenance.objectstore import ObjectStoreError
     from provenance.pluginmanager import PluginLoadError
     from provenance.references import ReferenceSetError
     from provenance.report import ReportError
@@ -66,7 +67,8 @@ def handle_errors(fn):
             raise Failure(str(exc), exitcodes.LOCKED) from None
         except (config_mod.ConfigError, TagRunError, DetectorError) as exc:
             raise Failure(str(exc), exitcodes.USAGE) from None
-        except (StoreError, IngestError, ExportError, ReportError, PluginLoadError, ReferenceSetError) as exc:
+        except (StoreError, IngestError, ExportError, ReportError, PluginLoadError, ReferenceSetError,
+                ObjectStoreError) as exc:
             raise Failure(str(exc), getattr(exc, "exit_code", exitcodes.FAILURE)) from None
         # Ctrl-C is main()'s to report, the same way for every command.
 
@@ -140,12 +142,16 @@ MAX_PROBLEM_LINES = 20
 
 # ----- ingest ---------------------------------------------------------------------------------
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
 @store_option
 @click.option("--crawl-id", help="Name this import [default: ingest-<file name>].")
 @handle_errors
 def ingest(paths, store_dir, config_file, crawl_id):
     """Import documents from JSONL, Parquet, WARC or WET files (or directories of them).
+
+    A path may be an object in a bucket, s3://BUCKET/KEY, a prefix or a glob
+    (s3://BUCKET/crawl/*.warc.gz), read as a stream; endpoint and credentials
+    from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ... (docs/SCALE.md).
 
     JSONL/Parquet records need `url` and `text` and/or `html`; `fetched_at`
     (ISO 8601 or unix seconds) and `title` are optional, other fields are kept

@@ -8,6 +8,7 @@ twice stores nothing the second time (documents are keyed by URL + body hash).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from provenance import objectstore
 from provenance.documents import DocumentSink, KnownCaptures, build_document, existing_doc_ids
 from provenance.extract import get_extractor
 from provenance.store import Run, Store
@@ -27,6 +29,23 @@ KNOWN_FIELDS = {"url", "text", "html", "fetched_at", "title", "http_status", "co
 
 class IngestError(Exception):
     """An input that cannot be read at all (missing, unknown format, corrupt container)."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# An input: a local Path, or an s3:// URI (a str, its endpoint query kept for opening; objectstore.label drops it).
+Input = Path | str
+
+
+@contextlib.contextmanager
+def _object_errors():
+    """ObjectStoreError -> IngestError with the same line and exit code."""
+    try:
+        yield
+    except objectstore.ObjectStoreError as exc:
+        raise IngestError(str(exc), exc.exit_code) from None
 
 
 @dataclass(frozen=True)
@@ -114,11 +133,17 @@ def json_type_name(value) -> str:
     return type(value).__name__
 
 
-def _open_maybe_gzip(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+@contextlib.contextmanager
+def _open_maybe_gzip(path: Input):
+    with objectstore.open_any(path) as raw:
+        if objectstore.name_of(path).endswith(".gz"):
+            with gzip.GzipFile(fileobj=raw, mode="rb") as fh:
+                yield fh
+        else:
+            yield raw
 
 
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+def iter_jsonl(path: Input) -> Iterator[tuple[int, dict | None, str | None]]:
     """(line number, record, problem) per non-blank line; exactly one of record/problem is set."""
     try:
         with _open_maybe_gzip(path) as fh:
@@ -144,15 +169,26 @@ def is_string_type(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or str(t) == "string_view"
 
 
-def check_parquet_columns(path: Path) -> None:
+def _parquet_source(path: Input):
+    """What pyarrow opens: the local path, or a random-access object (only the byte ranges read are fetched)."""
+    if objectstore.is_uri(path):
+        with _object_errors():
+            return objectstore.open_parquet_source(path)
+    return path
+
+
+def check_parquet_columns(path: Input) -> None:
     """Refuse a Parquet file whose columns cannot make documents: one error for the file, not one per row.
 
     Reads only the footer. Raises IngestError naming the file, the column and what it must be.
     """
     try:
-        schema = pq.read_schema(path)
+        schema = pq.read_schema(_parquet_source(path))
+    except IngestError:
+        raise
     except Exception as exc:
-        raise IngestError(f"{path}: not a readable Parquet file: {exc}") from None
+        raise IngestError(f"{objectstore.label(path)}: not a readable Parquet file: {exc}") from None
+    path = objectstore.label(path)
     columns = {f.name: f.type for f in schema}
     listing = ", ".join(columns) or "none"
     if "url" not in columns:
@@ -167,17 +203,19 @@ def check_parquet_columns(path: Path) -> None:
                               "it must be a string column")
 
 
-def iter_parquet(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+def iter_parquet(path: Input) -> Iterator[tuple[int, dict | None, str | None]]:
     check_parquet_columns(path)
     yield from iter_parquet_rows(path)
 
 
-def iter_parquet_rows(path: Path, columns: list[str] | None = None) -> Iterator[tuple[int, dict | None, str | None]]:
+def iter_parquet_rows(path: Input, columns: list[str] | None = None) -> Iterator[tuple[int, dict | None, str | None]]:
     """(row number, record, problem) per row, like iter_jsonl; ``columns`` only (default all), unchecked."""
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(_parquet_source(path))
+    except IngestError:
+        raise
     except Exception as exc:
-        raise IngestError(f"{path}: not a readable Parquet file: {exc}") from None
+        raise IngestError(f"{objectstore.label(path)}: not a readable Parquet file: {exc}") from None
     row = 0
     try:
         for batch in pf.iter_batches(batch_size=256, columns=columns):
@@ -188,18 +226,18 @@ def iter_parquet_rows(path: Path, columns: list[str] | None = None) -> Iterator[
         yield row + 1, None, f"corrupt Parquet data from row {row + 1}: {type(exc).__name__}: {exc}"
 
 
-def detect_format(path: Path) -> str:
-    name = path.name.lower()
+def detect_format(path: Input) -> str:
+    name = objectstore.name_of(path).lower()
     for suffix, fmt in ((".jsonl", "jsonl"), (".jsonl.gz", "jsonl"), (".json.gz", "jsonl"), (".ndjson", "jsonl"),
                         (".parquet", "parquet"), (".warc", "warc"), (".warc.gz", "warc"), (".arc", "warc"),
                         (".arc.gz", "warc"), (".wet", "warc"), (".wet.gz", "warc"), (".warc.wet.gz", "warc"),
                         (".warc.lz4", "warc")):  # unsupported, but reported by the WARC reader as such
         if name.endswith(suffix):
             return fmt
-    raise IngestError(f"{path}: unknown input format (expected .jsonl[.gz], .parquet, .warc[.gz], .wet[.gz])")
+    raise IngestError(f"{objectstore.label(path)}: unknown input format (expected .jsonl[.gz], .parquet, .warc[.gz], .wet[.gz])")
 
 
-def _known_format(path: Path) -> bool:
+def _known_format(path: Input) -> bool:
     try:
         detect_format(path)
     except IngestError:
@@ -207,13 +245,28 @@ def _known_format(path: Path) -> bool:
     return True
 
 
-def expand_inputs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+def expand_inputs(paths: list[Input]) -> tuple[list[Input], list[Input]]:
     """(files to ingest, files skipped). Files named explicitly must be ingestible; in a directory, files
     of unknown format are skipped (and listed in the summary), and a directory with none to ingest is an error.
+    An ``s3://`` URI names one object, every object under a prefix, or those a glob in the key matches
+    (objectstore.list_files); a prefix or glob is a directory here.
     """
     out, skipped = [], []
     for p in paths:
-        if p.is_dir():
+        if objectstore.is_uri(p):
+            with _object_errors():
+                found = objectstore.list_files(p)
+            if found == [p]:  # one object, named explicitly
+                out.append(p)
+                continue
+            known = [f for f in found if _known_format(f)]
+            if not known:
+                unknown = f" ({len(found)} of unknown format, e.g. {objectstore.name_of(found[0])})" if found else ""
+                raise IngestError(f"{objectstore.label(p)}: no objects to ingest{unknown}; expected .jsonl[.gz], "
+                                  ".parquet, .warc[.gz], .arc[.gz] or .wet[.gz] objects")
+            out.extend(known)
+            skipped.extend(f for f in found if not _known_format(f))
+        elif p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file())
             known = [f for f in found if _known_format(f)]
             if not known:
@@ -229,14 +282,14 @@ def expand_inputs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
     return out, skipped
 
 
-def ingest_file(path: Path, run: Run, sink: DocumentSink, result: IngestResult,
+def ingest_file(path: Input, run: Run, sink: DocumentSink, result: IngestResult,
                 on_problem: Callable[[InputProblem], None] | None = None,
                 on_record: Callable[[], None] | None = None, extractor: str | None = None) -> None:
     """Import one file; ``extractor`` ([ingest] extractor) extracts the text of every HTML page in it."""
     fmt = detect_format(path)
 
     def problem(where: str, message: str) -> None:
-        p = InputProblem(str(path), where, message)
+        p = InputProblem(objectstore.label(path), where, message)
         result.problems.append(p)
         if on_problem:
             on_problem(p)
@@ -257,7 +310,7 @@ def ingest_file(path: Path, run: Run, sink: DocumentSink, result: IngestResult,
         result.records += 1
         try:
             doc = record_to_document(record, source=fmt, crawl_id=sink.crawl_id, run_id=run.run_id,
-                                     source_file=str(path), line=number, extractor=extractor)
+                                     source_file=objectstore.label(path), line=number, extractor=extractor)
         except ValueError as exc:
             problem(f"{where_word} {number}", str(exc))
             continue
@@ -267,26 +320,28 @@ def ingest_file(path: Path, run: Run, sink: DocumentSink, result: IngestResult,
             result.already_stored += 1
 
 
-def run_ingest(store: Store, paths: list[Path], crawl_id: str | None = None, flush_rows: int = 500,
+def run_ingest(store: Store, paths: list[Input], crawl_id: str | None = None, flush_rows: int = 500,
                on_problem=None, on_record=None, extractor: str | None = None) -> IngestResult:
     try:  # an unknown or uninstalled extractor fails before the lock, not on every page
         extractor = get_extractor(extractor).name
     except ValueError as exc:
         raise IngestError(str(exc)) from None
+    paths = [p if objectstore.is_uri(p) else Path(p) for p in paths]
     files, skipped = expand_inputs(paths)
     for f in files:  # refuse unusable files before taking the lock: one error for a file, not one per record
         if detect_format(f) == "parquet":
             check_parquet_columns(f)
-    result = IngestResult(files=[str(f) for f in files], skipped=[str(f) for f in skipped])
-    config = {"inputs": [str(p) for p in paths], "crawl_id": crawl_id, "extractor": extractor}
+    result = IngestResult(files=[objectstore.label(f) for f in files], skipped=[objectstore.label(f) for f in skipped])
+    config = {"inputs": [objectstore.label(p) for p in paths], "crawl_id": crawl_id, "extractor": extractor}
     with store.run("ingest", config=config) as run:
         known = existing_doc_ids(store.snapshot())
         captures = KnownCaptures(store)
         for path in files:
-            sink = DocumentSink(run, crawl_id or f"ingest-{path.name.split('.')[0]}", known, flush_rows=flush_rows,
+            sink = DocumentSink(run, crawl_id or f"ingest-{objectstore.name_of(path).split('.')[0]}", known, flush_rows=flush_rows,
                                 captures=captures)
             try:
-                ingest_file(path, run, sink, result, on_problem, on_record, extractor=extractor)
+                with _object_errors():
+                    ingest_file(path, run, sink, result, on_problem, on_record, extractor=extractor)
             finally:
                 sink.flush()  # commit what was read, even when the file then failed
         run.stats = result.to_json()
