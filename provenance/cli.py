@@ -393,18 +393,21 @@ def crawl(urls, store_dir, config_file, url_file, sitemaps, crawl_id, shard, max
               help="Where detectors run: this machine (default) or a Ray cluster (see docs/SCALE.md).")
 @click.option("--address", "ray_address", metavar="ADDRESS",
               help="With --engine ray: auto or ray://HOST:10001 [default: start a local Ray instance].")
+@click.option("--stage", "ray_stage", metavar="S3_URI",
+              help="With --engine ray, for a cluster without a shared filesystem: copy the document files the run "
+                   "needs to s3://BUCKET/PREFIX and have the workers read them there (see docs/SCALE.md).")
 @click.option("--plugin-module", "plugin_modules", multiple=True, metavar="MODULE_OR_FILE",
               help="Also load a plugin from an importable module or a .py file (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
 @handle_errors
 def tag(store_dir, config_file, enable, disable, batch_size, time_budget, isolation, workers, engine, ray_address,
-        plugin_modules, as_json):
+        ray_stage, plugin_modules, as_json):
     """Run detector plugins over documents not yet tagged by the same detector version and options."""
     from provenance.pluginmanager import get_plugin_manager, load_plugin_modules
     from provenance.runner import print_summary, run_tag, summary_json
 
     flags = {"batch_size": batch_size, "time_budget_s": time_budget, "isolation": isolation, "workers": workers,
-             "engine": engine, "ray_address": ray_address}
+             "engine": engine, "ray_address": ray_address, "ray_stage": ray_stage}
     settings, store = settings_and_store(config_file, store_dir, overrides={"tag": flags})
     pm = get_plugin_manager()
     load_plugin_modules(pm, plugin_modules)

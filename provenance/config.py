@@ -172,6 +172,13 @@ class TagSettings(_Section):
     ray_address: str | None = Field(None, min_length=1, description="With `engine = \"ray\"`: the cluster to "
                                     "join, `auto` (a cluster started with `ray start` on this machine) or "
                                     "`ray://HOST:10001`. Not set: start a local Ray instance for the run.")
+    ray_stage: str | None = Field(None, pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^?]*)?(\?.*)?$",
+                                  description="With `engine = \"ray\"`, for a cluster without a shared filesystem: "
+                                  "an `s3://BUCKET/PREFIX` the driver copies the document files of the run's work to "
+                                  "(once: a file already there with the same size is not copied again), and Ray's "
+                                  "workers read them from. Endpoint and credentials: `AWS_ENDPOINT_URL`, "
+                                  "`AWS_ACCESS_KEY_ID`, ... or the URI's `?endpoint_override=HOST:PORT&scheme=http` "
+                                  "(see docs/SCALE.md). Not set: workers read the store's own path.")
 
 
 class ExportSettings(_Section):
@@ -214,6 +221,7 @@ FLAGS: dict[tuple[str, str], str] = {
     ("tag", "disable"): "--disable",
     ("tag", "engine"): "--engine",
     ("tag", "ray_address"): "--address",
+    ("tag", "ray_stage"): "--stage",
     ("export", "respect_opt_out"): "--respect-opt-out",
 }
 

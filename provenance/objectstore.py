@@ -76,6 +76,7 @@ def parse(uri: str) -> tuple[str, str, dict[str, str]]:
 def canonical(uri: str) -> str:
     """``s3://bucket/key`` without the query: what provenance records (endpoints are configuration)."""
     bucket, key, _query = parse(uri)
+    key = key.rstrip("/")  # a prefix given as PREFIX/ is PREFIX
     return f"{SCHEME}{bucket}/{key}" if key else f"{SCHEME}{bucket}"
 
 

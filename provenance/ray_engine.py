@@ -17,6 +17,12 @@ What runs where:
   state lives in one instance's memory and the API has no way to merge two instances, so splitting their
   observe calls over actors would be unsound. Every corpus detector's ``finish`` runs on the driver, as
   locally; state-keeping ones read the state rows the cluster produced from disk.
+* With ``[tag] ray_stage`` (``--stage s3://BUCKET/PREFIX``), for clusters without a shared filesystem, the driver
+  first copies the document files the units read (and, when a detector needs ``previous``, every live document
+  and fetch file, which the earlier-version lookup reads) to ``PREFIX/<path in the store>``, skipping a file
+  already there with the same size (store files are written once under unique names), and the units name the
+  ``s3://`` URIs: actors read them through ``pyarrow.fs.S3FileSystem`` (provenance.objectstore), DuckDB's
+  earlier-version lookup through the same filesystem (fsspec). The store itself never leaves the driver.
 """
 
 from __future__ import annotations
@@ -26,11 +32,12 @@ import json
 import logging
 import os
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from provenance import schemas
+from provenance import objectstore, schemas
 from provenance.detectors import DetectorError
 from provenance.isolation import Reply, WorkerStartError, make_worker
 from provenance.runner import (DetectorRun, PreviousLookup, TagRunError, TagSettings, _error_row, _fault,
@@ -82,9 +89,19 @@ def connected(address: str | None):
         ray.shutdown()
 
 
-def _read_rows(path: str, columns: list[str], start: int, end: int) -> pa.RecordBatch:
-    """Rows [start, end) of a document file, only ``columns``: just the row groups that hold them."""
-    pf = pq.ParquetFile(path)
+STAGE_THREADS = 8  # uploads in flight when staging document files
+
+
+def check_stage(stage: str) -> None:
+    """ObjectStoreError (one line) unless ``stage`` is an s3:// URI whose bucket exists and answers."""
+    objectstore.check_bucket(stage)
+
+
+def _read_rows(path: str, columns: list[str], start: int, end: int, stage_query: str = "") -> pa.RecordBatch:
+    """Rows [start, end) of a document file, only ``columns``: just the row groups that hold them. ``path``: a
+    local path, or the s3:// URI of a staged copy (``stage_query``: the stage's endpoint parameters)."""
+    source = objectstore.open_parquet_source(path + stage_query) if objectstore.is_uri(path) else path
+    pf = pq.ParquetFile(source)
     groups, offset, first = [], 0, None
     for i in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(i).num_rows
@@ -122,8 +139,12 @@ class _UnitTagger:
         from provenance.pluginmanager import get_plugin_manager, load_plugin_modules
 
         self.run_id, self.tag = run_id, tag
+        self.stage_query = objectstore.query_of(tag.ray_stage) if tag.ray_stage else ""
         # Each actor orders the captures itself (a DuckDB connection does not travel); only those that need it.
-        self.previous = PreviousLookup(previous_paths, previous_fetch_paths) if previous_paths is not None else None
+        self.previous = None
+        if previous_paths is not None:
+            fs = objectstore.fsspec_filesystem(tag.ray_stage) if tag.ray_stage else None
+            self.previous = PreviousLookup(previous_paths, previous_fetch_paths, filesystem=fs)
         self.pid = os.getpid()
         self.node_id = ray.get_runtime_context().get_node_id()
         self.druns: dict[str, DetectorRun] = {}
@@ -159,7 +180,7 @@ class _UnitTagger:
         batch = None
         if readers:
             columns = sorted({c for d in readers for c in d.columns if c in self.available})
-            batch = _read_rows(unit["path"], columns, unit["start"], unit["end"])
+            batch = _read_rows(unit["path"], columns, unit["start"], unit["end"], self.stage_query)
             if self.previous is not None and any("previous" in d.spec.cls.needs for d in readers):
                 batch = self.previous.add(batch)
         return [self._call(name, unit, batch, a, b) for name, ranges in work.items() for a, b in ranges]
@@ -226,15 +247,52 @@ class RayTagPass(_TagPass):
                         work[name] = ranges
                 if work:
                     start, end = min(r[0] for v in work.values() for r in v), max(r[1] for v in work.values() for r in v)
-                    units.append({"unit": len(units), "doc_file": path, "path": str(self.store.root.resolve() / path),
+                    units.append({"unit": len(units), "doc_file": path, "path": self._location(path),
                                   "start": start, "end": end, "work": json.dumps(work)})
         return units
+
+    def _location(self, path: str) -> str:
+        """Where workers read a store file (``path`` relative to the store): the store's absolute path, or with
+        a stage its staged copy's s3:// URI (no query: the actors add the stage's)."""
+        if self.tag.ray_stage:
+            return objectstore.canonical(objectstore.join(self.tag.ray_stage, path))
+        return str(self.store.root.resolve() / path)
+
+    def _needs_previous(self) -> bool:
+        return any("previous" in drun.spec.cls.needs for drun, _todo in self.ranged.values())
+
+    def _stage(self, units: list[dict]) -> dict:
+        """Copy what the units read to the stage: their document files, and for the earlier-version lookup every
+        live document and fetch file. A file already there with the same size is not copied again."""
+        from pyarrow import fs as pafs
+
+        paths = {u["doc_file"] for u in units}
+        if self._needs_previous():
+            for kind in ("documents", "fetches"):
+                paths.update(os.path.relpath(p, self.store.root) for p in self.snapshot.paths(kind))
+        root = self.store.root
+
+        def stage_one(path: str) -> int:
+            uri = objectstore.join(self.tag.ray_stage, path)
+            there = objectstore.info(uri)
+            if there.type == pafs.FileType.File and there.size == (root / path).stat().st_size:
+                return 0
+            objectstore.upload(root / path, uri)
+            return 1
+
+        with ThreadPoolExecutor(STAGE_THREADS) as pool:
+            copied = sum(pool.map(stage_one, sorted(paths)))
+        _trace(f"ray: staged {copied} of {len(paths)} file(s) to {objectstore.canonical(self.tag.ray_stage)}")
+        return {"stage": objectstore.canonical(self.tag.ray_stage), "staged_files": len(paths),
+                "staged_copied": copied}
 
     def _distributed(self) -> None:
         units = self._units()
         if units:
+            staged = self._stage(units) if self.tag.ray_stage else {}
             with connected(self.tag.ray_address) as ray:
                 self._map_units(ray, units)
+            self.summary.engine.update(staged)
 
     def _map_units(self, ray, units: list[dict]) -> None:
         ranged = [drun for drun, _todo in self.ranged.values()]
@@ -246,9 +304,11 @@ class RayTagPass(_TagPass):
             _UnitTagger, batch_size=1, batch_format="pyarrow", num_cpus=1,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
             fn_constructor_kwargs={"detectors": detectors, "run_id": self.run.run_id, "tag": self.tag,
-                                   "previous_paths": ([str(p) for p in self.snapshot.paths("documents")]
-                                                     if needs_previous else None),
-                                   "previous_fetch_paths": [str(p) for p in self.snapshot.paths("fetches")]})
+                                   "previous_paths": ([self._location(self._relative(p))
+                                                       for p in self.snapshot.paths("documents")]
+                                                      if needs_previous else None),
+                                   "previous_fetch_paths": [self._location(self._relative(p))
+                                                            for p in self.snapshot.paths("fetches")]})
         # What is still out: result rows per unit, units per file; a file is committed when its last unit is in.
         expected = {u["unit"]: sum(len(r) for r in json.loads(u["work"]).values()) for u in units}
         unit_rows = {u["unit"]: u["end"] - u["start"] for u in units}
@@ -286,6 +346,9 @@ class RayTagPass(_TagPass):
         self.summary.engine = {"name": "ray", "address": self.tag.ray_address, "driver_pid": os.getpid(),
                                "units": len(units), "actors": actors, "worker_pids": sorted(pids),
                                "nodes": sorted(nodes)}
+
+    def _relative(self, path) -> str:
+        return os.path.relpath(path, self.store.root)
 
     def _take(self, result: dict, pending: _Uncommitted) -> None:
         """One result row into the file's uncommitted work and the detector's stats, as the local engine does."""

@@ -375,12 +375,14 @@ class PreviousLookup:
     COLUMNS = tuple((name, name.removeprefix("previous_")) for name in SPECIAL_NEEDS["previous"])
     PREVIOUS_DOC_ID = "__previous_doc_id"
 
-    def __init__(self, doc_paths, fetch_paths=()):
+    def __init__(self, doc_paths, fetch_paths=(), filesystem=None):
         import duckdb
 
         from provenance.sql import captures_sql, sql_list, versions_sql
 
         self.con = duckdb.connect()
+        if filesystem is not None:  # paths are s3:// URIs of staged files (ray --stage): DuckDB reads them through it
+            self.con.register_filesystem(filesystem)
         self.con.execute("SET preserve_insertion_order = false")
         self._fields = schemas.load("documents").arrow
         paths = [str(p) for p in doc_paths]
@@ -506,6 +508,7 @@ class TagSettings:
     workers: int = 1  # worker processes per per-document or state-keeping detector, each given part of a batch
     engine: str = "local"  # local (this machine's worker processes) | ray (Ray Data, provenance.ray_engine)
     ray_address: str | None = None  # engine ray: the cluster to join (None: start a local one)
+    ray_stage: str | None = None  # engine ray: s3:// prefix the document files are copied to for the workers
 
     @classmethod
     def from_settings(cls, tag: dict | None) -> TagSettings:
@@ -517,7 +520,13 @@ class TagSettings:
         return {"batch_size": self.batch_size, "time_budget_s": self.time_budget_s, "isolation": self.isolation,
                 "commit_rows": self.commit_rows, "commit_seconds": self.commit_seconds,
                 "worker_memory_mb": self.worker_memory_mb, "finish_budget_s": self.finish_budget_s,
-                "workers": self.workers, "engine": self.engine, "ray_address": self.ray_address}
+                "workers": self.workers, "engine": self.engine, "ray_address": self.ray_address,
+                "ray_stage": None if self.ray_stage is None else _stage_label(self.ray_stage)}
+
+
+def _stage_label(uri: str) -> str:
+    """The stage as a run records it: no endpoint query (configuration, not provenance)."""
+    return uri.split("?", 1)[0]
 
 
 def run_tag(store: Store, pm: ProvenancePluginManager, settings: dict, enable: list[str] | None = None,
@@ -538,6 +547,8 @@ def run_tag(store: Store, pm: ProvenancePluginManager, settings: dict, enable: l
         from provenance import ray_engine
 
         ray_engine.require_ray()  # before the store is locked; the cluster is joined only when there is work
+        if tag.ray_stage:  # a bad URI, a missing bucket, refused credentials: one line before the lock
+            ray_engine.check_stage(tag.ray_stage)
         tag_pass = ray_engine.RayTagPass
     # Serial: two tag runs at once would plan and do the same work. Crawls and ingests may commit meanwhile.
     with store.run("tag", config=config, run_id=run_id, serial="tag") as run:

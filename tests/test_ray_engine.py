@@ -18,6 +18,7 @@ import pytest
 from provenance import exitcodes
 from provenance.store import Store
 from provenance.testing import make_store
+from s3server import s3  # noqa: F401  (the fixture)
 
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 WORDS = ("river mill trout summer bread flour water salt kitchen honey hive jar town hill market storm coast "
@@ -115,3 +116,64 @@ def test_ray_engine_tags_as_the_local_engine_does(cli, two_stores):
     summary = json.loads(again.stdout)
     assert summary["tags"] == 0 and "engine" not in summary
     assert {s["status"] for s in summary["detectors"].values()} == {"up_to_date"}
+
+
+# ----- --stage s3://: a cluster without a shared filesystem reads the document files from a bucket ----------
+def drifted_corpus() -> list[dict]:
+    """A small corpus whose last documents are later versions of earlier URLs (content_drift's `previous`)."""
+    docs = corpus(540)
+    for i in range(0, 60, 3):  # same URL, later fetched_at (make_document's index), other text
+        docs.append({"url": docs[i]["url"], "text": "A different page now: " + " ".join(WORDS[i % 7:i % 7 + 40])})
+    return docs
+
+
+def test_ray_engine_reads_staged_files_from_object_storage(cli, tmp_path, s3):  # noqa: F811
+    pytest.importorskip("ray", reason="ray is not installed: pip install 'provenance-guard[ray]'")
+    make_store(tmp_path / "ray", drifted_corpus(), rows_per_file=200)
+    for copy in ("local", "again"):
+        shutil.copytree(tmp_path / "ray", tmp_path / copy)
+    s3.bucket("ray-stage")
+    stage = f"s3://ray-stage/runs/{s3.query()}"  # the endpoint in the URI; keys from the environment
+    env = {**RAY_ENV, **{k: v for k, v in s3.env.items() if k != "AWS_ENDPOINT_URL"}}
+
+    ray_run = cli("tag", "--store", tmp_path / "ray", "--engine", "ray", "--stage", stage, "--batch-size", "100",
+                  "--json", env=env, timeout=600)
+    assert ray_run.returncode == exitcodes.OK, ray_run.stderr
+    cli("tag", "--store", tmp_path / "local", "--batch-size", "100", check=exitcodes.OK)
+    engine = json.loads(ray_run.stdout)["engine"]
+    assert engine["stage"] == "s3://ray-stage/runs"
+    # 3 document files; content_drift needs `previous`, so every live document file is staged (no fetches here)
+    assert engine["staged_files"] == engine["staged_copied"] == 3
+    assert engine["units"] == 6 and engine["driver_pid"] not in engine["worker_pids"]
+
+    # The workers read every staged document file from the bucket: the driver only HEADs and PUTs there.
+    doc_files = sorted(str(p.relative_to(tmp_path / "ray")) for p in (tmp_path / "ray" / "documents").rglob("*.parquet"))
+    read = {path.removeprefix("/ray-stage/runs/") for path in s3.gets("/ray-stage/runs/")}
+    assert set(doc_files) <= read, (doc_files, read)
+
+    tags = live(tmp_path / "ray", "tags")
+    assert tags == live(tmp_path / "local", "tags")
+    assert live(tmp_path / "ray", "state") == live(tmp_path / "local", "state")
+    assert live(tmp_path / "ray", "errors") == live(tmp_path / "local", "errors") == []
+    assert any(row[3] == "content_drift" for row in tags)  # the earlier versions were found through the stage
+
+    # Staged files are immutable and uniquely named: a second run (another copy of the store) copies nothing.
+    again = cli("tag", "--store", tmp_path / "again", "--engine", "ray", "--stage", stage, "--plugins", "content_drift",
+                "--json", env=env, timeout=600)
+    assert again.returncode == exitcodes.OK, again.stderr
+    engine = json.loads(again.stdout)["engine"]
+    assert engine["staged_files"] == 3 and engine["staged_copied"] == 0
+
+
+def test_stage_mistakes_are_one_line(cli, tmp_path, s3):  # noqa: F811
+    pytest.importorskip("ray", reason="ray is not installed: pip install 'provenance-guard[ray]'")
+    make_store(tmp_path / "s")
+    for stage, code, words in [
+        ("gs://bucket/x", exitcodes.USAGE, ("ray_stage", "--stage")),
+        (f"s3://no-such-bucket/x{s3.query()}", exitcodes.FAILURE, ("s3://no-such-bucket", "no such bucket")),
+        ("s3://ray-stage/x?region=us-east-1&key=1", exitcodes.USAGE, ("unknown query parameter 'key'",)),
+    ]:
+        proc = cli("tag", "--store", tmp_path / "s", "--engine", "ray", "--stage", stage, env={**RAY_ENV, **s3.env})
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == code and len(lines) == 1 and lines[0].startswith("provenance: error: "), proc.stderr
+        assert all(w in lines[0] for w in words), lines[0]
