@@ -566,8 +566,9 @@ def _print_table(columns, shown, total) -> None:
 @store_option
 @click.option("--where", default="NOT flagged", show_default=True,
               help="One boolean SQL expression over the columns of documents and doc_flags choosing what to keep.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output directory (documents.parquet, manifest.json, README.md).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output directory (documents.parquet, manifest.json, README.md), or an s3://BUCKET/PREFIX "
+                   "(see docs/SCALE.md).")
 @click.option("--include-raw", is_flag=True, help="Keep the raw body bytes in the export.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in the output directory (nothing else).")
 @click.option("--with-tags", is_flag=True,
@@ -592,7 +593,7 @@ def export(store_dir, config_file, where, out_dir, include_raw, overwrite, respe
                           absolute_paths=absolute_paths)
     c = manifest["counts"]
     click.echo(f"export: kept {c['kept']} of {c['documents_in_store']} documents "
-               f"({c['excluded']} excluded) -> {out_dir}")
+               f"({c['excluded']} excluded) -> {manifest.get('location', out_dir)}")
 
 
 # ----- report ---------------------------------------------------------------------------------

@@ -33,13 +33,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
 
 import provenance
-from provenance import exitcodes
+from provenance import exitcodes, objectstore
 from provenance.plugins.consent import RESERVATION_TAGS
 from provenance.sql import (NOT_FLAG_CATEGORIES, NOT_FLAG_TAGS, SCORE_CATEGORIES, UserSQLError, boolean_predicate,
                             connect, first_line, sql_list, sql_string)
@@ -121,10 +122,14 @@ def check_output_dir(out_dir: Path, overwrite: bool) -> None:
                                f"choose another --out directory")
 
 
-def _is_manifest_of_this_tool(path: Path) -> bool:
+def _is_manifest_of_this_tool(path: Path | str) -> bool:
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
+        if objectstore.is_uri(path):
+            with objectstore.open_input(path) as fh:
+                manifest = json.loads(fh.read(16 << 20))
+        else:
+            manifest = json.loads(path.read_text())
+    except (OSError, ValueError, objectstore.ObjectStoreError):
         return False
     return (isinstance(manifest, dict) and isinstance(manifest.get("tool"), dict)
             and manifest["tool"].get("name") == TOOL_NAME and "manifest_version" in manifest)
@@ -161,7 +166,12 @@ def _detector_descriptions(store: Store) -> dict[tuple[str, str], dict]:
 def run_export(store: Store, out_dir: Path, where: str = DEFAULT_WHERE, include_raw: bool = False,
                overwrite: bool = False, respect_opt_out: bool = False, with_tags: bool = False,
                absolute_paths: bool = False, memory_mb: int | None = None) -> dict:
-    """Export what ``where`` selects to ``out_dir``; ``memory_mb`` bounds DuckDB (default EXPORT_MEMORY_MB)."""
+    """Export what ``where`` selects to ``out_dir``; ``memory_mb`` bounds DuckDB (default EXPORT_MEMORY_MB).
+    ``out_dir`` may be an ``s3://BUCKET/PREFIX`` (see ``_export_to_object_store``)."""
+    if objectstore.is_uri(str(out_dir)):
+        return _export_to_object_store(store, str(out_dir), where=where, include_raw=include_raw,
+                                       overwrite=overwrite, respect_opt_out=respect_opt_out, with_tags=with_tags,
+                                       memory_mb=memory_mb)
     out_dir = Path(out_dir).absolute()
     recover_interrupted_export(out_dir)
     check_output_dir(out_dir, overwrite)
@@ -179,6 +189,37 @@ def run_export(store: Store, out_dir: Path, where: str = DEFAULT_WHERE, include_
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
+    return manifest
+
+
+def _export_to_object_store(store: Store, uri: str, overwrite: bool, **options) -> dict:
+    """Export to ``s3://BUCKET/PREFIX``: made whole in a local temporary directory (``TMPDIR``) as a local export is,
+    then uploaded, ``manifest.json`` last: a prefix with a manifest holds a complete export. Refuses a prefix
+    holding anything but an earlier export (and that unless ``overwrite``), like a local ``--out``. The manifest
+    names the store by its absolute path (a path relative to a bucket means nothing) and the export's place as
+    ``location``."""
+    label = objectstore.canonical(uri)
+    objectstore.check_bucket(uri)
+    existing = objectstore.list_files(uri)
+    if existing == [uri]:
+        raise ExportUsageError(f"{label}: is an object, not a prefix; choose another --out")
+    names = [objectstore.canonical(f)[len(label) + 1:] for f in existing]
+    if names:
+        if not overwrite:
+            raise ExportUsageError(f"{label}: holds objects (use --overwrite to replace an earlier export)")
+        others = sorted(n for n in names if n not in EXPORT_FILES)
+        if others or not _is_manifest_of_this_tool(objectstore.join(uri, "manifest.json")):
+            found = f"it also holds {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}" if others else \
+                "it has no manifest.json written by provenance export"
+            raise ExportUsageError(f"{label}: --overwrite replaces only an earlier export, and {found}; "
+                                   "choose another --out prefix")
+    with tempfile.TemporaryDirectory(prefix="provenance-export-") as tmp:
+        local = Path(tmp) / (objectstore.name_of(uri) or "export")
+        manifest = run_export(store, local, overwrite=False, absolute_paths=True, **options)
+        manifest["location"] = label
+        (local / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        for name in ("documents.parquet", "README.md", "manifest.json"):  # the manifest last: it marks a whole export
+            objectstore.upload(local / name, objectstore.join(uri, name))
     return manifest
 
 

@@ -124,3 +124,43 @@ def test_object_store_mistakes_are_one_line(s3, cli, tmp_path, uri, code, words)
     assert len(lines) == 1 and lines[0].startswith("provenance: error: "), proc.stderr
     for word in words:
         assert word in lines[0], lines[0]
+
+
+def test_export_to_a_bucket_writes_the_clean_set_and_its_manifest(s3, cli, tmp_path):  # noqa: F811
+    import hashlib
+
+    from provenance.testing import make_store
+
+    make_store(tmp_path / "s", [f"Document number {i} about rivers and mills." for i in range(30)])
+    s3.bucket("exports")
+    out = f"s3://exports/clean/v1{s3.query()}"
+    proc = cli("export", "--store", tmp_path / "s", "--out", out, env=s3.env, check=exitcodes.OK)
+    assert "kept 30 of 30 documents" in proc.stdout and "-> s3://exports/clean/v1" in proc.stdout
+    local = cli("export", "--store", tmp_path / "s", "--out", tmp_path / "local", check=exitcodes.OK)
+    assert local.returncode == 0
+
+    fs = s3.filesystem()
+    with fs.open_input_file("exports/clean/v1/documents.parquet") as fh:
+        data = fh.read()
+    assert pq.read_table(io.BytesIO(data)).column("doc_id").to_pylist() == \
+        pq.read_table(tmp_path / "local" / "documents.parquet").column("doc_id").to_pylist()
+    with fs.open_input_file("exports/clean/v1/manifest.json") as fh:
+        manifest = json.loads(fh.read())
+    assert manifest["location"] == "s3://exports/clean/v1" and manifest["paths"] == "absolute"
+    assert manifest["outputs"][0]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert manifest["counts"]["kept"] == 30
+    with fs.open_input_file("exports/clean/v1/README.md") as fh:
+        assert b"30" in fh.read()
+
+    # As with a local --out: an earlier export is replaced only with --overwrite, anything else never.
+    again = cli("export", "--store", tmp_path / "s", "--out", out, env=s3.env)
+    assert again.returncode == exitcodes.USAGE and "use --overwrite" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+    cli("export", "--store", tmp_path / "s", "--out", out, "--overwrite", "--where", "doc_id < '8'", env=s3.env,
+        check=exitcodes.OK)
+    s3.put("exports/mine/notes.txt", b"a user's file")
+    foreign = cli("export", "--store", tmp_path / "s", "--out", f"s3://exports/mine{s3.query()}", "--overwrite",
+                  env=s3.env)
+    assert foreign.returncode == exitcodes.USAGE and "notes.txt" in foreign.stderr
+    with fs.open_input_file("exports/mine/notes.txt") as fh:
+        assert fh.read() == b"a user's file"
