@@ -225,6 +225,9 @@ FLAGS: dict[tuple[str, str], str] = {
     ("export", "respect_opt_out"): "--respect-opt-out",
 }
 
+# What a key with a ``pattern`` must look like, in words (pydantic's message would show the regular expression).
+PATTERN_TEXT = {("tag", "ray_stage"): "an s3://BUCKET/PREFIX URI"}
+
 DEFAULTS: dict = Settings().model_dump()
 
 
@@ -335,6 +338,8 @@ def _problem(loc: tuple, err: dict, flags: bool) -> str:
         expected = _type_text(field.annotation, field.metadata)
     if flags and (loc[0], loc[1]) in FLAGS:
         where = f"{FLAGS[loc[0], loc[1]]} ({where})"
+    if kind == "string_pattern_mismatch" and (loc[0], loc[1]) in PATTERN_TEXT:
+        expected = PATTERN_TEXT[loc[0], loc[1]]
     return f"{where}: expected {expected}, got {_shown(value)}{_hint(loc, field, value)}"
 
 

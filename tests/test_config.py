@@ -76,6 +76,8 @@ MISTAKES = [
      ["[ingest] flush_rows", ">= 1"]),
     ("unknown_extractor", "ingest", '[ingest]\nextractor = "boilerpipe"\n',
      ["[ingest] extractor", 'expected "trafilatura" or "resiliparse"', '"boilerpipe"']),
+    ("ray_stage_not_s3", "tag", '[tag]\nray_stage = "gs://bucket/stage"\n',
+     ["[tag] ray_stage", "s3://", '"gs://bucket/stage"']),
     ("isolation_choice", "tag", '[tag]\nisolation = "thread"\n',
      ["[tag] isolation", 'expected "process" or "inline"', '"thread"']),
     ("unknown_key", "crawl", "[crawl]\nmax_pagse = 3\n",
@@ -126,6 +128,7 @@ FLAG_MISTAKES = [
     ("tag", ["--batch-size", "0"], ["--batch-size ([tag] batch_size)", "expected integer >= 1", "got 0"]),
     ("tag", ["--time-budget", "0"], ["--time-budget ([tag] time_budget_s)", "expected number > 0"]),
     ("tag", ["--time-budget", "-2.5"], ["--time-budget", "got -2.5"]),
+    ("tag", ["--engine", "ray", "--stage", "/mnt/stage"], ["--stage ([tag] ray_stage)", "s3://"]),
     ("crawl", ["--max-pages", "0"], ["--max-pages ([crawl] max_pages)", "expected integer >= 1"]),
     ("crawl", ["--max-depth", "-1"], ["--max-depth ([crawl] max_depth)", "expected integer >= 0"]),
 ]
@@ -223,6 +226,7 @@ enable = ["exact_duplicate"]
 disable = ["another_plugin"]
 engine = "ray"
 ray_address = "auto"
+ray_stage = "s3://stage-bucket/runs"
 
 [export]
 respect_opt_out = true
@@ -242,6 +246,7 @@ def test_every_key_can_be_set_and_is_read_with_its_type(tmp_path):
     assert settings["tag"]["time_budget_s"] == 30.0 and isinstance(settings["tag"]["time_budget_s"], float)
     assert settings["tag"]["enable"] == ["exact_duplicate"] and settings["ingest"]["flush_rows"] == 3
     assert settings["detectors"] == {"exact_duplicate": {"min_chars": 2}}
+    assert settings["tag"]["ray_stage"] == "s3://stage-bucket/runs"
     # The file sets every key of every section: the model and the example cannot drift apart.
     for name in config.SECTIONS:
         assert set(settings[name]) == set(config.DEFAULTS[name])
