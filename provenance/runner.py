@@ -836,11 +836,11 @@ class _TagPass:
         their older tags and records the capture files the detector's tags now reflect (Version chains)."""
         drun, record, rows_by_file = self.retag[name]
         run, stat, root = self.run, self.stats[name], self.store.root
-        if stat.status == "stopped":
-            return  # timed out or crashed this run: the next run plans the same again
-        if not rows_by_file:
+        if not rows_by_file:  # what it tagged, in this run or before, reflects every capture of the plan
             run.commit(coverage=[record], drop_coverage=[{"detector": name, "kind": "chain"}])
             return
+        if stat.status == "stopped":
+            return  # timed out or crashed this run: the next run plans the same again
         stat.status = "ok" if stat.status == "up_to_date" else stat.status
         if not self._alive(name):  # nothing was pending for it (or another engine ran it): a worker here
             errors = self._start_workers(drun)
