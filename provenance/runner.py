@@ -34,12 +34,13 @@ before the document's earliest capture. A capture that arrives later (a WARC of 
 week's crawl, or its re-capture of stored bytes: a fetches row) can change that for documents already tagged,
 so their row coverage is not enough: the chain record names the capture files (documents and fetches) the tags
 reflect. When the store holds capture files it does not name, ``retag_plan`` takes the captures in them and
-finds, in the current chain (``versions_sql``), each one's version and the version right after it at the same
-URL; the documents whose first version is one of those are the only ones whose previous_* columns can have
-changed (a capture elsewhere in the chain changes neither a document's earliest capture nor the version just
-before it). Those of them in covered rows are tagged again, and in one commit their new tags go live, every
-older tag of theirs under the same tag key leaves (the tag files holding them are rewritten without them) and
-the chain record names the run's capture files. A rerun with no new capture file does nothing; a file merged by
+finds, in the current chain (``versions_sql``), each one's version: a document's previous_* can only have
+changed if a new capture starts its first version (it moved the document's earliest capture, or it is that
+version) or ends the version just before it (a new version, or a later last capture, before the document). A
+capture inside a version, or ending the newest one (a re-crawl that found a page unchanged), changes no
+document's previous. Those documents, in covered rows, are tagged again, and in one commit their new tags go
+live, every older tag of theirs under the same tag key leaves (the tag files holding them are rewritten without
+them) and the chain record names the run's capture files. A rerun with no new capture file does nothing; a file merged by
 ``store compact`` counts as new (more work, never a wrong tag); a store tagged before chain records existed is
 re-checked once as if every capture were new.
 """
@@ -337,11 +338,13 @@ CHAIN_AFFECTED_SQL = """
 WITH v AS ({chain}),
 n AS ({new_captures}),
 hit AS (
-    SELECT DISTINCT v.url_key, v.version FROM v JOIN n
-        ON n.doc_id = v.doc_id AND n.fetched_at BETWEEN v.fetched_at AND v.last_fetched_at
+    SELECT DISTINCT v.url_key, v.version, n.fetched_at = v.fetched_at AS at_start, n.fetched_at = v.last_fetched_at
+           AS at_end
+    FROM v JOIN n ON n.doc_id = v.doc_id AND n.fetched_at BETWEEN v.fetched_at AND v.last_fetched_at
     WHERE v.version IS NOT NULL
 )
-SELECT DISTINCT v.doc_id FROM v JOIN hit h ON v.url_key = h.url_key AND v.version IN (h.version, h.version + 1)
+SELECT DISTINCT v.doc_id FROM v JOIN hit h ON v.url_key = h.url_key
+    AND ((v.version = h.version AND h.at_start) OR (v.version = h.version + 1 AND h.at_end))
 WHERE NOT v.seen_before
 """
 

@@ -302,3 +302,31 @@ def test_a_late_recapture_of_stored_bytes_moves_a_drift_to_the_version_before(tm
     (drift,) = after.values()
     assert drift["previous_fetched_at"].startswith("2024-06-01")
     assert next(iter(before.values()))["previous_fetched_at"].startswith("2024-01-10")
+    # A re-crawl that finds the newest version unchanged changes no document's previous: nothing is re-tagged.
+    later = write_warc(tmp_path / "later.warc.gz", "2025-02-01T08:00:00Z", {PAGE: B})
+    assert not run_ingest(store, [later], crawl_id="later").problems
+    rerun = run_detectors([ContentDrift], store).summary.detectors["content_drift"]
+    assert (rerun.rows, rerun.tags) == (0, 0)
+    assert {t[1]: json.loads(t[4]) for t in all_tags(store)} == after
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_content_drift_tagged_between_imports_equals_tagged_once_after_all(tmp_path, seed):
+    # Random captures of three URLs (texts that come back: A B A), imported in three random parts with a tag run
+    # after each, against one tag run after all: the re-tagging rule misses no document whose previous changed.
+    rng = random.Random(seed)
+    texts = [prose(40), prose(41), prose(40) + " One sentence more at the end of the page."]
+    records = [{"url": f"https://r.test/{u}", "text": rng.choice(texts),
+                "fetched_at": f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T08:00:00Z"}
+               for u in range(3) for _ in range(rng.randint(3, 6))]
+    parts = [[], [], []]
+    for record in records:
+        rng.choice(parts).append(record)
+    files = [write_jsonl(tmp_path / f"part{i}.jsonl", part) for i, part in enumerate(parts) if part]
+    once, stepwise = Store.open(tmp_path / "once", create=True), Store.open(tmp_path / "stepwise", create=True)
+    for path in files:
+        assert not run_ingest(once, [path], crawl_id="c").problems
+        assert not run_ingest(stepwise, [path], crawl_id="c").problems
+        run_detectors([ContentDrift], stepwise, isolation="inline")
+    run_detectors([ContentDrift], once, isolation="inline")
+    assert all_tags(stepwise) == all_tags(once)
