@@ -40,9 +40,9 @@ version) or ends the version just before it (a new version, or a later last capt
 capture inside a version, or ending the newest one (a re-crawl that found a page unchanged), changes no
 document's previous. Those documents, in covered rows, are tagged again, and in one commit their new tags go
 live, every older tag of theirs under the same tag key leaves (the tag files holding them are rewritten without
-them) and the chain record names the run's capture files. A rerun with no new capture file does nothing; a file merged by
-``store compact`` counts as new (more work, never a wrong tag); a store tagged before chain records existed is
-re-checked once as if every capture were new.
+them) and the chain record names the run's capture files. A rerun with no new capture file does nothing; a file
+merged by ``store compact`` counts as new (more work, never a wrong tag); a store tagged before chain records
+existed is re-checked once as if every capture were new.
 """
 
 from __future__ import annotations
