@@ -19,6 +19,10 @@ document: no sketch needed). Evidence: ``previous_doc_id``, ``fetched_at`` and `
 ``similarity``, ``count`` (changed regions) and up to five ``spans`` (the changed words, ``field`` ``text`` for
 what is new, ``previous_text`` for what went away; a replaced page shows the start of both).
 
+A capture imported after a document was tagged (an older archive) can give it another earlier version: the
+runner then tags it again and its new tags replace the old ones (docs/ARCHITECTURE.md, "Captures that arrive
+late"), so the tags do not depend on the order of import.
+
 A URL-list sha256 pin that the body breaks is the crawl's ``provenance:integrity_mismatch`` tag, not this
 detector's.
 """

@@ -11,7 +11,9 @@ header, the resolved IP and whether the text reads as a parking page. ``finish``
 the captures of each URL by fetch time (the ``versions`` view's order, ``versions_sql``: documents and the
 fetch rows that re-saw their bytes, each at its own time, whatever the order of import; ``reads_fetches``),
 takes every document that replaced an earlier version of its URL (a return to an earlier document is no new
-content), and groups them per registered domain and capture day. A group is a
+content), and groups them per registered domain and capture day. The per-day counts of replaced pages and
+their Server and IP changes come from the host table every corpus detector can read (``CorpusState.host_days``),
+which also picks the candidate domain-days, so the state rows of other domains are never ordered. A group is a
 takeover when it has at least ``min_urls`` re-captured URLs, at least ``min_changed_share`` of them changed
 text (after masking: a template whose date line changes on every page, during a hosting move, is no takeover), and at least ``min_signal_share`` of them changed ``Server`` or IP, or are parking pages. Its changed
 re-captures are tagged ``host_takeover`` (category ``poison``): score 0.9 with a parking page or both server
@@ -40,22 +42,31 @@ PARKING_RE2 = ("(?i)(?:this domain (?:name )?(?:is|may be) for sale|buy this dom
                "parked free|this domain has (?:recently )?been registered|the domain name [^ ]+ is for sale|"
                "make an offer on this domain|inquire about this domain|related searches:)")
 
+# The domain-days that can be a takeover, from the host table every corpus detector reads (CorpusState.host_days:
+# versions that replaced an earlier one, with their Server/IP changes), then this detector's own refinement over
+# its state rows of those domains only: a page counts as changed only when its masked text changed, parking pages.
+# n_replaced_text (any other text) >= the masked count, so the host table's filter keeps every day that passes.
 TAKEOVER_SQL = """
-WITH s AS (SELECT * FROM read_parquet({files})),
+WITH days AS (
+    SELECT * FROM host_days
+    WHERE n_replaced >= {min_urls} AND n_replaced_text >= {min_changed_share} * n_replaced
+),
+s AS (SELECT * FROM read_parquet({files}) WHERE registered_domain IN (SELECT registered_domain FROM days)),
 v AS ({versions}),
 recaptured AS (
     SELECT *, fetched_at::DATE AS day,
            change = 'changed' AND masked IS DISTINCT FROM previous_masked AS text_changed
     FROM v WHERE previous_doc_id IS NOT NULL AND NOT seen_before
 ),
-hosts AS (
-    SELECT registered_domain, day,
-           count(*) AS n_recaptured,
-           count(*) FILTER (WHERE text_changed) AS n_changed,
-           count(*) FILTER (WHERE server IS DISTINCT FROM previous_server) AS n_server_changed,
-           count(*) FILTER (WHERE resolved_ip <> previous_resolved_ip) AS n_ip_changed,
+own AS (
+    SELECT registered_domain, day, count(*) FILTER (WHERE text_changed) AS n_changed,
            count(*) FILTER (WHERE parked) AS n_parked
     FROM recaptured GROUP BY registered_domain, day
+),
+hosts AS (
+    SELECT registered_domain, day, d.n_replaced AS n_recaptured, o.n_changed, d.n_server_changed, d.n_ip_changed,
+           o.n_parked
+    FROM days d JOIN own o USING (registered_domain, day)
 )
 SELECT r.doc_id, r.previous_doc_id, r.registered_domain, r.server, r.previous_server, r.resolved_ip,
        r.previous_resolved_ip, r.parked, h.n_recaptured, h.n_changed, h.n_server_changed, h.n_ip_changed,
@@ -121,6 +132,7 @@ class HostTakeover(provenance.CorpusDetector):
             con = duckdb.connect(config={"temp_directory": corpus.scratch_dir or own_scratch,
                                          "threads": os.cpu_count() or 1})
             try:
+                corpus.host_days(con).create_view("host_days")
                 rows = con.sql(sql).to_arrow_table().to_pylist()
             finally:
                 con.close()

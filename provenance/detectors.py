@@ -153,6 +153,12 @@ class CorpusState:
                      with the columns reference, ref_id, text (schemas/references.v1.json)
     scratch_dir      an empty directory for spill files (e.g. DuckDB's temp_directory), deleted after finish
     time_budget_s    what ``finish`` has, all parts together ([tag] finish_budget_s)
+
+    Host-level context, as DuckDB relations on a connection the detector opens (``.to_arrow_table()`` for
+    Arrow): ``hosts(con)``, the ``hosts`` view (one row per registered domain), and ``host_days(con)``, one row per
+    registered domain and capture day (what changed since the captures before: docs/PLUGINS.md). Both read
+    only the narrow columns they need of ``doc_files`` and the captures of ``fetch_files`` (so re-captures
+    count only for a detector with ``reads_fetches``), never the texts.
     """
 
     state_files: list[str] = field(default_factory=list)
@@ -162,6 +168,32 @@ class CorpusState:
     references: dict[str, list[str]] = field(default_factory=dict)
     scratch_dir: str | None = None
     time_budget_s: float | None = None
+
+    def hosts(self, con):
+        """The ``hosts`` view over this snapshot: a DuckDB relation on ``con`` (one row per registered domain)."""
+        from provenance.sql import hosts_sql
+
+        return self._host_relation(con, hosts_sql)
+
+    def host_days(self, con):
+        """Per registered domain and capture day, what changed since the captures before it: a DuckDB relation on
+        ``con`` (``provenance.sql.host_days_sql``; columns in docs/PLUGINS.md)."""
+        from provenance.sql import host_days_sql
+
+        return self._host_relation(con, host_days_sql)
+
+    def _host_relation(self, con, make_sql):
+        from provenance import schemas
+        from provenance.sql import captures_sql, sql_list
+
+        if self.doc_files:
+            documents = f"read_parquet({sql_list(self.doc_files)}, union_by_name = true)"
+        else:  # an empty store: the same columns, no rows
+            con.register("_no_documents", schemas.load("documents").arrow.empty_table())
+            documents = "_no_documents"
+        captures = (captures_sql(f"read_parquet({sql_list(self.fetch_files)}, union_by_name = true)")
+                    if self.fetch_files else None)
+        return con.sql(make_sql(documents, captures))
 
 
 class CorpusDetector(Detector):

@@ -138,8 +138,8 @@ def _is_manifest_of_this_tool(path: Path | str) -> bool:
 def _coverage_table(con, snapshot) -> None:
     rows = []
     for c in snapshot.coverage:
-        if coverage_kind(c) == "state":  # rows observed into a detector's state: vetted only once finish covers them
-            continue
+        if coverage_kind(c) not in ("doc", "corpus"):  # state rows: vetted only once finish covers them; chain
+            continue  # records name capture files, no rows
         if c.get("corpus"):
             for f in c["doc_files"]:
                 rows.append((c["detector"], c["tag_key"], str(snapshot.root / f), 0, 2**62))

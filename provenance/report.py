@@ -551,8 +551,8 @@ def _coverage(ctx: Context) -> Html:
     live = sum(file_rows.values())
     covered: dict[tuple[str, str], int] = {}
     for c in ctx.snapshot.coverage:
-        if coverage_kind(c) == "state":  # rows observed into state: vetted only once finish covers them
-            continue
+        if coverage_kind(c) not in ("doc", "corpus"):  # state rows: vetted only once finish covers them; chain
+            continue  # records name capture files, no rows
         key = (c["detector"], c.get("tag_key", ""))
         if c.get("corpus"):
             n = sum(file_rows.get(f, 0) for f in c.get("doc_files", []))

@@ -25,7 +25,24 @@ Coverage records (in the store's commit log) say what a detector has seen:
   state rows:   {"detector", "state_key", "doc_file", "ranges": [[start, end], ...]}
   corpus-level: {"detector", "tag_key", "corpus": true, "doc_files": [...],
                  and for state-keeping detectors "state_files": [...], "references": {name: content sha256},
-                 and with reads_fetches "fetch_files": [...]}
+                 and with reads_fetches (or a need of "previous") "fetch_files": [...]}
+  version chain: {"detector", "tag_key", "chain": true, "capture_files": [...]} (per-document detectors that
+                 need "previous": the document and fetches files whose captures their tags reflect)
+
+Version chains. A per-document detector that needs "previous" reads, per document, the version of its URL just
+before the document's earliest capture. A capture that arrives later (a WARC of last year imported after this
+week's crawl, or its re-capture of stored bytes: a fetches row) can change that for documents already tagged,
+so their row coverage is not enough: the chain record names the capture files (documents and fetches) the tags
+reflect. When the store holds capture files it does not name, ``retag_plan`` takes the captures in them and
+finds, in the current chain (``versions_sql``), each one's version: a document's previous_* can only have
+changed if a new capture starts its first version (it moved the document's earliest capture, or it is that
+version) or ends the version just before it (a new version, or a later last capture, before the document). A
+capture inside a version, or ending the newest one (a re-crawl that found a page unchanged), changes no
+document's previous. Those documents, in covered rows, are tagged again, and in one commit their new tags go
+live, every older tag of theirs under the same tag key leaves (the tag files holding them are rewritten without
+them) and the chain record names the run's capture files. A rerun with no new capture file does nothing; a file
+merged by ``store compact`` counts as new (more work, never a wrong tag); a store tagged before chain records
+existed is re-checked once as if every capture were new.
 """
 
 from __future__ import annotations
@@ -282,8 +299,9 @@ def _corpus_record(snapshot: Snapshot, drun: DetectorRun) -> dict:
     if drun.keeps_state:
         record["state_files"] = sorted(state_files(snapshot, drun))
         record["references"] = reference_versions(snapshot)  # name -> content hash: a re-added set is new
-        if getattr(drun.spec.cls, "reads_fetches", False):  # a re-capture of a known page adds only fetches
-            record["fetch_files"] = sorted(e.path for e in snapshot.entries("fetches"))
+    if (drun.keeps_state and getattr(drun.spec.cls, "reads_fetches", False)) or "previous" in drun.spec.cls.needs:
+        # a re-capture of a known page adds only fetches (and can change the previous_* a stateless one observes)
+        record["fetch_files"] = sorted(e.path for e in snapshot.entries("fetches"))
     return record
 
 
@@ -297,6 +315,84 @@ def corpus_up_to_date(snapshot: Snapshot, drun: DetectorRun) -> bool:
     if drun.keeps_state and pending_ranges(snapshot, drun):
         return False
     return _last_corpus_record(snapshot, drun) == _corpus_record(snapshot, drun)
+
+
+def needs_chain(drun: DetectorRun) -> bool:
+    """A per-document detector that reads the version chain (the "previous" need): see "Version chains" above."""
+    return not drun.spec.cls.corpus_level and "previous" in drun.spec.cls.needs
+
+
+def chain_record(snapshot: Snapshot, drun: DetectorRun) -> dict:
+    """The capture files (documents and fetches) whose captures the detector's tags reflect once this run is done."""
+    return {"detector": drun.name, "tag_key": drun.tag_key, "chain": True,
+            "capture_files": sorted(e.path for e in snapshot.entries("documents") + snapshot.entries("fetches"))}
+
+
+def _last_chain_record(snapshot: Snapshot, drun: DetectorRun) -> dict | None:
+    records = [c for c in snapshot.coverage if c["detector"] == drun.name and c.get("chain")
+               and c.get("tag_key") == drun.tag_key]
+    return records[-1] if records else None
+
+
+CHAIN_AFFECTED_SQL = """
+WITH v AS ({chain}),
+n AS ({new_captures}),
+hit AS (
+    SELECT DISTINCT v.url_key, v.version, n.fetched_at = v.fetched_at AS at_start, n.fetched_at = v.last_fetched_at
+           AS at_end
+    FROM v JOIN n ON n.doc_id = v.doc_id AND n.fetched_at BETWEEN v.fetched_at AND v.last_fetched_at
+    WHERE v.version IS NOT NULL
+)
+SELECT DISTINCT v.doc_id FROM v JOIN hit h ON v.url_key = h.url_key
+    AND ((v.version = h.version AND h.at_start) OR (v.version = h.version + 1 AND h.at_end))
+WHERE NOT v.seen_before
+"""
+
+
+def retag_plan(snapshot: Snapshot, drun: DetectorRun, pending: dict[str, list[tuple[int, int]]]
+               ) -> tuple[dict, dict[str, list[int]]] | None:
+    """For a detector that needs "previous": None when its tags reflect every capture file of ``snapshot``; else
+    (the chain record to commit once done, {document file: covered rows to tag again}), rows outside ``pending``
+    (those are tagged anyway) of the documents whose previous version new captures may have changed."""
+    import duckdb
+
+    from provenance.sql import captures_sql, sql_list, versions_sql
+
+    record = chain_record(snapshot, drun)
+    last = _last_chain_record(snapshot, drun)
+    if last is not None and last["capture_files"] == record["capture_files"]:
+        return None
+    covered = any(c["detector"] == drun.name and c.get("tag_key") == drun.tag_key and "doc_file" in c
+                  for c in snapshot.coverage)
+    known = set(last["capture_files"]) if last else set()
+    new = [p for p in record["capture_files"] if p not in known]
+    new_docs = [snapshot.root / p for p in new if snapshot.files[p].kind == "documents"]
+    new_fetches = [snapshot.root / p for p in new if snapshot.files[p].kind == "fetches"]
+    doc_paths, fetch_paths = snapshot.paths("documents"), snapshot.paths("fetches")
+    if not covered or not (new_docs or new_fetches) or not doc_paths:
+        return record, {}
+    parts = [f"SELECT doc_id, fetched_at FROM read_parquet({sql_list(new_docs)}, union_by_name = true) "
+             "WHERE fetched_at IS NOT NULL"] if new_docs else []
+    if new_fetches:
+        parts.append(captures_sql(f"read_parquet({sql_list(new_fetches)}, union_by_name = true)"))
+    fetches = captures_sql(f"read_parquet({sql_list(fetch_paths)}, union_by_name = true)") if fetch_paths else None
+    docs = f"read_parquet({sql_list(doc_paths)}, union_by_name = true, filename = true, file_row_number = true)"
+    chain = versions_sql(f"(SELECT doc_id, url, fetched_at, text_sha256 FROM {docs})", (), fetches)
+    con = duckdb.connect()
+    try:
+        affected = CHAIN_AFFECTED_SQL.format(chain=chain, new_captures=" UNION ".join(parts))
+        con.execute(f"CREATE TABLE affected AS {affected}")
+        located = con.execute(f"SELECT filename, file_row_number FROM {docs} WHERE doc_id IN "
+                              "(SELECT doc_id FROM affected) ORDER BY filename, file_row_number").fetchall()
+    finally:
+        con.close()
+    by_path = {str(snapshot.root / e.path): e.path for e in snapshot.entries("documents")}
+    rows: dict[str, list[int]] = defaultdict(list)
+    for filename, row in located:
+        path = by_path[filename]
+        if not any(start <= row < end for start, end in pending.get(path, ())):
+            rows[path].append(row)
+    return record, dict(rows)
 
 
 def superseded_files(snapshot: Snapshot, drun: DetectorRun, keep_current: bool) -> list[str]:
@@ -608,6 +704,9 @@ class _TagPass:
         ranged = {d.name: (d, pending_ranges(self.snapshot, d)) for d in druns
                   if not d.spec.cls.corpus_level or d.keeps_state}
         self.ranged = {n: v for n, v in ranged.items() if v[1]}
+        # Detectors that need "previous" and whose tags miss captures that arrived since (Version chains, above).
+        self.retag = {d.name: (d, *plan) for d in druns if needs_chain(d)
+                      and (plan := retag_plan(self.snapshot, d, ranged[d.name][1])) is not None}
         self.corpus = [d for d in druns if d.spec.cls.corpus_level and not d.keeps_state
                        and not corpus_up_to_date(self.snapshot, d)]
         self.stateful = [d for d in druns if d.keeps_state and not corpus_up_to_date(self.snapshot, d)]
@@ -626,7 +725,7 @@ class _TagPass:
         # Per-document detectors already complete under this configuration may still have old files to retire.
         _retire_superseded(run, self.snapshot, [d for d in self.druns
                                                 if not d.spec.cls.corpus_level and d.name not in self.ranged])
-        if not self.ranged and not self.corpus and not self.stateful:
+        if not self.ranged and not self.corpus and not self.stateful and not self.retag:
             return self.summary
         todo_rows = {name: sum(e - s for ranges in todo.values() for s, e in ranges)
                      for name, (_, todo) in self.ranged.items()}
@@ -644,6 +743,8 @@ class _TagPass:
             if self.on_total:
                 self.on_total(sum(self.doc_entries[p].rows for p in files))
             self._tag_files(files)
+            for name in self.retag:
+                self._retag(name)
             for drun in self.corpus + self.stateful:
                 self._finish_corpus(drun)
             finished = [drun for name, (drun, _todo) in self.ranged.items() if self._per_document(name)
@@ -743,6 +844,80 @@ class _TagPass:
             self._commit(entry, pending.take())
             raise
         self._commit(entry, pending.take())
+
+    def _retag(self, name: str) -> None:
+        """Tag again the covered documents whose previous version new captures changed; one commit replaces
+        their older tags and records the capture files the detector's tags now reflect (Version chains)."""
+        drun, record, rows_by_file = self.retag[name]
+        run, stat, root = self.run, self.stats[name], self.store.root
+        if not rows_by_file:  # what it tagged, in this run or before, reflects every capture of the plan
+            run.commit(coverage=[record], drop_coverage=[{"detector": name, "kind": "chain"}])
+            return
+        if stat.status == "stopped":
+            return  # timed out or crashed this run: the next run plans the same again
+        stat.status = "ok" if stat.status == "up_to_date" else stat.status
+        if not self._alive(name):  # nothing was pending for it (or another engine ran it): a worker here
+            errors = self._start_workers(drun)
+            if errors:
+                run.commit(add=[run.write("errors", pa.Table.from_pylist(errors), "")])
+                return
+        worker = next(w for w in self.workers[name] if w.alive)
+        previous = self._previous_lookup()
+        available = set(schemas.load("documents").names)
+        read_cols = sorted(c for c in drun.columns if c in available)
+        written: list[FileEntry] = []
+        retagged: list[pa.Array] = []
+        for path, rows in rows_by_file.items():
+            wanted = pa.array(rows, pa.int64())
+            _trace(f"{name} retag {path}: {len(rows)} row(s)")
+            for start, batch in _iter_batches(root / path, read_cols, self.tag.batch_size):
+                local = pc.subtract(wanted.filter(pc.and_(pc.greater_equal(wanted, start),
+                                                          pc.less(wanted, start + batch.num_rows))), start)
+                if not len(local):
+                    continue
+                part = PreviousLookup.columns_for(drun, previous.add(batch.take(local)))
+                worker.send("tag", part)
+                reply = worker.receive(self.tag.time_budget_s)
+                stat.seconds += reply.seconds
+                out = None
+                if reply.ok:
+                    try:
+                        out = ranged_output(drun, "tag", reply.value, part, run.run_id)
+                    except DetectorError as exc:
+                        reply = Reply(False, kind="invalid_output", message=str(exc), seconds=reply.seconds)
+                if not reply.ok:  # nothing of the retag goes live; the next run plans it again
+                    where = f"{path} (rows tagged again)"
+                    _trace(f"{name} retag {where} -> {reply.kind}: {reply.message}")
+                    _fault(stat, reply.kind, reply.message, where)
+                    for entry in written:  # never committed: nothing names them
+                        (root / entry.path).unlink(missing_ok=True)
+                    run.commit(add=[run.write("errors", pa.Table.from_pylist(
+                        [_error_row(run.run_id, drun, reply, path)]), "")])
+                    return
+                if out.num_rows:
+                    written.append(run.write("tags", out, f"{safe_name(name)}/{drun.tag_key}",
+                                             meta={"detector": name, "tag_key": drun.tag_key, "doc_file": path}))
+                retagged.append(part.column("doc_id"))
+                stat.rows += len(local)
+                stat.batches += 1
+                stat.tags += out.num_rows
+        # Every older tag of those documents under this tag key leaves: the files holding some are rewritten.
+        ids = pa.chunked_array(retagged, pa.string()).combine_chunks() if retagged else pa.array([], pa.string())
+        add, remove = list(written), []
+        fresh = {e.path for e in written}
+        for entry in self.store.snapshot().entries("tags"):
+            if entry.meta.get("detector") != name or entry.meta.get("tag_key") != drun.tag_key \
+                    or entry.path in fresh:
+                continue
+            hit = pc.is_in(pq.read_table(root / entry.path, columns=["doc_id"]).column("doc_id"), value_set=ids)
+            if not pc.any(hit).as_py():
+                continue
+            kept = pq.read_table(root / entry.path).filter(pc.invert(hit))
+            remove.append(entry.path)
+            if kept.num_rows:
+                add.append(run.write("tags", kept, f"{safe_name(name)}/{drun.tag_key}", meta=entry.meta))
+        _trace(f"{name} retag -> {stat.tags} tags for {len(ids)} documents, {len(remove)} tag file(s) rewritten")
+        run.commit(add=add, remove=remove, coverage=[record], drop_coverage=[{"detector": name, "kind": "chain"}])
 
     def _tag_batch(self, entry: FileEntry, start: int, batch: pa.RecordBatch, todo, corpus,
                    pending: _Uncommitted) -> None:

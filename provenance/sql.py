@@ -230,6 +230,10 @@ FROM captures GROUP BY text_sha256
 """
 
 
+# The first Server header of a document row (as a browser's developer tools show it), over its headers column.
+SERVER_SQL = "list_filter(headers, lambda h: lower(h.name) = 'server')[1].value"
+
+
 def hosts_sql(documents: str, captures: str | None) -> str:
     """Per registered domain, what a reviewer or a corpus detector asks of a host, over ``documents`` (a relation
     of the documents schema) and ``captures`` (doc_id, fetched_at rows: ``captures_sql``): when we first and last
@@ -240,8 +244,7 @@ def hosts_sql(documents: str, captures: str | None) -> str:
     others = f"UNION SELECT doc_id, fetched_at FROM ({captures})" if captures else ""
     return f"""
 WITH docs AS (
-    SELECT DISTINCT ON (doc_id) doc_id, url, registered_domain, resolved_ip,
-           list_filter(headers, lambda h: lower(h.name) = 'server')[1].value AS server
+    SELECT DISTINCT ON (doc_id) doc_id, url, registered_domain, resolved_ip, {SERVER_SQL} AS server
     FROM {documents} ORDER BY doc_id, fetched_at NULLS LAST
 ),
 caps AS (
@@ -279,6 +282,61 @@ SELECT t.registered_domain, t.first_seen_at, t.last_seen_at, t.n_urls, t.n_docum
        i.n_servers, i.n_ips, i.last_server, i.last_ip
 FROM totals t JOIN last_day l USING (registered_domain) JOIN recent r USING (registered_domain)
      LEFT JOIN infra i USING (registered_domain)
+"""
+
+
+def host_days_sql(documents: str, captures: str | None) -> str:
+    """Per registered domain and capture day, how its pages changed between that day and the captures before it,
+    over ``documents`` (a relation of the documents schema) and ``captures`` (doc_id, fetched_at rows:
+    ``captures_sql``); what ``CorpusState.host_days`` gives a corpus detector (docs/PLUGINS.md has the columns).
+
+    Two counts of change. By URL, as the ``hosts`` view counts its last day: n_urls captured that day,
+    n_urls_recaptured of them captured on an earlier day too, n_urls_changed of those whose last capture that
+    day is another document than their last capture before (other bytes), changed_share the ratio. By version
+    (``versions_sql``: a URL's new document, by capture time, whatever the order of import), what
+    ``host_takeover`` groups: n_replaced versions that started that day and replaced an earlier version of their
+    URL (a return to a document seen before at the URL, A B A, is not counted), n_replaced_text of them with
+    another text_sha256 than the version before, n_server_changed with another ``Server`` header, n_ip_changed
+    with another resolved IP (both known and different). Days on which no URL of the domain had a dated
+    capture have no row; documents without a registered domain neither."""
+    others = f"UNION SELECT doc_id, fetched_at FROM ({captures})" if captures else ""
+    chain = versions_sql(f"(SELECT doc_id, url, fetched_at, text_sha256, registered_domain, resolved_ip, "
+                         f"{SERVER_SQL} AS server FROM {documents})",
+                         ("registered_domain", "server", "resolved_ip"), captures)
+    return f"""
+WITH docs AS (
+    SELECT DISTINCT ON (doc_id) doc_id, url, registered_domain FROM {documents} ORDER BY doc_id, fetched_at NULLS LAST
+),
+caps AS (
+    SELECT d.registered_domain, {url_key_sql('d.url')} AS url_key, c.doc_id, c.fetched_at, c.fetched_at::DATE AS day
+    FROM (SELECT doc_id, fetched_at FROM {documents} WHERE fetched_at IS NOT NULL {others}) c JOIN docs d USING (doc_id)
+    WHERE d.registered_domain IS NOT NULL
+),
+per_url_day AS (
+    SELECT registered_domain, url_key, day, arg_max(doc_id, (fetched_at, doc_id)) AS doc_last
+    FROM caps GROUP BY registered_domain, url_key, day
+),
+by_url AS (
+    SELECT registered_domain, day, count(*) AS n_urls, count(doc_before) AS n_urls_recaptured,
+           count(*) FILTER (WHERE doc_last <> doc_before) AS n_urls_changed
+    FROM (SELECT *, lag(doc_last) OVER (PARTITION BY url_key ORDER BY day) AS doc_before FROM per_url_day)
+    GROUP BY registered_domain, day
+),
+replaced AS (
+    SELECT * FROM ({chain}) WHERE previous_doc_id IS NOT NULL AND NOT seen_before AND registered_domain IS NOT NULL
+),
+by_version AS (
+    SELECT registered_domain, fetched_at::DATE AS day, count(*) AS n_replaced,
+           count(*) FILTER (WHERE change = 'changed') AS n_replaced_text,
+           count(*) FILTER (WHERE server IS DISTINCT FROM previous_server) AS n_server_changed,
+           count(*) FILTER (WHERE resolved_ip <> previous_resolved_ip) AS n_ip_changed
+    FROM replaced GROUP BY registered_domain, day
+)
+SELECT u.registered_domain, u.day, u.n_urls, u.n_urls_recaptured, u.n_urls_changed,
+       round(u.n_urls_changed / nullif(u.n_urls_recaptured, 0), 4) AS changed_share,
+       coalesce(v.n_replaced, 0) AS n_replaced, coalesce(v.n_replaced_text, 0) AS n_replaced_text,
+       coalesce(v.n_server_changed, 0) AS n_server_changed, coalesce(v.n_ip_changed, 0) AS n_ip_changed
+FROM by_url u LEFT JOIN by_version v USING (registered_domain, day)
 """
 
 

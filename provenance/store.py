@@ -244,9 +244,12 @@ def _warn_once(store_root: Path, key: str, message: str) -> None:
 
 def coverage_kind(record: dict) -> str:
     """What a coverage record covers: "corpus" (a corpus detector's finish), "state" (rows of a detector's
-    stored state) or "doc" (rows a per-document detector tagged)."""
+    stored state), "doc" (rows a per-document detector tagged) or "chain" (the capture files a per-document
+    detector's ``previous`` columns last reflected: runner.py, "Version chains")."""
     if record.get("corpus"):
         return "corpus"
+    if record.get("chain"):
+        return "chain"
     return "state" if "state_key" in record else "doc"
 
 

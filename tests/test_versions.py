@@ -19,6 +19,7 @@ import provenance
 from provenance.ingest import run_ingest
 from provenance.plugins.content_drift import ContentDrift
 from provenance.plugins.host_takeover import HostTakeover
+from provenance.plugins.provenance_tier import ProvenanceTier
 from provenance.plugins.transient_edit import TransientEdit
 from provenance.store import Store
 from provenance.testing import run_detectors
@@ -222,3 +223,110 @@ def test_host_takeover_tags_the_takeover_not_the_owner_s_return_in_every_order(t
         results.append(tagged)
         assert tagged == casino_ids and len(tagged) == 6
     assert results[0] == results[1]
+
+
+CHAIN_DETECTORS = [ContentDrift, TransientEdit, HostTakeover, ProvenanceTier]
+OWNED = [f"https://owned.test/p{i}" for i in range(6)]
+PAGE2, PAGE4 = "https://v.test/two", "https://v.test/four"
+
+
+def late_archive_files(tmp: Path) -> dict[str, Path]:
+    """An early archive (last January), this week's crawl and an archive of last June that arrives last: it
+    holds an older capture of a page first seen this week, a version between two known ones, an older capture
+    of unchanged bytes, a domain's pages before a casino took them, and an edit undone since."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    c2, t4 = prose(20, 3), prose(21, 3)
+    return {
+        "early": write_warc(tmp / "early.warc.gz", OLD, {PAGE2: prose(22, 3), PAGE4: t4}),
+        "recent": write_warc(tmp / "recent.warc.gz", NEW, {PAGE: A, PAGE2: c2, STEADY: STEADY_TEXT, PAGE4: t4}
+                             | {u: f"Best casino bonus {i}: win big now, new games every day." for i, u in
+                                enumerate(OWNED)}, "LiteSpeed", "198.51.100.7"),
+        "june": write_warc(tmp / "june.warc.gz", MID, {PAGE: prose(23, 3), PAGE2: c2 + POISON[:40] + prose(24, 1),
+                                                       STEADY: STEADY_TEXT, PAGE4: t4 + POISON}
+                           | {u: prose(30 + i, 3) for i, u in enumerate(OWNED)}),
+    }
+
+
+def all_tags(store: Store) -> list[tuple]:
+    con = provenance.connect(store)
+    try:
+        return con.execute("SELECT detector, doc_id, tag, score, evidence FROM tags "
+                           "ORDER BY detector, doc_id, tag, evidence").fetchall()
+    finally:
+        con.close()
+
+
+def test_tags_made_before_an_older_archive_arrives_are_redone(tmp_path):
+    files = late_archive_files(tmp_path / "files")
+    chronological = ingest(tmp_path / "chronological", files, ("early", "june", "recent"))
+    run_detectors(CHAIN_DETECTORS, chronological)
+    late = ingest(tmp_path / "late", files, ("early", "recent"))
+    first = run_detectors(CHAIN_DETECTORS, late)
+    assert not any(t["detector"] == "host_takeover" for t in first.tags.to_pylist())  # no earlier owner yet
+    assert not run_ingest(late, [files["june"]], crawl_id="june").problems
+    again = run_detectors(CHAIN_DETECTORS, late)
+    assert again.summary.detectors["content_drift"].rows > 0  # covered documents tagged again
+    expected = all_tags(chronological)
+    assert all_tags(late) == expected
+    by_doc = {(d, doc): (tag, json.loads(ev)) for d, doc, tag, _s, ev in expected}
+    con = provenance.connect(late)
+    ids = dict(con.execute("SELECT url || '@' || strftime(fetched_at, '%Y-%m'), doc_id FROM documents").fetchall())
+    con.close()
+    # This week's page is no first version any more: it drifted from last June's capture.
+    assert by_doc[("content_drift", ids[f"{PAGE}@2025-01"])][1]["previous_doc_id"] == ids[f"{PAGE}@2024-06"]
+    # The drift reported against January is now reported against June, and June's against January.
+    assert by_doc[("content_drift", ids[f"{PAGE2}@2025-01"])][1]["previous_doc_id"] == ids[f"{PAGE2}@2024-06"]
+    assert by_doc[("content_drift", ids[f"{PAGE2}@2024-06"])][1]["previous_doc_id"] == ids[f"{PAGE2}@2024-01"]
+    assert {doc for d, doc in by_doc if d == "host_takeover"} == {ids[f"{u}@2025-01"] for u in OWNED}
+    assert ("transient_edit", ids[f"{PAGE4}@2024-06"]) in by_doc
+    # A rerun with nothing new does nothing: no detector works, nothing is committed.
+    seq = late.snapshot().log_seq
+    rerun = run_detectors(CHAIN_DETECTORS, late)
+    assert {s.status for s in rerun.summary.detectors.values()} == {"up_to_date"}
+    assert late.snapshot().log_seq == seq and all_tags(late) == expected
+
+
+def test_a_late_recapture_of_stored_bytes_moves_a_drift_to_the_version_before(tmp_path):
+    # June's capture of the page's January bytes arrives last: a fetches row only, no document; the January
+    # version now lasts until June, so this week's drift says so.
+    files = {"jan": write_warc(tmp_path / "jan.warc.gz", OLD, {PAGE: A}),
+             "now": write_warc(tmp_path / "now.warc.gz", NEW, {PAGE: B}),
+             "june": write_warc(tmp_path / "june.warc.gz", MID, {PAGE: A})}
+    store = ingest(tmp_path / "store", files, ("jan", "now"))
+    run_detectors([ContentDrift], store)
+    before = {t[1]: json.loads(t[4]) for t in all_tags(store)}
+    assert not run_ingest(store, [files["june"]], crawl_id="june").problems
+    run_detectors([ContentDrift], store)
+    after = {t[1]: json.loads(t[4]) for t in all_tags(store)}
+    assert set(after) == set(before) and len(after) == 1
+    (drift,) = after.values()
+    assert drift["previous_fetched_at"].startswith("2024-06-01")
+    assert next(iter(before.values()))["previous_fetched_at"].startswith("2024-01-10")
+    # A re-crawl that finds the newest version unchanged changes no document's previous: nothing is re-tagged.
+    later = write_warc(tmp_path / "later.warc.gz", "2025-02-01T08:00:00Z", {PAGE: B})
+    assert not run_ingest(store, [later], crawl_id="later").problems
+    rerun = run_detectors([ContentDrift], store).summary.detectors["content_drift"]
+    assert (rerun.rows, rerun.tags) == (0, 0)
+    assert {t[1]: json.loads(t[4]) for t in all_tags(store)} == after
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_content_drift_tagged_between_imports_equals_tagged_once_after_all(tmp_path, seed):
+    # Random captures of three URLs (texts that come back: A B A), imported in three random parts with a tag run
+    # after each, against one tag run after all: the re-tagging rule misses no document whose previous changed.
+    rng = random.Random(seed)
+    texts = [prose(40), prose(41), prose(40) + " One sentence more at the end of the page."]
+    records = [{"url": f"https://r.test/{u}", "text": rng.choice(texts),
+                "fetched_at": f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T08:00:00Z"}
+               for u in range(3) for _ in range(rng.randint(3, 6))]
+    parts = [[], [], []]
+    for record in records:
+        rng.choice(parts).append(record)
+    files = [write_jsonl(tmp_path / f"part{i}.jsonl", part) for i, part in enumerate(parts) if part]
+    once, stepwise = Store.open(tmp_path / "once", create=True), Store.open(tmp_path / "stepwise", create=True)
+    for path in files:
+        assert not run_ingest(once, [path], crawl_id="c").problems
+        assert not run_ingest(stepwise, [path], crawl_id="c").problems
+        run_detectors([ContentDrift], stepwise, isolation="inline")
+    run_detectors([ContentDrift], once, isolation="inline")
+    assert all_tags(stepwise) == all_tags(once)
