@@ -7,8 +7,9 @@ calibrated on a tenth of those references, so every figure is leave-one-dataset-
 split (by ``group`` or otherwise) is needed. Choices made looking at it: the model's vocabulary size and order
 (the same one wins choosing on any three sources), its statistic (v3: the three features of ``combined``,
 whose weights are fitted on the held-out references, not on this data; ``eval/llm_ngram_ideas.py`` shows what
-each idea gave and what survives choosing among them inside each leave-one-out fold), and ``min_score`` (for
-fairness on student essays, on v2's score); the README says so next to the figures.
+each idea gave and what survives choosing among them inside each leave-one-out fold), and ``min_score`` (at most
+1% of the human texts and 3% of the student essays tagged; ``eval/llm_signals.py`` makes that choice without the
+dataset it scores); the README says so next to the figures.
 
 1. *Contamination check.* Texts near-duplicate to a reference text the LMs were trained on (both reference
    files whole: a superset) are removed before scoring, with the count per dataset: MinHash of word 5-grams
