@@ -252,29 +252,26 @@ def expand_inputs(paths: list[Input]) -> tuple[list[Input], list[Input]]:
     (objectstore.list_files); a prefix or glob is a directory here.
     """
     out, skipped = [], []
+
+    def take_listing(where: str, found: list, name_of, kind: str) -> None:
+        known = [f for f in found if _known_format(f)]
+        if not known:
+            unknown = f" ({len(found)} of unknown format, e.g. {name_of(found[0])})" if found else ""
+            raise IngestError(f"{where}: no {kind} to ingest{unknown}; expected .jsonl[.gz], .parquet, "
+                              f".warc[.gz], .arc[.gz] or .wet[.gz] {kind}")
+        out.extend(known)
+        skipped.extend(f for f in found if not _known_format(f))
+
     for p in paths:
         if objectstore.is_uri(p):
             with _object_errors():
                 found = objectstore.list_files(p)
             if found == [p]:  # one object, named explicitly
                 out.append(p)
-                continue
-            known = [f for f in found if _known_format(f)]
-            if not known:
-                unknown = f" ({len(found)} of unknown format, e.g. {objectstore.name_of(found[0])})" if found else ""
-                raise IngestError(f"{objectstore.label(p)}: no objects to ingest{unknown}; expected .jsonl[.gz], "
-                                  ".parquet, .warc[.gz], .arc[.gz] or .wet[.gz] objects")
-            out.extend(known)
-            skipped.extend(f for f in found if not _known_format(f))
+            else:
+                take_listing(objectstore.label(p), found, objectstore.name_of, "objects")
         elif p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file())
-            known = [f for f in found if _known_format(f)]
-            if not known:
-                unknown = f" ({len(found)} of unknown format, e.g. {found[0].name})" if found else ""
-                raise IngestError(f"{p}: no files to ingest{unknown}; expected .jsonl[.gz], .parquet, "
-                                  ".warc[.gz], .arc[.gz] or .wet[.gz] files")
-            out.extend(known)
-            skipped.extend(f for f in found if not _known_format(f))
+            take_listing(str(p), sorted(f for f in p.rglob("*") if f.is_file()), lambda f: f.name, "files")
         elif p.exists():
             out.append(p)
         else:
