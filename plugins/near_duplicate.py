@@ -20,10 +20,13 @@ complete. No text is kept.
   bucket's first document (by a dense row number: file order, then row) to
   each other one ("star" edges: linear in the bucket, and the same clusters as
   all pairs). The distinct pairs are written to the scratch directory.
-- *Verification and clusters, in memory for candidates only.* The signatures
-  (or, with ``verify = "exact"``, the shingle sets) of documents in some pair
-  are read back file by file; a pair is kept when its Jaccard reaches
-  ``threshold``; kept pairs become clusters (connected components). In every
+- *Verification and clusters, in bounded memory.* The signatures (or, with
+  ``verify = "exact"``, the shingle sets) of documents in some pair are copied
+  in one pass over the state files to an Arrow file in the scratch directory,
+  in blocks of ``VERIFY_BLOCK_BYTES``; pairs are scored grouped by the two
+  blocks they need, two blocks in memory at a time (``CandidateValues``). A
+  pair is kept when its Jaccard reaches ``threshold``; kept pairs become
+  clusters (connected components). In every
   cluster the earliest document (fetched_at, then doc_id) is kept; every other
   member is tagged ``near_duplicate`` (category duplicate).
 - *Amplification.* A cluster spread over at least
@@ -41,9 +44,10 @@ complete. No text is kept.
   in-memory set of reference keys; matches are verified by estimated Jaccard.
   Tag ``known_llm_text`` (category llm), one per document and reference set.
 
-Memory in ``finish``: DuckDB's limit, plus signature and metadata of the
-documents in candidate pairs, plus one batch of state rows, plus the
-reference signatures. Output is yielded in parts of ``PART_ROWS`` rows.
+Memory in ``finish``: DuckDB's limit, plus two blocks of signatures, plus the
+pairs (16 bytes each) and the metadata (doc_id, fetched_at, domains) of the
+documents in candidate pairs, plus one batch of state rows, plus the reference
+signatures. Output is yielded in parts of ``PART_ROWS`` rows.
 
 **Interoperable with datasketch.** For the same shingles, seed and num_perm,
 the signature equals ``datasketch.MinHash(num_perm, seed,
