@@ -207,22 +207,42 @@ class CompactKeySet:
         self.width = width
         self._sorted = np.zeros(0, dtype=f"S{width}")
         self._recent: set[bytes] = set()
+        self._index_bits = 0
+        self._shift = 32
+        self._bits = bytearray(1)
+
+    def _index(self, keys: np.ndarray) -> None:
+        """Mark ``keys`` (of the sorted array) in a bitmap of their first 32 bits' top bits, about 8 bits a
+        key: a key whose bit is clear is not there, without a binary search (most new keys)."""
+        want = max(16, min(30, int(len(self._sorted) * 8).bit_length()))
+        if want > self._index_bits:  # grown: a bigger bitmap, of every key
+            self._index_bits, self._shift = want, 32 - want
+            self._bits = bytearray(1 << (want - 3))
+            keys = self._sorted
+        if len(keys):
+            top = np.ascontiguousarray(keys).view(np.uint8).reshape(-1, self.width)[:, :4]
+            top = np.ascontiguousarray(top).view(">u4").reshape(-1).astype(np.uint32) >> np.uint32(self._shift)
+            np.bitwise_or.at(np.frombuffer(self._bits, np.uint8), top >> 3,
+                             np.left_shift(1, top & 7).astype(np.uint8))
 
     def __len__(self) -> int:
-        return len(self._sorted) + len(self._recent)
+        self._merge()  # the recent keys may repeat sorted ones (add does not look there)
+        return len(self._sorted)
 
     def __contains__(self, key: bytes) -> bool:
+        h = int.from_bytes(key[:4], "big") >> self._shift
         key = key.rstrip(b"\0")
         if key in self._recent:
             return True
+        if not (self._bits[h >> 3] >> (h & 7)) & 1:
+            return False
         i = int(self._sorted.searchsorted(key))
         return i < len(self._sorted) and self._sorted[i] == key
 
     def add(self, key: bytes) -> None:
-        if key not in self:
-            self._recent.add(key.rstrip(b"\0"))
-            if len(self._recent) >= self.MERGE_AT:
-                self._merge()
+        self._recent.add(key.rstrip(b"\0"))
+        if len(self._recent) >= self.MERGE_AT:
+            self._merge()
 
     def add_rows(self, rows: np.ndarray) -> None:
         """Add keys given as uint8 rows of ``width`` bytes (vectorised; duplicates and known keys dropped)."""
@@ -233,17 +253,18 @@ class CompactKeySet:
             at = np.minimum(self._sorted.searchsorted(keys), len(self._sorted) - 1)
             keys = keys[self._sorted[at] != keys]
         self._sorted = np.insert(self._sorted, self._sorted.searchsorted(keys), keys)
-        self._recent -= {k.rstrip(b"\0") for k in keys.tolist()} if self._recent else set()
+        self._index(keys)
+        if self._recent:
+            self._recent -= set(keys.tolist())  # tolist() gives them without trailing zero bytes, as kept there
 
     def _merge(self) -> None:
-        keys = np.sort(np.array(list(self._recent), dtype=f"S{self.width}"))
-        self._sorted = np.insert(self._sorted, self._sorted.searchsorted(keys), keys)
-        self._recent = set()
+        if self._recent:
+            keys, self._recent = np.array(list(self._recent), dtype=f"S{self.width}"), set()
+            self.add_rows(keys.view(np.uint8).reshape(-1, self.width))
 
     def __iter__(self):
+        self._merge()
         for key in self._sorted.tolist():
-            yield key.ljust(self.width, b"\0")
-        for key in list(self._recent):
             yield key.ljust(self.width, b"\0")
 
 
@@ -258,6 +279,7 @@ class DocIdSet:
     def __init__(self, doc_ids: Iterable[str] = ()):
         self._keys = CompactKeySet(16)
         self._other: set[str] = set()
+        self._last: tuple = (None, None)
         self.update(doc_ids)
 
     def __len__(self) -> int:
@@ -265,10 +287,12 @@ class DocIdSet:
 
     def __contains__(self, doc_id) -> bool:
         key = _hex_key(doc_id)
+        self._last = (doc_id, key)
         return doc_id in self._other if key is None else key in self._keys
 
     def add(self, doc_id: str) -> None:
-        key = _hex_key(doc_id)
+        # DocumentSink asks whether a doc_id is known, then adds it: its key is still at hand.
+        key = self._last[1] if self._last[0] == doc_id else _hex_key(doc_id)
         if key is None:
             self._other.add(doc_id)
         else:

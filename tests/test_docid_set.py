@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -51,3 +52,17 @@ def test_existing_doc_ids_and_known_captures_read_the_store(tmp_path):
     captures.stored([("not-hex", later), (doc_id, datetime(2026, 1, 1, tzinfo=timezone.utc))])
     assert not captures.is_new("not-hex", later)
     assert not captures.is_new(doc_id, datetime(2026, 1, 1, tzinfo=timezone.utc))
+
+
+def test_compact_key_set_grows_its_index_and_finds_every_key():
+    rng = np.random.default_rng(5)
+    keys = CompactKeySet(16)
+    batches = [rng.integers(0, 256, (n, 16), dtype=np.uint8) for n in (10, 3_000, 40_000)]
+    for rows in batches:  # each batch a bigger bitmap over every key so far
+        keys.add_rows(rows)
+    every = np.concatenate(batches)
+    assert len(keys) == len({r.tobytes() for r in every})
+    assert all(r.tobytes() in keys for r in every[::7])
+    absent = rng.integers(0, 256, (2_000, 16), dtype=np.uint8)
+    stored = {r.tobytes() for r in every}
+    assert not any(r.tobytes() in keys for r in absent if r.tobytes() not in stored)
