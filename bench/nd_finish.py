@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -107,7 +108,8 @@ def finish_child(state_dir: str, scratch: str, module: str | None, memory_mb: in
             for row in zip(*(table.column(c).to_pylist() for c in ("doc_id", "tag", "score", "evidence"))):
                 digest += int.from_bytes(hashlib.sha256(repr(row).encode()).digest(), "big")
     except MemoryError as exc:  # pyarrow.ArrowMemoryError is one
-        error = f"{type(exc).__name__}: {exc}"
+        where = traceback.extract_tb(exc.__traceback__)[-3:]
+        error = f"{type(exc).__name__}: {exc} (at {'; '.join(f'{f.name}:{f.lineno}' for f in where)})"
     print(json.dumps({"seconds": round(time.perf_counter() - t0, 1),
                       "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                       "tags": counts, "digest": f"{digest % (1 << 256):064x}"[:16], "error": error}))
