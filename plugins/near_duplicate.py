@@ -508,8 +508,8 @@ class CandidateValues:
 
     Pairs are grouped by (block of left, block of right) and each group is scored with the two blocks it
     needs, so memory is two blocks, whatever the number of candidates; the price is reading a block again for
-    every other block it shares a pair with (at most blocks x blocks reads; near copies close in the store's
-    order, as a crawl's re-fetches are, share few). The scores are the ones the in-memory functions give
+    every other block it shares a pair with (at most blocks x blocks reads; copies close to their original in
+    the store's order make few). The scores are the ones the in-memory functions give
     (``estimated_jaccard``, ``exact_jaccard``), pair by pair.
     """
 
