@@ -19,6 +19,7 @@ plot of documents/s against size (``--plot``, PNG). Throughput that stays flat a
 stage is superlinear.
 
     .venv/bin/python bench/scale.py [--sizes 10000,100000] [--engines local,workers2,ray] [--detectors all|dup|NAMES]
+        [--corpus-dir DIR [--generate-only]] [--no-export] [--merge]
 """
 
 from __future__ import annotations
