@@ -19,6 +19,7 @@ plot of documents/s against size (``--plot``, PNG). Throughput that stays flat a
 stage is superlinear.
 
     .venv/bin/python bench/scale.py [--sizes 10000,100000] [--engines local,workers2,ray] [--detectors all|dup|NAMES]
+        [--corpus-dir DIR [--generate-only]] [--no-export] [--merge]
 """
 
 from __future__ import annotations
@@ -150,6 +151,8 @@ def run_size(n: int, engines: list[str], detectors: list[str], work: Path, args)
                   flush=True)
     store = work / f"store-{engines[0]}" if engines else base
     result["stages"]["store open"] = {"seconds": open_seconds(store)}
+    if args.no_export:
+        return result
     wall, rss, _ = timed(["export", "--store", str(store), "--out", str(work / "export"), "--where", "NOT flagged"])
     result["stages"]["export"] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall}
     print(f"  {n:>9,} {'export':<40} {wall:8.1f} s  {n / wall:9.0f} docs/s  {rss:7.0f} MB", flush=True)
@@ -190,8 +193,18 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", default=str(ROOT / "bench" / "results" / "scale.png"))
     ap.add_argument("--workdir", default=None, help="where stores go (default: a temporary directory)")
     ap.add_argument("--corpus-dir", default=None, help="keep generated corpora here and reuse them")
-    ap.add_argument("--merge", action="store_true", help="keep the figures of other sizes already in --out")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the figures already in --out of other sizes, and of stages not measured now")
+    ap.add_argument("--no-export", action="store_true", help="skip the export stage")
+    ap.add_argument("--generate-only", action="store_true",
+                    help="only generate the corpora into --corpus-dir (untimed), to reuse in later runs")
     args = ap.parse_args(argv)
+    if args.generate_only:
+        if not args.corpus_dir:
+            ap.error("--generate-only needs --corpus-dir")
+        for n in (int(s) for s in args.sizes.split(",")):
+            print(f"size {n:,}: {len(corpus(n, Path(args.corpus_dir), args))} shards in {args.corpus_dir}", flush=True)
+        return 0
     detectors = {"all": CPU_BUILTINS, "dup": DUP}.get(args.detectors) or args.detectors.split(",")
     engines = [e for e in args.engines.split(",") if e]
     results = []
@@ -205,9 +218,11 @@ def main(argv=None) -> int:
             mem = f"{fig['peak_mb']:7.0f} MB" if "peak_mb" in fig else ""
             print(f"  {n:>9,} {stage:<40} {fig['seconds']:8.2f} s {rate}  {mem}", flush=True)
     if args.merge and Path(args.out).exists():
-        measured = {r["docs"] for r in results}
-        results = sorted([r for r in json.loads(Path(args.out).read_text())["results"] if r["docs"] not in measured]
-                         + results, key=lambda r: r["docs"])
+        # A size measured now replaces the stages measured now; its other stages keep their earlier figures.
+        earlier = {r["docs"]: r for r in json.loads(Path(args.out).read_text())["results"]}
+        for r in results:
+            r["stages"] = {**earlier.pop(r["docs"], {"stages": {}})["stages"], **r["stages"]}
+        results = sorted([*earlier.values(), *results], key=lambda r: r["docs"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"machine": f"{os.cpu_count()} CPUs", "results": results}, indent=1))
     print(f"figures -> {args.out}")

@@ -20,10 +20,13 @@ complete. No text is kept.
   bucket's first document (by a dense row number: file order, then row) to
   each other one ("star" edges: linear in the bucket, and the same clusters as
   all pairs). The distinct pairs are written to the scratch directory.
-- *Verification and clusters, in memory for candidates only.* The signatures
-  (or, with ``verify = "exact"``, the shingle sets) of documents in some pair
-  are read back file by file; a pair is kept when its Jaccard reaches
-  ``threshold``; kept pairs become clusters (connected components). In every
+- *Verification and clusters, in bounded memory.* The signatures (or, with
+  ``verify = "exact"``, the shingle sets) of documents in some pair are copied
+  in one pass over the state files to an Arrow file in the scratch directory,
+  in blocks of ``VERIFY_BLOCK_BYTES``; pairs are scored grouped by the two
+  blocks they need, two blocks in memory at a time (``CandidateValues``). A
+  pair is kept when its Jaccard reaches ``threshold``; kept pairs become
+  clusters (connected components). In every
   cluster the earliest document (fetched_at, then doc_id) is kept; every other
   member is tagged ``near_duplicate`` (category duplicate).
 - *Amplification.* A cluster spread over at least
@@ -41,9 +44,10 @@ complete. No text is kept.
   in-memory set of reference keys; matches are verified by estimated Jaccard.
   Tag ``known_llm_text`` (category llm), one per document and reference set.
 
-Memory in ``finish``: DuckDB's limit, plus signature and metadata of the
-documents in candidate pairs, plus one batch of state rows, plus the
-reference signatures. Output is yielded in parts of ``PART_ROWS`` rows.
+Memory in ``finish``: DuckDB's limit, plus two blocks of signatures, plus the
+pairs (16 bytes each) and the metadata (doc_id, fetched_at, domains) of the
+documents in candidate pairs, plus one batch of state rows, plus the reference
+signatures. Output is yielded in parts of ``PART_ROWS`` rows.
 
 **Interoperable with datasketch.** For the same shingles, seed and num_perm,
 the signature equals ``datasketch.MinHash(num_perm, seed,
@@ -371,13 +375,16 @@ class ReferenceIndex:
         return doc[close], ref[close], jaccard[close]
 
 
-def exact_jaccard(sets: list[np.ndarray]):
-    """A function of pairs (left, right) giving the exact Jaccard of the documents' shingle-hash sets."""
+def exact_jaccard(sets: list[np.ndarray], other: list[np.ndarray] | None = None):
+    """A function of pairs (left, right) giving the exact Jaccard of the shingle-hash sets ``sets[left[k]]``
+    and ``other[right[k]]`` (``other`` defaults to ``sets``)."""
+    other = sets if other is None else other
+
     def jaccard(left: np.ndarray, right: np.ndarray) -> np.ndarray:
         out = np.empty(len(left), dtype=np.float64)
         for k, (i, j) in enumerate(zip(left.tolist(), right.tolist())):
-            common = len(np.intersect1d(sets[i], sets[j], assume_unique=True))
-            out[k] = common / (len(sets[i]) + len(sets[j]) - common)
+            common = len(np.intersect1d(sets[i], other[j], assume_unique=True))
+            out[k] = common / (len(sets[i]) + len(other[j]) - common)
         return out
     return jaccard
 
@@ -398,6 +405,7 @@ class StateFiles:
     def __init__(self, paths):
         self.paths = sorted(str(p) for p in paths)
         counts = [pq.ParquetFile(p).metadata.num_rows for p in self.paths]
+        self.schema = pq.read_schema(self.paths[0]) if self.paths else None
         self.bases = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
 
     def __len__(self) -> int:
@@ -421,6 +429,21 @@ class StateFiles:
             a, b = np.searchsorted(ids, [start, start + batch.num_rows])
             if a < b:
                 parts.append(pa.Table.from_batches([batch.take(pa.array(ids[a:b] - start))]))
+        return pa.concat_tables(parts)
+
+    def take_split(self, ids: np.ndarray, columns: list[str], value: str, writer: "CandidateValues") -> pa.Table:
+        """``take(ids, columns)``, in one pass over the files that also hands column ``value`` of the same rows,
+        in the same order, to ``writer`` (which spills it), so the values are never all in memory."""
+        parts = []
+        for start, batch in self.batches([*columns, value]):
+            a, b = np.searchsorted(ids, [start, start + batch.num_rows])
+            if a < b:
+                taken = batch.take(pa.array(ids[a:b] - start))
+                writer.append(taken.column(value))
+                parts.append(pa.Table.from_batches([taken.select(columns)]))
+        writer.close()
+        if not parts:
+            return pq.read_schema(self.paths[0]).empty_table().select(columns)
         return pa.concat_tables(parts)
 
     def candidate_pairs(self, con, scratch_dir: str) -> tuple[np.ndarray, np.ndarray]:
@@ -473,6 +496,95 @@ def duckdb_connection(scratch_dir: str, memory_limit_mb: int):
         memory_limit_mb = max(16, min(memory_limit_mb, headroom // 3))
     return duckdb.connect(config={"temp_directory": scratch_dir, "memory_limit": f"{memory_limit_mb}MB",
                                   "threads": os.cpu_count() or 1, "preserve_insertion_order": False})
+
+
+VERIFY_BLOCK_BYTES = 64 * 1024 * 1024  # candidates' signatures (or shingle sets) per block that finish reads back
+
+
+class CandidateValues:
+    """The signature (or shingle set) of every candidate document, spilled to one Arrow IPC file in blocks of
+    about ``block_bytes`` (in local row order: the order of the sorted candidate ids), and a similarity over
+    pairs of local rows that holds at most two blocks at a time.
+
+    Pairs are grouped by (block of left, block of right) and each group is scored with the two blocks it
+    needs, so memory is two blocks, whatever the number of candidates; the price is reading a block again for
+    every other block it shares a pair with (at most blocks x blocks reads; copies close to their original in
+    the store's order make few). The scores are the ones the in-memory functions give
+    (``estimated_jaccard``, ``exact_jaccard``), pair by pair.
+    """
+
+    def __init__(self, path: str, field: pa.Field, kind: str, num_perm: int, block_bytes: int | None = None):
+        self.path, self.kind, self.num_perm = path, kind, num_perm
+        self.block_bytes = VERIFY_BLOCK_BYTES if block_bytes is None else block_bytes
+        self._sink = pa.OSFile(path, "wb")
+        self._writer = pa.ipc.new_file(self._sink, pa.schema([pa.field("v", field.type)]))
+        self._pending: list[pa.Array] = []
+        self._pending_rows = self._pending_bytes = 0
+        self.starts = [0]  # local row of the first value of each block, then the total
+        self._cache: dict[int, object] = {}
+
+    def append(self, values) -> None:
+        chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+        for chunk in chunks:
+            row_bytes = max(1, chunk.nbytes // max(1, len(chunk)))
+            start = 0
+            while start < len(chunk):  # a block ends once it holds block_bytes (or one value, if bigger)
+                rows = max(1, -(-(self.block_bytes - self._pending_bytes) // row_bytes))
+                piece = chunk.slice(start, rows)
+                start += len(piece)
+                self._pending.append(piece)
+                self._pending_rows += len(piece)
+                self._pending_bytes += len(piece) * row_bytes
+                if self._pending_bytes >= self.block_bytes:
+                    self._flush()
+
+    def _flush(self) -> None:
+        if self._pending_rows:
+            values = pa.concat_arrays(self._pending)
+            self._writer.write_batch(pa.record_batch([values], names=["v"]))
+            self.starts.append(self.starts[-1] + len(values))
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+        self._sink.close()
+        self._reader = pa.ipc.open_file(pa.OSFile(self.path, "rb"))
+        self._starts = np.asarray(self.starts, dtype=np.int64)
+
+    def _blocks(self, i: int, j: int):
+        """Blocks i and j, each a signature matrix or a list of shingle-hash arrays; no other block is kept."""
+        for stale in set(self._cache) - {i, j}:
+            del self._cache[stale]
+        for k in (i, j):
+            if k not in self._cache:
+                column = self._reader.get_batch(k).column(0)
+                if self.kind == "exact":
+                    self._cache[k] = [np.asarray(v, dtype=np.uint32) for v in column.to_numpy(zero_copy_only=False)]
+                else:
+                    self._cache[k] = _signature_matrix(column, self.num_perm)
+        return self._cache[i], self._cache[j]
+
+    def similarity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """Estimated (or, for verify = "exact", exact) Jaccard of each pair of local rows (left[k], right[k])."""
+        out = np.empty(len(left), dtype=np.float64)
+        if len(left) == 0:
+            return out
+        block_left = np.searchsorted(self._starts, left, "right") - 1
+        block_right = np.searchsorted(self._starts, right, "right") - 1
+        order = np.lexsort((block_right, block_left))
+        bl, br = block_left[order], block_right[order]
+        cut = np.flatnonzero(np.concatenate([[True], (bl[1:] != bl[:-1]) | (br[1:] != br[:-1]), [True]]))
+        for s, e in zip(cut[:-1].tolist(), cut[1:].tolist()):
+            i, j = int(bl[s]), int(br[s])
+            a, b = self._blocks(i, j)
+            k = order[s:e]
+            l, r = left[k] - self._starts[i], right[k] - self._starts[j]
+            if self.kind == "exact":
+                out[k] = exact_jaccard(a, b)(l, r)
+            else:
+                out[k] = estimated_jaccard(a, l, r, other=b)
+        return out
 
 
 def _signature_matrix(column, num_perm: int) -> np.ndarray:
@@ -617,17 +729,14 @@ class NearDuplicate(provenance.CorpusDetector):
             return None
         ids = np.unique(np.concatenate([left, right]))
         columns = ["doc_id", "fetched_at", "domain", "registered_domain"]
-        columns.append("shingle_set" if o["verify"] == "exact" else "signature")
-        docs = state.take(ids, columns)
+        value = "shingle_set" if o["verify"] == "exact" else "signature"
+        # The candidates' signatures (or shingle sets) go to the scratch directory in blocks, read back two
+        # at a time: at 10M documents they are 1.3M signatures, 0.7 GB.
+        values = CandidateValues(os.path.join(scratch, "candidate_values.arrow"),
+                                 state.schema.field(value), o["verify"], o["num_perm"])
+        docs = state.take_split(ids, columns, value, values)
         left, right = np.searchsorted(ids, left), np.searchsorted(ids, right)
-        if o["verify"] == "exact":
-            sets = [np.asarray(s, dtype=np.uint32) for s in docs.column("shingle_set").to_numpy(zero_copy_only=False)]
-            similarity = exact_jaccard(sets)
-        else:
-            matrix = _signature_matrix(docs.column("signature"), o["num_perm"])
-            docs = docs.select(columns[:4])  # the Arrow signatures go before anything else is allocated
-            similarity = functools.partial(estimated_jaccard, matrix)
-        docs = docs.select(columns[:4])
+        similarity = values.similarity
         if o["verify"] != "none":
             close = similarity(left, right) >= o["threshold"]
             left, right = left[close], right[close]

@@ -839,7 +839,7 @@ class Run:
         # writers this run read when it lost a race), for the checkpoints: writing one then costs no reading.
         self._snapshot = snapshot
         # doc_ids a DocumentSink skips as stored; other writers' documents are added as this run reads them.
-        self.known_doc_ids: set[str] | None = None
+        self.known_doc_ids = None  # a set (documents.DocIdSet) of doc_ids, or None
         self.skipped_concurrent = 0  # document rows left out of commits because another run stored them first
         self._retries = 0  # commits that lost the race for their number and claimed a later one
 

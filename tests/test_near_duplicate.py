@@ -505,3 +505,28 @@ def test_reference_index_returns_verified_pairs_for_a_batch_of_signatures():
     lenient = nd.ReferenceIndex(ref_sig, 0.05, 0.1, 0.9)
     lenient.bands, lenient.rows, lenient.keys, lenient.owner = index.bands, index.rows, index.keys, index.owner
     assert (4, 1) in zip(*(a.tolist() for a in lenient.matches(sig)[:2]))  # it is a candidate
+
+
+@pytest.mark.parametrize("verify", ["estimate", "exact"])
+def test_verification_in_small_blocks_gives_the_same_tags_as_in_one(tmp_path, monkeypatch, verify):
+    """finish reads the candidates' signatures (or shingle sets) back in blocks, two at a time: blocks of one
+    document each give the same clusters, kept documents, scores and campaigns as one block for all."""
+    docs, _ = corpus()
+    rng = random.Random(11)
+    for c in range(12):
+        base = prose(rng, 150)
+        docs += [{"url": f"https://b{c}-{k}.example/", "text": edit(rng, base, rng.randint(0, 5)),
+                  "fetched_at": f"2024-06-{1 + (c * 3 + k) % 28:02d}T00:00:00Z"} for k in range(rng.randint(2, 6))]
+    rng.shuffle(docs)  # members of a cluster far apart in the store's order: pairs span blocks
+
+    def tags(where):
+        table = finish_over_state(where, batches_of(docs, 11), {"verify": verify}, rows_per_file=4)
+        return sorted(table.to_pylist(), key=lambda t: (t["tag"], t["doc_id"]))
+
+    one = tags(tmp_path / "one")
+    monkeypatch.setattr(nd, "VERIFY_BLOCK_BYTES", 1)
+    small = tags(tmp_path / "small")
+    blocks = pa.ipc.open_file(str(tmp_path / "small" / "scratch" / "candidate_values.arrow")).num_record_batches
+    assert pa.ipc.open_file(str(tmp_path / "one" / "scratch" / "candidate_values.arrow")).num_record_batches == 1
+    assert blocks > 20 and small == one
+    assert sum(t["tag"] == "near_duplicate" for t in one) > 20
