@@ -419,21 +419,10 @@ class StateFiles:
                 yield start, batch
                 start += batch.num_rows
 
-    def take(self, ids: np.ndarray, columns: list[str]) -> pa.Table:
-        """The rows with the given dense ids (sorted, distinct), in that order; reads one batch at a time."""
-        parts = []
-        lo, hi = np.searchsorted(ids, [self.bases[0], self.bases[-1]])
-        if lo == hi:
-            return pq.read_schema(self.paths[0]).empty_table().select(columns)
-        for start, batch in self.batches(columns):
-            a, b = np.searchsorted(ids, [start, start + batch.num_rows])
-            if a < b:
-                parts.append(pa.Table.from_batches([batch.take(pa.array(ids[a:b] - start))]))
-        return pa.concat_tables(parts)
-
     def take_split(self, ids: np.ndarray, columns: list[str], value: str, writer: "CandidateValues") -> pa.Table:
-        """``take(ids, columns)``, in one pass over the files that also hands column ``value`` of the same rows,
-        in the same order, to ``writer`` (which spills it), so the values are never all in memory."""
+        """The rows with the given dense ids (sorted, distinct), in that order, read one batch at a time; the
+        same pass hands column ``value`` of those rows, in the same order, to ``writer`` (which spills it), so
+        the values are never all in memory."""
         parts = []
         for start, batch in self.batches([*columns, value]):
             a, b = np.searchsorted(ids, [start, start + batch.num_rows])
