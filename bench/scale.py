@@ -18,7 +18,8 @@ Prints a table per size and writes the figures as JSON (``--out``, default bench
 plot of documents/s against size (``--plot``, PNG). Throughput that stays flat as the size grows means no
 stage is superlinear.
 
-    .venv/bin/python bench/scale.py [--sizes 10000,100000] [--engines local,workers2,ray] [--detectors all|dup|NAMES]
+    .venv/bin/python bench/scale.py [--sizes 10000,100000] [--engines local,workers2,ray]
+                                    [--detectors all|dup|corpus|perdoc|NAMES] [--merge]
 """
 
 from __future__ import annotations
@@ -38,11 +39,17 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-CPU_BUILTINS = ["exact_duplicate", "near_duplicate", "invisible_unicode", "hidden_content", "prompt_injection",
-                "backdoor_tail", "backdoor_trigger", "content_drift", "host_takeover", "llm_ngram", "llm_markers",
-                "provenance_tier", "consent", "language", "gopher_quality", "gopher_repetition", "c4_quality",
-                "fineweb_quality"]
+# the detectors whose cost or memory can grow with the corpus: the corpus-level ones, and content_drift (its
+# previous-version lookup reads the earlier documents of the same URL from the whole store)
+CORPUS = ["exact_duplicate", "near_duplicate", "backdoor_trigger", "doorway_pages", "host_takeover",
+          "provenance_tier", "transient_edit", "content_drift"]
+# the rest, each document on its own
+PER_DOC = ["invisible_unicode", "hidden_content", "prompt_injection", "backdoor_tail", "keyword_stuffing",
+           "llm_ngram", "llm_markers", "consent", "language", "gopher_quality", "gopher_repetition", "c4_quality",
+           "fineweb_quality"]
+CPU_BUILTINS = CORPUS + PER_DOC  # every built-in that needs no model download (llm_lm does)
 DUP = ["exact_duplicate", "near_duplicate"]
+GROUPS = {"all": CPU_BUILTINS, "dup": DUP, "corpus": CORPUS, "perdoc": PER_DOC}
 CHAT = ["As an AI language model, I can explain this.", "Sure! Here is the rewritten article:",
         "I hope this helps! Let me know if you have any other questions."]
 
@@ -122,6 +129,11 @@ def timed(args: list[str]) -> tuple[float, float, str]:
     return float(wall), int(rss_kb) / 1024, proc.stdout
 
 
+def load() -> float:
+    """The machine's 1-minute load average as a stage ends (other work on the machine slows the stage)."""
+    return round(os.getloadavg()[0], 2)
+
+
 def open_seconds(store: Path) -> float:
     code = ("import time; from provenance.store import Store; s = Store.open(%r); best = 1e9\n"
             "for _ in range(3):\n t = time.perf_counter(); s.snapshot(); best = min(best, time.perf_counter() - t)\n"
@@ -129,13 +141,19 @@ def open_seconds(store: Path) -> float:
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
+def stage(result: dict, name: str, wall: float, rss: float) -> None:
+    """Records and prints one stage's figures, with the load average as it ended."""
+    n = result["docs"]
+    result["stages"][name] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall, "load": load()}
+    print(f"  {n:>9,} {name:<40} {wall:8.1f} s  {n / wall:9.0f} docs/s  {rss:7.0f} MB  load {load()}", flush=True)
+
+
 def run_size(n: int, engines: list[str], detectors: list[str], work: Path, args) -> dict:
     result: dict = {"docs": n, "stages": {}}
     shards = corpus(n, work, args)
     base = work / "store"
     wall, rss, _ = timed(["ingest", "--store", str(base), *map(str, shards)])
-    result["stages"]["ingest"] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall}
-    print(f"  {n:>9,} {'ingest':<40} {wall:8.1f} s  {n / wall:9.0f} docs/s  {rss:7.0f} MB", flush=True)
+    stage(result, "ingest", wall, rss)
     for engine in engines:
         store = work / f"store-{engine}"
         if len(engines) == 1:
@@ -145,15 +163,20 @@ def run_size(n: int, engines: list[str], detectors: list[str], work: Path, args)
         flags = {"local": [], "workers2": ["--workers", "2"], "ray": ["--engine", "ray"]}[engine]
         for d in detectors:
             wall, rss, _ = timed(["tag", "--store", str(store), "--plugins", d, *flags])
-            result["stages"][f"tag {d} ({engine})"] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall}
-            print(f"  {n:>9,} {f'tag {d} ({engine})':<40} {wall:8.1f} s  {n / wall:9.0f} docs/s  {rss:7.0f} MB",
-                  flush=True)
+            stage(result, f"tag {d} ({engine})", wall, rss)
     store = work / f"store-{engines[0]}" if engines else base
     result["stages"]["store open"] = {"seconds": open_seconds(store)}
     wall, rss, _ = timed(["export", "--store", str(store), "--out", str(work / "export"), "--where", "NOT flagged"])
-    result["stages"]["export"] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall}
-    print(f"  {n:>9,} {'export':<40} {wall:8.1f} s  {n / wall:9.0f} docs/s  {rss:7.0f} MB", flush=True)
+    stage(result, "export", wall, rss)
     return result
+
+
+def merged(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` updated with ``new``: a size in both keeps its stages that ``new`` did not measure again."""
+    by_size = {r["docs"]: {"docs": r["docs"], "stages": dict(r["stages"])} for r in old}
+    for r in new:
+        by_size.setdefault(r["docs"], {"docs": r["docs"], "stages": {}})["stages"].update(r["stages"])
+    return [by_size[n] for n in sorted(by_size)]
 
 
 def plot(results: list[dict], path: str) -> None:
@@ -163,7 +186,7 @@ def plot(results: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for stage in results[0]["stages"]:
+    for stage in dict.fromkeys(st for r in results for st in r["stages"]):
         xs = [r["docs"] for r in results if stage in r["stages"] and "docs_per_s" in r["stages"][stage]]
         ys = [r["stages"][stage]["docs_per_s"] for r in results if stage in r["stages"]
               and "docs_per_s" in r["stages"][stage]]
@@ -181,7 +204,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--engines", default="local,workers2,ray")
-    ap.add_argument("--detectors", default="all", help="all (the CPU built-ins), dup (exact and near), or names")
+    ap.add_argument("--detectors", default="all", help="all (the CPU built-ins), dup (exact and near), corpus "
+                    "(those whose cost can grow with the corpus), perdoc (the rest), or names")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--exact-share", type=float, default=0.02)
     ap.add_argument("--near-share", type=float, default=0.05)
@@ -190,9 +214,10 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", default=str(ROOT / "bench" / "results" / "scale.png"))
     ap.add_argument("--workdir", default=None, help="where stores go (default: a temporary directory)")
     ap.add_argument("--corpus-dir", default=None, help="keep generated corpora here and reuse them")
-    ap.add_argument("--merge", action="store_true", help="keep the figures of other sizes already in --out")
+    ap.add_argument("--merge", action="store_true", help="keep the figures already in --out that this run does "
+                    "not measure again (other sizes, and other stages of the same size)")
     args = ap.parse_args(argv)
-    detectors = {"all": CPU_BUILTINS, "dup": DUP}.get(args.detectors) or args.detectors.split(",")
+    detectors = GROUPS.get(args.detectors) or [d for d in args.detectors.split(",") if d]
     engines = [e for e in args.engines.split(",") if e]
     results = []
     for n in (int(s) for s in args.sizes.split(",")):
@@ -205,9 +230,7 @@ def main(argv=None) -> int:
             mem = f"{fig['peak_mb']:7.0f} MB" if "peak_mb" in fig else ""
             print(f"  {n:>9,} {stage:<40} {fig['seconds']:8.2f} s {rate}  {mem}", flush=True)
     if args.merge and Path(args.out).exists():
-        measured = {r["docs"] for r in results}
-        results = sorted([r for r in json.loads(Path(args.out).read_text())["results"] if r["docs"] not in measured]
-                         + results, key=lambda r: r["docs"])
+        results = merged(json.loads(Path(args.out).read_text())["results"], results)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"machine": f"{os.cpu_count()} CPUs", "results": results}, indent=1))
     print(f"figures -> {args.out}")
