@@ -117,16 +117,17 @@ def corpus(n: int, work: Path, args) -> list[Path]:
     return sorted(where.glob("corpus-*.jsonl.gz"))
 
 
-def timed(args: list[str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MB, stdout) of one CLI process."""
+def timed(args: list[str]) -> tuple[float, float, str, float]:
+    """(wall seconds, peak RSS MB, stdout, CPU seconds) of one CLI process; the CPU seconds (user and system,
+    detector workers included) are the steadier figure on a machine shared with other work."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
-        proc = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", tf.name, sys.executable, "-c",
+        proc = subprocess.run(["/usr/bin/time", "-f", "%e %M %U %S", "-o", tf.name, sys.executable, "-c",
                                "from provenance.cli import main; main()", *args],
                               capture_output=True, text=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
         if proc.returncode not in (0, 3):
             raise SystemExit(f"bench: provenance {' '.join(args[:3])} ... exited {proc.returncode}:\n{proc.stderr[-2000:]}")
-        wall, rss_kb = tf.read().split()[-2:]
-    return float(wall), int(rss_kb) / 1024, proc.stdout
+        wall, rss_kb, user, system = tf.read().split()[-4:]
+    return float(wall), int(rss_kb) / 1024, proc.stdout, float(user) + float(system)
 
 
 def load() -> float:
@@ -141,19 +142,19 @@ def open_seconds(store: Path) -> float:
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
-def stage(result: dict, name: str, wall: float, rss: float) -> None:
+def stage(result: dict, name: str, wall: float, rss: float, _stdout: str, cpu: float) -> None:
     """Records and prints one stage's figures, with the load average as it ended."""
     n = result["docs"]
-    result["stages"][name] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall, "load": load()}
-    print(f"  {n:>9,} {name:<40} {wall:8.1f} s  {n / wall:9.0f} docs/s  {rss:7.0f} MB  load {load()}", flush=True)
+    result["stages"][name] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall, "cpu_s": cpu, "load": load()}
+    print(f"  {n:>9,} {name:<40} {wall:8.1f} s  {n / wall:9.0f} docs/s  {rss:7.0f} MB  {cpu:8.1f} CPU s  "
+          f"load {load()}", flush=True)
 
 
 def run_size(n: int, engines: list[str], detectors: list[str], work: Path, args) -> dict:
     result: dict = {"docs": n, "stages": {}}
     shards = corpus(n, work, args)
     base = work / "store"
-    wall, rss, _ = timed(["ingest", "--store", str(base), *map(str, shards)])
-    stage(result, "ingest", wall, rss)
+    stage(result, "ingest", *timed(["ingest", "--store", str(base), *map(str, shards)]))
     for engine in engines:
         store = work / f"store-{engine}"
         if len(engines) == 1:
@@ -162,12 +163,11 @@ def run_size(n: int, engines: list[str], detectors: list[str], work: Path, args)
             shutil.copytree(base, store)
         flags = {"local": [], "workers2": ["--workers", "2"], "ray": ["--engine", "ray"]}[engine]
         for d in detectors:
-            wall, rss, _ = timed(["tag", "--store", str(store), "--plugins", d, *flags])
-            stage(result, f"tag {d} ({engine})", wall, rss)
+            stage(result, f"tag {d} ({engine})", *timed(["tag", "--store", str(store), "--plugins", d, *flags]))
     store = work / f"store-{engines[0]}" if engines else base
     result["stages"]["store open"] = {"seconds": open_seconds(store)}
-    wall, rss, _ = timed(["export", "--store", str(store), "--out", str(work / "export"), "--where", "NOT flagged"])
-    stage(result, "export", wall, rss)
+    stage(result, "export", *timed(["export", "--store", str(store), "--out", str(work / "export"),
+                                     "--where", "NOT flagged"]))
     return result
 
 
