@@ -18,8 +18,9 @@ Prints a table per size and writes the figures as JSON (``--out``, default bench
 plot of documents/s against size (``--plot``, PNG). Throughput that stays flat as the size grows means no
 stage is superlinear.
 
-    .venv/bin/python bench/scale.py [--sizes 10000,100000] [--engines local,workers2,ray] [--detectors all|dup|NAMES]
-        [--corpus-dir DIR [--generate-only]] [--no-export] [--merge]
+    .venv/bin/python bench/scale.py [--sizes 10000,100000] [--engines local,workers2,ray]
+                                    [--detectors all|dup|corpus|perdoc|NAMES]
+                                    [--corpus-dir DIR [--generate-only]] [--no-export] [--merge]
 """
 
 from __future__ import annotations
@@ -39,11 +40,17 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-CPU_BUILTINS = ["exact_duplicate", "near_duplicate", "invisible_unicode", "hidden_content", "prompt_injection",
-                "backdoor_tail", "backdoor_trigger", "content_drift", "host_takeover", "llm_ngram", "llm_markers",
-                "provenance_tier", "consent", "language", "gopher_quality", "gopher_repetition", "c4_quality",
-                "fineweb_quality"]
+# the detectors whose cost or memory can grow with the corpus: the corpus-level ones, and content_drift (its
+# previous-version lookup reads the earlier documents of the same URL from the whole store)
+CORPUS = ["exact_duplicate", "near_duplicate", "backdoor_trigger", "doorway_pages", "host_takeover",
+          "provenance_tier", "transient_edit", "content_drift"]
+# the rest, each document on its own
+PER_DOC = ["invisible_unicode", "hidden_content", "prompt_injection", "backdoor_tail", "keyword_stuffing",
+           "llm_ngram", "llm_markers", "consent", "language", "gopher_quality", "gopher_repetition", "c4_quality",
+           "fineweb_quality"]
+CPU_BUILTINS = CORPUS + PER_DOC  # every built-in that needs no model download (llm_lm does)
 DUP = ["exact_duplicate", "near_duplicate"]
+GROUPS = {"all": CPU_BUILTINS, "dup": DUP, "corpus": CORPUS, "perdoc": PER_DOC}
 CHAT = ["As an AI language model, I can explain this.", "Sure! Here is the rewritten article:",
         "I hope this helps! Let me know if you have any other questions."]
 
@@ -111,16 +118,22 @@ def corpus(n: int, work: Path, args) -> list[Path]:
     return sorted(where.glob("corpus-*.jsonl.gz"))
 
 
-def timed(args: list[str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MB, stdout) of one CLI process."""
+def timed(args: list[str]) -> tuple[float, float, str, float]:
+    """(wall seconds, peak RSS MB, stdout, CPU seconds) of one CLI process; the CPU seconds (user and system,
+    detector workers included) are the steadier figure on a machine shared with other work."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
-        proc = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", tf.name, sys.executable, "-c",
+        proc = subprocess.run(["/usr/bin/time", "-f", "%e %M %U %S", "-o", tf.name, sys.executable, "-c",
                                "from provenance.cli import main; main()", *args],
                               capture_output=True, text=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
         if proc.returncode not in (0, 3):
             raise SystemExit(f"bench: provenance {' '.join(args[:3])} ... exited {proc.returncode}:\n{proc.stderr[-2000:]}")
-        wall, rss_kb = tf.read().split()[-2:]
-    return float(wall), int(rss_kb) / 1024, proc.stdout
+        wall, rss_kb, user, system = tf.read().split()[-4:]
+    return float(wall), int(rss_kb) / 1024, proc.stdout, float(user) + float(system)
+
+
+def load() -> float:
+    """The machine's 1-minute load average as a stage ends (other work on the machine slows the stage)."""
+    return round(os.getloadavg()[0], 2)
 
 
 def open_seconds(store: Path) -> float:
@@ -130,13 +143,19 @@ def open_seconds(store: Path) -> float:
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
+def stage(result: dict, name: str, wall: float, rss: float, _stdout: str, cpu: float) -> None:
+    """Records and prints one stage's figures, with the load average as it ended."""
+    n = result["docs"]
+    result["stages"][name] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall, "cpu_s": cpu, "load": load()}
+    print(f"  {n:>9,} {name:<40} {wall:8.1f} s  {n / wall:9.0f} docs/s  {rss:7.0f} MB  {cpu:8.1f} CPU s  "
+          f"load {load()}", flush=True)
+
+
 def run_size(n: int, engines: list[str], detectors: list[str], work: Path, args) -> dict:
     result: dict = {"docs": n, "stages": {}}
     shards = corpus(n, work, args)
     base = work / "store"
-    wall, rss, _ = timed(["ingest", "--store", str(base), *map(str, shards)])
-    result["stages"]["ingest"] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall}
-    print(f"  {n:>9,} {'ingest':<40} {wall:8.1f} s  {n / wall:9.0f} docs/s  {rss:7.0f} MB", flush=True)
+    stage(result, "ingest", *timed(["ingest", "--store", str(base), *map(str, shards)]))
     for engine in engines:
         store = work / f"store-{engine}"
         if len(engines) == 1:
@@ -145,18 +164,22 @@ def run_size(n: int, engines: list[str], detectors: list[str], work: Path, args)
             shutil.copytree(base, store)
         flags = {"local": [], "workers2": ["--workers", "2"], "ray": ["--engine", "ray"]}[engine]
         for d in detectors:
-            wall, rss, _ = timed(["tag", "--store", str(store), "--plugins", d, *flags])
-            result["stages"][f"tag {d} ({engine})"] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall}
-            print(f"  {n:>9,} {f'tag {d} ({engine})':<40} {wall:8.1f} s  {n / wall:9.0f} docs/s  {rss:7.0f} MB",
-                  flush=True)
+            stage(result, f"tag {d} ({engine})", *timed(["tag", "--store", str(store), "--plugins", d, *flags]))
     store = work / f"store-{engines[0]}" if engines else base
     result["stages"]["store open"] = {"seconds": open_seconds(store)}
     if args.no_export:
         return result
-    wall, rss, _ = timed(["export", "--store", str(store), "--out", str(work / "export"), "--where", "NOT flagged"])
-    result["stages"]["export"] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall}
-    print(f"  {n:>9,} {'export':<40} {wall:8.1f} s  {n / wall:9.0f} docs/s  {rss:7.0f} MB", flush=True)
+    stage(result, "export", *timed(["export", "--store", str(store), "--out", str(work / "export"),
+                                     "--where", "NOT flagged"]))
     return result
+
+
+def merged(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` updated with ``new``: a size in both keeps its stages that ``new`` did not measure again."""
+    by_size = {r["docs"]: {"docs": r["docs"], "stages": dict(r["stages"])} for r in old}
+    for r in new:
+        by_size.setdefault(r["docs"], {"docs": r["docs"], "stages": {}})["stages"].update(r["stages"])
+    return [by_size[n] for n in sorted(by_size)]
 
 
 def plot(results: list[dict], path: str) -> None:
@@ -166,7 +189,7 @@ def plot(results: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for stage in results[0]["stages"]:
+    for stage in dict.fromkeys(st for r in results for st in r["stages"]):
         xs = [r["docs"] for r in results if stage in r["stages"] and "docs_per_s" in r["stages"][stage]]
         ys = [r["stages"][stage]["docs_per_s"] for r in results if stage in r["stages"]
               and "docs_per_s" in r["stages"][stage]]
@@ -184,7 +207,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--engines", default="local,workers2,ray")
-    ap.add_argument("--detectors", default="all", help="all (the CPU built-ins), dup (exact and near), or names")
+    ap.add_argument("--detectors", default="all", help="all (the CPU built-ins), dup (exact and near), corpus "
+                    "(those whose cost can grow with the corpus), perdoc (the rest), or names")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--exact-share", type=float, default=0.02)
     ap.add_argument("--near-share", type=float, default=0.05)
@@ -193,8 +217,8 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", default=str(ROOT / "bench" / "results" / "scale.png"))
     ap.add_argument("--workdir", default=None, help="where stores go (default: a temporary directory)")
     ap.add_argument("--corpus-dir", default=None, help="keep generated corpora here and reuse them")
-    ap.add_argument("--merge", action="store_true",
-                    help="keep the figures already in --out of other sizes, and of stages not measured now")
+    ap.add_argument("--merge", action="store_true", help="keep the figures already in --out that this run does "
+                    "not measure again (other sizes, and other stages of the same size)")
     ap.add_argument("--no-export", action="store_true", help="skip the export stage")
     ap.add_argument("--generate-only", action="store_true",
                     help="only generate the corpora into --corpus-dir (untimed), to reuse in later runs")
@@ -205,7 +229,7 @@ def main(argv=None) -> int:
         for n in (int(s) for s in args.sizes.split(",")):
             print(f"size {n:,}: {len(corpus(n, Path(args.corpus_dir), args))} shards in {args.corpus_dir}", flush=True)
         return 0
-    detectors = {"all": CPU_BUILTINS, "dup": DUP}.get(args.detectors) or args.detectors.split(",")
+    detectors = GROUPS.get(args.detectors) or [d for d in args.detectors.split(",") if d]
     engines = [e for e in args.engines.split(",") if e]
     results = []
     for n in (int(s) for s in args.sizes.split(",")):
@@ -218,11 +242,7 @@ def main(argv=None) -> int:
             mem = f"{fig['peak_mb']:7.0f} MB" if "peak_mb" in fig else ""
             print(f"  {n:>9,} {stage:<40} {fig['seconds']:8.2f} s {rate}  {mem}", flush=True)
     if args.merge and Path(args.out).exists():
-        # A size measured now replaces the stages measured now; its other stages keep their earlier figures.
-        earlier = {r["docs"]: r for r in json.loads(Path(args.out).read_text())["results"]}
-        for r in results:
-            r["stages"] = {**earlier.pop(r["docs"], {"stages": {}})["stages"], **r["stages"]}
-        results = sorted([*earlier.values(), *results], key=lambda r: r["docs"])
+        results = merged(json.loads(Path(args.out).read_text())["results"], results)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"machine": f"{os.cpu_count()} CPUs", "results": results}, indent=1))
     print(f"figures -> {args.out}")

@@ -58,12 +58,41 @@ MIN_SIGNATURE_MATCH = 0.5  # signature values equal to the central page's for a 
 TEXTS_PER_CHUNK = 50_000  # candidate pages whose texts are read in one scan of the document files
 MAX_ROUNDS = 20  # templates looked for per candidate group: each round aligns the group's pages once
 SAMPLE_VALUES = 10  # other pages' slot values shown in the evidence
-HOSTS_PER_PART = 1000  # domains read from DuckDB at a time: the signatures of a part in memory, not all
+PAGES_PER_PART = 50_000  # signature rows read from DuckDB at a time; one domain's pages in memory, not all
+DUCKDB_MEMORY_MB = 512  # beyond it DuckDB's sort spills to the scratch directory
 
+# The pages of every domain with min_pages or more, a domain's pages together in doc_id order. A sort, which
+# DuckDB spills, not list() per domain, which it does not: the lists of 1M pages held 1.4 GB at once
 HOSTS_SQL = """
-SELECT registered_domain, list(doc_id ORDER BY doc_id) AS doc_ids, list(sig ORDER BY doc_id) AS sigs
-FROM read_parquet({files}) GROUP BY registered_domain HAVING count(*) >= {min_pages}
+WITH s AS (SELECT registered_domain, doc_id, sig FROM read_parquet({files})),
+big AS (SELECT registered_domain FROM s GROUP BY registered_domain HAVING count(*) >= {min_pages})
+SELECT registered_domain, doc_id, sig FROM s SEMI JOIN big USING (registered_domain)
+ORDER BY registered_domain, doc_id
 """
+
+
+def domain_pages(reader):
+    """(domain, [doc_id, ...], signatures as one uint32 row per page) per domain, from the sorted rows of
+    HOSTS_SQL in Arrow batches (a domain's pages may span batches)."""
+    current, doc_ids, sigs = None, [], []
+    for part in reader:
+        domains = part.column(0).to_pylist()
+        ids = part.column(1).to_pylist()
+        pages = part.column(2)
+        start = 0
+        for k in range(1, len(domains) + 1):
+            if k < len(domains) and domains[k] == domains[start]:
+                continue
+            if domains[start] != current:
+                if current is not None:
+                    yield current, doc_ids, np.concatenate(sigs)
+                current, doc_ids, sigs = domains[start], [], []
+            run = pages.slice(start, k - start)
+            doc_ids.extend(ids[start:k])
+            sigs.append(run.flatten().to_numpy(zero_copy_only=False).astype(np.uint32).reshape(k - start, -1))
+            start = k
+    if current is not None:
+        yield current, doc_ids, np.concatenate(sigs)
 
 
 def _permutations(num_perm: int):
@@ -216,14 +245,14 @@ class DoorwayPages(provenance.CorpusDetector):
         opts = self.options
         with tempfile.TemporaryDirectory(prefix="doorway_pages-") as own_scratch:
             con = duckdb.connect(config={"temp_directory": corpus.scratch_dir or own_scratch,
-                                         "threads": os.cpu_count() or 1})
+                                         "threads": os.cpu_count() or 1, "memory_limit": f"{DUCKDB_MEMORY_MB}MB"})
             try:
                 groups = []  # (domain, [doc_id, ...], {doc_id: number of band collisions}, signatures)
                 reader = con.sql(HOSTS_SQL.format(files=sql_list(corpus.state_files),
-                                                  min_pages=opts["min_pages"])).to_arrow_reader(HOSTS_PER_PART)
-                for part in reader:
-                    for domain, doc_ids, sigs in zip(*(part.column(i).to_pylist() for i in range(3))):
-                        groups.extend((domain, *found) for found in self._candidates(doc_ids, sigs))
+                                                  min_pages=opts["min_pages"])).to_arrow_reader(PAGES_PER_PART)
+                # the signatures stay numpy (as Python lists, 32 ints a page, 1,000 domains took 1.6 GB at 1M)
+                for domain, doc_ids, sigs in domain_pages(reader):
+                    groups.extend((domain, *found) for found in self._candidates(doc_ids, sigs))
                 # the texts of candidate pages only, a chunk of groups at a time: memory bounded by the chunk
                 chunk, size = [], 0
                 for group in groups + [None]:
@@ -260,10 +289,10 @@ class DoorwayPages(provenance.CorpusDetector):
                 tagged = set(found.column("doc_id").to_pylist())
                 remaining = np.array([i for i in remaining[1:] if doc_ids[i] not in tagged], dtype=int)
 
-    def _candidates(self, doc_ids, sigs):
+    def _candidates(self, doc_ids, sigs: np.ndarray):
         """Groups of ``min_pages``+ pages of one domain joined by a shared signature band (union-find): their
-        doc_ids, band collisions and signatures."""
-        rows = len(sigs[0]) // self.options["bands"]
+        doc_ids, band collisions and signatures (``sigs``: one uint32 row per page)."""
+        rows = sigs.shape[1] // self.options["bands"]
         parent = list(range(len(doc_ids)))
 
         def root(i):
@@ -275,8 +304,9 @@ class DoorwayPages(provenance.CorpusDetector):
         collisions = Counter()
         for band in range(self.options["bands"]):
             seen = {}
-            for i, sig in enumerate(sigs):
-                key = tuple(sig[band * rows:(band + 1) * rows])
+            # each page's band as bytes: equal bytes, equal values
+            keys = np.ascontiguousarray(sigs[:, band * rows:(band + 1) * rows]).view(f"V{4 * rows}").ravel()
+            for i, key in enumerate(keys.tolist()):
                 j = seen.setdefault(key, i)
                 if j != i:
                     parent[root(i)] = root(j)
@@ -287,8 +317,7 @@ class DoorwayPages(provenance.CorpusDetector):
             members[root(i)].append(i)
         for group in members.values():
             if len(group) >= self.options["min_pages"]:
-                yield ([doc_ids[i] for i in group], [collisions[i] for i in group],
-                       np.array([sigs[i] for i in group], dtype=np.uint32))
+                yield [doc_ids[i] for i in group], [collisions[i] for i in group], sigs[group]
 
     def _verify(self, domain, doc_ids, texts):
         """The tags of the pages of ``doc_ids`` that fit the template of the first one (the central page), or

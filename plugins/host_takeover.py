@@ -42,6 +42,10 @@ PARKING_RE2 = ("(?i)(?:this domain (?:name )?(?:is|may be) for sale|buy this dom
                "parked free|this domain has (?:recently )?been registered|the domain name [^ ]+ is for sale|"
                "make an offer on this domain|inquire about this domain|related searches:)")
 
+# DuckDB's memory in finish, beyond which it spills to the scratch directory (unbounded: 80 percent of the
+# machine; the worker peaked at 1.7 GB at 1M documents, growing with the corpus)
+DUCKDB_MEMORY_MB = 512
+
 # The domain-days that can be a takeover, from the host table every corpus detector reads (CorpusState.host_days:
 # versions that replaced an earlier one, with their Server/IP changes), then this detector's own refinement over
 # its state rows of those domains only: a page counts as changed only when its masked text changed, parking pages.
@@ -130,7 +134,7 @@ class HostTakeover(provenance.CorpusDetector):
             **{k: self.options[k] for k in ("min_urls", "min_changed_share", "min_signal_share")})
         with tempfile.TemporaryDirectory(prefix="host_takeover-") as own_scratch:
             con = duckdb.connect(config={"temp_directory": corpus.scratch_dir or own_scratch,
-                                         "threads": os.cpu_count() or 1})
+                                         "threads": os.cpu_count() or 1, "memory_limit": f"{DUCKDB_MEMORY_MB}MB"})
             try:
                 corpus.host_days(con).create_view("host_days")
                 rows = con.sql(sql).to_arrow_table().to_pylist()

@@ -40,6 +40,10 @@ from provenance.detectors import DetectorError
 from provenance.plugins.content_drift import compare, masked_key
 from provenance.sql import captures_sql, sql_list, url_key_sql
 
+# DuckDB's memory in finish, beyond which it spills to the scratch directory (unbounded: 80 percent of the
+# machine; the worker peaked at 1.0 GB at 1M documents, growing with the corpus)
+DUCKDB_MEMORY_MB = 512
+
 TRANSIENT_SQL = """
 WITH s AS (SELECT DISTINCT ON (doc_id) * FROM read_parquet({state}) ORDER BY doc_id, fetched_at NULLS LAST),
 f AS ({fetches}),
@@ -115,7 +119,7 @@ class TransientEdit(provenance.CorpusDetector):
         sql = TRANSIENT_SQL.format(state=sql_list(corpus.state_files), fetches=fetches, url_key=url_key_sql("url"))
         with tempfile.TemporaryDirectory(prefix="transient_edit-") as own_scratch:
             con = duckdb.connect(config={"temp_directory": corpus.scratch_dir or own_scratch,
-                                         "threads": os.cpu_count() or 1})
+                                         "threads": os.cpu_count() or 1, "memory_limit": f"{DUCKDB_MEMORY_MB}MB"})
             try:
                 rows = con.sql(sql).to_arrow_table().to_pylist()
                 if not rows:

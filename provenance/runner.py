@@ -450,6 +450,9 @@ class TagSummary:
         return out
 
 
+PREVIOUS_MEMORY_MB = 512  # DuckDB's memory for ordering every capture by URL and time (PreviousLookup)
+
+
 class PreviousLookup:
     """Adds previous_* columns (the earlier version of the same URL) for detectors that need "previous".
 
@@ -459,7 +462,10 @@ class PreviousLookup:
     the order of import. previous_fetched_at is that version's last capture before this document appeared (not
     its stored fetched_at, which an older capture of the same bytes imported later leaves behind). Built once
     per run: DuckDB orders every capture and keeps, per document that has an earlier version, where that
-    version lives (file, row), in DuckDB's own memory (spilled to disk when large), not in Python. ``add`` then
+    version lives (file, row), in DuckDB's own memory, not in Python. That memory is bounded by ``memory_mb``
+    (PREVIOUS_MEMORY_MB): beyond it the ordering spills to ``spill_dir`` (a temporary directory when None,
+    deleted by ``close``). Unbounded, DuckDB takes up to 80% of the machine's memory before it spills: the
+    ordering of 1M documents (none of them with an earlier version) peaked at 1.4 GB. ``add`` then
     joins one batch: it reads from Parquet only the rows of that batch's earlier versions (DuckDB skips the row
     groups it does not need), so memory is bounded by the batch, not the corpus.
 
@@ -471,15 +477,22 @@ class PreviousLookup:
     COLUMNS = tuple((name, name.removeprefix("previous_")) for name in SPECIAL_NEEDS["previous"])
     PREVIOUS_DOC_ID = "__previous_doc_id"
 
-    def __init__(self, doc_paths, fetch_paths=(), filesystem=None):
+    def __init__(self, doc_paths, fetch_paths=(), filesystem=None, spill_dir=None, memory_mb: int = 0):
+        import tempfile
+
         import duckdb
 
-        from provenance.sql import captures_sql, sql_list, versions_sql
+        from provenance.sql import captures_sql, sql_list, sql_string, versions_sql
 
+        # a temporary directory when none is given: removed by close, or at exit (a Ray actor never closes it)
+        self._own = None if spill_dir else tempfile.TemporaryDirectory(prefix="provenance-previous-")
+        self._own_spill = self._own.name if self._own else None
         self.con = duckdb.connect()
         if filesystem is not None:  # paths are s3:// URIs of staged files (ray --stage): DuckDB reads them through it
             self.con.register_filesystem(filesystem)
         self.con.execute("SET preserve_insertion_order = false")
+        self.con.execute(f"SET temp_directory = {sql_string(str(spill_dir or self._own_spill))}")
+        self.con.execute(f"SET memory_limit = '{int(memory_mb or PREVIOUS_MEMORY_MB)}MB'")
         self._fields = schemas.load("documents").arrow
         paths = [str(p) for p in doc_paths]
         if not paths:
@@ -552,6 +565,8 @@ class PreviousLookup:
 
     def close(self) -> None:
         self.con.close()
+        if self._own is not None:
+            self._own.cleanup()
 
 
 def _iter_batches(path, columns: list[str], batch_size: int) -> Iterator[tuple[int, pa.RecordBatch]]:
@@ -757,6 +772,7 @@ class _TagPass:
                     worker.close()
             if self._previous is not None:
                 self._previous.close()
+                shutil.rmtree(self.store.root / "_tmp" / f"{self.run.run_id}-previous", ignore_errors=True)
         for name, s in stats.items():
             if s.status == "ok" and s.errors:
                 s.status = "partial"
@@ -813,7 +829,10 @@ class _TagPass:
     def _previous_lookup(self) -> PreviousLookup:
         """Built on first use: only a file read for a detector that needs "previous" pays for it."""
         if self._previous is None:
-            self._previous = PreviousLookup(self.snapshot.paths("documents"), self.snapshot.paths("fetches"))
+            spill = self.store.root / "_tmp" / f"{self.run.run_id}-previous"
+            spill.mkdir(parents=True, exist_ok=True)
+            self._previous = PreviousLookup(self.snapshot.paths("documents"), self.snapshot.paths("fetches"),
+                                            spill_dir=spill)
         return self._previous
 
     def _tag_file(self, entry: FileEntry) -> None:

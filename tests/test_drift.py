@@ -152,6 +152,37 @@ def test_previous_lookup_reads_only_the_batch_s_earlier_versions(tmp_path):
         assert row["previous_doc_id"] is None  # the stored column (the crawl's link) is left as it is
 
 
+def test_previous_lookup_is_bounded_and_spills_to_its_own_directory(tmp_path):
+    # DuckDB unbounded takes up to 80% of the machine before it spills (1.4 GB for 1M documents): the lookup
+    # sets a memory limit and a spill directory, and gives the same rows under a small limit as under the default
+    docs = [make_document(i, url=f"https://example.org/{i % 7}", text=prose(40 + i), fetched_at=f"20{10 + i}-01-01")
+            for i in range(14)]
+    store = make_store(tmp_path / "store", docs, rows_per_file=4)
+    paths = store.snapshot().paths("documents")
+    outputs = []
+    for memory_mb, spill in ((0, None), (64, tmp_path / "spill")):
+        if spill:
+            spill.mkdir()
+        lookup = PreviousLookup(paths, spill_dir=spill, memory_mb=memory_mb)
+        try:
+            limit, temp = lookup.con.execute("SELECT current_setting('memory_limit'), "
+                                             "current_setting('temp_directory')").fetchall()[0]
+            own = lookup._own_spill
+            assert (own is None) == (spill is not None) and temp == str(spill or own)
+            assert limit.endswith("MiB") and float(limit.split()[0]) <= (memory_mb or 512)
+            outputs.append(sorted((r["doc_id"], r["__previous_doc_id"], r["previous_text"])
+                                  for p in paths for _, b in _iter_batches(p, ["doc_id", "text"], 100)
+                                  for r in lookup.add(b).to_pylist()))
+        finally:
+            lookup.close()
+        assert own is None or not Path(own).exists()  # its own spill directory goes with it
+    assert outputs[0] == outputs[1]
+    assert sum(prev is not None for _, prev, _ in outputs[0]) == 7  # the second capture of each of 7 URLs
+    tags = run_detector(ContentDrift, Store.open(store.root))
+    assert tags.num_rows == 7  # every re-capture compared; the run's spill directory is gone afterwards
+    assert not list((store.root / "_tmp").glob("*-previous"))
+
+
 # ----- content_drift ----------------------------------------------------------------------------
 def _drift_store(tmp_path: Path):
     base = prose(30, 40)
