@@ -275,6 +275,27 @@ def _read_kind(snapshot, kind: str, where, order) -> pa.Table:
     return table.sort_by(order)
 
 
+def live_rows(store_dir: str | os.PathLike, kind: str) -> list[tuple]:
+    """Every live row of one kind (tags, state, errors) in a store, without the columns that name the run
+    (run_id, created_at), sorted: what two runs over the same input (two engines, say) must agree on."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from provenance.store import Store
+
+    paths = Store.open(store_dir).snapshot().paths(kind)
+    if not paths:
+        return []
+    rows = pa.concat_tables([pq.read_table(p) for p in paths], promote_options="permissive")
+    rows = rows.drop_columns([c for c in ("run_id", "created_at") if c in rows.column_names])
+    con = duckdb.connect()
+    try:
+        con.register("live_rows", rows)
+        return con.sql("SELECT * FROM live_rows ORDER BY ALL").fetchall()
+    finally:
+        con.close()
+
+
 def run_detectors(detectors: Iterable[type[Detector]], docs_or_store, options: dict | None = None, *,
                   isolation: str = "process", batch_size: int = 1000, time_budget: float = 60.0,
                   pm=None, settings: dict | None = None, raise_on_error: bool = True) -> TagResult:

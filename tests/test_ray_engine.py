@@ -10,14 +10,10 @@ import json
 import random
 import shutil
 
-import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from provenance import exitcodes
-from provenance.store import Store
-from provenance.testing import make_store
+from provenance.testing import live_rows, make_store
 from s3server import s3  # noqa: F401  (the fixture)
 
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
@@ -54,16 +50,6 @@ def corpus(n: int = 2000) -> list[dict]:
     return docs
 
 
-def live(store_dir, kind: str) -> list[tuple]:
-    """Every live row of one kind, without the columns that name the run (run_id, created_at), sorted."""
-    paths = Store.open(store_dir).snapshot().paths(kind)
-    if not paths:
-        return []
-    rows = pa.concat_tables([pq.read_table(p) for p in paths], promote_options="permissive")
-    rows = rows.drop_columns([c for c in ("run_id", "created_at") if c in rows.column_names])  # noqa: F841
-    return duckdb.sql("SELECT * FROM rows ORDER BY ALL").fetchall()
-
-
 @pytest.fixture(scope="module")
 def two_stores(tmp_path_factory):
     base = tmp_path_factory.mktemp("ray")
@@ -98,10 +84,10 @@ def test_ray_engine_tags_as_the_local_engine_does(cli, two_stores):
     assert engine["worker_pids"] and engine["driver_pid"] not in engine["worker_pids"]
     assert "engine" not in local_summary
 
-    tags = live(ray_store, "tags")
-    assert tags == live(local_store, "tags")
-    assert live(ray_store, "state") == live(local_store, "state")
-    assert live(ray_store, "errors") == live(local_store, "errors") == []
+    tags = live_rows(ray_store, "tags")
+    assert tags == live_rows(local_store, "tags")
+    assert live_rows(ray_store, "state") == live_rows(local_store, "state")
+    assert live_rows(ray_store, "errors") == live_rows(local_store, "errors") == []
     found = {(row[3], row[6]) for row in tags}  # (detector, tag)
     for expected in [("exact_duplicate", "exact_duplicate"), ("invisible_unicode", "unicode_tag_payload"),
                      ("prompt_injection", "prompt_injection"), ("hidden_content", "hidden_instructions")]:
@@ -151,10 +137,10 @@ def test_ray_engine_reads_staged_files_from_object_storage(cli, tmp_path, s3):  
     read = {path.removeprefix("/ray-stage/runs/") for path in s3.gets("/ray-stage/runs/")}
     assert set(doc_files) <= read, (doc_files, read)
 
-    tags = live(tmp_path / "ray", "tags")
-    assert tags == live(tmp_path / "local", "tags")
-    assert live(tmp_path / "ray", "state") == live(tmp_path / "local", "state")
-    assert live(tmp_path / "ray", "errors") == live(tmp_path / "local", "errors") == []
+    tags = live_rows(tmp_path / "ray", "tags")
+    assert tags == live_rows(tmp_path / "local", "tags")
+    assert live_rows(tmp_path / "ray", "state") == live_rows(tmp_path / "local", "state")
+    assert live_rows(tmp_path / "ray", "errors") == live_rows(tmp_path / "local", "errors") == []
     assert any(row[3] == "content_drift" for row in tags)  # the earlier versions were found through the stage
 
     # Staged files are immutable and uniquely named: a second run (another copy of the store) copies nothing.
