@@ -232,6 +232,8 @@ def main(argv=None) -> int:
     detectors = GROUPS.get(args.detectors) or [d for d in args.detectors.split(",") if d]
     engines = [e for e in args.engines.split(",") if e]
     results = []
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     for n in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix=f"scale-{n}-", dir=args.workdir) as tmp:
             print(f"size {n:,}: generating, then ingest, tag per detector per engine, store open, export", flush=True)
