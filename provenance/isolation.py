@@ -38,6 +38,8 @@ import time
 import traceback
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 from provenance.processes import die_with_parent
 from provenance.detectors import Detector, InvalidOutput, output_to_table, state_to_table
 
@@ -63,6 +65,9 @@ def _run_op(detector: Detector, op: str, payload):
     raise ValueError(f"unknown op {op!r}")
 
 
+FINISH_PART_ROWS = 100_000  # rows per part of a finish stream (and so at most per tag file it writes)
+
+
 def _finish_parts(detector: Detector, corpus):
     """The tables ``finish`` produces, one at a time (it may return one output, a list, or yield parts)."""
     out = detector.finish(corpus) if getattr(detector, "keeps_state", False) else detector.finish()
@@ -75,9 +80,24 @@ def _finish_parts(detector: Detector, corpus):
     else:
         parts = [out]
     for part in parts:
-        table = output_to_table(part, detector)
-        if table.num_rows:
-            yield table
+        # In slices: a worker sends each one through a pipe, and a copy of a whole large output (a million
+        # tags with their evidence) on top of what finish still holds can pass the worker's memory limit.
+        for batch in output_to_table(part, detector).to_batches(max_chunksize=FINISH_PART_ROWS):
+            if batch.num_rows:
+                yield pa.Table.from_batches([batch])
+
+
+def _to_wire(table: pa.Table) -> pa.Buffer:
+    """A table as Arrow IPC bytes: unlike pickle, which copies the whole buffers a slice points into, IPC
+    writes only the slice's rows."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def _from_wire(buffer: pa.Buffer) -> pa.Table:
+    return pa.ipc.open_stream(buffer).read_all()
 
 
 def _is_memory_error(exc: BaseException | None) -> bool:
@@ -258,7 +278,7 @@ def _send_finish_parts(conn, detector, corpus, memory_limit_mb: int) -> Reply:
     started = time.monotonic()
     try:
         for table in _finish_parts(detector, corpus):
-            conn.send(Reply(True, table, seconds=time.monotonic() - started))
+            conn.send(Reply(True, _to_wire(table), seconds=time.monotonic() - started))
             table = None
             started = time.monotonic()
         reply = Reply(True, _FINISH_DONE, seconds=time.monotonic() - started)
@@ -351,10 +371,11 @@ class ProcessWorker:
                                  "([tag] finish_budget_s); the detector was stopped")
             if reply.kind == "memory":
                 self.close()
-            if not reply.ok or reply.value == _FINISH_DONE:
+            if not reply.ok or isinstance(reply.value, str):  # a fault, or _FINISH_DONE (parts are bytes)
                 if not reply.ok:
                     yield reply
                 return
+            reply.value = _from_wire(reply.value)
             yield reply
 
     def close(self, kill: bool = False) -> None:

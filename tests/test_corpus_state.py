@@ -240,3 +240,25 @@ def test_the_export_manifest_counts_a_state_keeping_detector_once_finish_covers_
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     vetted = {d["detector"]: d for d in manifest["detectors"]}
     assert vetted["length_state"]["kept_documents_covered"] == 5 and vetted["length_state"]["covers_all_kept"]
+
+
+@pytest.mark.parametrize("isolation", ["process", "inline"])
+def test_a_large_finish_output_is_sent_and_stored_in_slices(tmp_path, monkeypatch, isolation):
+    from provenance import isolation as isolation_module
+
+    monkeypatch.setattr(isolation_module, "FINISH_PART_ROWS", 4)  # the forked worker inherits it
+    store = make_store(tmp_path / "store", _docs(9))
+    result = run_detectors([LengthState], store, isolation=isolation)  # finish returns one part of 9 rows
+    assert result.tags.num_rows == 9
+    files = [e for e in store.snapshot().entries("tags") if e.meta.get("detector") == "length_state"]
+    assert sorted(e.rows for e in files) == [1, 4, 4]
+
+
+def test_a_slice_goes_over_the_wire_without_the_rest_of_its_buffers():
+    from provenance.isolation import _from_wire, _to_wire
+
+    table = pa.table({"evidence": ["x" * 100] * 10_000})
+    part = table.slice(5_000, 100)
+    wire = _to_wire(part)
+    assert wire.size < 100 * 100 * 2  # about the slice's own bytes; pickle would copy all 1 MB
+    assert _from_wire(wire).equals(part)
