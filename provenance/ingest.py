@@ -173,7 +173,7 @@ def _parquet_source(path: Input):
     """What pyarrow opens: the local path, or a random-access object (only the byte ranges read are fetched)."""
     if objectstore.is_uri(path):
         with _object_errors():
-            return objectstore.open_parquet_source(path)
+            return objectstore.open_random_access(path)
     return path
 
 

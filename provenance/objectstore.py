@@ -240,16 +240,12 @@ class _RawInput(io.RawIOBase):
 
 def open_input(uri: str, buffer_size: int = READ_BUFFER) -> io.BufferedReader:
     """A seekable binary stream over the object: buffered ranged GETs, never the whole object in memory."""
-    fs, path = filesystem(uri)
-    try:
-        native = fs.open_input_file(path)
-    except Exception as exc:
-        raise failure(uri, exc) from None
+    native = open_random_access(uri)
     return io.BufferedReader(_RawInput(native, canonical(uri)), buffer_size=buffer_size)
 
 
-def open_parquet_source(uri: str):
-    """A pyarrow random-access file for ``pq.ParquetFile`` (Parquet reads only the byte ranges it needs)."""
+def open_random_access(uri: str):
+    """A pyarrow random-access file over the object (``pq.ParquetFile`` reads only the byte ranges it needs)."""
     fs, path = filesystem(uri)
     try:
         return fs.open_input_file(path)

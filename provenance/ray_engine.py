@@ -100,7 +100,7 @@ def check_stage(stage: str) -> None:
 def _read_rows(path: str, columns: list[str], start: int, end: int, stage_query: str = "") -> pa.RecordBatch:
     """Rows [start, end) of a document file, only ``columns``: just the row groups that hold them. ``path``: a
     local path, or the s3:// URI of a staged copy (``stage_query``: the stage's endpoint parameters)."""
-    source = objectstore.open_parquet_source(path + stage_query) if objectstore.is_uri(path) else path
+    source = objectstore.open_random_access(path + stage_query) if objectstore.is_uri(path) else path
     pf = pq.ParquetFile(source)
     groups, offset, first = [], 0, None
     for i in range(pf.metadata.num_row_groups):
