@@ -20,9 +20,7 @@ many tails and carriers share it, whether this document has a tail, and the trig
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -96,31 +94,24 @@ class BackdoorTrigger(provenance.CorpusDetector):
     def finish(self, corpus):
         if not corpus.state_files:
             return
-        import duckdb
-
-        with tempfile.TemporaryDirectory(prefix="backdoor_trigger-") as own_scratch:
-            con = duckdb.connect(config={"temp_directory": corpus.scratch_dir or own_scratch,
-                                         "threads": os.cpu_count() or 1})
-            try:
-                candidates = con.execute(CANDIDATES_SQL.format(files=sql_list(corpus.state_files),
-                                                               min_docs=self.options["min_docs"])).fetchall()
-                if not candidates:
-                    return
-                tagged: set[str] = set()
-                for token, n_tails in sorted(candidates, key=lambda c: (-c[1], c[0])):
-                    carriers = con.execute(CARRIERS_SQL.format(
-                        state_files=sql_list(corpus.state_files), doc_files=sql_list(corpus.doc_files),
-                        pattern=sql_string(token_pattern(token)), token=sql_string(token))).fetchall()
-                    with_tail = sum(has_tail for _, _, has_tail in carriers)
-                    # a common word: most documents holding it have no tail; a trigger rides with its tails
-                    if not carriers or with_tail / len(carriers) < self.options["min_tail_share"]:
-                        continue
-                    fresh = [c for c in carriers if c[0] not in tagged]  # one tag per document, first trigger
-                    tagged.update(c[0] for c in fresh)
-                    if fresh:
-                        yield self._tag_carriers(token, n_tails, len(carriers), fresh)
-            finally:
-                con.close()
+        with corpus.connect() as con:
+            candidates = con.execute(CANDIDATES_SQL.format(files=sql_list(corpus.state_files),
+                                                           min_docs=self.options["min_docs"])).fetchall()
+            if not candidates:
+                return
+            tagged: set[str] = set()
+            for token, n_tails in sorted(candidates, key=lambda c: (-c[1], c[0])):
+                carriers = con.execute(CARRIERS_SQL.format(
+                    state_files=sql_list(corpus.state_files), doc_files=sql_list(corpus.doc_files),
+                    pattern=sql_string(token_pattern(token)), token=sql_string(token))).fetchall()
+                with_tail = sum(has_tail for _, _, has_tail in carriers)
+                # a common word: most documents holding it have no tail; a trigger rides with its tails
+                if not carriers or with_tail / len(carriers) < self.options["min_tail_share"]:
+                    continue
+                fresh = [c for c in carriers if c[0] not in tagged]  # one tag per document, first trigger
+                tagged.update(c[0] for c in fresh)
+                if fresh:
+                    yield self._tag_carriers(token, n_tails, len(carriers), fresh)
 
     def _tag_carriers(self, token, n_tails, n_carriers, carriers) -> pa.Table:
         evidence = [{"trigger": {"field": "text", "start": start, "end": start + len(token), "text": token},

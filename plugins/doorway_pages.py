@@ -34,9 +34,7 @@ run, not in short slots; the same wire story on many hosts is one page per host.
 from __future__ import annotations
 
 import difflib
-import os
 import re
-import tempfile
 import zlib
 from collections import Counter, defaultdict
 
@@ -240,34 +238,27 @@ class DoorwayPages(provenance.CorpusDetector):
     def finish(self, corpus):
         if not corpus.state_files:
             return
-        import duckdb
-
         opts = self.options
-        with tempfile.TemporaryDirectory(prefix="doorway_pages-") as own_scratch:
-            con = duckdb.connect(config={"temp_directory": corpus.scratch_dir or own_scratch,
-                                         "threads": os.cpu_count() or 1, "memory_limit": f"{DUCKDB_MEMORY_MB}MB"})
-            try:
-                groups = []  # (domain, [doc_id, ...], {doc_id: number of band collisions}, signatures)
-                reader = con.sql(HOSTS_SQL.format(files=sql_list(corpus.state_files),
-                                                  min_pages=opts["min_pages"])).to_arrow_reader(PAGES_PER_PART)
-                # the signatures stay numpy (as Python lists, 32 ints a page, 1,000 domains took 1.6 GB at 1M)
-                for domain, doc_ids, sigs in domain_pages(reader):
-                    groups.extend((domain, *found) for found in self._candidates(doc_ids, sigs))
-                # the texts of candidate pages only, a chunk of groups at a time: memory bounded by the chunk
-                chunk, size = [], 0
-                for group in groups + [None]:
-                    if group is not None:
-                        chunk.append(group)
-                        size += len(group[1])
-                    if chunk and (group is None or size >= TEXTS_PER_CHUNK):
-                        con.register("wanted", pa.table({"doc_id": [d for _, g, _, _ in chunk for d in g]}))
-                        texts = dict(con.execute(f"SELECT doc_id, text FROM read_parquet({sql_list(corpus.doc_files)}) "
-                                                 "WHERE doc_id IN (SELECT doc_id FROM wanted)").fetchall())
-                        for domain, doc_ids, collisions, sigs in chunk:
-                            yield from self._templates(domain, doc_ids, collisions, sigs, texts)
-                        chunk, size = [], 0
-            finally:
-                con.close()
+        with corpus.connect(DUCKDB_MEMORY_MB) as con:
+            groups = []  # (domain, [doc_id, ...], {doc_id: number of band collisions}, signatures)
+            reader = con.sql(HOSTS_SQL.format(files=sql_list(corpus.state_files),
+                                              min_pages=opts["min_pages"])).to_arrow_reader(PAGES_PER_PART)
+            # the signatures stay numpy (as Python lists, 32 ints a page, 1,000 domains took 1.6 GB at 1M)
+            for domain, doc_ids, sigs in domain_pages(reader):
+                groups.extend((domain, *found) for found in self._candidates(doc_ids, sigs))
+            # the texts of candidate pages only, a chunk of groups at a time: memory bounded by the chunk
+            chunk, size = [], 0
+            for group in groups + [None]:
+                if group is not None:
+                    chunk.append(group)
+                    size += len(group[1])
+                if chunk and (group is None or size >= TEXTS_PER_CHUNK):
+                    con.register("wanted", pa.table({"doc_id": [d for _, g, _, _ in chunk for d in g]}))
+                    texts = dict(con.execute(f"SELECT doc_id, text FROM read_parquet({sql_list(corpus.doc_files)}) "
+                                             "WHERE doc_id IN (SELECT doc_id FROM wanted)").fetchall())
+                    for domain, doc_ids, collisions, sigs in chunk:
+                        yield from self._templates(domain, doc_ids, collisions, sigs, texts)
+                    chunk, size = [], 0
 
     def _templates(self, domain, doc_ids, collisions, sigs, texts):
         """The tags of every template found in one candidate group."""

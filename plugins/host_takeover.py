@@ -26,8 +26,6 @@ a takeover looks like from outside, and the evidence shows a reviewer which one 
 
 from __future__ import annotations
 
-import os
-import tempfile
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -124,22 +122,15 @@ class HostTakeover(provenance.CorpusDetector):
     def finish(self, corpus):
         if not corpus.state_files:
             return
-        import duckdb
-
         sql = TAKEOVER_SQL.format(
             files=sql_list(corpus.state_files),
             versions=versions_sql("s", ("registered_domain", "server", "resolved_ip", "parked", "masked"),
                                   captures_sql(f"read_parquet({sql_list(corpus.fetch_files)}, union_by_name = true)")
                                   if corpus.fetch_files else None),
             **{k: self.options[k] for k in ("min_urls", "min_changed_share", "min_signal_share")})
-        with tempfile.TemporaryDirectory(prefix="host_takeover-") as own_scratch:
-            con = duckdb.connect(config={"temp_directory": corpus.scratch_dir or own_scratch,
-                                         "threads": os.cpu_count() or 1, "memory_limit": f"{DUCKDB_MEMORY_MB}MB"})
-            try:
-                corpus.host_days(con).create_view("host_days")
-                rows = con.sql(sql).to_arrow_table().to_pylist()
-            finally:
-                con.close()
+        with corpus.connect(DUCKDB_MEMORY_MB) as con:
+            corpus.host_days(con).create_view("host_days")
+            rows = con.sql(sql).to_arrow_table().to_pylist()
         if not rows:
             return
         scores, evidence = [], []  # a takeover's pages: far fewer rows than the corpus, one part is enough

@@ -31,8 +31,6 @@ depend on any option. New fetches rows re-run it too (a re-capture adds no docum
 
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import datetime, timezone
 
 import pyarrow as pa
@@ -141,29 +139,21 @@ class ProvenanceTier(provenance.CorpusDetector):
     def finish(self, corpus):
         if not corpus.state_files:
             return
-        import duckdb
-
         cutoff = parse_cutoff(self.options["cutoff"])
         cutoff_us = int(cutoff.timestamp()) * 1_000_000 + cutoff.microsecond
-        with tempfile.TemporaryDirectory(prefix="provenance_tier-") as own_scratch:
-            scratch = corpus.scratch_dir or own_scratch
-            con = duckdb.connect(config={"temp_directory": scratch, "threads": os.cpu_count() or 1,
-                                         "memory_limit": f"{DUCKDB_MEMORY_MB}MB"})
-            try:
-                sql = TIER_SQL.format(files=sql_list(corpus.state_files),
-                                      fetches=fetch_captures_sql(con, corpus.fetch_files),
-                                      sources=", ".join(sql_string(s) for s in self.options["sources"]),
-                                      cutoff_us=cutoff_us,
-                                      cutoff_iso=sql_string(cutoff.strftime("%Y-%m-%dT%H:%M:%SZ")))
-                reader = con.sql(sql).to_arrow_reader(PART_ROWS)
-                for part in reader:
-                    if part.num_rows:
-                        # score 0: an age is no suspicion, so provenance_score stays what integrity
-                                        # mismatches and other provenance flags make it
-                        yield self.tags(part.column("doc_id"), part.column("tag"), score=0.0,
-                                        evidence=part.column("evidence"))
-            finally:
-                con.close()
+        with corpus.connect(DUCKDB_MEMORY_MB) as con:
+            sql = TIER_SQL.format(files=sql_list(corpus.state_files),
+                                  fetches=fetch_captures_sql(con, corpus.fetch_files),
+                                  sources=", ".join(sql_string(s) for s in self.options["sources"]),
+                                  cutoff_us=cutoff_us,
+                                  cutoff_iso=sql_string(cutoff.strftime("%Y-%m-%dT%H:%M:%SZ")))
+            reader = con.sql(sql).to_arrow_reader(PART_ROWS)
+            for part in reader:
+                if part.num_rows:
+                    # score 0: an age is no suspicion, so provenance_score stays what integrity
+                    # mismatches and other provenance flags make it
+                    yield self.tags(part.column("doc_id"), part.column("tag"), score=0.0,
+                                    evidence=part.column("evidence"))
 
 
 @provenance.hookimpl

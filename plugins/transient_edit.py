@@ -30,8 +30,6 @@ to five ``spans`` (``text``: what the edit added, ``previous_text``: what it too
 
 from __future__ import annotations
 
-import os
-import tempfile
 
 import pyarrow as pa
 
@@ -112,26 +110,19 @@ class TransientEdit(provenance.CorpusDetector):
     def finish(self, corpus):
         if not corpus.state_files:
             return
-        import duckdb
-
         fetches = (captures_sql(f"read_parquet({sql_list(corpus.fetch_files)}, union_by_name = true)")
                    if corpus.fetch_files else "SELECT NULL::VARCHAR AS doc_id, NULL::TIMESTAMPTZ AS fetched_at LIMIT 0")
         sql = TRANSIENT_SQL.format(state=sql_list(corpus.state_files), fetches=fetches, url_key=url_key_sql("url"))
-        with tempfile.TemporaryDirectory(prefix="transient_edit-") as own_scratch:
-            con = duckdb.connect(config={"temp_directory": corpus.scratch_dir or own_scratch,
-                                         "threads": os.cpu_count() or 1, "memory_limit": f"{DUCKDB_MEMORY_MB}MB"})
-            try:
-                rows = con.sql(sql).to_arrow_table().to_pylist()
-                if not rows:
-                    return
-                # The texts of the tagged documents and of the versions before them, for the diff: few rows.
-                wanted = pa.table({"doc_id": sorted({r["doc_id"] for r in rows} | {r["previous_doc_id"] for r in rows})})
-                con.register("wanted", wanted)
-                texts = dict(con.sql(
-                    f"SELECT DISTINCT ON (doc_id) doc_id, text FROM read_parquet({sql_list(corpus.doc_files)}, "
-                    f"union_by_name = true) WHERE doc_id IN (SELECT doc_id FROM wanted)").fetchall())
-            finally:
-                con.close()
+        with corpus.connect(DUCKDB_MEMORY_MB) as con:
+            rows = con.sql(sql).to_arrow_table().to_pylist()
+            if not rows:
+                return
+            # The texts of the tagged documents and of the versions before them, for the diff: few rows.
+            wanted = pa.table({"doc_id": sorted({r["doc_id"] for r in rows} | {r["previous_doc_id"] for r in rows})})
+            con.register("wanted", wanted)
+            texts = dict(con.sql(
+                f"SELECT DISTINCT ON (doc_id) doc_id, text FROM read_parquet({sql_list(corpus.doc_files)}, "
+                f"union_by_name = true) WHERE doc_id IN (SELECT doc_id FROM wanted)").fetchall())
         opts = self.options
         scores, evidence = [], []
         for r in rows:

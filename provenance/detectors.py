@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -154,6 +157,9 @@ class CorpusState:
     scratch_dir      an empty directory for spill files (e.g. DuckDB's temp_directory), deleted after finish
     time_budget_s    what ``finish`` has, all parts together ([tag] finish_budget_s)
 
+    ``connect(memory_mb)`` gives a DuckDB connection for ``finish`` whose memory is bounded (it spills to
+    ``scratch_dir`` beyond it), so that a query over the whole corpus fits a worker at any corpus size.
+
     Host-level context, as DuckDB relations on a connection the detector opens (``.to_arrow_table()`` for
     Arrow): ``hosts(con)``, the ``hosts`` view (one row per registered domain), and ``host_days(con)``, one row per
     registered domain and capture day (what changed since the captures before: docs/PLUGINS.md). Both read
@@ -168,6 +174,27 @@ class CorpusState:
     references: dict[str, list[str]] = field(default_factory=dict)
     scratch_dir: str | None = None
     time_budget_s: float | None = None
+
+    @contextmanager
+    def connect(self, memory_mb: int = 512) -> Iterator:
+        """A DuckDB connection (closed on exit) that spills to ``scratch_dir`` (a temporary directory when there is
+        none) beyond ``memory_mb``, or beyond a third of what the worker may still allocate if that is less
+        (``[tag] worker_memory_mb``), with every CPU. Unbounded, DuckDB takes up to 80% of the machine's memory
+        before it spills, and a worker's memory limit stops it first."""
+        import duckdb
+
+        from provenance.isolation import memory_headroom_mb
+
+        headroom = memory_headroom_mb()
+        if headroom is not None:
+            memory_mb = max(16, min(memory_mb, headroom // 3))
+        with tempfile.TemporaryDirectory(prefix="provenance-finish-") as own_scratch:
+            con = duckdb.connect(config={"temp_directory": self.scratch_dir or own_scratch,
+                                         "memory_limit": f"{memory_mb}MB", "threads": os.cpu_count() or 1})
+            try:
+                yield con
+            finally:
+                con.close()
 
     def hosts(self, con):
         """The ``hosts`` view over this snapshot: a DuckDB relation on ``con`` (one row per registered domain)."""

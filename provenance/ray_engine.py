@@ -13,7 +13,7 @@ What runs where:
   rows, calls each detector in a worker from ``provenance.isolation`` (the same forked process as locally,
   so the per-call time budget, the memory limit and crash containment hold inside the Ray worker too),
   checks its output with ``runner.ranged_output`` and returns tags or state rows as Arrow IPC, or the fault.
-* Stateless corpus detectors (``exact_duplicate``) observe on the driver after the distributed phase: their
+* Stateless corpus detectors (none of the built-ins) observe on the driver after the distributed phase: their
   state lives in one instance's memory and the API has no way to merge two instances, so splitting their
   observe calls over actors would be unsound. Every corpus detector's ``finish`` runs on the driver, as
   locally; state-keeping ones read the state rows the cluster produced from disk.

@@ -552,31 +552,79 @@ def test_a_plugin_file_named_json_py_through_the_cli(cli, store, tmp_path):
     assert set(summary["detectors"]) == {"length", "hosts"}
 
 
-def test_exact_duplicate_groups_by_the_stored_hash_value_across_batches():
-    """exact_duplicate keeps each hash as four 64-bit words: 64 lower-case hex digits are decoded, any other value
-    (upper case, not hex) is hashed, so groups are exactly the equal text_sha256 values, across batches; the
-    earliest copy is kept, and evidence names the stored value."""
+def test_exact_duplicate_groups_by_the_stored_hash_value_across_state_files(tmp_path):
+    """exact_duplicate's state rows are grouped by the text_sha256 value as stored, so groups are exactly the equal
+    values (upper case, not hex, across state files); the earliest copy is kept, evidence names the stored value,
+    and min_chars applies in finish (the state holds every length)."""
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
+    from provenance.detectors import CorpusState
     from provenance.plugins.exact_duplicate import ExactDuplicate
     from provenance.testing import make_batch
 
     canonical = "ab" * 32
-    values = [canonical, "AB" * 32, "not-a-digest", canonical, "AB" * 32, "not-a-digest", "cd" * 32]
-    docs = [{"url": f"https://s{i}.org/", "text": f"text {i}", "fetched_at": f"2020-01-0{i + 1}T00:00:00Z"}
-            for i in range(len(values))]
+    values = [canonical, "AB" * 32, "not-a-digest", canonical, "AB" * 32, "not-a-digest", "cd" * 32, "ef" * 32,
+              "ef" * 32]
+    texts = [f"text {i}" for i in range(7)] + ["x", "y"]  # the last two: one character each
+    docs = [{"url": f"https://s{i}.org/", "text": text, "fetched_at": f"2020-01-0{i + 1}T00:00:00Z"}
+            for i, text in enumerate(texts)]
 
     def batch(rows, shas):
         b = make_batch(rows, ExactDuplicate.needs)
         return b.set_column(b.schema.get_field_index("text_sha256"), "text_sha256", pa.array(shas, pa.string()))
 
     detector = ExactDuplicate()
-    detector.observe(batch(docs[:3], values[:3]))
-    detector.observe(batch(docs[3:], values[3:]))
-    tags = detector.finish().to_pylist()
+    files = []
+    for i, (lo, hi) in enumerate(((0, 3), (3, 9))):
+        files.append(str(tmp_path / f"state-{i}.parquet"))
+        pq.write_table(detector.observe(batch(docs[lo:hi], values[lo:hi])), files[-1])
+
+    def found(options):
+        tags = list(ExactDuplicate(**options).finish(CorpusState(state_files=files, scratch_dir=str(tmp_path))))
+        return {t["doc_id"]: json.loads(t["evidence"]) for part in tags for t in part.to_pylist()}
+
     ids = [make_document(i, **d)["doc_id"] for i, d in enumerate(docs)]
-    found = {t["doc_id"]: json.loads(t["evidence"]) for t in tags}
-    assert set(found) == {ids[3], ids[4], ids[5]}
+    assert set(found({})) == {ids[3], ids[4], ids[5], ids[8]}
+    assert set(found({"min_chars": 2})) == {ids[3], ids[4], ids[5]}
     for copy, kept in ((3, 0), (4, 1), (5, 2)):
-        assert found[ids[copy]] == {"text_sha256": values[kept], "kept_doc_id": ids[kept], "group_size": 2,
-                                    "n_domains": 2}
+        assert found({})[ids[copy]] == {"text_sha256": values[kept], "kept_doc_id": ids[kept], "group_size": 2,
+                                        "n_domains": 2}
+
+
+def test_exact_duplicate_through_the_runner_keeps_the_earliest_of_each_group_and_is_incremental(tmp_path):
+    """Through the real runner, in batches that split the groups: every copy but the earliest (fetched_at, then
+    doc_id) of each text is tagged, with its group's size and domains; documents added later are observed
+    alone and finish regroups everything."""
+    import random
+
+    from provenance.plugins.exact_duplicate import ExactDuplicate
+    from provenance.store import Store
+    from provenance.testing import make_store, run_detector
+
+    rng = random.Random(7)
+    docs = [{"url": f"https://s{rng.randrange(5)}.org/p{i}", "text": f"text number {rng.randrange(40)}",
+             "fetched_at": f"2021-0{rng.randrange(1, 10)}-1{rng.randrange(10)}T00:00:00Z"} for i in range(300)]
+
+    def expected(rows):
+        made = [make_document(i, **d) for i, d in enumerate(rows)]
+        groups = {}
+        for d in made:
+            groups.setdefault(d["text_sha256"], []).append(d)
+        want = {}
+        for members in groups.values():
+            members.sort(key=lambda d: (d["fetched_at"], d["doc_id"]))
+            for d in members[1:]:
+                want[d["doc_id"]] = {"kept_doc_id": members[0]["doc_id"], "group_size": len(members),
+                                     "n_domains": len({m["domain"] for m in members})}
+        return want
+
+    def got(store):
+        tags = run_detector(ExactDuplicate, store, batch_size=37).to_pylist()
+        return {t["doc_id"]: {k: v for k, v in json.loads(t["evidence"]).items() if k != "text_sha256"}
+                for t in tags}
+
+    store = make_store(tmp_path / "store", docs[:200])
+    assert got(store) == expected(docs[:200])
+    make_store(tmp_path / "store", docs[200:])  # a second ingest into the same store
+    assert got(Store.open(tmp_path / "store")) == expected(docs)
