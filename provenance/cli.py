@@ -193,7 +193,7 @@ def reference():
 
 @reference.command("add")
 @click.argument("name")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
 @store_option
 @click.option("--text-field", default="text", show_default=True, help="The field (column) holding the text.")
 @click.option("--id-field", default="id", show_default=True,
@@ -202,6 +202,7 @@ def reference():
 def reference_add(name, paths, store_dir, config_file, text_field, id_field):
     """Add reference set NAME from JSONL or Parquet files (or directories), replacing its earlier version.
 
+    A path may be an object in a bucket, s3://BUCKET/KEY, a prefix or a glob, as for ingest.
     NAME: lower-case letters, digits, '_', '.', '-'. Records without a text
     string are reported with file and line; the others are kept. Adding the
     same texts again stores nothing.

@@ -169,7 +169,7 @@ def is_string_type(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or str(t) == "string_view"
 
 
-def _parquet_source(path: Input):
+def parquet_source(path: Input):
     """What pyarrow opens: the local path, or a random-access object (only the byte ranges read are fetched)."""
     if objectstore.is_uri(path):
         with _object_errors():
@@ -183,7 +183,7 @@ def check_parquet_columns(path: Input) -> None:
     Reads only the footer. Raises IngestError naming the file, the column and what it must be.
     """
     try:
-        schema = pq.read_schema(_parquet_source(path))
+        schema = pq.read_schema(parquet_source(path))
     except IngestError:
         raise
     except Exception as exc:
@@ -211,7 +211,7 @@ def iter_parquet(path: Input) -> Iterator[tuple[int, dict | None, str | None]]:
 def iter_parquet_rows(path: Input, columns: list[str] | None = None) -> Iterator[tuple[int, dict | None, str | None]]:
     """(row number, record, problem) per row, like iter_jsonl; ``columns`` only (default all), unchecked."""
     try:
-        pf = pq.ParquetFile(_parquet_source(path))
+        pf = pq.ParquetFile(parquet_source(path))
     except IngestError:
         raise
     except Exception as exc:

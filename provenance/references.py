@@ -28,9 +28,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from provenance import exitcodes
-from provenance.ingest import (InputProblem, detect_format, expand_inputs, is_string_type, iter_jsonl,
-                               iter_parquet_rows, json_type_name)
+from provenance import exitcodes, objectstore
+from provenance.ingest import (Input, InputProblem, detect_format, expand_inputs, is_string_type, iter_jsonl,
+                               iter_parquet_rows, json_type_name, parquet_source)
 from provenance.store import FileEntry, Snapshot, Store
 
 KIND = "references"
@@ -91,21 +91,22 @@ def _unknown(name: str, snapshot: Snapshot) -> ReferenceSetError:
 
 
 # ----- adding -------------------------------------------------------------------------------------
-def _check_inputs(paths: list[Path], text_field: str) -> list[Path]:
-    """The files to read; refuses, before the lock, what cannot give reference texts at all."""
-    files, _skipped = expand_inputs([Path(p) for p in paths])
+def _check_inputs(paths: list[Input], text_field: str) -> list[Input]:
+    """The files to read (local paths, or objects: s3://BUCKET/KEY, a prefix or a glob); refuses, before the lock,
+    what cannot give reference texts at all."""
+    files, _skipped = expand_inputs([p if objectstore.is_uri(p) else Path(p) for p in paths])
     for f in files:
-        fmt = detect_format(f)
+        fmt, where = detect_format(f), objectstore.label(f)
         if fmt not in ("jsonl", "parquet"):
-            raise ReferenceSetError(f"{f}: reference texts are read from .jsonl[.gz] or .parquet files, not {fmt}")
+            raise ReferenceSetError(f"{where}: reference texts are read from .jsonl[.gz] or .parquet files, not {fmt}")
         if fmt == "parquet":
             try:
-                columns = {c.name: c.type for c in pq.read_schema(f)}
+                columns = {c.name: c.type for c in pq.read_schema(parquet_source(f))}
             except Exception as exc:
-                raise ReferenceSetError(f"{f}: not a readable Parquet file: {exc}") from None
+                raise ReferenceSetError(f"{where}: not a readable Parquet file: {exc}") from None
             if text_field not in columns or not is_string_type(columns[text_field]):
                 found = f"is of type {columns[text_field]}" if text_field in columns else "is missing"
-                raise ReferenceSetError(f"{f}: Parquet column {text_field!r} {found} (columns: "
+                raise ReferenceSetError(f"{where}: Parquet column {text_field!r} {found} (columns: "
                                         f"{', '.join(columns) or 'none'}); reference texts need a string column "
                                         f"(--text-field names another)")
     return files
@@ -138,15 +139,15 @@ def _record_row(record, text_field: str, id_field: str, default_id: str) -> tupl
     return ref_id, text, hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _read(path: Path, text_field: str, id_field: str):
+def _read(path: Input, text_field: str, id_field: str):
     """(where word, rows) of one input: ``iter_jsonl`` or ``iter_parquet_rows`` of the two fields only."""
     if detect_format(path) == "jsonl":
         return "line", iter_jsonl(path)
-    names = pq.read_schema(path).names
+    names = pq.read_schema(parquet_source(path)).names
     return "row", iter_parquet_rows(path, columns=[c for c in dict.fromkeys((text_field, id_field)) if c in names])
 
 
-def add_reference(store: Store, name: str, paths: list[Path], *, text_field: str = "text", id_field: str = "id",
+def add_reference(store: Store, name: str, paths: list[Input], *, text_field: str = "text", id_field: str = "id",
                   chunk_rows: int = CHUNK_ROWS, on_record: Callable[[], None] | None = None) -> dict:
     """Add (or replace) reference set ``name`` with the texts of ``paths``; a summary dict.
 
@@ -156,7 +157,8 @@ def add_reference(store: Store, name: str, paths: list[Path], *, text_field: str
     """
     check_name(name)
     files = _check_inputs(paths, text_field)
-    config = {"action": "add", "reference": name, "inputs": [str(p) for p in paths], "text_field": text_field,
+    config = {"action": "add", "reference": name, "inputs": [objectstore.label(p) for p in paths],
+              "text_field": text_field,
               "id_field": id_field}
     with store.run("reference", config=config, serial="reference") as run:  # two versions of one set must not race
         added_at = run.started_at
@@ -165,7 +167,8 @@ def add_reference(store: Store, name: str, paths: list[Path], *, text_field: str
         written: list[FileEntry] = []
         rows: list[dict] = []
         pending_bytes = 0
-        summary = {"reference": name, "run_id": run.run_id, "inputs": [str(f) for f in files], "records": 0,
+        summary = {"reference": name, "run_id": run.run_id, "inputs": [objectstore.label(f) for f in files],
+                   "records": 0,
                    "texts": 0, "problems": 0, "first_problems": []}
 
         def problem(p: InputProblem) -> None:
@@ -182,6 +185,7 @@ def add_reference(store: Store, name: str, paths: list[Path], *, text_field: str
         try:
             for path in files:
                 where_word, reader = _read(path, text_field, id_field)
+                label = objectstore.label(path)
                 texts_before, first_problem = summary["texts"], None
                 for number, record, error in reader:
                     if on_record:
@@ -191,23 +195,23 @@ def add_reference(store: Store, name: str, paths: list[Path], *, text_field: str
                         summary["records"] += 1
                         try:
                             ref_id, text, text_sha = _record_row(record, text_field, id_field,
-                                                                 f"{path.name}:{number}")
+                                                                 f"{objectstore.name_of(path)}:{number}")
                         except ValueError as exc:
                             error = str(exc)
                     if error is not None:
-                        problem(InputProblem(str(path), where, error))
+                        problem(InputProblem(label, where, error))
                         first_problem = first_problem or f"{where}: {error}"
                         continue
                     digest.update(json.dumps([ref_id, text_sha]).encode() + b"\n")
                     rows.append({"reference": name, "ref_id": ref_id, "text": text, "text_sha256": text_sha,
-                                 "source_file": str(path), "source_line": number, "added_at": added_at})
+                                 "source_file": label, "source_line": number, "added_at": added_at})
                     summary["texts"] += 1
                     pending_bytes += len(text)
                     if len(rows) >= chunk_rows or pending_bytes >= CHUNK_BYTES:
                         flush()
                 if summary["texts"] == texts_before:
                     why = f"the first bad one: {first_problem}" if first_problem else "the file holds no records"
-                    raise ReferenceSetError(f"{path}: no usable records ({why}); each record needs a non-empty "
+                    raise ReferenceSetError(f"{label}: no usable records ({why}); each record needs a non-empty "
                                             f"string {text_field!r} (--text-field names another field); "
                                             f"nothing was stored")
             flush()

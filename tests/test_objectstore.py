@@ -126,6 +126,55 @@ def test_object_store_mistakes_are_one_line(s3, cli, tmp_path, uri, code, words)
         assert word in lines[0], lines[0]
 
 
+def test_reference_add_from_a_bucket_equals_the_local_add(s3, cli, tmp_path):  # noqa: F811
+    """`reference add NAME s3://BUCKET/PREFIX/` (JSONL and Parquet) stores the same set as the same files added
+    from disk: the same texts, ids and content hash, with the objects' URIs as source files."""
+    s3.bucket("refs-x")
+    records = [{"id": f"r{i}", "text": f"Reference text number {i} about rivers."} for i in range(40)]
+    local = tmp_path / "refs"
+    local.mkdir()
+    (local / "a.jsonl").write_bytes(jsonl(records[:25]))
+    pq.write_table(pa.Table.from_pylist(records[25:]), local / "b.parquet")
+    for f in ("a.jsonl", "b.parquet"):
+        s3.put(f"refs-x/set/{f}", (local / f).read_bytes())
+
+    def added(store, source):
+        proc = cli("reference", "add", "rivers", source, "--store", store, env=s3.env)
+        assert proc.returncode == 0, proc.stderr
+        snapshot = Store.open(store).snapshot()
+        rows = pa.concat_tables(pq.read_table(p) for p in snapshot.paths("references")).to_pylist()
+        return sorted((r["ref_id"], r["text"], r["source_file"]) for r in rows), \
+            {e.meta["content_sha256"] for e in snapshot.entries("references")}
+
+    from_bucket, bucket_hash = added(tmp_path / "s3store", "s3://refs-x/set/")
+    from_disk, disk_hash = added(tmp_path / "localstore", local)
+    assert bucket_hash == disk_hash and len(from_bucket) == 40
+    assert [r[:2] for r in from_bucket] == [r[:2] for r in from_disk]
+    assert {r[2] for r in from_bucket} == {"s3://refs-x/set/a.jsonl", "s3://refs-x/set/b.parquet"}
+
+
+def test_refused_credentials_are_one_line_and_store_nothing(s3, cli, tmp_path):  # noqa: F811
+    """With the server checking signatures (moto's IAM simulation: the test keys belong to no user), an ingest
+    and an export are refused with one line naming the URI and the credentials; nothing is stored."""
+    from moto.core.authorization import enable_iam_authentication
+    from pyarrow import fs as pafs
+
+    s3.bucket("crawl-auth")
+    s3.put("crawl-auth/a.jsonl", jsonl([{"url": "https://example.org/a", "text": "A page of words."}]))
+    (tmp_path / "a.jsonl").write_bytes(jsonl([{"url": "https://example.org/b", "text": "Another page."}]))
+    assert cli("ingest", tmp_path / "a.jsonl", "--store", tmp_path / "local").returncode == 0
+    with enable_iam_authentication():
+        refused = [cli("ingest", "s3://crawl-auth/a.jsonl", "--store", tmp_path / "s", env=s3.env),
+                   cli("export", "--store", tmp_path / "local", "--out", "s3://crawl-auth/out", env=s3.env)]
+    for proc, uri in zip(refused, ("s3://crawl-auth/a.jsonl", "s3://crawl-auth/out")):
+        assert proc.returncode == exitcodes.FAILURE, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("provenance: error: "), proc.stderr
+        assert uri in lines[0] and "ACCESS_DENIED" in lines[0] and "AWS_ACCESS_KEY_ID" in lines[0], lines[0]
+    assert not (tmp_path / "s").exists() or not Store.open(tmp_path / "s").snapshot().paths("documents")
+    assert not s3.filesystem().get_file_info(pafs.FileSelector("crawl-auth/out", allow_not_found=True))
+
+
 def test_export_to_a_bucket_writes_the_clean_set_and_its_manifest(s3, cli, tmp_path):  # noqa: F811
     import hashlib
 
