@@ -17,10 +17,10 @@ dataset it scores); the README says so next to the figures.
    ``reference_threshold``.
 2. *Through the real pipeline.* The rest is ingested into a temporary store, the LLM reference is added as
    reference set ``llm``, and ``llm_ngram``, ``llm_markers`` and ``near_duplicate`` (``known_llm_text``) run
-   through the runner twice: as shipped, and with ``llm_ngram`` tagging every document (``min_score`` 0) so
-   that ``doc_flags.llm_score`` ranks all of them. Each detector's score is its tag's score (0 untagged);
-   the ensemble is ``llm_score`` as the view computes it. "@thr" is a detector's own tag as shipped (the
-   ensemble's: any ``llm`` tag).
+   through the runner once, as shipped. Each detector's score is its tag's score (0 untagged; ``llm_ngram``
+   scores every document of ``min_tokens`` or more, with ``llm_estimate`` under ``min_score``); the ensemble is
+   ``llm_score`` as the view computes it. "@thr" is a detector's flagging tag (``llm_generated``,
+   ``llm_marker``, ``known_llm_text``; the ensemble's: any of them).
 3. Printed: per dataset (and macro) and per generator AUROC, TPR at 1% FPR, FPR/TPR at the shipped
    threshold; threshold transfer (the shipped threshold's FPR on each dataset's human texts against each
    dataset's own 1%-FPR threshold); fairness (FPR on human student essays; target <= 3%); a calibration
@@ -77,34 +77,36 @@ def near_reference(texts: list[str], references: list[Path], threshold: float) -
 
 
 # ----- the pipeline -------------------------------------------------------------------------------------
-def pipeline_scores(texts: list[str], model: str, ngram_min_score: float | None) -> dict[str, np.ndarray]:
-    """Per text: each detector's tag score (0 when untagged) and doc_flags.llm_score (0 when null), from a tag
-    run of the real runner over a temporary store (``ngram_min_score`` None: llm_ngram as shipped)."""
+def pipeline_scores(texts: list[str], model: str) -> dict[str, np.ndarray]:
+    """Per text: each detector's tag score (0 when untagged) and whether it flagged (``<name> flag``), and
+    doc_flags.llm_score (0 when null) and whether any llm tag flagged (``ensemble flag``), from a tag run of the
+    real runner over a temporary store, every detector as shipped."""
     ngram = {"model": model} if model else {}
-    if ngram_min_score is not None:
-        ngram["min_score"] = ngram_min_score
     with tempfile.TemporaryDirectory() as tmp:
         store = ingest_records([{"url": f"https://labelled.example/{i}", "text": t, "row": i}
                                 for i, t in enumerate(texts)], Path(tmp))
         add_reference(store, "llm", [LLM_DATA])
         tag_with(store, ["llm_ngram", "llm_markers", "near_duplicate"], {"llm_ngram": ngram})
         con = provenance.connect(store)
-        rows = con.execute("""
+        which = {"llm_ngram": "t.detector = 'llm_ngram'", "llm_markers": "t.detector = 'llm_markers'",
+                 "known_llm_text": "t.tag = 'known_llm_text'"}
+        flags = "t.tag <> 'llm_estimate'"  # llm_ngram's score under its threshold flags nothing
+        rows = con.execute(f"""
             SELECT CAST(json_extract_string(d.metadata, '$.row') AS INTEGER) AS row,
-                   coalesce(f.llm_score, 0) AS llm_score,
-                   coalesce(max(t.score) FILTER (WHERE t.detector = 'llm_ngram'), 0),
-                   coalesce(max(t.score) FILTER (WHERE t.detector = 'llm_markers'), 0),
-                   coalesce(max(t.score) FILTER (WHERE t.tag = 'known_llm_text'), 0),
-                   f.llm_score IS NOT NULL
+                   coalesce(f.llm_score, 0),
+                   coalesce(bool_or({flags}), false),
+                   {", ".join(f"coalesce(max(t.score) FILTER (WHERE {w}), 0), "
+                              f"coalesce(bool_or({flags}) FILTER (WHERE {w}), false)" for w in which.values())}
             FROM documents d JOIN doc_flags f USING (doc_id)
             LEFT JOIN tags t ON t.doc_id = d.doc_id AND t.category = 'llm'
             GROUP BY ALL ORDER BY row""").fetchall()
     if len(rows) != len(texts):
         sys.exit(f"eval: {len(rows)} documents came back from the store for {len(texts)} texts")
     cols = list(zip(*rows))
-    return {"ensemble": np.array(cols[1], float), "llm_ngram": np.array(cols[2], float),
-            "llm_markers": np.array(cols[3], float), "known_llm_text": np.array(cols[4], float),
-            "ensemble_flag": np.array(cols[5], bool)}
+    out = {"ensemble": np.array(cols[1], float), "ensemble flag": np.array(cols[2], bool)}
+    for i, name in enumerate(which):
+        out[name], out[f"{name} flag"] = np.array(cols[3 + 2 * i], float), np.array(cols[4 + 2 * i], bool)
+    return out
 
 
 # ----- printing -----------------------------------------------------------------------------------------
@@ -179,13 +181,11 @@ def main(argv=None) -> int:
     domains = np.array([r["domain"] or "" for r in dev])
 
     t0 = time.perf_counter()
-    shipped = pipeline_scores(texts, model, None)
-    ranked = pipeline_scores(texts, model, 0.0)
-    print(f"two tag runs of the real runner over {len(texts)} documents: {time.perf_counter() - t0:.0f} s")
-    # a detector's score ranks; its decision is its tag as shipped (llm_ngram tags only at min_score)
-    views = {name: (ranked[name], shipped[name] > 0) for name in DETECTORS}
-    views["ensemble llm_score"] = (ranked["ensemble"], shipped["ensemble_flag"])
-    views["ensemble as shipped"] = (shipped["ensemble"], shipped["ensemble_flag"])
+    ranked = pipeline_scores(texts, model)
+    print(f"a tag run of the real runner over {len(texts)} documents: {time.perf_counter() - t0:.0f} s")
+    # a detector's score ranks; its decision is its flagging tag
+    views = {name: (ranked[name], ranked[f"{name} flag"]) for name in DETECTORS}
+    views["ensemble llm_score"] = (ranked["ensemble"], ranked["ensemble flag"])
 
     sets = sorted(set(datasets))
     summary = {}

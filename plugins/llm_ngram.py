@@ -19,19 +19,23 @@ sources unlike the references it is a weak signal (``eval/llm_detect.py``: macro
 ``centred_llr`` 0.740; ``eval/llm_ngram_ideas.py`` for what each idea gave and how much survives choosing
 among them inside each leave-one-out fold), not a verdict.
 
-Tags: ``llm_generated`` (category ``llm``) on documents of at least ``min_tokens`` tokens whose score is at
-least ``min_score``. Only those are tagged because any ``llm`` tag makes a document ``flagged`` in
-``doc_flags``: tagging every document would flag every document. The default 0.985 is chosen for v3's score
+Tags (category ``llm``), on documents of at least ``min_tokens`` tokens: ``llm_generated`` where the score is at
+least ``min_score`` (it flags the document), and, with ``estimates`` (the default), ``llm_estimate`` with the
+score where it is lower: a tag in ``provenance.sql.NOT_FLAG_TAGS``, so it never flags, but it fills
+``doc_flags.llm_score`` for every scored document and a team can rank by it and choose its own threshold (the
+human tier's ``llm_score < t``); without it only documents over ``min_score`` had a score. The default 0.985 is
+chosen for v3's score
 by a stated rule on labelled data: the lowest threshold that tags at most 1% of the human texts (pooled) and at
 most 3% of the human student essays (fairness); on the four dev datasets that is 0.9841, rounded up. Chosen
 without the dataset it is scored on (leave-one-dataset-out, ``eval/llm_signals.py``) the rule gives 0.980-0.987
 and tags 0.9% of the held-out human texts, none of the 626 student essays, and 2.5% of the LLM texts. The
 earlier default, 0.97, was chosen for v2's score; with v3's it tagged 2.5% of the human texts (v2: 1.3%).
-Evidence: ``statistic`` (its name) and its value; the parts the artifact computes, in nats per
+Evidence of ``llm_generated``: ``statistic`` (its name) and its value; the parts the artifact computes, in nats per
 token: ``centred_llr``, ``binoculars``, ``centred_std``, ``mean_llr``, ``expected_llr`` (centred_llr =
 mean_llr - expected_llr), ``log_ppl`` and ``cross_entropy`` (binoculars = -log_ppl / cross_entropy); ``z``
 (the mean of the per-token values behind the statistic, the centred LLR for combined, over its standard
-error: how sure its sign is), ``n_tokens`` and the artifact's sha256.
+error: how sure its sign is), ``n_tokens`` and the artifact's sha256. Of ``llm_estimate``, to keep a row per
+document small: ``statistic``, its value and ``n_tokens``.
 """
 
 from __future__ import annotations
@@ -65,10 +69,10 @@ def _artifact_path(option: str) -> str:
 
 class LlmNgram(provenance.Detector):
     name = "llm_ngram"
-    version = "3"  # 3: the shipped model scores combined (2: centred_llr, 1: mean_llr)
+    version = "4"  # 4: llm_estimate under min_score; 3: the shipped model scores combined (2: centred_llr, 1: mean_llr)
     category = "llm"
     needs = ("text",)
-    options = {"model": "", "min_tokens": 50, "min_score": 0.985}
+    options = {"model": "", "min_tokens": 50, "min_score": 0.985, "estimates": True}
 
     @classmethod
     def validate_options(cls, options):
@@ -97,7 +101,9 @@ class LlmNgram(provenance.Detector):
         stats = self.artifact.doc_stats(texts)
         n = stats["n_tokens"]
         score = self.artifact.score(stats["statistic"])
-        keep = np.flatnonzero((n >= self.options["min_tokens"]) & (score >= self.options["min_score"]))
+        scored = n >= self.options["min_tokens"]
+        over = scored & (score >= self.options["min_score"])
+        keep = np.flatnonzero(over | (scored & self.options["estimates"]))
         if len(keep) == 0:
             return None
         name = self.artifact.statistic
@@ -105,8 +111,11 @@ class LlmNgram(provenance.Detector):
                              "cross_entropy") if k in stats and k != name]
         evidence = [{"statistic": name, name: round(float(stats["statistic"][i]), 4),
                      **{k: round(float(stats[k][i]), 4) for k in parts}, "z": round(float(stats["z"][i]), 2),
-                     "n_tokens": int(n[i]), "model_sha256": self.artifact.sha256} for i in keep]
-        return self.tags(batch.column("doc_id").take(pa.array(keep)), "llm_generated",
+                     "n_tokens": int(n[i]), "model_sha256": self.artifact.sha256} if over[i] else
+                    {"statistic": name, name: round(float(stats["statistic"][i]), 4), "n_tokens": int(n[i])}
+                    for i in keep]
+        return self.tags(batch.column("doc_id").take(pa.array(keep)),
+                         ["llm_generated" if over[i] else "llm_estimate" for i in keep],
                          score=np.round(score[keep], 4), evidence=evidence)
 
 

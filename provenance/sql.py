@@ -77,8 +77,10 @@ SCORE_CATEGORIES = ("llm", "poison", "duplicate", "quality", "provenance")
 NOT_FLAG_CATEGORIES = ("consent", "language", "quality")
 # Single tags of a flagging category that describe too: when a text was first seen (plugins/provenance_tier.py)
 # is a fact about its age, while provenance:integrity_mismatch (a crawl's pinned sha256 broken) is a suspicion.
-# A minor edit since the earlier capture of a URL (plugins/content_drift.py) is the normal life of a page.
-NOT_FLAG_TAGS = ("provenance:first_seen_before_cutoff", "provenance:first_seen_after_cutoff", "poison:minor_edit")
+# A minor edit since the earlier capture of a URL (plugins/content_drift.py) is the normal life of a page. An
+# LLM detector's score under its threshold (plugins/llm_ngram.py) fills llm_score, to rank by, and flags nothing.
+NOT_FLAG_TAGS = ("provenance:first_seen_before_cutoff", "provenance:first_seen_after_cutoff", "poison:minor_edit",
+                 "llm:llm_estimate")
 # Categories whose score combines its detectors as independent evidence, 1 - prod(1 - score_d) over the
 # detectors d (each detector's own maximum), instead of the maximum: llm, whose detectors look at unrelated
 # things (n-gram statistics, chat-model artefacts, a copy of known LLM text, a causal LM) and score calibrated

@@ -92,7 +92,7 @@ def test_training_is_reproducible_byte_for_byte(tmp_path):
 
 def test_detector_tags_llm_text_only_in_the_real_runner(model):
     docs = [{"text": human_doc(0)}, {"text": llm_doc(1)}, {"text": "certainly ! here is a short one"}]
-    tags = run_detector(LlmNgram, docs, {"model": str(model), "min_score": 0.5})
+    tags = run_detector(LlmNgram, docs, {"model": str(model), "min_score": 0.5, "estimates": False})
     assert tags.num_rows == 1  # the human text scores low; the short LLM text is under min_tokens
     row = tags.to_pylist()[0]
     assert (row["category"], row["tag"]) == ("llm", "llm_generated")
@@ -102,6 +102,28 @@ def test_detector_tags_llm_text_only_in_the_real_runner(model):
     assert evidence["mean_llr"] > 0 and evidence["centred_llr"] == pytest.approx(
         evidence["mean_llr"] - evidence["expected_llr"], abs=2e-4)
     assert evidence["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+
+
+def test_estimates_fill_llm_score_for_every_scored_document_and_flag_nothing(model, tmp_path):
+    """Under min_score a scored document gets llm_estimate with its score: doc_flags.llm_score ranks every
+    document of min_tokens or more, while only llm_generated flags; a short text gets no score at all."""
+    import provenance
+    from provenance.testing import make_document, make_store
+
+    docs = [{"text": human_doc(0)}, {"text": llm_doc(1)}, {"text": "certainly ! here is a short one"}]
+    store = make_store(tmp_path / "store", docs)
+    tags = run_detector(LlmNgram, store, {"model": str(model), "min_score": 0.5}).to_pylist()
+    ids = [make_document(i, **d)["doc_id"] for i, d in enumerate(docs)]
+    by_doc = {t["doc_id"]: t for t in tags}
+    assert set(by_doc) == set(ids[:2])
+    assert by_doc[ids[0]]["tag"] == "llm_estimate" and by_doc[ids[0]]["score"] < 0.5
+    assert by_doc[ids[1]]["tag"] == "llm_generated" and by_doc[ids[1]]["score"] >= 0.5
+    assert set(json.loads(by_doc[ids[0]]["evidence"])) == {"statistic", "centred_llr", "n_tokens"}
+    flags = dict(((d, (f, s)) for d, f, s in provenance.connect(store).execute(
+        "SELECT doc_id, flagged, llm_score FROM doc_flags").fetchall()))
+    assert flags[ids[0]] == (False, by_doc[ids[0]]["score"])
+    assert flags[ids[1]] == (True, by_doc[ids[1]]["score"])
+    assert flags[ids[2]] == (False, None)
 
 
 def test_scores_order_human_below_llm(model):
