@@ -8,7 +8,8 @@ each stage a fresh process of the real CLI timed by /usr/bin/time (wall seconds,
 process, detector workers included):
 
 1. ``provenance ingest`` of the shards;
-2. ``provenance tag --plugins D`` for each detector D on its own (the cost of each), per engine: ``local``,
+2. ``provenance tag --plugins D`` for each detector D on its own (the cost of each; with ``--together`` one run
+   of them all, the cost and memory of a nightly job), per engine: ``local``,
    ``workers2`` (``--workers 2``), ``ray`` (``--engine ray``, a local Ray instance); each engine on its own
    copy of the ingested store;
 3. opening the store (a snapshot of the commit log), in-process, best of three;
@@ -20,7 +21,7 @@ stage is superlinear.
 
     .venv/bin/python bench/scale.py [--sizes 10000,100000] [--engines local,workers2,ray]
                                     [--detectors all|dup|corpus|perdoc|NAMES]
-                                    [--corpus-dir DIR [--generate-only]] [--no-export] [--merge]
+                                    [--corpus-dir DIR [--generate-only]] [--no-export] [--merge] [--together]
 """
 
 from __future__ import annotations
@@ -164,8 +165,12 @@ def run_size(n: int, engines: list[str], detectors: list[str], work: Path, args)
         else:
             shutil.copytree(base, store)
         flags = {"local": [], "workers2": ["--workers", "2"], "ray": ["--engine", "ray"]}[engine]
-        for d in detectors:
-            stage(result, f"tag {d} ({engine})", *timed(["tag", "--store", str(store), "--plugins", d, *flags]))
+        if args.together:  # one run of them all, as a nightly job runs them: the memory of the whole run
+            stage(result, f"tag {args.detectors} together ({engine})",
+                  *timed(["tag", "--store", str(store), "--plugins", ",".join(detectors), *flags]))
+        else:
+            for d in detectors:
+                stage(result, f"tag {d} ({engine})", *timed(["tag", "--store", str(store), "--plugins", d, *flags]))
     store = work / f"store-{engines[0]}" if engines else base
     result["stages"]["store open"] = {"seconds": open_seconds(store)}
     if args.no_export:
@@ -221,6 +226,8 @@ def main(argv=None) -> int:
     ap.add_argument("--merge", action="store_true", help="keep the figures already in --out that this run does "
                     "not measure again (other sizes, and other stages of the same size)")
     ap.add_argument("--no-export", action="store_true", help="skip the export stage")
+    ap.add_argument("--together", action="store_true",
+                    help="tag with all the detectors in one run (one stage) instead of each on its own")
     ap.add_argument("--generate-only", action="store_true",
                     help="only generate the corpora into --corpus-dir (untimed), to reuse in later runs")
     args = ap.parse_args(argv)
