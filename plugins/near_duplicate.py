@@ -79,7 +79,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import provenance
-from provenance.detectors import CorpusState, DetectorError
+from provenance.detectors import CorpusState, DetectorError, bounded_duckdb
 
 # Tokens: runs of letters and digits (any script), after lower-casing. RE2 syntax (Arrow's regex engine).
 WORD_SEPARATORS = r"[^\p{L}\p{N}]+"
@@ -471,20 +471,9 @@ def _sql_string(text: str) -> str:
 
 
 def duckdb_connection(scratch_dir: str, memory_limit_mb: int):
-    """A DuckDB connection that spills to ``scratch_dir`` beyond ``memory_limit_mb``, on every CPU.
-
-    Within a worker's memory limit ([tag] worker_memory_mb), DuckDB gets at most a third of what is left,
-    so the signatures read back after it still fit.
-    """
-    import duckdb
-
-    from provenance.isolation import memory_headroom_mb
-
-    headroom = memory_headroom_mb()
-    if headroom is not None:
-        memory_limit_mb = max(16, min(memory_limit_mb, headroom // 3))
-    return duckdb.connect(config={"temp_directory": scratch_dir, "memory_limit": f"{memory_limit_mb}MB",
-                                  "threads": os.cpu_count() or 1, "preserve_insertion_order": False})
+    """``provenance.detectors.bounded_duckdb`` (within a worker's memory limit DuckDB gets at most a third of what
+    is left, so the signatures read back after it still fit), with no insertion order to keep."""
+    return bounded_duckdb(scratch_dir, memory_limit_mb, preserve_insertion_order=False)
 
 
 VERIFY_BLOCK_BYTES = 64 * 1024 * 1024  # candidates' signatures (or shingle sets) per block that finish reads back

@@ -177,20 +177,9 @@ class CorpusState:
 
     @contextmanager
     def connect(self, memory_mb: int = 512) -> Iterator:
-        """A DuckDB connection (closed on exit) that spills to ``scratch_dir`` (a temporary directory when there is
-        none) beyond ``memory_mb``, or beyond a third of what the worker may still allocate if that is less
-        (``[tag] worker_memory_mb``), with every CPU. Unbounded, DuckDB takes up to 80% of the machine's memory
-        before it spills, and a worker's memory limit stops it first."""
-        import duckdb
-
-        from provenance.isolation import memory_headroom_mb
-
-        headroom = memory_headroom_mb()
-        if headroom is not None:
-            memory_mb = max(16, min(memory_mb, headroom // 3))
+        """``bounded_duckdb`` over ``scratch_dir`` (a temporary directory when there is none), closed on exit."""
         with tempfile.TemporaryDirectory(prefix="provenance-finish-") as own_scratch:
-            con = duckdb.connect(config={"temp_directory": self.scratch_dir or own_scratch,
-                                         "memory_limit": f"{memory_mb}MB", "threads": os.cpu_count() or 1})
+            con = bounded_duckdb(self.scratch_dir or own_scratch, memory_mb)
             try:
                 yield con
             finally:
@@ -221,6 +210,22 @@ class CorpusState:
         captures = (captures_sql(f"read_parquet({sql_list(self.fetch_files)}, union_by_name = true)")
                     if self.fetch_files else None)
         return con.sql(make_sql(documents, captures))
+
+
+def bounded_duckdb(scratch_dir: str, memory_mb: int, **settings):
+    """A DuckDB connection that spills to ``scratch_dir`` beyond ``memory_mb``, or beyond a third of what the worker
+    may still allocate if that is less (``[tag] worker_memory_mb``: what is read back after a query must still
+    fit), on every CPU; ``settings`` are more DuckDB settings. Unbounded, DuckDB takes up to 80% of the machine's
+    memory before it spills, and a worker's memory limit stops it first."""
+    import duckdb
+
+    from provenance.isolation import memory_headroom_mb
+
+    headroom = memory_headroom_mb()
+    if headroom is not None:
+        memory_mb = max(16, min(memory_mb, headroom // 3))
+    return duckdb.connect(config={"temp_directory": scratch_dir, "memory_limit": f"{memory_mb}MB",
+                                  "threads": os.cpu_count() or 1, **settings})
 
 
 class CorpusDetector(Detector):
