@@ -37,6 +37,9 @@ import tempfile
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import provenance
@@ -52,20 +55,24 @@ DEFAULT_WHERE = "NOT flagged"
 EXPORT_MEMORY_MB = 1024  # DuckDB's memory for one export; a 1M-document export peaked at 5 GB without a bound
 # The documents go out sorted by doc_id through an external sort of our own (_write_sorted): DuckDB's ORDER BY
 # of ~35 columns of 2 KB rows fails to pin a block once the rows outgrow its memory limit, spilling or not.
-# They are first split by doc_id prefix into buckets of at most this share of the memory limit (uncompressed),
-# each then sorted in memory.
+# They are first split by doc_id prefix into ranges of at most this share of the memory limit (uncompressed),
+# each then sorted in memory (a range and its sorted copy's row group: about this share, twice over).
 EXPORT_BUCKET_SHARE = 0.25
-# Rows per Parquet row group, written and staged: a writer holds one row group per thread, and DuckDB's
-# default (122,880 rows) is 250 MB of 2 KB documents.
+# Rows per Parquet row group written: a row group is held whole until written (DuckDB's default, 122,880 rows,
+# is 250 MB of 2 KB documents).
 EXPORT_ROW_GROUP_ROWS = 10_000
-# The staged ranges are written 16 files at a time, each holding a row group per thread: small ones.
-EXPORT_STAGED_ROW_GROUP_ROWS = 2048
-EXPORT_STAGED_ROW_GROUP_BYTES = 1 << 20
-# DuckDB's partitioned COPY holds up to partitioned_write_flush_threshold rows per thread before it writes them
-# (default 524,288: 1 GB of 2 KB documents, and the staging pass of a 1M-document export took 4x a plain copy,
-# spilling); 2,048 (one vector) writes as it goes, as fast as a plain copy.
-EXPORT_SETTINGS = {"partitioned_write_flush_threshold": 2048,
-                   "enable_progress_bar": False}  # DuckDB's bar on stderr, once per long statement
+# The split passes (_split_by_prefix): rows per Arrow batch read from DuckDB (about 16 MB of 2 KB documents),
+# characters of doc_id per pass (16**2 = 256 range files open at once), and the range files' compression:
+# LZ4 writes 56% of the bytes for the least CPU (1M documents in 256 ranges: 38 s in all, against 41 s
+# uncompressed and 45 s with zstd level 1, which writes 33%).
+EXPORT_SPLIT_BATCH_ROWS = 8192
+EXPORT_SPLIT_CHARS = 2
+# Each range's rows are held until this many bytes, written as one batch; all ranges' held rows together take
+# at most EXPORT_SPLIT_HELD_SHARE of the memory limit (256 ranges under 1 GB: 512 KB each).
+EXPORT_SPLIT_HELD_BYTES = 4 << 20
+EXPORT_SPLIT_HELD_SHARE = 1 / 8
+EXPORT_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4", use_threads=True)
+EXPORT_SETTINGS = {"enable_progress_bar": False}  # DuckDB's bar on stderr, once per long statement
 # The selection (doc_ids) is joined on the way into the sort when its hash table, at about this many bytes a
 # row, takes at most this share of the memory limit; a bigger one is joined range by range.
 EXPORT_JOIN_ROW_BYTES = 64
@@ -266,12 +273,13 @@ def _export_into(store: Store, snapshot, doc_paths: list[Path], tmp_dir: Path, o
         data_path = tmp_dir / "documents.parquet"
         # The selection as a semi-join: on the way in when its hash table is small, else in each sorted range
         # (at 10M documents the join of the whole selection spilled every document's text to disk, 10 GB).
-        kept = con.execute("SELECT count(*) FROM selected").fetchone()[0]
+        kept = con.execute("SELECT count(*) FROM selected").fetchall()[0][0]  # all: con.sql below needs it done
         if kept * EXPORT_JOIN_ROW_BYTES <= memory_mb * 2**20 * EXPORT_EARLY_FILTER_SHARE:
             _write_sorted(con, f"SELECT {columns} FROM {source} WHERE d.doc_id IN (SELECT doc_id FROM selected)",
-                          data_path, buckets_dir, levels)
+                          data_path, buckets_dir, levels, memory_mb << 20)
         else:
-            _write_sorted(con, f"SELECT {columns} FROM {source}", data_path, buckets_dir, levels, keep="selected")
+            _write_sorted(con, f"SELECT {columns} FROM {source}", data_path, buckets_dir, levels, memory_mb << 20,
+                          keep="selected")
         manifest = _manifest(con, store, snapshot, where, selection, data_path, respect_opt_out,
                              out_dir=None if absolute_paths else out_dir, with_tags=with_tags)
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
@@ -304,52 +312,138 @@ def _range_levels(expected_bytes: float, bucket_bytes: float) -> int:
     return k
 
 
-def _write_sorted(con, select_sql: str, data_path: Path, buckets_dir: Path, levels: int,
+def _write_sorted(con, select_sql: str, data_path: Path, buckets_dir: Path, levels: int, memory_bytes: int,
                   keep: str | None = None) -> None:
     """Write the rows of ``select_sql`` (which has a doc_id column) to ``data_path`` ordered by doc_id, in memory
-    bounded by DuckDB's limit whatever their number: an external sort by range.
+    bounded by one range whatever their number: an external sort by range.
 
     doc_ids are hex digests, so their first ``levels`` characters split the rows into 16**levels ranges of about
-    equal size (``_range_levels`` picks the number). Each level is one streaming pass of DuckDB's partitioned
-    COPY into 16 ranges by the next character (no order kept; 16 files open at once: with 256, each holding a
-    Parquet writer per thread, it ran out of 256 MB); each range of the last level, in order, is then sorted in
-    memory by DuckDB and streamed in Arrow batches into one Parquet writer, and every range's files are deleted
-    once written on. Ranges in order, each in order: the whole in doc_id order. Nothing is accumulated in Python.
-    Costs a write and a read of the selection per level more than a sort in memory. With ``keep`` (a relation
-    with a doc_id column), only its doc_ids are written, each range joined with its own share of them.
+    equal size (``_range_levels`` picks the number). A split pass streams the rows from DuckDB in Arrow batches
+    and appends each row to its range's Arrow IPC file (``_split_by_prefix``): one pass for up to two characters
+    (256 ranges), so the rows are written and read once more than a sort in memory up to 16**2 ranges (10M
+    documents of 2 KB under the default limit), twice beyond. Each range, in order, is then read back, sorted
+    in memory and written on to one Parquet writer, and its file deleted. Ranges in order, each in order: the
+    whole in doc_id order. With ``keep`` (a relation with a doc_id column), only its doc_ids are written: they
+    are split the same way and each range is filtered by its own share of them (a join of the whole selection
+    spilled every document's text at 10M documents).
     """
     writer = None
 
-    def emit(relation: str, prefix: str) -> None:
+    def write_range(docs: Path, kept: Path | None) -> None:
         nonlocal writer
-        if len(prefix) == levels:
-            where = "" if keep is None else \
-                f" WHERE doc_id IN (SELECT doc_id FROM {keep} WHERE starts_with(doc_id, {sql_string(prefix)}))"
-            for batch in con.sql(f"SELECT * FROM {relation}{where} ORDER BY doc_id").to_arrow_reader(
-                    EXPORT_ROW_GROUP_ROWS):
-                if writer is None:
-                    writer = pq.ParquetWriter(data_path, batch.schema, compression="zstd")
-                writer.write_batch(batch, row_group_size=EXPORT_ROW_GROUP_ROWS)
-            return
-        split = buckets_dir / f"split-{prefix}"
-        con.execute(f"COPY (SELECT *, substr(doc_id, {len(prefix) + 1}, 1) AS _part FROM {relation}) "
-                    f"TO {sql_string(split)} (FORMAT parquet, PARTITION_BY (_part), "
-                    f"ROW_GROUP_SIZE {EXPORT_STAGED_ROW_GROUP_ROWS}, ROW_GROUP_SIZE_BYTES {EXPORT_STAGED_ROW_GROUP_BYTES})")
-        parts = sorted(d.name.removeprefix("_part=") for d in split.glob("_part=*")) if split.exists() else []
-        for part in parts:
-            emit(f"read_parquet({sql_string(split / f'_part={part}' / '*.parquet')}, hive_partitioning = false)",
-                 prefix + part)
-            shutil.rmtree(split / f"_part={part}")
-        shutil.rmtree(split, ignore_errors=True)
+        table = _read_range(docs)
+        if kept is not None:
+            table = table.filter(pc.is_in(table.column("doc_id"), value_set=_read_range(kept).column("doc_id")))
+        order = pc.sort_indices(table, sort_keys=[("doc_id", "ascending")])  # stable: byte order, as DuckDB's
+        if writer is None:
+            writer = pq.ParquetWriter(data_path, table.schema, compression="zstd")
+        for start in range(0, len(order), EXPORT_ROW_GROUP_ROWS):
+            writer.write_table(table.take(order[start:start + EXPORT_ROW_GROUP_ROWS]),
+                               row_group_size=EXPORT_ROW_GROUP_ROWS)
+
+    def sort_ranges(docs, kept, start: int, directory: Path) -> None:
+        """Split ``docs`` (and ``kept``: queries, or the IPC files a pass wrote) by the characters from
+        ``start``, then sort each range, or split it further."""
+        width = min(EXPORT_SPLIT_CHARS, levels - start)
+        # kept first: the top level's two are queries on one connection, which runs one at a time
+        held = min(EXPORT_SPLIT_HELD_BYTES, int(memory_bytes * EXPORT_SPLIT_HELD_SHARE) // 16 ** width)
+        kept_files = {} if kept is None else _split_by_prefix(kept, directory / "kept", start, width, held)
+        doc_files = _split_by_prefix(docs, directory / "docs", start, width, held)
+        for key, doc_file in doc_files.items():  # in key order: the ranges in doc_id order
+            kept_file = kept_files.get(key)
+            if kept is not None and kept_file is None:
+                pass  # nothing of this range is kept
+            elif start + width == levels:
+                write_range(doc_file, kept_file)
+            else:
+                sort_ranges(doc_file, kept_file, start + width, directory / str(key))
+            doc_file.unlink()
+            if kept_file is not None:
+                kept_file.unlink()
+        shutil.rmtree(directory, ignore_errors=True)
 
     buckets_dir.mkdir(exist_ok=True)
     try:
-        emit(f"({select_sql})", "")
+        sort_ranges(lambda: con.sql(select_sql).to_arrow_reader(EXPORT_SPLIT_BATCH_ROWS),
+                    None if keep is None else
+                    lambda: con.sql(f"SELECT doc_id FROM {keep}").to_arrow_reader(EXPORT_SPLIT_BATCH_ROWS),
+                    0, buckets_dir / "split")
         if writer is None:  # nothing selected: an empty file with the columns
             con.execute(f"COPY ({select_sql} LIMIT 0) TO {sql_string(data_path)} (FORMAT parquet, COMPRESSION zstd)")
     finally:
         if writer is not None:
             writer.close()
+
+
+def _split_by_prefix(rows, directory: Path, start: int, width: int, buffer_bytes: int) -> dict[int, Path]:
+    """Append each row of ``rows`` (a function that starts an Arrow reader, or the IPC file of an earlier pass)
+    to the IPC file of its range: the bytes of doc_id from ``start``, ``width`` of them, as one number (so that
+    the ranges' order is doc_id's byte order, whatever the characters). Returns the files written, by range, in
+    range order.
+
+    Each batch is reordered once by range (a stable argsort of the numbers) and cut into one slice per range.
+    A range's slices are held until they reach ``buffer_bytes`` and written as one batch (compression works
+    per buffer: small ones cost more and gain less). Files stay open for the whole pass, at most 16**width
+    of hex doc_ids (256: one pass per two characters)."""
+    rows = pa.ipc.open_stream(rows) if isinstance(rows, Path) else rows()
+    directory.mkdir(parents=True, exist_ok=True)
+    writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+    paths: dict[int, Path] = {}
+    held: dict[int, list[pa.RecordBatch]] = {}
+    held_bytes: dict[int, int] = {}
+
+    def write(key: int) -> None:
+        if key not in writers:
+            paths[key] = directory / f"{key}.arrows"
+            writers[key] = pa.ipc.new_stream(str(paths[key]), rows.schema, options=EXPORT_IPC_OPTIONS)
+        writers[key].write_batch(pa.concat_batches(held.pop(key)))
+        held_bytes[key] = 0
+
+    try:
+        for batch in rows:
+            if not batch.num_rows:
+                continue
+            keys = _prefix_numbers(batch.column("doc_id"), start, width)
+            order = np.argsort(keys, kind="stable")
+            keys = keys[order]
+            batch = batch.take(pa.array(order))
+            cuts = np.flatnonzero(np.diff(keys)) + 1
+            for first, end in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [len(keys)]))):
+                key, part = int(keys[first]), batch.slice(first, end - first)
+                held.setdefault(key, []).append(part)
+                held_bytes[key] = held_bytes.get(key, 0) + part.nbytes
+                if held_bytes[key] >= buffer_bytes:
+                    write(key)
+        for key in list(held):
+            write(key)
+    finally:
+        for w in writers.values():
+            w.close()
+        rows.close()  # DuckDB's reader holds its connection until closed
+    return {key: paths[key] for key in sorted(paths)}
+
+
+def _prefix_numbers(ids: pa.Array, start: int, width: int) -> np.ndarray:
+    """For each string of ``ids``, its bytes start..start+width as one base-256 number (a missing byte counts
+    as 0, so a shorter string comes first, as in byte order)."""
+    ids = ids.cast(pa.large_binary())  # one layout (64-bit offsets) whatever the string type
+    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int64)[ids.offset:ids.offset + len(ids) + 1]
+    data = np.frombuffer(ids.buffers()[2], dtype=np.uint8) if ids.buffers()[2] is not None else \
+        np.zeros(0, dtype=np.uint8)
+    begins, lengths = offsets[:-1], np.diff(offsets)
+    numbers = np.zeros(len(ids), dtype=np.int64)
+    for i in range(width):
+        present = lengths > start + i
+        byte = np.zeros(len(ids), dtype=np.int64)
+        byte[present] = data[begins[present] + start + i]
+        numbers = numbers * 256 + byte
+    return numbers
+
+
+def _read_range(path: Path) -> pa.Table:
+    """One range's IPC file as one table (its batches as chunks: taking from them costs less than joining them)."""
+    with pa.ipc.open_stream(path) as reader:
+        return reader.read_all()
 
 
 # ----- staging: a kill at any point leaves the earlier export or the new one, and no litter -----------

@@ -317,14 +317,36 @@ def test_export_of_a_store_larger_than_its_memory_limit(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(export.EXPORT_FILES)
     got = pq.read_table(tmp_path / "out" / "documents.parquet")
     assert got.column_names == expected.column_names and got.to_pylist() == expected.to_pylist()
-    monkeypatch.setattr(export, "EXPORT_BUCKET_SHARE", 5e-3)  # ranges of 256, two levels of split
+    monkeypatch.setattr(export, "EXPORT_BUCKET_SHARE", 5e-3)  # 256 ranges: two characters, in one pass
     assert export._range_levels(export._document_bytes(store.snapshot().paths("documents"), False),
                                 96 * 2**20 * 5e-3) == 2
     export.run_export(store, tmp_path / "out", overwrite=True)
     assert pq.read_table(tmp_path / "out" / "documents.parquet").to_pylist() == expected.to_pylist()
-    # The selection joined range by range (as for a selection too big to join on the way in).
+    # The selection joined range by range (as for a selection too big to join on the way in), and 4,096 ranges
+    # (three characters: a pass of two, then one pass of one within each range).
     monkeypatch.setattr(export, "EXPORT_EARLY_FILTER_SHARE", 0)
+    monkeypatch.setattr(export, "EXPORT_BUCKET_SHARE", 2e-4)
+    assert export._range_levels(export._document_bytes(store.snapshot().paths("documents"), False),
+                                96 * 2**20 * 2e-4) == 3
     export.run_export(store, tmp_path / "out", where="domain IN ('s1.org', 's4.org')", overwrite=True)
     assert pq.read_table(tmp_path / "out" / "documents.parquet").to_pylist() == \
         [r for r in expected.to_pylist() if r["domain"] in ("s1.org", "s4.org")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "store"]
+
+
+def test_export_ranges_follow_byte_order_whatever_the_characters():
+    """The split's range numbers order the strings as a byte-wise sort does (DuckDB's and Arrow's), for hex
+    doc_ids and for any others: a shorter string first, bytes above ASCII after it, a sliced array's own rows."""
+    import pyarrow as pa
+
+    from provenance import export
+
+    ids = ["ff", "0", "", "a1", "a", "é9", "zz", "00", "0f", "b"]
+    for width in (1, 2):
+        numbers = export._prefix_numbers(pa.array(ids), 0, width)
+        by_number = [s for _, s in sorted(zip(numbers.tolist(), ids), key=lambda p: p[0])]
+        # equal numbers: same range, so only their order across ranges must follow bytes
+        assert [s.encode()[:width] for s in by_number] == sorted(s.encode()[:width] for s in ids)
+    sliced = pa.array(["x", *ids]).slice(1)
+    second_bytes = [s.encode()[1] if len(s.encode()) > 1 else 0 for s in ids]
+    assert export._prefix_numbers(sliced, 1, 1).tolist() == second_bytes
