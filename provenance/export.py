@@ -56,7 +56,7 @@ EXPORT_MEMORY_MB = 1024  # DuckDB's memory for one export; a 1M-document export 
 # The documents go out sorted by doc_id through an external sort of our own (_write_sorted): DuckDB's ORDER BY
 # of ~35 columns of 2 KB rows fails to pin a block once the rows outgrow its memory limit, spilling or not.
 # They are first split by doc_id prefix into ranges of at most this share of the memory limit (uncompressed),
-# each then sorted in memory (a range and its sorted copy's row group: about this share, twice over).
+# each then sorted in memory (the range, and one row group of it in order at a time).
 EXPORT_BUCKET_SHARE = 0.25
 # Rows per Parquet row group written: a row group is held whole until written (DuckDB's default, 122,880 rows,
 # is 250 MB of 2 KB documents).
