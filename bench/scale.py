@@ -17,7 +17,8 @@ process, detector workers included):
 
 Prints a table per size and writes the figures as JSON (``--out``, default bench/results/scale.json) and a
 plot of documents/s against size (``--plot``, PNG). Throughput that stays flat as the size grows means no
-stage is superlinear.
+stage is superlinear. Each stage also records its CPU per document in units of a fixed calibration workload
+run as it starts and ends (``calibration``): this machine's speed drifts between runs, the ratio does not.
 
     .venv/bin/python bench/scale.py [--sizes 10000,100000] [--engines local,workers2,ray]
                                     [--detectors all|dup|corpus|perdoc|NAMES]
@@ -138,6 +139,32 @@ def load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+CALIBRATION_DOCS = 3000
+
+
+def calibration() -> float:
+    """CPU seconds of a fixed workload like ingest's (parsing JSON, SHA-256, splitting words, a numpy sort),
+    best of three. This VM's speed drifts by 20% or more over minutes with nothing else running (the same 1M
+    ingest: 73 us a document one day, 86 and 115 the next), so CPU seconds per document from runs at different
+    times compare only as multiples of this, measured as each stage starts and ends: ``cpu_units_per_doc`` is
+    a stage's CPU time per document over the calibration's per document of its 3,000 (``CALIBRATION_DOCS``)."""
+    import hashlib
+
+    rng = np.random.default_rng(0)
+    lines = [json.dumps({"text": " ".join(f"w{int(x)}" for x in rng.zipf(1.1, 300) % 50_000)}) for _ in range(300)]
+    values = rng.integers(0, 2**63, 1_000_000)
+    best = float("inf")
+    for _ in range(3):
+        t = time.process_time()
+        for line in lines * (CALIBRATION_DOCS // len(lines)):
+            text = json.loads(line)["text"]
+            hashlib.sha256(text.encode()).hexdigest()
+            text.split()
+        np.sort(values)
+        best = min(best, time.process_time() - t)
+    return best
+
+
 def open_seconds(store: Path) -> float:
     code = ("import time; from provenance.store import Store; s = Store.open(%r); best = 1e9\n"
             "for _ in range(3):\n t = time.perf_counter(); s.snapshot(); best = min(best, time.perf_counter() - t)\n"
@@ -145,19 +172,25 @@ def open_seconds(store: Path) -> float:
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
-def stage(result: dict, name: str, wall: float, rss: float, _stdout: str, cpu: float) -> None:
-    """Records and prints one stage's figures, with the load average as it ended."""
+def stage(result: dict, name: str, args: list[str]) -> None:
+    """Runs one stage (``timed``) between two calibrations; records and prints its figures, with the load
+    average as it ended and its CPU per document in calibration units."""
     n = result["docs"]
-    result["stages"][name] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall, "cpu_s": cpu, "load": load()}
+    before = calibration()
+    wall, rss, _stdout, cpu = timed(args)
+    calibration_s = (before + calibration()) / 2
+    units = cpu / n / (calibration_s / CALIBRATION_DOCS)
+    result["stages"][name] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall, "cpu_s": cpu, "load": load(),
+                              "calibration_s": round(calibration_s, 5), "cpu_units_per_doc": round(units, 3)}
     print(f"  {n:>9,} {name:<40} {wall:8.1f} s  {n / wall:9.0f} docs/s  {rss:7.0f} MB  {cpu:8.1f} CPU s  "
-          f"load {load()}", flush=True)
+          f"{units:6.2f} units/doc  load {load()}", flush=True)
 
 
 def run_size(n: int, engines: list[str], detectors: list[str], work: Path, args) -> dict:
     result: dict = {"docs": n, "stages": {}}
     shards = corpus(n, work, args)
     base = work / "store"
-    stage(result, "ingest", *timed(["ingest", "--store", str(base), *map(str, shards)]))
+    stage(result, "ingest", ["ingest", "--store", str(base), *map(str, shards)])
     for engine in engines:
         store = work / f"store-{engine}"
         if len(engines) == 1:
@@ -167,16 +200,16 @@ def run_size(n: int, engines: list[str], detectors: list[str], work: Path, args)
         flags = {"local": [], "workers2": ["--workers", "2"], "ray": ["--engine", "ray"]}[engine]
         if args.together:  # one run of them all, as a nightly job runs them: the memory of the whole run
             stage(result, f"tag {args.detectors} together ({engine})",
-                  *timed(["tag", "--store", str(store), "--plugins", ",".join(detectors), *flags]))
+                  ["tag", "--store", str(store), "--plugins", ",".join(detectors), *flags])
         else:
             for d in detectors:
-                stage(result, f"tag {d} ({engine})", *timed(["tag", "--store", str(store), "--plugins", d, *flags]))
+                stage(result, f"tag {d} ({engine})", ["tag", "--store", str(store), "--plugins", d, *flags])
     store = work / f"store-{engines[0]}" if engines else base
     result["stages"]["store open"] = {"seconds": open_seconds(store)}
     if args.no_export:
         return result
-    stage(result, "export", *timed(["export", "--store", str(store), "--out", str(work / "export"),
-                                     "--where", "NOT flagged"]))
+    stage(result, "export", ["export", "--store", str(store), "--out", str(work / "export"),
+                             "--where", "NOT flagged"])
     return result
 
 

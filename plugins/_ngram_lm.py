@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from provenance.arrays import unique_sorted
+
 FORMAT = "llm-ngram/1"
 # The document statistic the calibration applies to (higher = more LLM-like). mean_llr: the mean per-token
 # log P_llm - log P_human. centred_llr: the same minus, per token, its expectation over the whole vocabulary under
@@ -416,7 +418,7 @@ def _continuations(lms, n: int, ckey: np.ndarray, radix: int) -> tuple[np.ndarra
         start = np.repeat(lo, count) + np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
         owners.append(idx)
         tokens_.append(keys[start] % r)
-    pairs = np.unique(np.concatenate(owners).astype(np.uint64) * r + np.concatenate(tokens_))
+    pairs = unique_sorted(np.concatenate(owners).astype(np.uint64) * r + np.concatenate(tokens_))
     return (pairs // r).astype(np.int64), pairs % r
 
 

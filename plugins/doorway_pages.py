@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import provenance
+from provenance.arrays import unique_sorted
 from provenance.detectors import DetectorError
 from provenance.sql import sql_list
 
@@ -107,7 +108,7 @@ def words(text: str) -> list[str]:
 def signature(keys: list[str], a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """MinHash of the set of ``keys`` (32-bit values)."""
     # single words, not shingles: a slot changes one word of the set, but every shingle across it
-    x = np.unique(np.fromiter((zlib.crc32(w.encode()) for w in keys), np.uint64, len(keys)))[:, None]
+    x = unique_sorted(np.fromiter((zlib.crc32(w.encode()) for w in keys), np.uint64, len(keys)))[:, None]
     # (a*x + b) mod 2^61-1 without overflow: x < 2^32, a < 2^31
     return (((a[None, :] * x + b[None, :]) % np.uint64(_PRIME)) & np.uint64(0xFFFFFFFF)).min(axis=0)
 

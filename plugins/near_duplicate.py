@@ -79,6 +79,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import provenance
+from provenance.arrays import unique_sorted
 from provenance.detectors import CorpusState, DetectorError, bounded_duckdb
 
 # Tokens: runs of letters and digits (any script), after lower-casing. RE2 syntax (Arrow's regex engine).
@@ -368,7 +369,7 @@ class ReferenceIndex:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
         doc = np.repeat(np.arange(len(doc_keys)) // self.bands, count)
         start = np.repeat(lo, count) + np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
-        pairs = np.unique(doc.astype(np.int64) * n_ref + self.owner[start])
+        pairs = unique_sorted(doc.astype(np.int64) * n_ref + self.owner[start])
         doc, ref = pairs // n_ref, pairs % n_ref
         jaccard = estimated_jaccard(sig, doc, ref, other=self.ref_sig)
         close = jaccard >= self.threshold
@@ -705,7 +706,7 @@ class NearDuplicate(provenance.CorpusDetector):
         left, right = state.candidate_pairs(con, scratch)
         if len(left) == 0:
             return None
-        ids = np.unique(np.concatenate([left, right]))
+        ids = unique_sorted(np.concatenate([left, right]))
         columns = ["doc_id", "fetched_at", "domain", "registered_domain"]
         value = "shingle_set" if o["verify"] == "exact" else "signature"
         # The candidates' signatures (or shingle sets) go to the scratch directory in blocks, read back two

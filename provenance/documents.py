@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from provenance import extract as extraction
+from provenance.arrays import unique_sorted
 from provenance.store import FileEntry, Run, Snapshot, safe_name
 
 SOURCES = ("crawl", "warc", "wet", "jsonl", "parquet")
@@ -248,11 +249,14 @@ class CompactKeySet:
         """Add keys given as uint8 rows of ``width`` bytes (vectorised; duplicates and known keys dropped)."""
         if len(rows) == 0:
             return
-        keys = np.unique(np.ascontiguousarray(rows, dtype=np.uint8).view(f"S{self.width}").reshape(-1))
+        keys = unique_sorted(np.ascontiguousarray(rows, dtype=np.uint8).view(f"S{self.width}").reshape(-1))
         if len(self._sorted):
-            at = np.minimum(self._sorted.searchsorted(keys), len(self._sorted) - 1)
-            keys = keys[self._sorted[at] != keys]
-        self._sorted = np.insert(self._sorted, self._sorted.searchsorted(keys), keys)
+            where = self._sorted.searchsorted(keys)
+            new = self._sorted[np.minimum(where, len(self._sorted) - 1)] != keys
+            keys = keys[new]
+            self._sorted = np.insert(self._sorted, where[new], keys)
+        else:  # the first (a whole store's doc_ids at a run's start): already sorted
+            self._sorted = keys
         self._index(keys)
         if self._recent:
             self._recent -= set(keys.tolist())  # tolist() gives them without trailing zero bytes, as kept there
