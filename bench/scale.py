@@ -120,9 +120,9 @@ def corpus(n: int, work: Path, args) -> list[Path]:
     return sorted(where.glob("corpus-*.jsonl.gz"))
 
 
-def timed(args: list[str]) -> tuple[float, float, str, float]:
-    """(wall seconds, peak RSS MB, stdout, CPU seconds) of one CLI process; the CPU seconds (user and system,
-    detector workers included) are the steadier figure on a machine shared with other work."""
+def timed(args: list[str]) -> tuple[float, float, str, float, float]:
+    """(wall seconds, peak RSS MB, stdout, user CPU seconds, system CPU seconds) of one CLI process, detector
+    workers included; the CPU seconds are the steadier figure on a machine shared with other work."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
         proc = subprocess.run(["/usr/bin/time", "-f", "%e %M %U %S", "-o", tf.name, sys.executable, "-c",
                                "from provenance.cli import main; main()", *args],
@@ -131,7 +131,7 @@ def timed(args: list[str]) -> tuple[float, float, str, float]:
         if proc.returncode not in ((0,) if args[0] == "tag" else (0, 3)):
             raise SystemExit(f"bench: provenance {' '.join(args[:3])} ... exited {proc.returncode}:\n{proc.stderr[-2000:]}")
         wall, rss_kb, user, system = tf.read().split()[-4:]
-    return float(wall), int(rss_kb) / 1024, proc.stdout, float(user) + float(system)
+    return float(wall), int(rss_kb) / 1024, proc.stdout, float(user), float(system)
 
 
 def load() -> float:
@@ -177,11 +177,13 @@ def stage(result: dict, name: str, args: list[str]) -> None:
     average as it ended and its CPU per document in calibration units."""
     n = result["docs"]
     before = calibration()
-    wall, rss, _stdout, cpu = timed(args)
+    wall, rss, _stdout, user, system = timed(args)
+    cpu = user + system
     calibration_s = (before + calibration()) / 2
     units = cpu / n / (calibration_s / CALIBRATION_DOCS)
-    result["stages"][name] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall, "cpu_s": cpu, "load": load(),
-                              "calibration_s": round(calibration_s, 5), "cpu_units_per_doc": round(units, 3)}
+    result["stages"][name] = {"seconds": wall, "peak_mb": rss, "docs_per_s": n / wall, "cpu_s": cpu,
+                              "system_s": system, "load": load(), "calibration_s": round(calibration_s, 5),
+                              "cpu_units_per_doc": round(units, 3)}
     print(f"  {n:>9,} {name:<40} {wall:8.1f} s  {n / wall:9.0f} docs/s  {rss:7.0f} MB  {cpu:8.1f} CPU s  "
           f"{units:6.2f} units/doc  load {load()}", flush=True)
 
