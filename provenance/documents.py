@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -24,7 +25,11 @@ import pyarrow.parquet as pq
 
 from provenance import extract as extraction
 from provenance.arrays import unique_sorted
+from provenance import doc_index
+from provenance.doc_index import FrozenKeys, bitmap_bits, mark_prefixes
 from provenance.store import FileEntry, Run, Snapshot, safe_name
+
+log = logging.getLogger(__name__)
 
 SOURCES = ("crawl", "warc", "wet", "jsonl", "parquet")
 
@@ -198,14 +203,16 @@ class CompactKeySet:
     The keys are a sorted numpy array (dtype ``S<width>``) plus a Python set of the keys added since the last
     merge; every ``MERGE_AT`` additions the set is merged into the array (``np.insert``: linear, no sort).
     A Python set of 10M doc_ids takes about 1.2 GB; this takes 160 MB (16-byte keys), plus 2x that while
-    merging. numpy drops trailing zero bytes of an ``S`` value, so keys are kept without them (still one
-    value per key: all keys have the same width).
+    merging. With ``base`` (a store's doc_id index, memory-mapped: ``provenance.doc_index``), the keys there
+    are members too and only the others are kept here. numpy drops trailing zero bytes of an ``S`` value, so
+    keys are kept without them (still one value per key: all keys have the same width).
     """
 
     MERGE_AT = 1 << 18
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, base: FrozenKeys | None = None):
         self.width = width
+        self.base = base
         self._sorted = np.zeros(0, dtype=f"S{width}")
         self._recent: set[bytes] = set()
         self._index_bits = 0
@@ -215,22 +222,20 @@ class CompactKeySet:
     def _index(self, keys: np.ndarray) -> None:
         """Mark ``keys`` (of the sorted array) in a bitmap of their first 32 bits' top bits, about 8 bits a
         key: a key whose bit is clear is not there, without a binary search (most new keys)."""
-        want = max(16, min(30, int(len(self._sorted) * 8).bit_length()))
+        want = bitmap_bits(len(self._sorted))
         if want > self._index_bits:  # grown: a bigger bitmap, of every key
             self._index_bits, self._shift = want, 32 - want
             self._bits = bytearray(1 << (want - 3))
             keys = self._sorted
-        if len(keys):
-            top = np.ascontiguousarray(keys).view(np.uint8).reshape(-1, self.width)[:, :4]
-            top = np.ascontiguousarray(top).view(">u4").reshape(-1).astype(np.uint32) >> np.uint32(self._shift)
-            np.bitwise_or.at(np.frombuffer(self._bits, np.uint8), top >> 3,
-                             np.left_shift(1, top & 7).astype(np.uint8))
+        mark_prefixes(np.frombuffer(self._bits, np.uint8), keys, self.width, self._shift)
 
     def __len__(self) -> int:
         self._merge()  # the recent keys may repeat sorted ones (add does not look there)
-        return len(self._sorted)
+        return len(self._sorted) + (len(self.base) if self.base is not None else 0)
 
     def __contains__(self, key: bytes) -> bool:
+        if self.base is not None and key in self.base:
+            return True
         h = int.from_bytes(key[:4], "big") >> self._shift
         key = key.rstrip(b"\0")
         if key in self._recent:
@@ -250,6 +255,8 @@ class CompactKeySet:
         if len(rows) == 0:
             return
         keys = unique_sorted(np.ascontiguousarray(rows, dtype=np.uint8).view(f"S{self.width}").reshape(-1))
+        if self.base is not None:
+            keys = keys[~self.base.known(keys)]
         if len(self._sorted):
             where = self._sorted.searchsorted(keys)
             new = self._sorted[np.minimum(where, len(self._sorted) - 1)] != keys
@@ -266,9 +273,15 @@ class CompactKeySet:
             keys, self._recent = np.array(list(self._recent), dtype=f"S{self.width}"), set()
             self.add_rows(keys.view(np.uint8).reshape(-1, self.width))
 
-    def __iter__(self):
+    def own_keys(self) -> np.ndarray:
+        """The keys kept here (not in ``base``), sorted, dtype ``S<width>``."""
         self._merge()
-        for key in self._sorted.tolist():
+        return self._sorted
+
+    def __iter__(self):
+        if self.base is not None:
+            yield from self.base
+        for key in self.own_keys().tolist():
             yield key.ljust(self.width, b"\0")
 
 
@@ -280,9 +293,9 @@ class DocIdSet:
     corpus: a Python set of them takes about 120 bytes each, 1.2 GB at 10M documents.
     """
 
-    def __init__(self, doc_ids: Iterable[str] = ()):
-        self._keys = CompactKeySet(16)
-        self._other: set[str] = set()
+    def __init__(self, doc_ids: Iterable[str] = (), index: doc_index.DocIdIndex | None = None):
+        self._keys = CompactKeySet(16, base=index.keys if index is not None else None)
+        self._other: set[str] = set(index.other) if index is not None else set()
         self._last: tuple = (None, None)
         self.update(doc_ids)
 
@@ -324,20 +337,36 @@ class DocIdSet:
 
 
 def existing_doc_ids(snapshot: Snapshot) -> DocIdSet:
-    """Every doc_id in the store (reads only the doc_id column), as a compact set."""
-    ids = DocIdSet()
+    """Every doc_id in the store, as a compact set: the store's doc_id index (memory-mapped) and the doc_id
+    column of the document files it does not cover; writes a new index when those have grown
+    (``provenance.doc_index``)."""
+    index = doc_index.open_index(snapshot)
     rows, others = [], []
-    for path in snapshot.paths("documents"):
-        column = pq.read_table(path, columns=["doc_id"]).column("doc_id")
+    for entry in snapshot.entries("documents"):
+        if index is not None and entry.path in index.files:
+            continue
+        column = pq.read_table(snapshot.root / entry.path, columns=["doc_id"]).column("doc_id")
         for chunk in column.chunks:
             r, hexed = _hex_keys(chunk)
             rows.append(r)
             if not hexed.all():
-                others.append(chunk.filter(pa.array(~hexed)))
+                others.extend(v for v in chunk.filter(pa.array(~hexed)).to_pylist() if v is not None)
+    ids = DocIdSet(index=index)
     if rows:
-        ids._keys.add_rows(np.concatenate(rows))  # one sort for the whole store
-    for chunk in others:
-        ids.update(v for v in chunk.to_pylist() if v is not None)
+        ids._keys.add_rows(np.concatenate(rows))  # one sort for all the files the index does not cover
+    ids._other.update(others)
+    # Counted as read, not as new: after a compaction the index's doc_ids come back in files it does not name.
+    uncovered = sum(len(r) for r in rows) + len(others)
+    if uncovered and doc_index.should_rewrite(index, uncovered):
+        try:
+            doc_index.write_index(snapshot, index, ids._keys.own_keys(), sorted(ids._other))
+        except OSError as exc:  # e.g. a full disk: the run goes on with what it read
+            log.warning(f"{snapshot.root}: could not write the doc_id index ({exc}); runs read the document "
+                        f"files until one can")
+        else:
+            fresh = doc_index.open_index(snapshot)
+            if fresh is not None and fresh.log_seq == snapshot.log_seq:
+                ids = DocIdSet(index=fresh)  # the keys read are in the index now: drop them from memory
     return ids
 
 

@@ -1,0 +1,131 @@
+"""What a run pays at its start to learn a store's doc_ids: reading every document file against the doc_id index.
+
+Builds a store of N documents in files of 100,000 rows (each row its doc_id, the other columns null: the doc_ids
+are all ``existing_doc_ids`` reads), then, each in a fresh process, as an ingest or crawl starts:
+
+- ``files``: no index, every file's doc_id column read (as before the index);
+- ``write``: the same, and the index written (what the first run after the store has grown pays);
+- ``index``: with the index and one file of 10,000 documents committed since (every later run).
+
+Each reports CPU and wall seconds, the process's peak RSS beyond what it held before, its RSS after in anonymous
+memory (its own) and in file pages (the memory-mapped index: the kernel's page cache, shared, evictable), then the microseconds
+of 200,000 membership tests (half stored doc_ids, half new ones) against the set it built, as
+``DocumentSink.add`` makes them. Ratios are against ``files`` in the same run of this script.
+
+    .venv/bin/python bench/doc_index.py [--docs 10000000] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+FILE_ROWS = 100_000
+
+
+def random_doc_ids(rng: np.random.Generator, n: int) -> pa.Array:
+    raw = rng.integers(0, 256, (n, 16), dtype=np.uint8)
+    hexed = np.frombuffer(b"0123456789abcdef", np.uint8)[np.stack([raw >> 4, raw & 15], axis=2).reshape(n, 32)]
+    return pa.array(hexed.view("S32").reshape(-1).astype(str))
+
+
+def documents(run, ids: pa.Array) -> pa.Table:
+    """Rows of the documents schema with only what it requires: a doc_id each, and one url, crawl, run, source."""
+    n = len(ids)
+    return pa.table({"doc_id": ids, **{name: pa.array([value] * n) for name, value in [
+        ("url", "https://bench.example/"), ("crawl_id", "bench"), ("run_id", run.run_id), ("source", "jsonl")]}})
+
+
+def build(root: Path, n: int) -> None:
+    from provenance.store import Store
+
+    store = Store.open(root, create=True)
+    rng = np.random.default_rng(20)
+    with store.run("ingest", config={"bench": "doc_index"}) as run:
+        for start in range(0, n, FILE_ROWS):
+            ids = random_doc_ids(rng, min(FILE_ROWS, n - start))
+            run.commit(add=[run.write("documents", documents(run, ids), "bench", row_group_size=FILE_ROWS)])
+
+
+def add_file(root: Path, rows: int, seed: int) -> None:
+    from provenance.store import Store
+
+    store = Store.open(root)
+    with store.run("ingest", config={"bench": "doc_index"}) as run:
+        ids = random_doc_ids(np.random.default_rng(seed), rows)
+        run.commit(add=[run.write("documents", documents(run, ids), "bench-new")])
+
+
+def child(root: Path, mode: str) -> dict:
+    from provenance import doc_index
+    from provenance.documents import existing_doc_ids
+    from provenance.store import Store
+
+    if mode != "index":
+        doc_index.MIN_KEYS = 1 << 62 if mode == "files" else 1  # files: never written; write: always
+    with tempfile.TemporaryDirectory() as warm:  # imports and first calls, not part of what is measured
+        existing_doc_ids(Store.open(Path(warm) / "s", create=True).snapshot())
+    store = Store.open(root)
+    snapshot = store.snapshot()
+    pq.read_table(snapshot.paths("documents")[0], columns=["doc_id"])
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0, c0 = time.perf_counter(), time.process_time()
+    ids = existing_doc_ids(snapshot)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    extra = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    rss_mb = {k: round(int(status[k].split()[0]) / 1024) for k in ("RssAnon", "RssFile") if k in status}
+
+    stored = pq.read_table(snapshot.paths("documents")[-1], columns=["doc_id"]).column("doc_id").to_pylist()[:100_000]
+    new = random_doc_ids(np.random.default_rng(99), 100_000).to_pylist()
+    probes = [d for pair in zip(stored, new) for d in pair]
+    t1 = time.perf_counter()
+    found = sum(d in ids for d in probes)
+    lookup_us = (time.perf_counter() - t1) / len(probes) * 1e6
+    return {"mode": mode, "cpu_s": round(cpu, 2), "wall_s": round(wall, 2), "peak_extra_mb": round(extra),
+            "rss_anon_mb": rss_mb.get("RssAnon"), "rss_file_mb": rss_mb.get("RssFile"),
+            "in_memory_keys": len(ids._keys.own_keys()), "lookup_us": round(lookup_us, 2), "found": found,
+            "expected_found": len(stored)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--docs", type=int, default=10_000_000)
+    ap.add_argument("--dir", default=None, help="where to build the store (default: a temporary directory)")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(Path(args.dir), args.child)))
+        return 0
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        root = Path(tmp) / "store"
+        t0 = time.perf_counter()
+        build(root, args.docs)
+        print(f"built a store of {args.docs:,} doc_ids in {time.perf_counter() - t0:.0f} s", flush=True)
+        results = {}
+        for mode in ("files", "write", "index"):
+            if mode == "index":
+                add_file(root, 10_000, seed=7)
+            out = subprocess.run([sys.executable, __file__, "--child", mode, "--dir", str(root)],
+                                 capture_output=True, text=True, check=True)
+            results[mode] = json.loads(out.stdout)
+            print(json.dumps(results[mode]), flush=True)
+        for mode in ("write", "index"):
+            print(f"{mode} against files: CPU {results[mode]['cpu_s'] / results['files']['cpu_s']:.3f}x, "
+                  f"peak RSS {results[mode]['peak_extra_mb'] / max(1, results['files']['peak_extra_mb']):.2f}x, "
+                  f"lookup {results[mode]['lookup_us'] / results['files']['lookup_us']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""A store's doc_ids, sorted on disk, so a run need not read them all to know what the store holds.
+
+Every ingest and crawl skips documents the store already holds, so it starts by learning every stored doc_id.
+Reading them from the document files costs time and memory in proportion to the corpus at every run's start
+(a 3M-document store: 4.6 CPU s and 16 bytes a document, twice that while sorting). This index keeps them, as
+written by an earlier run, in ``_index/doc_ids/``: the 16 bytes of each hex doc_id, sorted, in a ``.npy`` file
+the run memory-maps, with a bitmap of their leading bits beside it (most new doc_ids are answered by the bitmap
+alone). A run reads only the document files the index does not cover, those committed since it was written;
+the index's pages are the kernel's page cache, shared by every process reading it and evictable, not the
+run's own memory. When the uncovered doc_ids reach an eighth of the index (and at least ``MIN_KEYS``), the run
+writes a new index that covers them too, by a merge in bounded chunks, so the work of keeping it is linear.
+
+The index is derived data, never the truth. It names the document files it was built from, and a run uses it
+only when each of them is live or was removed by a commit the snapshot knows (documents are only ever added,
+and compaction keeps every row it moves), so its doc_ids are stored doc_ids. Anything else (a store restored
+from an older copy, a hand-edited log) makes the run ignore it and read the files, as without one. Its files
+are written under temporary names and renamed in, the metadata (``<log seq>.json``) last: a kill leaves an
+index whole or not there; older indexes are deleted once a newer one is in place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from provenance.store import Snapshot, atomic_write_text, make_dirs
+
+log = logging.getLogger(__name__)
+
+INDEX_DIR = Path("_index") / "doc_ids"
+FORMAT = 1
+WIDTH = 16  # bytes of a key: a doc_id of 32 hex digits
+MIN_KEYS = 100_000  # no index is written for fewer uncovered doc_ids than this (small stores read their files)
+REWRITE_SHARE = 8  # a new index once the uncovered doc_ids are 1/REWRITE_SHARE of the index's
+MAX_OTHER = 10_000  # doc_ids that are not 32 hex digits, kept in the metadata; a store with more gets no index
+MERGE_CHUNK = 1 << 20  # keys of the old index per step of a merge (16 MB)
+STALE_TEMP_S = 3600.0  # a temporary file this old belongs to a killed writer
+
+
+def bitmap_bits(n_keys: int) -> int:
+    """How many leading bits of a key the bitmap over ``n_keys`` keys indexes: about 8 bits a key."""
+    return max(16, min(30, int(n_keys * 8).bit_length()))
+
+
+def mark_prefixes(bits: np.ndarray, keys: np.ndarray, width: int, shift: int) -> None:
+    """Set, in the uint8 bitmap ``bits``, the bit of each key's first 32 bits shifted right by ``shift``."""
+    if len(keys) == 0:
+        return
+    top = np.ascontiguousarray(keys).view(np.uint8).reshape(-1, width)[:, :4]
+    top = np.ascontiguousarray(top).view(">u4").reshape(-1).astype(np.uint32) >> np.uint32(shift)
+    np.bitwise_or.at(bits, top >> 3, np.left_shift(1, top & 7).astype(np.uint8))
+
+
+class FrozenKeys:
+    """Sorted fixed-width keys that never change, with their prefix bitmap: membership without a copy of them.
+
+    ``keys`` is a sorted array of dtype ``S<width>`` (memory-mapped, from an index); ``bits`` the bitmap
+    ``mark_prefixes`` made of them at ``shift``.
+    """
+
+    def __init__(self, keys: np.ndarray, bits: np.ndarray, shift: int):
+        self.keys, self.shift = keys, shift
+        self.width = keys.dtype.itemsize
+        self._bits = memoryview(bits)  # indexing a memoryview gives a Python int, faster than a numpy scalar
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __contains__(self, key: bytes) -> bool:
+        h = int.from_bytes(key[:4], "big") >> self.shift
+        if not (self._bits[h >> 3] >> (h & 7)) & 1:
+            return False
+        key = key.rstrip(b"\0")  # numpy gives S values without their trailing zero bytes
+        i = int(self.keys.searchsorted(key))
+        return i < len(self.keys) and self.keys[i] == key
+
+    def known(self, keys: np.ndarray) -> np.ndarray:
+        """Which of ``keys`` (dtype ``S<width>``) are here, as a boolean mask."""
+        if len(self.keys) == 0 or len(keys) == 0:
+            return np.zeros(len(keys), bool)
+        where = self.keys.searchsorted(keys)
+        return self.keys[np.minimum(where, len(self.keys) - 1)] == keys
+
+    def __iter__(self) -> Iterator[bytes]:
+        for start in range(0, len(self.keys), MERGE_CHUNK):
+            for key in self.keys[start:start + MERGE_CHUNK].tolist():
+                yield key.ljust(self.width, b"\0")
+
+
+@dataclass
+class DocIdIndex:
+    """An index as read: its keys, the document files it covers, and its doc_ids that are not hex."""
+
+    keys: FrozenKeys
+    files: frozenset[str]
+    other: list[str]
+    log_seq: int
+
+
+def _directory(root: Path) -> Path:
+    return root / INDEX_DIR
+
+
+def _usable(meta: dict, snapshot: Snapshot) -> bool:
+    """Every file the index covers is a live document file, or one a commit the snapshot knows removed."""
+    return all((f in snapshot.files and snapshot.files[f].kind == "documents") or f in snapshot.removed
+               for f in meta["files"])
+
+
+def open_index(snapshot: Snapshot) -> DocIdIndex | None:
+    """The newest index this snapshot can use, memory-mapped; None when there is none."""
+    directory = _directory(snapshot.root)
+    for _attempt in range(3):  # a writer may replace the newest index while we read it: look again
+        try:
+            metas = sorted((p for p in directory.iterdir() if p.suffix == ".json" and not p.name.startswith(".")),
+                           reverse=True)
+        except FileNotFoundError:
+            return None
+        replaced = False
+        for meta_path in metas:
+            try:
+                meta = json.loads(meta_path.read_text())
+                if meta.get("format") != FORMAT or not _usable(meta, snapshot):
+                    continue
+                keys = np.load(directory / meta["keys"], mmap_mode="r")
+                bits = np.load(directory / meta["bits"], mmap_mode="r")
+                if keys.dtype != np.dtype(f"S{WIDTH}") or keys.ndim != 1 or len(keys) != meta["n_keys"] \
+                        or bits.dtype != np.uint8 or len(bits) != 1 << (meta["index_bits"] - 3):
+                    raise ValueError("keys or bitmap not as the metadata says")
+                return DocIdIndex(FrozenKeys(keys, bits, 32 - meta["index_bits"]), frozenset(meta["files"]),
+                                  list(meta["other"]), int(meta["log_seq"]))
+            except FileNotFoundError:
+                replaced = True
+                break
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning(f"{meta_path}: doc_id index unreadable ({exc}); reading the document files instead")
+        if not replaced:
+            return None
+    return None
+
+
+def should_rewrite(index: DocIdIndex | None, uncovered_keys: int) -> bool:
+    """Whether a run that read ``uncovered_keys`` doc_ids beside ``index`` writes a new index."""
+    have = len(index.keys) if index is not None else 0
+    return uncovered_keys >= max(MIN_KEYS, have // REWRITE_SHARE)
+
+
+def _temp(directory: Path, name: str) -> Path:
+    return directory / f".{name}.{os.getpid()}.tmp"
+
+
+def write_index(snapshot: Snapshot, old: DocIdIndex | None, new_keys: np.ndarray, other: list[str]) -> None:
+    """Write an index of ``old``'s keys and ``new_keys`` (sorted, distinct, none of them in ``old``; dtype
+    ``S16``) covering every live document file of ``snapshot``, then delete older indexes.
+
+    The old keys are merged in chunks of ``MERGE_CHUNK`` into the new memory-mapped file, so this holds at most
+    a chunk of them besides ``new_keys``. Nothing is written when ``other`` (doc_ids not of 32 hex digits) is
+    longer than ``MAX_OTHER``.
+    """
+    if len(other) > MAX_OTHER:
+        return
+    directory = _directory(snapshot.root)
+    make_dirs(directory)
+    _drop_stale_temps(directory)
+    name = f"{snapshot.log_seq:020d}"
+    old_keys = old.keys.keys if old is not None else np.zeros(0, f"S{WIDTH}")
+    n = len(old_keys) + len(new_keys)
+    index_bits = bitmap_bits(n)
+    shift = 32 - index_bits
+    keys_tmp, bits_tmp = _temp(directory, f"{name}.keys.npy"), _temp(directory, f"{name}.bits.npy")
+    try:
+        out = np.lib.format.open_memmap(keys_tmp, mode="w+", dtype=f"S{WIDTH}", shape=(n,))
+        bits = np.zeros(1 << (index_bits - 3), np.uint8)
+        # Where each new key goes among the old ones; then the old keys chunk by chunk, each with its new ones.
+        where = old_keys.searchsorted(new_keys) if len(old_keys) else np.zeros(len(new_keys), np.int64)
+        written, taken = 0, 0
+        for start in range(0, max(len(old_keys), 1), MERGE_CHUNK):
+            end = min(start + MERGE_CHUNK, len(old_keys))
+            last = end >= len(old_keys)
+            upto = len(new_keys) if last else int(np.searchsorted(where, end, side="left"))
+            chunk = np.insert(np.asarray(old_keys[start:end]), where[taken:upto] - start, new_keys[taken:upto])
+            out[written:written + len(chunk)] = chunk
+            mark_prefixes(bits, chunk, WIDTH, shift)
+            written, taken = written + len(chunk), upto
+        if written != n:
+            raise AssertionError(f"merged {written} keys of {n}")
+        out.flush()
+        del out
+        with open(bits_tmp, "wb") as fh:
+            np.save(fh, bits)
+            fh.flush()
+            os.fsync(fh.fileno())
+        with open(keys_tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(keys_tmp, directory / f"{name}.keys.npy")
+        os.replace(bits_tmp, directory / f"{name}.bits.npy")
+    except BaseException:
+        keys_tmp.unlink(missing_ok=True)
+        bits_tmp.unlink(missing_ok=True)
+        raise
+    files = sorted(f.path for f in snapshot.files.values() if f.kind == "documents")
+    meta = {"format": FORMAT, "log_seq": snapshot.log_seq, "n_keys": n, "index_bits": index_bits,
+            "keys": f"{name}.keys.npy", "bits": f"{name}.bits.npy", "other": sorted(other), "files": files,
+            "written_at_unix": time.time()}
+    atomic_write_text(directory / f"{name}.json", json.dumps(meta))
+    _drop_older(directory, name)
+
+
+def _drop_older(directory: Path, name: str) -> None:
+    """Delete the indexes older than ``name``: the metadata first, so none is ever read without its arrays."""
+    for meta_path in sorted(p for p in directory.glob("*.json") if p.name < f"{name}.json"):
+        meta_path.unlink(missing_ok=True)
+        stem = meta_path.name[:-len(".json")]
+        for suffix in (".keys.npy", ".bits.npy"):
+            (directory / f"{stem}{suffix}").unlink(missing_ok=True)
+
+
+def _drop_stale_temps(directory: Path) -> None:
+    now = time.time()
+    for tmp in directory.glob(".*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_TEMP_S:
+                tmp.unlink()
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,169 @@
+"""The store's doc_id index: a run learns every stored doc_id from it plus the files it does not cover, with the
+same answers as reading every file, and never from an index that does not match the store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from provenance import doc_index, documents
+from provenance.documents import DocIdSet, existing_doc_ids
+from provenance.maintenance import compact_store
+from provenance.testing import make_store
+
+
+@pytest.fixture
+def small_index(monkeypatch):
+    """Indexes written from 20 doc_ids on, merged 7 keys at a time (many chunks)."""
+    monkeypatch.setattr(doc_index, "MIN_KEYS", 20)
+    monkeypatch.setattr(doc_index, "MERGE_CHUNK", 7)
+
+
+def docs(start: int, stop: int) -> list[dict]:
+    return [{"url": f"https://e.example/{i}", "text": f"page {i}"} for i in range(start, stop)]
+
+
+def stored_ids(store) -> set[str]:
+    return set(pa.concat_tables([pq.read_table(p, columns=["doc_id"]) for p in store.snapshot().paths("documents")])
+               .column("doc_id").to_pylist())
+
+
+def index_files(store) -> list[str]:
+    directory = store.root / doc_index.INDEX_DIR
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def files_read(monkeypatch) -> list[str]:
+    """The document files existing_doc_ids reads from now on (a spy: the reads are real)."""
+    read, real = [], pq.read_table
+
+    def spy(path, *args, **kwargs):
+        read.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(documents.pq, "read_table", spy)
+    return read
+
+
+def test_no_index_for_a_small_store(tmp_path):
+    store = make_store(tmp_path / "s", docs(0, 30), rows_per_file=10)
+    ids = existing_doc_ids(store.snapshot())
+    assert set(ids) == stored_ids(store) and index_files(store) == []
+
+
+def test_a_run_reads_only_the_files_the_index_does_not_cover(tmp_path, small_index, monkeypatch):
+    store = make_store(tmp_path / "s", docs(0, 30), rows_per_file=10)
+    existing_doc_ids(store.snapshot())  # 30 doc_ids read: an index is written
+    assert [n for n in index_files(store) if n.endswith(".json")]
+    before = set(map(str, store.snapshot().paths("documents")))
+    make_store(tmp_path / "s", docs(25, 33), rows_per_file=10)  # 3 new documents (25..29 are stored)
+    read = files_read(monkeypatch)
+    ids = existing_doc_ids(store.snapshot())
+    assert len(before) == 3 and read == sorted(set(map(str, store.snapshot().paths("documents"))) - before)
+    assert set(ids) == stored_ids(store) and len(ids) == 33
+    for doc_id in stored_ids(store):
+        assert doc_id in ids
+    absent = DocIdSet(documents.make_doc_id(f"https://e.example/{i}", documents.sha256_hex(b"x")) for i in range(50))
+    assert not any(d in ids for d in absent)
+
+
+def test_the_index_grows_by_merging_and_stays_exact(tmp_path, small_index):
+    store = make_store(tmp_path / "s", docs(0, 25), rows_per_file=10)
+    existing_doc_ids(store.snapshot())
+    first = [n for n in index_files(store) if n.endswith(".json")]
+    make_store(tmp_path / "s", docs(20, 60), rows_per_file=10)  # 35 new: more than an eighth, and 20 or more
+    ids = existing_doc_ids(store.snapshot())
+    metas = [n for n in index_files(store) if n.endswith(".json")]
+    assert len(metas) == 1 and metas != first  # the new one replaced the old
+    meta = json.loads((store.root / doc_index.INDEX_DIR / metas[0]).read_text())
+    keys = np.load(store.root / doc_index.INDEX_DIR / meta["keys"])
+    assert meta["n_keys"] == 60 and (keys[1:] > keys[:-1]).all()  # sorted, distinct
+    assert sorted(meta["files"]) == sorted(f.path for f in store.snapshot().entries("documents"))
+    assert {k.ljust(16, b"\0").hex() for k in keys.tolist()} == stored_ids(store) == set(ids)
+    assert len(ids._keys.own_keys()) == 0  # everything read went into the index, nothing kept in memory
+
+
+def test_ingesting_twice_with_an_index_stores_nothing_twice(tmp_path, small_index):
+    store = make_store(tmp_path / "s", docs(0, 40), rows_per_file=10)
+    existing_doc_ids(store.snapshot())
+    store = make_store(tmp_path / "s", docs(0, 45), rows_per_file=10)
+    assert {"stored": 5, "already_stored": 40} in [r["stats"] for r in store.runs()]
+    assert sum(f.rows for f in store.snapshot().entries("documents")) == 45 == len(stored_ids(store))
+
+
+def test_the_index_survives_compaction(tmp_path, small_index, monkeypatch):
+    store = make_store(tmp_path / "s", docs(0, 30), rows_per_file=5)
+    existing_doc_ids(store.snapshot())
+    compact_store(store, target_rows=100)
+    assert len(store.snapshot().entries("documents")) == 1  # every covered file was removed by the compaction
+    read = files_read(monkeypatch)
+    ids = existing_doc_ids(store.snapshot())
+    assert len(read) == 1  # the compacted file, not covered; its doc_ids were in the index already...
+    assert set(ids) == stored_ids(store) and len(ids) == 30
+    assert len(index_files(store)) == 3  # ...and 30 read is more than an eighth: a new index names the new file
+    read.clear()
+    again = existing_doc_ids(store.snapshot())
+    assert read == [] and set(again) == stored_ids(store)
+
+
+def test_an_index_that_does_not_match_the_store_is_ignored(tmp_path, small_index, caplog):
+    store = make_store(tmp_path / "s", docs(0, 30), rows_per_file=10)
+    existing_doc_ids(store.snapshot())
+    directory = store.root / doc_index.INDEX_DIR
+    meta_path = next(directory.glob("*.json"))
+    meta = json.loads(meta_path.read_text())
+    # Naming a file the store never had (a store restored from an older copy): not used, the files are read.
+    meta_path.write_text(json.dumps({**meta, "files": meta["files"] + ["documents/test/gone.parquet"]}))
+    assert doc_index.open_index(store.snapshot()) is None
+    assert set(existing_doc_ids(store.snapshot())) == stored_ids(store)
+    # A cut-off keys file: a warning, and the files are read.
+    store = make_store(tmp_path / "t", docs(0, 30), rows_per_file=10)
+    existing_doc_ids(store.snapshot())
+    keys = next((store.root / doc_index.INDEX_DIR).glob("*.keys.npy"))
+    keys.write_bytes(keys.read_bytes()[:-16])
+    with caplog.at_level(logging.WARNING):
+        assert doc_index.open_index(store.snapshot()) is None
+    assert "doc_id index unreadable" in caplog.text
+    assert set(existing_doc_ids(store.snapshot())) == stored_ids(store)
+
+
+def test_doc_ids_that_are_not_hex_live_in_the_metadata(tmp_path, monkeypatch):
+    store = make_store(tmp_path / "s", docs(0, 30), rows_per_file=10)
+    odd = ["custom-1", "custom-2"]
+    with store.run("ingest", config={}) as run:
+        sink = documents.DocumentSink(run, "odd", existing_doc_ids(store.snapshot()))
+        for i, doc_id in enumerate(odd):
+            sink.add({**documents.build_document(url=f"https://o.example/{i}", body=b"x", source="jsonl",
+                                                 run_id=run.run_id, crawl_id="odd"), "doc_id": doc_id})
+        sink.flush()
+    monkeypatch.setattr(doc_index, "MIN_KEYS", 20)
+    ids = existing_doc_ids(store.snapshot())  # the index is written now, with the two
+    assert json.loads(next((store.root / doc_index.INDEX_DIR).glob("*.json")).read_text())["other"] == odd
+    again = existing_doc_ids(store.snapshot())  # and read from it
+    assert all(d in again for d in odd) and set(again) == set(ids) == stored_ids(store)
+
+
+def test_a_killed_writer_leaves_no_index_and_its_temp_files_go(tmp_path, small_index, monkeypatch):
+    store = make_store(tmp_path / "s", docs(0, 30), rows_per_file=10)
+
+    def killed(*_args, **_kwargs):
+        raise KeyboardInterrupt  # stands for a kill between the arrays and the metadata
+
+    monkeypatch.setattr(doc_index, "atomic_write_text", killed)
+    with pytest.raises(KeyboardInterrupt):
+        existing_doc_ids(store.snapshot())
+    assert not any(n.endswith(".json") for n in index_files(store))  # arrays without metadata: no index
+    assert doc_index.open_index(store.snapshot()) is None
+    monkeypatch.undo()
+    monkeypatch.setattr(doc_index, "MIN_KEYS", 20)
+    stale = store.root / doc_index.INDEX_DIR / ".x.keys.npy.1.tmp"
+    stale.write_bytes(b"half")
+    os.utime(stale, (0, 0))
+    assert set(existing_doc_ids(store.snapshot())) == stored_ids(store)
+    assert not stale.exists() and any(n.endswith(".json") for n in index_files(store))
