@@ -6,7 +6,7 @@ drifts by 20% or more between them. This traces one run instead: after every com
 the run is measured in units of the machine's speed at that moment. A flat trace means nothing in ingest
 grows with the documents already stored or seen (the known doc_ids, the commit log, the checkpoints).
 
-    .venv/bin/python bench/ingest_trace.py --corpus-dir DIR [--docs 3000000] [--parts 6]
+    .venv/bin/python bench/ingest_trace.py --corpus-dir DIR [--docs 3000000] [--parts 6] [--keep STORE]
 
 Uses the shards ``bench/scale.py --generate-only --sizes 10000000 --corpus-dir DIR`` writes (the first
 ``--docs`` of them); prints, per part of the run, the CPU per document in microseconds and in calibration
@@ -73,14 +73,18 @@ def main(argv=None) -> int:
     ap.add_argument("--corpus-dir", required=True, help="where bench/scale.py keeps its generated corpora")
     ap.add_argument("--docs", type=int, default=3_000_000)
     ap.add_argument("--parts", type=int, default=6)
+    ap.add_argument("--keep", default=None, help="write the store here and keep it (default: a temporary one)")
     args = ap.parse_args(argv)
     shards = sorted(Path(args.corpus_dir).glob("10000000-*/corpus-*.jsonl.gz"))
     if not shards:
         sys.exit(f"no 10M corpus in {args.corpus_dir}: run bench/scale.py --generate-only --sizes 10000000 "
                  f"--corpus-dir {args.corpus_dir} first")
     shards = shards[:max(1, args.docs // 100_000)]  # the generator writes 100,000 documents a shard
-    with tempfile.TemporaryDirectory(prefix="ingest-trace-") as tmp:
-        rows = traced_ingest(Path(tmp) / "store", shards)
+    if args.keep:
+        rows = traced_ingest(Path(args.keep), shards)
+    else:
+        with tempfile.TemporaryDirectory(prefix="ingest-trace-") as tmp:
+            rows = traced_ingest(Path(tmp) / "store", shards)
     done = np.cumsum(rows[:, 0])
     print(f"{int(done[-1]):,} documents in {len(rows)} commits; per part of the run:")
     print(f"{'documents':>12} {'us/doc':>8} {'units/doc':>10} {'commit units/doc':>17} {'system us/doc':>14} "

@@ -214,12 +214,11 @@ def write_index(snapshot: Snapshot, old: DocIdIndex | None, new_keys: np.ndarray
 
 
 def _drop_older(directory: Path, name: str) -> None:
-    """Delete the indexes older than ``name``: the metadata first, so none is ever read without its arrays."""
-    for meta_path in sorted(p for p in directory.glob("*.json") if p.name < f"{name}.json"):
-        meta_path.unlink(missing_ok=True)
-        stem = meta_path.name[:-len(".json")]
-        for suffix in (".keys.npy", ".bits.npy"):
-            (directory / f"{stem}{suffix}").unlink(missing_ok=True)
+    """Delete the indexes older than ``name``: their metadata first, so none is ever read without its arrays,
+    then every array file older than ``name`` (also those of a writer killed before its metadata)."""
+    older = sorted(p for p in directory.iterdir() if not p.name.startswith(".") and p.name.split(".")[0] < name)
+    for path in sorted(older, key=lambda p: p.suffix != ".json"):
+        path.unlink(missing_ok=True)
 
 
 def _drop_stale_temps(directory: Path) -> None:

@@ -162,8 +162,12 @@ def test_a_killed_writer_leaves_no_index_and_its_temp_files_go(tmp_path, small_i
     assert doc_index.open_index(store.snapshot()) is None
     monkeypatch.undo()
     monkeypatch.setattr(doc_index, "MIN_KEYS", 20)
+    arrays = [n for n in index_files(store) if n.endswith(".npy")]
+    assert len(arrays) == 2  # renamed in before the kill: no metadata names them
     stale = store.root / doc_index.INDEX_DIR / ".x.keys.npy.1.tmp"
     stale.write_bytes(b"half")
     os.utime(stale, (0, 0))
+    make_store(tmp_path / "s", docs(30, 60), rows_per_file=10)  # a later index: the orphans are older
     assert set(existing_doc_ids(store.snapshot())) == stored_ids(store)
     assert not stale.exists() and any(n.endswith(".json") for n in index_files(store))
+    assert not set(arrays) & set(index_files(store)) and len(index_files(store)) == 3
