@@ -229,3 +229,37 @@ def _drop_stale_temps(directory: Path) -> None:
                 tmp.unlink()
         except FileNotFoundError:
             pass
+
+
+def verify(snapshot: Snapshot, read_keys) -> list[str]:
+    """Problems of the index the snapshot would use (one line each): keys out of order or repeated, keys the
+    store does not hold, doc_ids of files it covers that it lacks. ``read_keys(path)`` gives a document file's
+    hex doc_ids as sorted distinct keys (dtype ``S16``). Reads every document file's doc_ids (as ``store
+    check`` reads every file)."""
+    index = open_index(snapshot)
+    if index is None:
+        return []
+    where = snapshot.root / INDEX_DIR / f"{index.log_seq:020d}.json"
+    fix = f"delete {snapshot.root / INDEX_DIR} (the next ingest or crawl writes a new one)"
+    keys = index.keys.keys
+    problems = []
+    for start in range(0, max(len(keys) - 1, 0), MERGE_CHUNK):
+        chunk = np.asarray(keys[start:start + MERGE_CHUNK + 1])
+        if not (chunk[1:] > chunk[:-1]).all():
+            problems.append(f"{where}: its doc_ids are not sorted and distinct; {fix}")
+            break
+    held = np.zeros(len(keys), bool)
+    lacking = 0
+    for entry in snapshot.entries("documents"):
+        stored = read_keys(snapshot.root / entry.path)
+        known = index.keys.known(stored)
+        if entry.path in index.files:
+            lacking += int((~known).sum())
+        if len(keys):
+            found = keys.searchsorted(stored[known])
+            held[found] = True
+    if lacking:
+        problems.append(f"{where}: lacks {lacking} doc_ids of the document files it covers; {fix}")
+    if not held.all():
+        problems.append(f"{where}: holds {int((~held).sum())} doc_ids the store does not; {fix}")
+    return problems

@@ -27,10 +27,13 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from provenance import doc_index, documents
 from provenance import store as store_mod
+from provenance.arrays import unique_sorted
 from provenance.store import DATA_KINDS, FileEntry, Snapshot, Store, new_run_id
 
 COMPACT_ROWS = 100_000
@@ -88,9 +91,18 @@ def check_store(store: Store) -> tuple[list[str], dict]:
             else:
                 problems.append(f"{rel}: orphan (no commit names it: a run died before committing it); "
                                 f"`provenance store vacuum` deletes it")
+        problems.extend(doc_index.verify(snap, _doc_id_keys))
         counts = {"entries": snap.log_seq, "checkpoints": len(checkpoints), "live_files": len(snap.files),
                   "verified": verified, "removed_on_disk": removed_on_disk}
         return problems, counts
+
+
+def _doc_id_keys(path: Path) -> np.ndarray:
+    """A document file's hex doc_ids as sorted distinct 16-byte keys (what the doc_id index holds)."""
+    keys = [documents._hex_keys(chunk)[0] for chunk in
+            pq.read_table(path, columns=["doc_id"]).column("doc_id").chunks]
+    rows = np.concatenate(keys) if keys else np.zeros((0, 16), np.uint8)
+    return unique_sorted(np.ascontiguousarray(rows).view("S16").reshape(-1))
 
 
 def _data_files(root: Path) -> list[str]:

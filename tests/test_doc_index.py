@@ -171,3 +171,22 @@ def test_a_killed_writer_leaves_no_index_and_its_temp_files_go(tmp_path, small_i
     assert set(existing_doc_ids(store.snapshot())) == stored_ids(store)
     assert not stale.exists() and any(n.endswith(".json") for n in index_files(store))
     assert not set(arrays) & set(index_files(store)) and len(index_files(store)) == 3
+
+
+def test_store_check_verifies_the_index(tmp_path, small_index):
+    from provenance.maintenance import check_store
+
+    store = make_store(tmp_path / "s", docs(0, 30), rows_per_file=10)
+    existing_doc_ids(store.snapshot())
+    assert check_store(store)[0] == []
+    directory = store.root / doc_index.INDEX_DIR
+    keys_path = next(directory.glob("*.keys.npy"))
+    keys = np.load(keys_path)
+    stranger = np.array([b"\xff" * 16], "S16")
+    np.save(keys_path, np.concatenate([keys[1:], stranger]))  # one stored doc_id lost, one stranger added
+    problems = check_store(store)[0]
+    assert len(problems) == 2, problems
+    assert "lacks 1 doc_ids of the document files it covers" in problems[0]
+    assert "holds 1 doc_ids the store does not" in problems[1] and "delete" in problems[1]
+    np.save(keys_path, keys[::-1])
+    assert any("not sorted and distinct" in p for p in check_store(store)[0])

@@ -1,0 +1,88 @@
+"""Where an export's time goes: the split pass, reading ranges back, writing the Parquet, and the rest.
+
+Runs ``run_export`` on an existing store (what nothing flagged, as ``bench/scale.py`` exports) with the
+export's steps wrapped: ``_split_by_prefix`` (DuckDB's scan and the cut into range files), ``_read_range``
+(a range file read back) and ``ParquetWriter.write_table`` (the output written); what is left of the export
+is the selection and the manifest's queries, and sorting each range. For each: wall seconds, CPU seconds of
+the whole process (all threads) and the bytes it read from and wrote to the disk (``/proc/self/io``: bytes
+that came from the page cache are not counted).
+
+    .venv/bin/python bench/export_phases.py --store STORE [--out DIR] [--memory-mb 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from provenance import export
+from provenance.store import Store
+
+
+def io_bytes() -> tuple[int, int]:
+    fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+    return int(fields["read_bytes"]), int(fields["write_bytes"])
+
+
+def sample() -> tuple[float, float, int, int]:
+    return (time.perf_counter(), time.process_time(), *io_bytes())
+
+
+totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0, 0, 0])
+
+
+def timed(name: str, fn):
+    def wrapper(*args, **kwargs):
+        before = sample()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            after = sample()
+            t = totals[name]
+            for i in range(4):
+                t[i] += after[i] - before[i]
+            t[4] += 1
+    return wrapper
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--store", required=True)
+    ap.add_argument("--out", default=None, help="parent directory of the export (default: a temporary one)")
+    ap.add_argument("--memory-mb", type=int, default=None)
+    args = ap.parse_args(argv)
+    export._split_by_prefix = timed("split pass (DuckDB scan, cut, range files written)", export._split_by_prefix)
+    export._read_range = timed("range files read back", export._read_range)
+    pq.ParquetWriter.write_table = timed("Parquet written", pq.ParquetWriter.write_table)
+    tmp = Path(tempfile.mkdtemp(dir=args.out, prefix="export-phases-"))
+    try:
+        start = sample()
+        manifest = export.run_export(Store.open(args.store), tmp / "export", memory_mb=args.memory_mb)
+        end = sample()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    whole = [end[i] - start[i] for i in range(4)]
+    inner = [sum(t[i] for t in totals.values()) for i in range(4)]
+    rows = [(name, *t) for name, t in totals.items()]
+    rows.append(("the rest (selection, sorting the ranges, manifest)", *[whole[i] - inner[i] for i in range(4)], 0))
+    rows.append(("whole export", *whole, 1))
+    kept = manifest.get("counts", {}).get("kept", manifest.get("kept"))
+    print(f"exported {kept} documents")
+    print(f"{'step':<55} {'wall s':>8} {'CPU s':>8} {'disk read MB':>13} {'disk write MB':>14} {'calls':>6}")
+    for name, wall, cpu, read, written, calls in rows:
+        print(f"{name:<55} {wall:8.1f} {cpu:8.1f} {read / 2**20:13.0f} {written / 2**20:14.0f} {int(calls):6d}")
+    print(json.dumps({name: {"wall_s": round(w, 2), "cpu_s": round(c, 2), "read_mb": round(r / 2**20),
+                             "write_mb": round(wr / 2**20)} for name, w, c, r, wr, _ in rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
