@@ -30,9 +30,11 @@ must not fail every scheduled crawl.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import random
+import shutil
 import sys
 import time
 from collections import Counter
@@ -41,6 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 import provenance
@@ -97,7 +100,8 @@ latest AS (
     FROM seen GROUP BY url
 )
 SELECT l.url, d.doc_id, d.etag, d.last_modified, d.raw_sha256, d.text_sha256
-FROM latest l JOIN (SELECT DISTINCT ON (doc_id) * FROM documents) d USING (doc_id)
+FROM latest l JOIN (SELECT DISTINCT ON (doc_id) doc_id, etag, last_modified, raw_sha256, text_sha256
+                    FROM documents) d USING (doc_id)
 """
 
 # URLs this crawl_id fetched successfully before: a re-crawl requests them again (conditionally), so a page
@@ -109,17 +113,99 @@ GROUP BY url ORDER BY min(fetched_at), url
 """
 
 
-def load_known(store: Store, crawl_id: str) -> tuple[dict[str, Known], list[str]]:
-    """(latest known version per URL, URLs previously fetched by ``crawl_id``), read with DuckDB."""
+KNOWN_MEMORY_MB = 512  # DuckDB's limit while it works out every URL's latest version (it spills beyond)
+KNOWN_BATCH_ROWS = 65_536
+
+
+class KnownVersions:
+    """The latest known version of every URL the store holds, looked up by URL as a crawl fetches, in memory
+    that does not grow with the store.
+
+    A dict of them took 11.6 GB and 120 s to build at the start of a crawl of a 10M-document store. Instead
+    DuckDB works them out under ``KNOWN_MEMORY_MB`` (spilling to the scratch directory), sorted by URL, into
+    an uncompressed Arrow IPC file in the run's scratch directory (``_tmp/<run_id>-known/``, which a writer
+    that finds the store free deletes if the crawl was killed); the crawl memory-maps it and a lookup is a
+    binary search over its URL column (DuckDB and Python both order strings by code point). The versions this
+    crawl stores go into a dict over it: they grow with the crawl, not the store.
+    """
+
+    COLUMNS = ("doc_id", "etag", "last_modified", "raw_sha256", "text_sha256")
+
+    def __init__(self, table=None, directory: Path | None = None):
+        self._own: dict[str, Known] = {}
+        self._directory = directory
+        self._urls, self._rows, self._firsts = [], [], []
+        if table is not None:
+            for batch in table.to_batches():
+                if batch.num_rows:
+                    urls = batch.column("url")
+                    self._urls.append(urls)
+                    self._rows.append([batch.column(c) for c in self.COLUMNS])
+                    self._firsts.append(urls[0].as_py())
+
+    @classmethod
+    def load(cls, store: Store, snapshot, directory: Path) -> KnownVersions:
+        from provenance.sql import connect_parquet_views
+
+        if not (snapshot.paths("documents") or snapshot.paths("fetches")):
+            return cls()  # a new store: nothing to read, no DuckDB to start
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "known.arrow"
+        con = connect_parquet_views(store, ("documents", "fetches"), snapshot)
+        try:
+            con.execute(f"SET memory_limit = '{KNOWN_MEMORY_MB}MB'")
+            con.execute("SET temp_directory = ?", [str(directory / "spill")])
+            reader = con.sql(f"{_KNOWN_SQL} ORDER BY url").to_arrow_reader(KNOWN_BATCH_ROWS)
+            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, reader.schema) as writer:
+                for batch in reader:
+                    writer.write_batch(batch)
+        finally:
+            con.close()
+        return cls(pa.ipc.open_file(pa.memory_map(str(path))).read_all(), directory)
+
+    def _stored(self, url: str) -> Known | None:
+        i = bisect.bisect_right(self._firsts, url) - 1
+        if i < 0:
+            return None
+        urls = self._urls[i]
+        lo, hi = 0, len(urls)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if urls[mid].as_py() < url:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == len(urls) or urls[lo].as_py() != url:
+            return None
+        return Known(*(column[lo].as_py() for column in self._rows[i]))
+
+    def get(self, url: str, default=None) -> Known | None:
+        known = self._own.get(url)
+        if known is None:
+            known = self._stored(url)
+        return default if known is None else known
+
+    def __setitem__(self, url: str, known: Known) -> None:
+        self._own[url] = known
+
+    def close(self) -> None:
+        """Drop the memory map and delete the scratch directory."""
+        self._urls, self._rows, self._firsts = [], [], []
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+
+
+def load_known(store: Store, crawl_id: str, directory: Path) -> tuple[KnownVersions, list[str]]:
+    """(latest known version per URL, URLs previously fetched by ``crawl_id``), read with DuckDB; ``directory``
+    is the crawl's scratch directory for the first (see ``KnownVersions``)."""
     from provenance.sql import connect_parquet_views
 
     snapshot = store.snapshot()
     if not (snapshot.paths("documents") or snapshot.paths("fetches")):
-        return {}, []  # a new store: nothing to read, no DuckDB to start
-    con = connect_parquet_views(store, ("documents", "fetches"), snapshot)
+        return KnownVersions(), []  # a new store: nothing to read, no DuckDB to start
+    known = KnownVersions.load(store, snapshot, directory)
+    con = connect_parquet_views(store, ("fetches",), snapshot)
     try:
-        known = {url: Known(doc_id, etag, lm, raw, text)
-                 for url, doc_id, etag, lm, raw, text in con.execute(_KNOWN_SQL).fetchall()}
         previous = [r[0] for r in con.execute(_PREVIOUS_URLS_SQL, [crawl_id]).fetchall()]
     finally:
         con.close()
@@ -183,7 +269,7 @@ class CrawlSession:
         self.crawl_id, self.spider, self.settings_hash = crawl_id, spider, settings_hash
         self.journal = journal
         self.flush_rows = max(1, int(flush_rows))
-        self.known, self.previous_urls = load_known(store, crawl_id)
+        self.known, self.previous_urls = load_known(store, crawl_id, store.root / "_tmp" / f"{run.run_id}-known")
         snapshot = store.snapshot()
         # DocumentSink must never flush on its own: see the class docstring.
         self.sink = DocumentSink(run, crawl_id, existing_doc_ids(snapshot), flush_rows=sys.maxsize,
@@ -436,7 +522,10 @@ class CrawlSession:
 
     def close(self, finish_reason: str | None, scrapy_stats: dict | None = None) -> dict:
         """Commit what is left and return the run's stats (also set as run.stats)."""
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            self.known.close()
         # After a failed commit the job stays as a kill leaves it: not removed (as 'finished' would), and without
         # the 'paused' marker (Scrapy's queue lacks the pages whose commit failed); the next run requests again
         # every URL whose fetch row is not in the store.
