@@ -30,6 +30,7 @@ export of this tool and nothing else.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -316,31 +317,50 @@ def _range_levels(expected_bytes: float, bucket_bytes: float) -> int:
 def _write_sorted(con, select_sql: str, data_path: Path, buckets_dir: Path, levels: int, memory_bytes: int,
                   keep: str | None = None) -> None:
     """Write the rows of ``select_sql`` (which has a doc_id column) to ``data_path`` ordered by doc_id, in memory
-    bounded by one range whatever their number: an external sort by range.
+    bounded by two ranges whatever their number: an external sort by range.
 
     doc_ids are hex digests, so their first ``levels`` characters split the rows into 16**levels ranges of about
     equal size (``_range_levels`` picks the number). A split pass streams the rows from DuckDB in Arrow batches
     and appends each row to its range's Arrow IPC file (``_split_by_prefix``): one pass for up to two characters
     (256 ranges), so the rows are written and read once more than a sort in memory up to 16**2 ranges (10M
     documents of 2 KB under the default limit), twice beyond. Each range, in order, is then read back, sorted
-    in memory and written on to one Parquet writer, and its file deleted. Ranges in order, each in order: the
+    in memory and written on to one Parquet writer, and its file deleted; the next range is read and sorted by
+    a second thread while one is written. Ranges in order, each in order: the
     whole in doc_id order. With ``keep`` (a relation with a doc_id column), only its doc_ids are written: they
     are split the same way and each range is filtered by its own share of them (a join of the whole selection
     spilled every document's text at 10M documents).
     """
     writer = None
 
-    def write_range(docs: Path, kept: Path | None) -> None:
-        nonlocal writer
+    def read_range(docs: Path, kept: Path | None) -> tuple[pa.Table, pa.Array]:
+        """A range read back, filtered to the kept doc_ids, and the order that sorts it."""
         table = _read_range(docs)
         if kept is not None:
             table = table.filter(pc.is_in(table.column("doc_id"), value_set=_read_range(kept).column("doc_id")))
-        order = pc.sort_indices(table, sort_keys=[("doc_id", "ascending")])  # stable: byte order, as DuckDB's
+        return table, pc.sort_indices(table, sort_keys=[("doc_id", "ascending")])  # stable: byte order, as DuckDB's
+
+    def write_range(table: pa.Table, order: pa.Array) -> None:
+        nonlocal writer
         if writer is None:
             writer = pq.ParquetWriter(data_path, table.schema, compression="zstd")
         for start in range(0, len(order), EXPORT_ROW_GROUP_ROWS):
             writer.write_table(table.take(order[start:start + EXPORT_ROW_GROUP_ROWS]),
                                row_group_size=EXPORT_ROW_GROUP_ROWS)
+
+    def write_ranges(ranges: list[tuple[Path, Path | None]]) -> None:
+        """Sort and write the ranges, in order; the next one is read back and sorted by a second thread while
+        one is written (both release the GIL), so reading, sorting and compressing overlap; at most two ranges
+        are held."""
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="export-range") as reader:
+            ahead = reader.submit(read_range, *ranges[0]) if ranges else None
+            for i, (doc_file, kept_file) in enumerate(ranges):
+                table, order = ahead.result()
+                ahead = reader.submit(read_range, *ranges[i + 1]) if i + 1 < len(ranges) else None
+                write_range(table, order)
+                del table, order
+                doc_file.unlink()
+                if kept_file is not None:
+                    kept_file.unlink()
 
     def sort_ranges(docs, kept, start: int, directory: Path) -> None:
         """Split ``docs`` (and ``kept``: queries, or the IPC files a pass wrote) by the characters from
@@ -350,17 +370,19 @@ def _write_sorted(con, select_sql: str, data_path: Path, buckets_dir: Path, leve
         held = min(EXPORT_SPLIT_HELD_BYTES, int(memory_bytes * EXPORT_SPLIT_HELD_SHARE) // 16 ** width)
         kept_files = {} if kept is None else _split_by_prefix(kept, directory / "kept", start, width, held)
         doc_files = _split_by_prefix(docs, directory / "docs", start, width, held)
+        ranges = []
         for key, doc_file in doc_files.items():  # in key order: the ranges in doc_id order
             kept_file = kept_files.get(key)
             if kept is not None and kept_file is None:
-                pass  # nothing of this range is kept
+                doc_file.unlink()  # nothing of this range is kept
             elif start + width == levels:
-                write_range(doc_file, kept_file)
+                ranges.append((doc_file, kept_file))
             else:
                 sort_ranges(doc_file, kept_file, start + width, directory / str(key))
-            doc_file.unlink()
-            if kept_file is not None:
-                kept_file.unlink()
+                doc_file.unlink()
+                if kept_file is not None:
+                    kept_file.unlink()
+        write_ranges(ranges)
         shutil.rmtree(directory, ignore_errors=True)
 
     buckets_dir.mkdir(exist_ok=True)
