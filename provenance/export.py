@@ -555,23 +555,25 @@ def _opt_out(con, respect: bool) -> dict:
     }
 
 
-def _summary(con) -> dict:
-    """What was kept: domains, languages (the language detector's tags), crawls or imports, and fetch dates."""
-    n_domains = con.execute("SELECT count(DISTINCT domain) FROM documents "
-                            "WHERE doc_id IN (SELECT doc_id FROM selected)").fetchone()[0]
-    first, last = con.execute("SELECT min(fetched_at), max(fetched_at) FROM documents "
-                              "WHERE doc_id IN (SELECT doc_id FROM selected)").fetchone()
+def _summary(con, data_path: Path) -> dict:
+    """What was kept: domains, languages (the language detector's tags), crawls or imports, and fetch dates.
+
+    Read from the export's own documents file, which holds exactly the kept documents: each query over the
+    store's documents with ``doc_id IN (SELECT doc_id FROM selected)`` was a semi-join of the whole store,
+    and at 10M documents four of them spilled and took minutes."""
+    kept = f"read_parquet({sql_string(data_path)})"
+    n_domains, first, last = con.execute(
+        f"SELECT count(DISTINCT domain), min(fetched_at), max(fetched_at) FROM {kept}").fetchone()
     return {
         "domains": n_domains,
-        "by_domain": _counts_by(con, f"SELECT coalesce(domain, '(none)'), count(*) FROM documents "
-                                     f"WHERE doc_id IN (SELECT doc_id FROM selected) GROUP BY 1 "
+        "by_domain": _counts_by(con, f"SELECT coalesce(domain, '(none)'), count(*) FROM {kept} GROUP BY 1 "
                                      f"ORDER BY 2 DESC, 1 LIMIT {TOP_DOMAINS}"),
         "by_language": _counts_by(con, "SELECT substr(tag, 6), count(DISTINCT doc_id) FROM tags "
                                        "WHERE detector = 'language' AND category = 'language' "
                                        "AND starts_with(tag, 'lang_') AND doc_id IN (SELECT doc_id FROM selected) "
                                        "GROUP BY 1 ORDER BY 2 DESC, 1"),
-        "by_crawl": _counts_by(con, "SELECT crawl_id || ' (' || source || ')', count(*) FROM documents "
-                                    "WHERE doc_id IN (SELECT doc_id FROM selected) GROUP BY 1 ORDER BY 2 DESC, 1"),
+        "by_crawl": _counts_by(con, f"SELECT crawl_id || ' (' || source || ')', count(*) FROM {kept} "
+                                    f"GROUP BY 1 ORDER BY 2 DESC, 1"),
         "fetched_at": {"first": first.isoformat() if first else None, "last": last.isoformat() if last else None},
     }
 
@@ -634,7 +636,7 @@ def _manifest(con, store: Store, snapshot, where: str, selection: str, data_path
         "outputs": [{"path": data_path.name, "rows": kept, "bytes": data_path.stat().st_size,
                      "sha256": file_sha256(data_path)}],
         "counts": counts,
-        "summary": _summary(con),
+        "summary": _summary(con, data_path),
         "columns": _columns(data_path),
         "with_tags": with_tags,
         "detectors": detectors,

@@ -350,3 +350,32 @@ def test_export_ranges_follow_byte_order_whatever_the_characters():
     sliced = pa.array(["x", *ids]).slice(1)
     second_bytes = [s.encode()[1] if len(s.encode()) > 1 else 0 for s in ids]
     assert export._prefix_numbers(sliced, 1, 1).tolist() == second_bytes
+
+
+def test_the_manifest_summary_describes_the_kept_documents(tmp_path):
+    """domains, by_domain, by_crawl and fetched_at count what was exported (read from the export's own file),
+    not the store: the same as computing them from the kept rows."""
+    from collections import Counter
+
+    import pyarrow.parquet as pq
+
+    from provenance import export
+    from provenance.testing import make_store
+
+    docs = [{"url": f"https://s{i % 4}.org/{i}", "text": f"page {i} " * 20,
+             "fetched_at": f"2024-0{1 + i % 9}-1{i % 10}T00:00:00Z"} for i in range(40)]
+    store = make_store(tmp_path / "store", docs, crawl_id="first")
+    make_store(tmp_path / "store", [{"url": "https://s9.org/x", "text": "late page " * 20,
+                                     "fetched_at": "2025-03-01T00:00:00Z"}], crawl_id="second")
+    manifest = export.run_export(store, tmp_path / "out", where="domain <> 's2.org'")
+    kept = pq.read_table(tmp_path / "out" / "documents.parquet").to_pylist()
+    assert len(kept) == manifest["counts"]["kept"] == 31
+    summary = manifest["summary"]
+    domains = Counter(d["domain"] for d in kept)
+    assert summary["domains"] == len(domains) == 4 and summary["by_domain"] == dict(domains)
+    assert summary["by_crawl"] == dict(Counter(f"{d['crawl_id']} ({d['source']})" for d in kept))
+    assert summary["fetched_at"] == {"first": min(d["fetched_at"] for d in kept).isoformat(),
+                                     "last": max(d["fetched_at"] for d in kept).isoformat()}
+    empty = export.run_export(store, tmp_path / "none", where="false")
+    assert empty["summary"]["domains"] == 0 and empty["summary"]["by_domain"] == {}
+    assert empty["summary"]["fetched_at"] == {"first": None, "last": None}
