@@ -144,23 +144,16 @@ class KnownVersions:
                     self._firsts.append(urls[0].as_py())
 
     @classmethod
-    def load(cls, store: Store, snapshot, directory: Path) -> KnownVersions:
-        from provenance.sql import connect_parquet_views
-
-        if not (snapshot.paths("documents") or snapshot.paths("fetches")):
-            return cls()  # a new store: nothing to read, no DuckDB to start
+    def load(cls, con, directory: Path) -> KnownVersions:
+        """Work the versions out on ``con`` (with the documents and fetches views) into ``directory``."""
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "known.arrow"
-        con = connect_parquet_views(store, ("documents", "fetches"), snapshot)
-        try:
-            con.execute(f"SET memory_limit = '{KNOWN_MEMORY_MB}MB'")
-            con.execute("SET temp_directory = ?", [str(directory / "spill")])
-            reader = con.sql(f"{_KNOWN_SQL} ORDER BY url").to_arrow_reader(KNOWN_BATCH_ROWS)
-            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, reader.schema) as writer:
-                for batch in reader:
-                    writer.write_batch(batch)
-        finally:
-            con.close()
+        con.execute(f"SET memory_limit = '{KNOWN_MEMORY_MB}MB'")
+        con.execute("SET temp_directory = ?", [str(directory / "spill")])
+        reader = con.sql(f"{_KNOWN_SQL} ORDER BY url").to_arrow_reader(KNOWN_BATCH_ROWS)
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
         return cls(pa.ipc.open_file(pa.memory_map(str(path))).read_all(), directory)
 
     def _stored(self, url: str) -> Known | None:
@@ -203,9 +196,9 @@ def load_known(store: Store, crawl_id: str, directory: Path) -> tuple[KnownVersi
     snapshot = store.snapshot()
     if not (snapshot.paths("documents") or snapshot.paths("fetches")):
         return KnownVersions(), []  # a new store: nothing to read, no DuckDB to start
-    known = KnownVersions.load(store, snapshot, directory)
-    con = connect_parquet_views(store, ("fetches",), snapshot)
+    con = connect_parquet_views(store, ("documents", "fetches"), snapshot)
     try:
+        known = KnownVersions.load(con, directory)
         previous = [r[0] for r in con.execute(_PREVIOUS_URLS_SQL, [crawl_id]).fetchall()]
     finally:
         con.close()

@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from provenance import doc_index
 from provenance import extract as extraction
 from provenance.arrays import unique_sorted
-from provenance import doc_index
 from provenance.doc_index import FrozenKeys, bitmap_bits, mark_prefixes
 from provenance.store import FileEntry, Run, Snapshot, safe_name
 
@@ -336,6 +336,17 @@ class DocIdSet:
         yield from list(self._other)
 
 
+def file_doc_id_keys(path) -> tuple[np.ndarray, list[str]]:
+    """A document file's doc_ids: the hex ones as uint8 rows of 16 bytes, and the others as they are."""
+    rows, others = [], []
+    for chunk in pq.read_table(path, columns=["doc_id"]).column("doc_id").chunks:
+        r, hexed = _hex_keys(chunk)
+        rows.append(r)
+        if not hexed.all():
+            others.extend(v for v in chunk.filter(pa.array(~hexed)).to_pylist() if v is not None)
+    return (np.concatenate(rows) if rows else np.zeros((0, 16), np.uint8)), others
+
+
 def existing_doc_ids(snapshot: Snapshot) -> DocIdSet:
     """Every doc_id in the store, as a compact set: the store's doc_id index (memory-mapped) and the doc_id
     column of the document files it does not cover; writes a new index when those have grown
@@ -343,14 +354,10 @@ def existing_doc_ids(snapshot: Snapshot) -> DocIdSet:
     index = doc_index.open_index(snapshot)
     rows, others = [], []
     for entry in snapshot.entries("documents"):
-        if index is not None and entry.path in index.files:
-            continue
-        column = pq.read_table(snapshot.root / entry.path, columns=["doc_id"]).column("doc_id")
-        for chunk in column.chunks:
-            r, hexed = _hex_keys(chunk)
-            rows.append(r)
-            if not hexed.all():
-                others.extend(v for v in chunk.filter(pa.array(~hexed)).to_pylist() if v is not None)
+        if index is None or entry.path not in index.files:
+            file_rows, file_others = file_doc_id_keys(snapshot.root / entry.path)
+            rows.append(file_rows)
+            others.extend(file_others)
     ids = DocIdSet(index=index)
     if rows:
         ids._keys.add_rows(np.concatenate(rows))  # one sort for all the files the index does not cover

@@ -99,9 +99,7 @@ def check_store(store: Store) -> tuple[list[str], dict]:
 
 def _doc_id_keys(path: Path) -> np.ndarray:
     """A document file's hex doc_ids as sorted distinct 16-byte keys (what the doc_id index holds)."""
-    keys = [documents._hex_keys(chunk)[0] for chunk in
-            pq.read_table(path, columns=["doc_id"]).column("doc_id").chunks]
-    rows = np.concatenate(keys) if keys else np.zeros((0, 16), np.uint8)
+    rows, _others = documents.file_doc_id_keys(path)
     return unique_sorted(np.ascontiguousarray(rows).view("S16").reshape(-1))
 
 
