@@ -30,7 +30,9 @@ export of this tool and nothing else.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import contextlib
 import json
 import os
 import shutil
@@ -73,6 +75,10 @@ EXPORT_SPLIT_CHARS = 2
 # at most EXPORT_SPLIT_HELD_SHARE of the memory limit (256 ranges under 1 GB: 512 KB each).
 EXPORT_SPLIT_HELD_BYTES = 4 << 20
 EXPORT_SPLIT_HELD_SHARE = 1 / 8
+# How long jemalloc keeps freed pages for reuse during an export (jemalloc's own default; pyarrow sets 0).
+EXPORT_JEMALLOC_DECAY_MS = 10_000
+# Held batches handed to the split's writing thread and not yet written (each at most EXPORT_SPLIT_HELD_BYTES).
+EXPORT_SPLIT_PENDING_WRITES = 16
 EXPORT_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4", use_threads=True)
 EXPORT_SETTINGS = {"enable_progress_bar": False}  # DuckDB's bar on stderr, once per long statement
 # The selection (doc_ids) is joined on the way into the sort when its hash table, at about this many bytes a
@@ -192,13 +198,45 @@ def run_export(store: Store, out_dir: Path, where: str = DEFAULT_WHERE, include_
     shutil.rmtree(tmp_dir, ignore_errors=True)  # left by a killed process whose pid this one reuses
     tmp_dir.mkdir(parents=True)
     try:
-        manifest = _export_into(store, snapshot, doc_paths, tmp_dir, out_dir, where, include_raw, respect_opt_out,
-                                with_tags, absolute_paths, memory_mb if memory_mb is not None else EXPORT_MEMORY_MB)
+        with _memory_pool():
+            manifest = _export_into(store, snapshot, doc_paths, tmp_dir, out_dir, where, include_raw,
+                                    respect_opt_out, with_tags, absolute_paths,
+                                    memory_mb if memory_mb is not None else EXPORT_MEMORY_MB)
         _replace_dir(tmp_dir, out_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     return manifest
+
+
+@contextlib.contextmanager
+def _memory_pool():
+    """Arrow's allocations during the export from jemalloc, keeping freed pages for EXPORT_JEMALLOC_DECAY_MS (or
+    from the C library's malloc where pyarrow has no jemalloc), instead of pyarrow's default, mimalloc, unless
+    ARROW_DEFAULT_MEMORY_POOL chose a pool.
+
+    The export allocates and frees buffers of tens of MB many times a second, on three threads. mimalloc (which
+    backs them with huge pages) and pyarrow's jemalloc settings (decay 0) hand freed pages straight back to the
+    kernel, which zeroes them again on the next allocation: on a 1M-document store the export took 35.7 s with
+    mimalloc (20.6 s of it CPU in the kernel), 29.2 s with jemalloc as pyarrow sets it, 24.9 s with jemalloc
+    keeping its pages, peak RSS 1.21, 1.06 and 1.32 GB (``bench/export_phases.py``, docs/SCALE.md). Buffers
+    keep the pool that made them, so switching back afterwards is safe; what jemalloc kept is handed back then.
+    """
+    previous = pa.default_memory_pool()
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or previous.backend_name != "mimalloc":
+        yield
+        return
+    try:
+        pa.jemalloc_set_decay_ms(EXPORT_JEMALLOC_DECAY_MS)  # for arenas made from now on: this export's, if first
+        pool = pa.jemalloc_memory_pool()
+    except NotImplementedError:  # a pyarrow built without jemalloc
+        pool = pa.system_memory_pool()
+    pa.set_memory_pool(pool)
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)
+        pool.release_unused()
 
 
 def _export_to_object_store(store: Store, uri: str, overwrite: bool, **options) -> dict:
@@ -332,32 +370,34 @@ def _write_sorted(con, select_sql: str, data_path: Path, buckets_dir: Path, leve
     """
     writer = None
 
-    def read_range(docs: Path, kept: Path | None) -> tuple[pa.Table, pa.Array]:
-        """A range read back, filtered to the kept doc_ids, and the order that sorts it."""
+    def read_range(docs: Path, kept: Path | None) -> pa.Table:
+        """A range read back, filtered to the kept doc_ids and sorted: one take of the whole range (a take of
+        each row group from the range's many chunks joined the chunks again every time: 2x the CPU), with the
+        filter folded into its order (no copy of the range before the sort)."""
         table = _read_range(docs)
+        order = pc.sort_indices(table, sort_keys=[("doc_id", "ascending")])  # stable: byte order, as DuckDB's
         if kept is not None:
-            table = table.filter(pc.is_in(table.column("doc_id"), value_set=_read_range(kept).column("doc_id")))
-        return table, pc.sort_indices(table, sort_keys=[("doc_id", "ascending")])  # stable: byte order, as DuckDB's
+            keep = pc.is_in(table.column("doc_id"), value_set=_read_range(kept).column("doc_id"))
+            order = order.filter(keep.take(order))
+        return table.take(order)
 
-    def write_range(table: pa.Table, order: pa.Array) -> None:
+    def write_range(table: pa.Table) -> None:
         nonlocal writer
         if writer is None:
             writer = pq.ParquetWriter(data_path, table.schema, compression="zstd")
-        for start in range(0, len(order), EXPORT_ROW_GROUP_ROWS):
-            writer.write_table(table.take(order[start:start + EXPORT_ROW_GROUP_ROWS]),
-                               row_group_size=EXPORT_ROW_GROUP_ROWS)
+        writer.write_table(table, row_group_size=EXPORT_ROW_GROUP_ROWS)
 
     def write_ranges(ranges: list[tuple[Path, Path | None]]) -> None:
         """Sort and write the ranges, in order; the next one is read back and sorted by a second thread while
-        one is written (both release the GIL), so reading, sorting and compressing overlap; at most two ranges
-        are held."""
+        one is written (both release the GIL), so reading, sorting and compressing overlap; at most three ranges
+        are held (the one written, the next and its sorted copy while it is sorted)."""
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="export-range") as reader:
             ahead = reader.submit(read_range, *ranges[0]) if ranges else None
             for i, (doc_file, kept_file) in enumerate(ranges):
-                table, order = ahead.result()
+                table = ahead.result()
                 ahead = reader.submit(read_range, *ranges[i + 1]) if i + 1 < len(ranges) else None
-                write_range(table, order)
-                del table, order
+                write_range(table)
+                del table
                 doc_file.unlink()
                 if kept_file is not None:
                     kept_file.unlink()
@@ -407,41 +447,60 @@ def _split_by_prefix(rows, directory: Path, start: int, width: int, buffer_bytes
     Each batch is reordered once by range (a stable argsort of the numbers) and cut into one slice per range.
     A range's slices are held until they reach ``buffer_bytes`` and written as one batch (compression works
     per buffer: small ones cost more and gain less). Files stay open for the whole pass, at most 16**width
-    of hex doc_ids (256: one pass per two characters)."""
+    of hex doc_ids (256: one pass per two characters). A second thread compresses and writes the held batches
+    while this one reads and cuts the next rows (at 10M documents the pass waited on the disk for a third of
+    its time); at most EXPORT_SPLIT_PENDING_WRITES of them wait for it, and one thread writes every file, so
+    each range's batches stay in order."""
     rows = pa.ipc.open_stream(rows) if isinstance(rows, Path) else rows()
     directory.mkdir(parents=True, exist_ok=True)
-    writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+    writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}  # touched by the writing thread only
     paths: dict[int, Path] = {}
     held: dict[int, list[pa.RecordBatch]] = {}
     held_bytes: dict[int, int] = {}
+    pending: collections.deque[concurrent.futures.Future] = collections.deque()
 
-    def write(key: int) -> None:
+    def append(key: int, slices: list[pa.RecordBatch]) -> None:  # on the writing thread
         if key not in writers:
-            paths[key] = directory / f"{key}.arrows"
             writers[key] = pa.ipc.new_stream(str(paths[key]), rows.schema, options=EXPORT_IPC_OPTIONS)
-        writers[key].write_batch(pa.concat_batches(held.pop(key)))
-        held_bytes[key] = 0
+        writers[key].write_batch(pa.concat_batches(slices))
 
     try:
-        for batch in _batches_of(rows, EXPORT_SPLIT_BATCH_ROWS):
-            keys = _prefix_numbers(batch.column("doc_id"), start, width)
-            order = np.argsort(keys, kind="stable")
-            keys = keys[order]
-            batch = batch.take(pa.array(order))
-            row_bytes = batch.nbytes / batch.num_rows  # one estimate a batch: a slice's own nbytes costs 70 us
-            cuts = np.flatnonzero(np.diff(keys)) + 1
-            for first, end in zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [len(keys)])).tolist()):
-                key = int(keys[first])
-                held.setdefault(key, []).append(batch.slice(first, end - first))
-                held_bytes[key] = held_bytes.get(key, 0) + (end - first) * row_bytes
-                if held_bytes[key] >= buffer_bytes:
-                    write(key)
-        for key in list(held):
-            write(key)
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="export-split") as output:
+            def write(key: int) -> None:
+                paths.setdefault(key, directory / f"{key}.arrows")
+                pending.append(output.submit(append, key, held.pop(key)))
+                held_bytes[key] = 0
+                while len(pending) > EXPORT_SPLIT_PENDING_WRITES or (pending and pending[0].done()):
+                    pending.popleft().result()  # raises what the write raised
+
+            for batch in _batches_of(rows, EXPORT_SPLIT_BATCH_ROWS):
+                keys = _prefix_numbers(batch.column("doc_id"), start, width)
+                order = np.argsort(keys, kind="stable")
+                keys = keys[order]
+                batch = batch.take(pa.array(order))
+                row_bytes = batch.nbytes / batch.num_rows  # one estimate a batch: a slice's own nbytes costs 70 us
+                cuts = np.flatnonzero(np.diff(keys)) + 1
+                for first, end in zip(np.concatenate(([0], cuts)).tolist(),
+                                      np.concatenate((cuts, [len(keys)])).tolist()):
+                    key = int(keys[first])
+                    held.setdefault(key, []).append(batch.slice(first, end - first))
+                    held_bytes[key] = held_bytes.get(key, 0) + (end - first) * row_bytes
+                    if held_bytes[key] >= buffer_bytes:
+                        write(key)
+            for key in list(held):
+                write(key)
+            while pending:
+                pending.popleft().result()
     finally:
-        for w in writers.values():
-            w.close()
+        closing = None  # every file closed even when one fails to (a full disk); the first error raised after
+        for w in writers.values():  # the writing thread has finished: the with block waited for it
+            try:
+                w.close()
+            except OSError as exc:
+                closing = closing or exc
         rows.close()  # DuckDB's reader holds its connection until closed
+    if closing is not None:
+        raise closing
     return {key: paths[key] for key in sorted(paths)}
 
 

@@ -328,6 +328,48 @@ def test_disk_full_during_ingest_is_one_line_and_the_rerun_completes(tmp_path):
 
 
 @pytest.mark.slow
+def test_disk_full_during_export_is_one_line_and_keeps_the_earlier_export(tmp_path):
+    """The export's directory is on a 12 MB tmpfs. A first export of a tenth of a 24 MB store fits; the whole
+    store does not (its sort's range files, written by the split's own thread, fill the disk): one line, exit 1,
+    the earlier export untouched and nothing of the failed one left; with room, the rerun completes."""
+    if not _private_tmpfs_available():
+        pytest.skip("needs `unshare -rm` and tmpfs mounts (a private mount namespace) to fill a disk safely")
+    import random
+    import sys
+
+    from provenance.testing import make_store
+
+    rng = random.Random(18)
+    store = tmp_path / "store"
+    make_store(store, [{"url": f"https://{'small' if i % 10 == 0 else 'big'}.example/{i}",
+                        "text": "".join(rng.choice("abcdefghij ") for _ in range(8000))} for i in range(3000)])
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    out = disk / "clean"
+    cli = f"{sys.executable} -c 'from provenance.cli import main; main()'"
+    script = f"""
+        mount -t tmpfs -o size=12m tmpfs {disk} || exit 99
+        {cli} export --store {store} --out {out} --where "domain = 'small.example'" > /dev/null || exit 98
+        {cli} export --store {store} --out {out} --overwrite 2>{tmp_path}/full.err; echo $? > {tmp_path}/full.rc
+        ls -a {disk} > {tmp_path}/after_full.ls
+        cp {out}/manifest.json {tmp_path}/after_full.json
+        mount -o remount,size=200m {disk}
+        {cli} export --store {store} --out {out} --overwrite > /dev/null; echo $? > {tmp_path}/rerun.rc
+        cp {out}/manifest.json {tmp_path}/after_rerun.json
+    """
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=600,
+                          env={"PATH": "/usr/bin:/bin", "PROVENANCE_DEBUG": "", "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "full.rc").read_text().strip() == "1"
+    err = (tmp_path / "full.err").read_text()
+    assert len(err.splitlines()) == 1 and err.startswith("provenance: error: disk full: ") \
+        and err.endswith("; free space and rerun, committed work is kept\n"), err
+    assert (tmp_path / "after_full.ls").read_text().split() == [".", "..", "clean"]  # no staging left
+    assert json.loads((tmp_path / "after_full.json").read_text())["counts"]["kept"] == 300
+    assert (tmp_path / "rerun.rc").read_text().strip() == "0"
+    assert json.loads((tmp_path / "after_rerun.json").read_text())["counts"]["kept"] == 3000
+
+
 def test_disk_full_during_a_crawl_is_one_line(tmp_path):
     """The crawl's child process fills a 12 MB disk: the parent reports it in the same words as ingest."""
     if not _private_tmpfs_available():
