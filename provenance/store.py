@@ -455,6 +455,8 @@ class Store:
         elif create:
             if store.root.exists() and any(p for p in store.root.iterdir()
                                            if not p.name.startswith(".") and not _empty_skeleton_dir(p)):
+                if marker.exists():  # another process (a crawl shard started at the same time) created it meanwhile
+                    return cls.open(root)
                 raise StoreError(f"{store.root}: directory exists, is not empty and is not a provenance store")
             make_dirs(store.root)
             for sub in _SKELETON:

@@ -430,3 +430,30 @@ def test_readers_see_whole_commits_in_order_while_a_writer_commits(tmp_path):
     assert not failures, failures[0]
     assert all(files == seq for seq, files in seen)  # each commit whole: as many files as commits
     assert [seq for seq, _ in seen] == sorted(seq for seq, _ in seen) and len(seen) > 1
+
+
+def test_a_store_created_by_another_process_between_two_looks_opens(tmp_path, monkeypatch):
+    """Two crawl shards started at once on a new store: one looked for store.json before the other wrote it, and
+    listed the directory after the other had written it and begun a run. It opens the store the other created
+    (it refused it as 'not a provenance store', a flaky failure of test_crawl_shards); a directory holding
+    something else is still refused."""
+    root = (tmp_path / "store").resolve()
+    marker = root / "store.json"
+    real_exists = Path.exists
+    raced = []
+
+    def exists(path):
+        if path == marker and not raced:  # this process's first look, then the other process's whole creation
+            raced.append(True)
+            Store.open(root, create=True)
+            (root / "_tmp" / "other-run").mkdir()
+            return False
+        return real_exists(path)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    store = Store.open(root, create=True)
+    assert raced and store.root == root and json.loads(marker.read_text())["format"] == "provenance-store"
+    other = tmp_path / "other"
+    (other / "data").mkdir(parents=True)
+    with pytest.raises(StoreError, match="is not empty and is not a provenance store"):
+        Store.open(other, create=True)
