@@ -217,10 +217,10 @@ def _memory_pool():
 
     The export allocates and frees buffers of tens of MB many times a second, on three threads. mimalloc (which
     backs them with huge pages) and pyarrow's jemalloc settings (decay 0) hand freed pages straight back to the
-    kernel, which zeroes them again on the next allocation: on a 1M-document store the export took 35.7 s with
-    mimalloc (20.6 s of it CPU in the kernel), 29.2 s with jemalloc as pyarrow sets it, 24.9 s with jemalloc
-    keeping its pages, peak RSS 1.21, 1.06 and 1.32 GB (``bench/export_phases.py``, docs/SCALE.md). Buffers
-    keep the pool that made them, so switching back afterwards is safe; what jemalloc kept is handed back then.
+    kernel, which zeroes them again on the next allocation: a 1M-document export took a third longer with
+    mimalloc, most of the difference CPU in the kernel (the figures per pool: docs/SCALE.md, "Export at 10M, the
+    next round"). Buffers keep the pool that made them, so switching back afterwards is safe; what jemalloc kept
+    is handed back then.
     """
     previous = pa.default_memory_pool()
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or previous.backend_name != "mimalloc":
