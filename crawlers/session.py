@@ -38,7 +38,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -51,9 +51,9 @@ from provenance import exitcodes
 from provenance.crawlers.items import FetchedPage
 from provenance.crawlers.journal import url_key
 from provenance.crawlers.sitepolicy import POLICY_COLUMNS
-from provenance.documents import DocumentSink, existing_doc_ids
+from provenance.documents import DocumentSink, domains_of, existing_doc_ids
 from provenance.progress import Progress
-from provenance.sql import CAPTURE_OUTCOMES
+from provenance.sql import CAPTURE_OUTCOMES, sql_string
 from provenance.store import Run, Store, StoreLocked, file_sha256, safe_name, utcnow
 
 log = logging.getLogger("provenance.crawl")
@@ -87,13 +87,15 @@ class Known:
 
 
 # The latest version per URL: the newest of (documents stored, fetches that confirmed a document), so a
-# page that went back to an older version (A -> B -> A) is compared with A, not B.
+# page that went back to an older version (A -> B -> A) is compared with A, not B. {scope} keeps the URLs on the
+# crawl's sites (``known_scope``). It filters the documents joined for their headers by the same test of their own
+# URL: a doc_id hashes its document's URL, so the document a fetch row names has that row's URL.
 _KNOWN_SQL = f"""
 WITH seen AS (
-    SELECT url, doc_id, fetched_at FROM documents
+    SELECT url, doc_id, fetched_at FROM documents WHERE {{scope}}
     UNION ALL
     SELECT url, doc_id, fetched_at FROM fetches
-    WHERE doc_id IS NOT NULL AND outcome IN ({", ".join(repr(o) for o in CAPTURE_OUTCOMES)})
+    WHERE doc_id IS NOT NULL AND outcome IN ({", ".join(repr(o) for o in CAPTURE_OUTCOMES)}) AND ({{scope}})
 ),
 latest AS (
     SELECT url, arg_max(doc_id, coalesce(fetched_at, TIMESTAMPTZ '1970-01-01 00:00:00+00')) AS doc_id
@@ -101,7 +103,7 @@ latest AS (
 )
 SELECT l.url, d.doc_id, d.etag, d.last_modified, d.raw_sha256, d.text_sha256
 FROM latest l JOIN (SELECT DISTINCT ON (doc_id) doc_id, etag, last_modified, raw_sha256, text_sha256
-                    FROM documents) d USING (doc_id)
+                    FROM documents WHERE {{scope}}) d USING (doc_id)
 """
 
 # URLs this crawl_id fetched successfully before: a re-crawl requests them again (conditionally), so a page
@@ -115,11 +117,52 @@ GROUP BY url ORDER BY min(fetched_at), url
 
 KNOWN_MEMORY_MB = 512  # DuckDB's limit while it works out every URL's latest version (it spills beyond)
 KNOWN_BATCH_ROWS = 65_536
+# Up to this many sites, a URL is kept when it contains one of them (its host ends with its site, so it does):
+# a substring test per site is cheaper than parsing the host, until there are many sites.
+KNOWN_SCOPE_SUBSTRING_SITES = 16
+# The host of a URL as urlsplit(url).hostname gives it (after any user info, before any port, without an IPv6
+# literal's brackets), lower case and without a trailing dot.
+_URL_HOST = (r"trim(lower(regexp_extract(url, '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#]*@)?(\[[^\]/?#]*\]|[^:/?#]*)', 1)),"
+             r" '[].')")
+
+
+def crawl_sites(urls: Iterable[str]) -> list[str]:
+    """The sites (registered domains) of a crawl's seeds: every page it fetches is on one of them (link following
+    and sitemap entries stay on them, a URL list is its own seeds). Each spelled as the seed gives it and, for a
+    URL that is not ASCII, as Scrapy requests it (IDNA), which is how a stored crawl URL spells it."""
+    from scrapy import Request
+
+    sites = set()
+    for url in urls:
+        sites.add(domains_of(url)[1])
+        if not url.isascii():
+            try:
+                sites.add(domains_of(Request(url).url)[1])
+            except (TypeError, ValueError):  # not a URL Scrapy can request: the crawl cannot fetch it either
+                pass
+    sites.discard(None)
+    return sorted(sites)
+
+
+def known_scope(con, sites: list[str] | None) -> str:
+    """An SQL condition on ``url`` that holds for every URL on one of ``sites`` (None: for every URL). It may keep a
+    few others (a site named in a path): those only cost a little room."""
+    if sites is None:
+        return "true"
+    if not sites:
+        return "false"
+    if len(sites) <= KNOWN_SCOPE_SUBSTRING_SITES:
+        return " OR ".join(f"contains(lower(url), {sql_string(site)})" for site in sites)
+    con.execute("CREATE OR REPLACE TEMP TABLE crawl_sites AS SELECT unnest(?::VARCHAR[]) AS site", [sites])
+    labels = f"string_split({_URL_HOST}, '.')"
+    # A host is on a site of n labels when its last n labels are that site.
+    return " OR ".join(f"array_to_string({labels}[-{n}:], '.') IN (SELECT site FROM crawl_sites)"
+                       for n in sorted({site.count(".") + 1 for site in sites}))
 
 
 class KnownVersions:
-    """The latest known version of every URL the store holds, looked up by URL as a crawl fetches, in memory
-    that does not grow with the store.
+    """The latest known version of every URL the store holds on the crawl's sites, looked up by URL as a crawl
+    fetches, in memory that does not grow with the store.
 
     A dict of them took 11.6 GB and 120 s to build at the start of a crawl of a 10M-document store. Instead
     DuckDB works them out under ``KNOWN_MEMORY_MB`` (spilling to the scratch directory), sorted by URL, into
@@ -144,13 +187,15 @@ class KnownVersions:
                     self._firsts.append(urls[0].as_py())
 
     @classmethod
-    def load(cls, con, directory: Path) -> KnownVersions:
-        """Work the versions out on ``con`` (with the documents and fetches views) into ``directory``."""
+    def load(cls, con, directory: Path, sites: list[str] | None = None) -> KnownVersions:
+        """Work the versions out on ``con`` (with the documents and fetches views) into ``directory``, for the
+        URLs on ``sites`` (None: every URL)."""
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "known.arrow"
         con.execute(f"SET memory_limit = '{KNOWN_MEMORY_MB}MB'")
         con.execute("SET temp_directory = ?", [str(directory / "spill")])
-        reader = con.sql(f"{_KNOWN_SQL} ORDER BY url").to_arrow_reader(KNOWN_BATCH_ROWS)
+        sql = _KNOWN_SQL.format(scope=known_scope(con, sites))
+        reader = con.sql(f"{sql} ORDER BY url").to_arrow_reader(KNOWN_BATCH_ROWS)
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, reader.schema) as writer:
             for batch in reader:
                 writer.write_batch(batch)
@@ -188,9 +233,12 @@ class KnownVersions:
             shutil.rmtree(self._directory, ignore_errors=True)
 
 
-def load_known(store: Store, crawl_id: str, directory: Path) -> tuple[KnownVersions, list[str]]:
-    """(latest known version per URL, URLs previously fetched by ``crawl_id``), read with DuckDB; ``directory``
-    is the crawl's scratch directory for the first (see ``KnownVersions``)."""
+def load_known(store: Store, crawl_id: str, directory: Path,
+               sites: list[str] | None = None) -> tuple[KnownVersions, list[str]]:
+    """(latest known version of each URL on ``sites``, URLs previously fetched by ``crawl_id``), read with DuckDB;
+    ``directory`` is the crawl's scratch directory for the first (see ``KnownVersions``). ``sites`` (see
+    ``crawl_sites``) keeps a crawl's start in proportion to the sites it crawls, not to the store; None reads
+    every URL."""
     from provenance.sql import connect_parquet_views
 
     snapshot = store.snapshot()
@@ -198,7 +246,7 @@ def load_known(store: Store, crawl_id: str, directory: Path) -> tuple[KnownVersi
         return KnownVersions(), []  # a new store: nothing to read, no DuckDB to start
     con = connect_parquet_views(store, ("documents", "fetches"), snapshot)
     try:
-        known = KnownVersions.load(con, directory)
+        known = KnownVersions.load(con, directory, sites)
         previous = [r[0] for r in con.execute(_PREVIOUS_URLS_SQL, [crawl_id]).fetchall()]
     finally:
         con.close()
@@ -257,12 +305,18 @@ class CrawlSession:
     """
 
     def __init__(self, store: Store, run: Run, *, crawl_id: str, spider: str, settings_hash: str,
-                 journal, flush_rows: int = 2000, url_list: Path | None = None, confirm_after_s: float = 0.0):
+                 journal, flush_rows: int = 2000, url_list: Path | None = None, confirm_after_s: float = 0.0,
+                 seed_urls: Iterable[str] | None = None):
         self.store, self.run = store, run
         self.crawl_id, self.spider, self.settings_hash = crawl_id, spider, settings_hash
         self.journal = journal
         self.flush_rows = max(1, int(flush_rows))
-        self.known, self.previous_urls = load_known(store, crawl_id, store.root / "_tmp" / f"{run.run_id}-known")
+        # What the store knows of the URLs on the seeds' sites, and on those of the requests an earlier run of this
+        # job left to replay (seed_urls None: of every URL).
+        sites = None if seed_urls is None else crawl_sites(
+            [*seed_urls, *(p.url for p in journal.pending), *(c.url for c in journal.confirmations.values())])
+        self.known, self.previous_urls = load_known(store, crawl_id, store.root / "_tmp" / f"{run.run_id}-known",
+                                                    sites)
         snapshot = store.snapshot()
         # DocumentSink must never flush on its own: see the class docstring.
         self.sink = DocumentSink(run, crawl_id, existing_doc_ids(snapshot), flush_rows=sys.maxsize,

@@ -123,10 +123,12 @@ def crawl_in_run(store, run, plan: dict, extract_pool=None) -> dict:
     if journal.resumed == "killed" and journal.runs:
         journal.reconcile(*_fetched_urls(store, journal.runs))
     url_file = Path(plan["url_file"]) if plan.get("url_file") else None
+    seeds = plan["start_urls"] if mode == "site" else plan["sitemaps"] if mode == "sitemap" \
+        else [e["url"] for e in plan["entries"]]
     session = CrawlSession(store, run, crawl_id=crawl_id, spider=spider_cls.name,
                            settings_hash=settings_hash(crawl), journal=journal,
                            flush_rows=crawl["flush_rows"], url_list=url_file,
-                           confirm_after_s=crawl["confirm_after_s"])
+                           confirm_after_s=crawl["confirm_after_s"], seed_urls=seeds)
     session.extract_pool = extract_pool  # used by DocumentWriterPipeline
     settings = scrapy_settings(crawl, str(jobdir) if jobdir else None)
     if mode != "site":
@@ -143,7 +145,7 @@ def crawl_in_run(store, run, plan: dict, extract_pool=None) -> dict:
     elif mode == "sitemap":
         spider_args["sitemap_urls"] = plan["sitemaps"]
     else:
-        spider_args["urls"] = [e["url"] for e in plan["entries"]]
+        spider_args["urls"] = seeds
         spider_args["expected"] = plan["expected"]
     failures: list = []
     process.crawl(crawler, **spider_args).addErrback(failures.append)

@@ -62,11 +62,17 @@ def domains_of(url: str | None) -> tuple[str | None, str | None]:
         return None, None
     if host is None:
         return None, None
+    return host, _registered_domain(host)
+
+
+@lru_cache(maxsize=65536)
+def _registered_domain(host: str) -> str:
+    """Cached by host as well as by URL: a crawl's or an import's URLs are all different, their hosts are not."""
     parts = _tld_extractor()(host)
     registered = getattr(parts, "top_domain_under_public_suffix", None)
     if registered is None:  # tldextract < 5.3
         registered = parts.registered_domain
-    return host, registered or host
+    return registered or host
 
 
 def header_value(headers: Iterable[tuple[str, str]] | None, name: str) -> str | None:
