@@ -50,7 +50,7 @@ from provenance import exitcodes, objectstore
 from provenance.plugins.consent import RESERVATION_TAGS
 from provenance.sql import (NOT_FLAG_CATEGORIES, NOT_FLAG_TAGS, SCORE_CATEGORIES, UserSQLError, boolean_predicate,
                             connect, first_line, sql_list, sql_string)
-from provenance.store import Store, coverage_kind, file_sha256, utcnow
+from provenance.store import Store, coverage_kind, file_sha256, fsync_dir, utcnow
 
 MANIFEST_VERSION = 2  # 2: paths relative to the export directory; summary, columns, with_tags
 TOOL_NAME = "provenance-guard"
@@ -549,12 +549,31 @@ def _staging_dir(out_dir: Path, kind: str, pid: int) -> Path:
 
 def _replace_dir(new: Path, out_dir: Path) -> None:
     """Put ``new`` at ``out_dir``. An earlier export is moved aside first, never deleted before the new one
-    is in place: a kill between the two renames leaves it in ``.<out>.old-<pid>``, restored by the next run."""
+    is in place: a kill between the two renames leaves it in ``.<out>.old-<pid>``, restored by the next run.
+
+    ``new`` is on disk first, files and names, and so are the renames before the earlier export is deleted:
+    after a power loss or a crash of the machine, ``out_dir`` holds one whole export, the new or the old,
+    never a manifest beside a documents file the disk had not received yet."""
+    _sync_tree(new)
     old = _staging_dir(out_dir, "old", os.getpid())
     if out_dir.exists():
         os.replace(out_dir, old)
     os.replace(new, out_dir)
+    fsync_dir(out_dir.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _sync_tree(root: Path) -> None:
+    """fsync every file under ``root``, then every directory, deepest first (a name is durable once its
+    directory is)."""
+    for directory, _, files in os.walk(root, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(directory))
 
 
 def _pid_alive(pid: int) -> bool:

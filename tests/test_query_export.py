@@ -168,6 +168,51 @@ def test_an_export_killed_while_replacing_an_earlier_one_is_recovered_by_the_nex
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".clean")) == []
 
 
+
+def test_an_export_is_on_disk_before_it_replaces_the_earlier_one(tmp_path, monkeypatch):
+    """A power loss right after an export reports success must leave one whole export, the new or the earlier:
+    every file and directory of the new one is fsynced before the rename that puts it in place, and that rename
+    before the earlier export is deleted."""
+    import os
+    import shutil
+
+    from provenance import export
+    from provenance.testing import make_store
+
+    store = make_store(tmp_path / "store", [{"url": f"https://e{i}.org/", "text": f"page {i}"} for i in range(20)])
+    out = tmp_path / "clean"
+    export.run_export(store, out)
+    events: list[tuple[str, str]] = []
+    fsync, replace, rmtree = os.fsync, os.replace, shutil.rmtree
+
+    def recording_fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return fsync(fd)
+
+    def recording_replace(src, dst, **kwargs):
+        events.append(("replace", f"{src} -> {dst}"))
+        return replace(src, dst, **kwargs)
+
+    def recording_rmtree(path, *args, **kwargs):
+        events.append(("rmtree", str(path)))
+        return rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    monkeypatch.setattr(shutil, "rmtree", recording_rmtree)
+    export.run_export(store, out, overwrite=True, where="true")
+
+    into_place = next(i for i, (kind, what) in enumerate(events) if kind == "replace" and what.endswith(f"-> {out}"))
+    staging = Path(events[into_place][1].split(" -> ")[0])
+    synced_before = {what for kind, what in events[:into_place] if kind == "fsync"}
+    for name in sorted(p.name for p in out.iterdir()):
+        assert str(staging / name) in synced_before, name
+    assert str(staging) in synced_before
+    earlier_deleted = next(i for i, (kind, what) in enumerate(events) if kind == "rmtree" and ".clean.old-" in what)
+    assert ("fsync", str(tmp_path)) in events[into_place:earlier_deleted]
+    assert json.loads((out / "manifest.json").read_text())["query"]["where"] == "true"
+
+
 # ----- everyday output: query formats, the view list, the dataset card, --with-tags, paths -----------------
 def test_query_help_lists_every_view_the_store_has(tagged_store, cli):
     from provenance.sql import VIEWS
