@@ -552,8 +552,9 @@ def _replace_dir(new: Path, out_dir: Path) -> None:
     is in place: a kill between the two renames leaves it in ``.<out>.old-<pid>``, restored by the next run.
 
     ``new`` is on disk first, files and names, and so are the renames before the earlier export is deleted:
-    after a power loss or a crash of the machine, ``out_dir`` holds one whole export, the new or the old,
-    never a manifest beside a documents file the disk had not received yet."""
+    after a power loss or a crash of the machine there is one whole export, the new or the old (which the next
+    run puts back if the crash came between the renames), never a manifest beside a documents file the disk
+    had not received yet."""
     _sync_tree(new)
     old = _staging_dir(out_dir, "old", os.getpid())
     if out_dir.exists():
