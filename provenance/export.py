@@ -64,12 +64,17 @@ EXPORT_BUCKET_SHARE = 0.25
 # Rows per Parquet row group written: a row group is held whole until written (DuckDB's default, 122,880 rows,
 # is 250 MB of 2 KB documents).
 EXPORT_ROW_GROUP_ROWS = 10_000
-# The split passes (_split_by_prefix): rows per batch a pass cuts into ranges (about 20 MB of 2 KB documents;
-# DuckDB hands out batches of about 1,000 rows, which cut 256 ways made a pass 7x slower at 3M documents),
-# characters of doc_id per pass (16**2 = 256 range files open at once), and the range files' compression:
-# LZ4 writes 56% of the bytes for the least CPU (1M documents in 256 ranges: 38 s in all, against 41 s
-# uncompressed and 45 s with zstd level 1, which writes 33%).
-EXPORT_SPLIT_BATCH_ROWS = 8192
+# The split passes (_split_by_prefix): the rows of a batch a pass cuts into ranges, as many as make about
+# EXPORT_SPLIT_BATCH_BYTES of the store's average document, within these bounds (_split_batch_rows). Few rows
+# cost time: DuckDB's batches of about 1,000 rows, cut 256 ways, made a pass 7x slower at 3M documents. Many
+# bytes cost time too: a buffer over 8 MB goes back to the kernel as soon as it is freed (jemalloc's "huge"
+# allocations) and the next batch's pages fault in anew: 8,192 rows of 2 KB documents (16 MB) cost a
+# 1M-document export 2.1 million page faults and 8.6 s in the kernel, 2,048 rows (4 MB) 0.8 million and 3.9 s.
+EXPORT_SPLIT_BATCH_ROWS = (1024, 8192)
+EXPORT_SPLIT_BATCH_BYTES = 4 << 20
+# Characters of doc_id per pass (16**2 = 256 range files open at once), and the range files' compression: LZ4
+# writes 56% of the bytes for the least CPU (1M documents in 256 ranges: 38 s in all, against 41 s uncompressed
+# and 45 s with zstd level 1, which writes 33%).
 EXPORT_SPLIT_CHARS = 2
 # Each range's rows are held until this many bytes, written as one batch; all ranges' held rows together take
 # at most EXPORT_SPLIT_HELD_SHARE of the memory limit (256 ranges under 1 GB: 512 KB each).
@@ -281,7 +286,9 @@ def _export_into(store: Store, snapshot, doc_paths: list[Path], tmp_dir: Path, o
     """
     spill_dir, buckets_dir = tmp_dir / ".spill", tmp_dir / ".buckets"
     # Ranges of the external sort (_write_sorted): sized by the whole store, an upper bound of the selection.
-    levels = _range_levels(_document_bytes(doc_paths, include_raw), memory_mb * 2**20 * EXPORT_BUCKET_SHARE)
+    doc_bytes, doc_rows = _document_size(doc_paths, include_raw)
+    levels = _range_levels(doc_bytes, memory_mb * 2**20 * EXPORT_BUCKET_SHARE)
+    batch_rows = _split_batch_rows(doc_bytes, doc_rows)
     con = connect(store, sandbox=True, snapshot=snapshot, writable_dirs=[tmp_dir], spill_dir=spill_dir,
                   memory_limit_mb=memory_mb, settings=EXPORT_SETTINGS)
     try:
@@ -316,10 +323,10 @@ def _export_into(store: Store, snapshot, doc_paths: list[Path], tmp_dir: Path, o
         kept = con.execute("SELECT count(*) FROM selected").fetchall()[0][0]  # all: con.sql below needs it done
         if kept * EXPORT_JOIN_ROW_BYTES <= memory_mb * 2**20 * EXPORT_EARLY_FILTER_SHARE:
             _write_sorted(con, f"SELECT {columns} FROM {source} WHERE d.doc_id IN (SELECT doc_id FROM selected)",
-                          data_path, buckets_dir, levels, memory_mb << 20)
+                          data_path, buckets_dir, levels, memory_mb << 20, batch_rows)
         else:
             _write_sorted(con, f"SELECT {columns} FROM {source}", data_path, buckets_dir, levels, memory_mb << 20,
-                          keep="selected")
+                          batch_rows, keep="selected")
         manifest = _manifest(con, store, snapshot, where, selection, data_path, respect_opt_out,
                              out_dir=None if absolute_paths else out_dir, with_tags=with_tags)
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
@@ -331,16 +338,17 @@ def _export_into(store: Store, snapshot, doc_paths: list[Path], tmp_dir: Path, o
     return manifest
 
 
-def _document_bytes(doc_paths: list[Path], include_raw: bool) -> int:
-    """Uncompressed bytes of the documents files' columns an export writes (from the Parquet footers)."""
-    total = 0
+def _document_size(doc_paths: list[Path], include_raw: bool) -> tuple[int, int]:
+    """(uncompressed bytes of the columns an export writes, rows) of the documents files, from their footers."""
+    total, rows = 0, 0
     for path in doc_paths:
         meta = pq.ParquetFile(path).metadata
+        rows += meta.num_rows
         for g in range(meta.num_row_groups):
             group = meta.row_group(g)
             total += sum(group.column(c).total_uncompressed_size for c in range(group.num_columns)
                          if include_raw or group.column(c).path_in_schema != "raw")
-    return total
+    return total, rows
 
 
 def _range_levels(expected_bytes: float, bucket_bytes: float) -> int:
@@ -353,7 +361,7 @@ def _range_levels(expected_bytes: float, bucket_bytes: float) -> int:
 
 
 def _write_sorted(con, select_sql: str, data_path: Path, buckets_dir: Path, levels: int, memory_bytes: int,
-                  keep: str | None = None) -> None:
+                  batch_rows: int = EXPORT_SPLIT_BATCH_ROWS[1], keep: str | None = None) -> None:
     """Write the rows of ``select_sql`` (which has a doc_id column) to ``data_path`` ordered by doc_id, in memory
     bounded by two ranges whatever their number: an external sort by range.
 
@@ -408,8 +416,9 @@ def _write_sorted(con, select_sql: str, data_path: Path, buckets_dir: Path, leve
         width = min(EXPORT_SPLIT_CHARS, levels - start)
         # kept first: the top level's two are queries on one connection, which runs one at a time
         held = min(EXPORT_SPLIT_HELD_BYTES, int(memory_bytes * EXPORT_SPLIT_HELD_SHARE) // 16 ** width)
-        kept_files = {} if kept is None else _split_by_prefix(kept, directory / "kept", start, width, held)
-        doc_files = _split_by_prefix(docs, directory / "docs", start, width, held)
+        kept_files = {} if kept is None else _split_by_prefix(kept, directory / "kept", start, width, held,
+                                                               EXPORT_SPLIT_BATCH_ROWS[1])
+        doc_files = _split_by_prefix(docs, directory / "docs", start, width, held, batch_rows)
         ranges = []
         for key, doc_file in doc_files.items():  # in key order: the ranges in doc_id order
             kept_file = kept_files.get(key)
@@ -427,9 +436,9 @@ def _write_sorted(con, select_sql: str, data_path: Path, buckets_dir: Path, leve
 
     buckets_dir.mkdir(exist_ok=True)
     try:
-        sort_ranges(lambda: con.sql(select_sql).to_arrow_reader(EXPORT_SPLIT_BATCH_ROWS),
+        sort_ranges(lambda: con.sql(select_sql).to_arrow_reader(batch_rows),
                     None if keep is None else
-                    lambda: con.sql(f"SELECT doc_id FROM {keep}").to_arrow_reader(EXPORT_SPLIT_BATCH_ROWS),
+                    lambda: con.sql(f"SELECT doc_id FROM {keep}").to_arrow_reader(EXPORT_SPLIT_BATCH_ROWS[1]),
                     0, buckets_dir / "split")
         if writer is None:  # nothing selected: an empty file with the columns
             con.execute(f"COPY ({select_sql} LIMIT 0) TO {sql_string(data_path)} (FORMAT parquet, COMPRESSION zstd)")
@@ -438,7 +447,8 @@ def _write_sorted(con, select_sql: str, data_path: Path, buckets_dir: Path, leve
             writer.close()
 
 
-def _split_by_prefix(rows, directory: Path, start: int, width: int, buffer_bytes: int) -> dict[int, Path]:
+def _split_by_prefix(rows, directory: Path, start: int, width: int, buffer_bytes: int,
+                     batch_rows: int) -> dict[int, Path]:
     """Append each row of ``rows`` (a function that starts an Arrow reader, or the IPC file of an earlier pass)
     to the IPC file of its range: the bytes of doc_id from ``start``, ``width`` of them, as one number (so that
     the ranges' order is doc_id's byte order, whatever the characters). Returns the files written, by range, in
@@ -473,7 +483,7 @@ def _split_by_prefix(rows, directory: Path, start: int, width: int, buffer_bytes
                 while len(pending) > EXPORT_SPLIT_PENDING_WRITES or (pending and pending[0].done()):
                     pending.popleft().result()  # raises what the write raised
 
-            for batch in _batches_of(rows, EXPORT_SPLIT_BATCH_ROWS):
+            for batch in _batches_of(rows, batch_rows):
                 keys = _prefix_numbers(batch.column("doc_id"), start, width)
                 order = np.argsort(keys, kind="stable")
                 keys = keys[order]
@@ -505,17 +515,24 @@ def _split_by_prefix(rows, directory: Path, start: int, width: int, buffer_bytes
 
 
 def _batches_of(reader, rows: int):
-    """The batches of ``reader`` joined into batches of at least ``rows`` rows (the last may have fewer): DuckDB
-    hands out about 1,000 rows a batch, and a pass's cost per batch grows with its number of ranges."""
+    """The batches of ``reader`` joined into batches of at least ``rows`` rows (the last may have fewer): a
+    pass's cost per batch grows with its number of ranges. A batch that has them alone (DuckDB's, asked for
+    ``rows``) is passed on as it is, not copied."""
     pending, count = [], 0
     for batch in reader:
         pending.append(batch)
         count += batch.num_rows
         if count >= rows:
-            yield pa.concat_batches(pending)
+            yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
             pending, count = [], 0
-    if count:
-        yield pa.concat_batches(pending)
+    if pending:
+        yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
+
+
+def _split_batch_rows(nbytes: int, rows: int) -> int:
+    """Rows of a split batch for documents of ``nbytes`` bytes in ``rows`` rows (see EXPORT_SPLIT_BATCH_ROWS)."""
+    fewest, most = EXPORT_SPLIT_BATCH_ROWS
+    return max(fewest, min(most, EXPORT_SPLIT_BATCH_BYTES * max(rows, 1) // max(nbytes, 1)))
 
 
 def _prefix_numbers(ids: pa.Array, start: int, width: int) -> np.ndarray:

@@ -363,7 +363,7 @@ def test_export_of_a_store_larger_than_its_memory_limit(tmp_path, monkeypatch):
     got = pq.read_table(tmp_path / "out" / "documents.parquet")
     assert got.column_names == expected.column_names and got.to_pylist() == expected.to_pylist()
     monkeypatch.setattr(export, "EXPORT_BUCKET_SHARE", 5e-3)  # 256 ranges: two characters, in one pass
-    assert export._range_levels(export._document_bytes(store.snapshot().paths("documents"), False),
+    assert export._range_levels(export._document_size(store.snapshot().paths("documents"), False)[0],
                                 96 * 2**20 * 5e-3) == 2
     export.run_export(store, tmp_path / "out", overwrite=True)
     assert pq.read_table(tmp_path / "out" / "documents.parquet").to_pylist() == expected.to_pylist()
@@ -371,7 +371,7 @@ def test_export_of_a_store_larger_than_its_memory_limit(tmp_path, monkeypatch):
     # (three characters: a pass of two, then one pass of one within each range).
     monkeypatch.setattr(export, "EXPORT_EARLY_FILTER_SHARE", 0)
     monkeypatch.setattr(export, "EXPORT_BUCKET_SHARE", 2e-4)
-    assert export._range_levels(export._document_bytes(store.snapshot().paths("documents"), False),
+    assert export._range_levels(export._document_size(store.snapshot().paths("documents"), False)[0],
                                 96 * 2**20 * 2e-4) == 3
     export.run_export(store, tmp_path / "out", where="domain IN ('s1.org', 's4.org')", overwrite=True)
     assert pq.read_table(tmp_path / "out" / "documents.parquet").to_pylist() == \
@@ -424,6 +424,18 @@ def test_the_manifest_summary_describes_the_kept_documents(tmp_path):
     empty = export.run_export(store, tmp_path / "none", where="false")
     assert empty["summary"]["domains"] == 0 and empty["summary"]["by_domain"] == {}
     assert empty["summary"]["fetched_at"] == {"first": None, "last": None}
+
+
+def test_the_split_cuts_batches_of_about_4_mb_of_the_stores_average_document():
+    """Buffers over 8 MB go back to the kernel when freed (jemalloc's huge allocations) and fault in anew: a split
+    batch is as many rows as make EXPORT_SPLIT_BATCH_BYTES, but never so few that cutting it 256 ways costs more."""
+    from provenance import export
+
+    assert export.EXPORT_SPLIT_BATCH_BYTES == 4 << 20
+    assert export._split_batch_rows(2048 * 1_000_000, 1_000_000) == 2048  # 2 KB documents
+    assert export._split_batch_rows(200 * 1_000_000, 1_000_000) == 8192  # short ones: the most rows
+    assert export._split_batch_rows(50_000 * 1_000, 1_000) == 1024  # long ones: the fewest
+    assert export._split_batch_rows(0, 0) == 8192  # an empty store
 
 
 def test_the_export_allocates_from_jemalloc_or_malloc_and_restores_the_default(monkeypatch):
