@@ -525,7 +525,7 @@ def _batches_of(reader, rows: int):
         if count >= rows:
             yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
             pending, count = [], 0
-    if pending:
+    if count:  # not a batch of no rows: the pass divides by a batch's rows
         yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
 
 

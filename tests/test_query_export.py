@@ -436,6 +436,13 @@ def test_the_split_cuts_batches_of_about_4_mb_of_the_stores_average_document():
     assert export._split_batch_rows(200 * 1_000_000, 1_000_000) == 8192  # short ones: the most rows
     assert export._split_batch_rows(50_000 * 1_000, 1_000) == 1024  # long ones: the fewest
     assert export._split_batch_rows(0, 0) == 8192  # an empty store
+    import pyarrow as pa
+
+    two = pa.record_batch({"doc_id": pa.array(["a", "b"])})
+    none = two.slice(0, 0)
+    assert next(export._batches_of(iter([two]), 2)) is two  # DuckDB's batch of the rows asked for: not copied
+    assert [b.num_rows for b in export._batches_of(iter([two, two, two, none]), 4)] == [4, 2]
+    assert list(export._batches_of(iter([none]), 4)) == []  # no batch of no rows: the pass divides by its rows
 
 
 def test_the_export_allocates_from_jemalloc_or_malloc_and_restores_the_default(monkeypatch):
