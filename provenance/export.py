@@ -361,7 +361,7 @@ def _range_levels(expected_bytes: float, bucket_bytes: float) -> int:
 
 
 def _write_sorted(con, select_sql: str, data_path: Path, buckets_dir: Path, levels: int, memory_bytes: int,
-                  batch_rows: int = EXPORT_SPLIT_BATCH_ROWS[1], keep: str | None = None) -> None:
+                  batch_rows: int, keep: str | None = None) -> None:
     """Write the rows of ``select_sql`` (which has a doc_id column) to ``data_path`` ordered by doc_id, in memory
     bounded by two ranges whatever their number: an external sort by range.
 
