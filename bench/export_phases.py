@@ -9,7 +9,12 @@ system: the kernel's reading, writing and page cache work) and the bytes it read
 (``/proc/self/io``: bytes that came from the page cache are not counted). ``--bucket-share 0.01`` makes a
 1M-document store take 256 ranges, as 10M does under the default.
 
-    .venv/bin/python bench/export_phases.py --store STORE [--out DIR] [--memory-mb 1024] [--bucket-share S]
+``--peer`` first runs, in the same process, DuckDB's own ``COPY`` of the same selection and columns with the same
+compression and row groups, in no order (the export sorts by doc_id), its file fsynced as the export's are: the
+least any export of this selection can cost on this machine. Before each of the two, the store's files are
+dropped from the page cache (``POSIX_FADV_DONTNEED`` on each; no root needed), so both read the store from disk.
+
+    .venv/bin/python bench/export_phases.py --store STORE [--out DIR] [--memory-mb 1024] [--bucket-share S] [--peer]
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from provenance import export
+from provenance.sql import connect
 from provenance.store import Store
 
 
@@ -61,6 +67,38 @@ def timed(name: str, fn):
     return wrapper
 
 
+def drop_store_pages(root: Path) -> None:
+    """The store's files out of the page cache (their pages are clean: dropped, not written)."""
+    for path in root.rglob("*.parquet"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def peer_copy(store: Store, out: Path, memory_mb: int | None) -> tuple[list[float], int]:
+    """DuckDB's COPY of what the export selects by default, unsorted: (wall, user, system, read, written), rows."""
+    out.mkdir()
+    data_path = out / "documents.parquet"
+    start = sample()
+    con = connect(store, memory_limit_mb=memory_mb or export.EXPORT_MEMORY_MB, spill_dir=out / ".spill",
+                  settings=export.EXPORT_SETTINGS)
+    try:
+        selected = f"SELECT doc_id FROM {export.SELECTED_FROM} WHERE {export.DEFAULT_WHERE}"
+        con.execute(f"COPY (SELECT * EXCLUDE (raw) FROM documents WHERE doc_id IN ({selected})) TO '{data_path}' "
+                    f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {export.EXPORT_ROW_GROUP_ROWS})")
+    finally:
+        con.close()
+    fd = os.open(data_path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    end = sample()
+    return [end[i] - start[i] for i in range(FIELDS)], pq.ParquetFile(data_path).metadata.num_rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", required=True)
@@ -68,6 +106,8 @@ def main(argv=None) -> int:
     ap.add_argument("--memory-mb", type=int, default=None)
     ap.add_argument("--bucket-share", type=float, default=None,
                     help=f"the share of the memory limit a range may take (default {export.EXPORT_BUCKET_SHARE})")
+    ap.add_argument("--peer", action="store_true",
+                    help="first run DuckDB's unsorted COPY of the same selection, and report the ratio")
     args = ap.parse_args(argv)
     if args.bucket_share is not None:
         export.EXPORT_BUCKET_SHARE = args.bucket_share
@@ -75,7 +115,13 @@ def main(argv=None) -> int:
     export._read_range = timed(OVERLAPPING, export._read_range)
     pq.ParquetWriter.write_table = timed("Parquet written", pq.ParquetWriter.write_table)
     tmp = Path(tempfile.mkdtemp(dir=args.out, prefix="export-phases-"))
+    peer = None
     try:
+        if args.peer:
+            drop_store_pages(Path(args.store))
+            peer = peer_copy(Store.open(args.store), tmp / "peer", args.memory_mb)
+            shutil.rmtree(tmp / "peer")
+            drop_store_pages(Path(args.store))
         start = sample()
         manifest = export.run_export(Store.open(args.store), tmp / "export", memory_mb=args.memory_mb)
         end = sample()
@@ -87,6 +133,8 @@ def main(argv=None) -> int:
     rows.append(("the rest (selection, manifest, waits for a range)", *[whole[i] - inner[i] for i in range(FIELDS)],
                  0))
     rows.append(("whole export", *whole, 1))
+    if peer is not None:
+        rows.append((f"peer: DuckDB's COPY, unsorted ({peer[1]} rows)", *peer[0], 1))
     kept = manifest.get("counts", {}).get("kept", manifest.get("kept"))
     print(f"exported {kept} documents")
     print(f"{'step':<55} {'wall s':>8} {'user s':>8} {'system s':>9} {'disk read MB':>13} {'disk write MB':>14} "
@@ -97,6 +145,8 @@ def main(argv=None) -> int:
     print(json.dumps({name: {"wall_s": round(w, 2), "user_s": round(u, 2), "system_s": round(sy, 2),
                              "read_mb": round(r / 2**20), "write_mb": round(wr / 2**20)}
                       for name, w, u, sy, r, wr, _ in rows}))
+    if peer is not None:
+        print(f"export / peer, wall: {whole[0] / peer[0][0]:.2f}x")
     return 0
 
 
