@@ -10,9 +10,10 @@ system: the kernel's reading, writing and page cache work) and the bytes it read
 1M-document store take 256 ranges, as 10M does under the default.
 
 ``--peer`` first runs, in the same process, DuckDB's own ``COPY`` of the same selection and columns with the same
-compression and row groups, in no order (the export sorts by doc_id), its file fsynced as the export's are: the
-least any export of this selection can cost on this machine. Before each of the two, the store's files are
-dropped from the page cache (``POSIX_FADV_DONTNEED`` on each; no root needed), so both read the store from disk.
+compression and row groups, in no order (the export sorts by doc_id), its file fsynced as the export's are:
+what DuckDB alone takes for the same work, less the order, as a peer whose ratio cancels this machine's speed
+of the day. Before each of the two, the store's files are dropped from the page cache (``POSIX_FADV_DONTNEED``
+on each; no root needed), so both read the store from disk.
 
     .venv/bin/python bench/export_phases.py --store STORE [--out DIR] [--memory-mb 1024] [--bucket-share S] [--peer]
 """
