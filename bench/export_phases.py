@@ -91,11 +91,7 @@ def peer_copy(store: Store, out: Path, memory_mb: int | None) -> tuple[list[floa
                     f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {export.EXPORT_ROW_GROUP_ROWS})")
     finally:
         con.close()
-    fd = os.open(data_path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    export._sync_tree(out)  # fsynced as the export's files are
     end = sample()
     return [end[i] - start[i] for i in range(FIELDS)], pq.ParquetFile(data_path).metadata.num_rows
 
