@@ -1,21 +1,28 @@
-"""A store's doc_ids, sorted on disk, so a run need not read them all to know what the store holds.
+"""A store's keys, sorted on disk, so a run need not read every file to know what the store holds.
 
-Every ingest and crawl skips documents the store already holds, so it starts by learning every stored doc_id.
-Reading them from the document files costs time and memory in proportion to the corpus at every run's start
-(a 3M-document store: 4.6 CPU s and 16 bytes a document, twice that while sorting). This index keeps them, as
-written by an earlier run, in ``_index/doc_ids/``: the 16 bytes of each hex doc_id, sorted, in a ``.npy`` file
-the run memory-maps, with a bitmap of their leading bits beside it (most new doc_ids are answered by the bitmap
-alone). A run reads only the document files the index does not cover, those committed since it was written;
-the index's pages are the kernel's page cache, shared by every process reading it and evictable, not the
-run's own memory. When the uncovered doc_ids reach an eighth of the index (and at least ``MIN_KEYS``), the run
-writes a new index that covers them too, by a merge in bounded chunks, so the work of keeping it is linear.
+Two indexes, one machinery (``IndexKind``):
 
-The index is derived data, never the truth. It names the document files it was built from, and a run uses it
-only when each of them is live or was removed by a commit the snapshot knows (documents are only ever added,
-and compaction keeps every row it moves), so its doc_ids are stored doc_ids. Anything else (a store restored
-from an older copy, a hand-edited log) makes the run ignore it and read the files, as without one. Its files
-are written under temporary names and renamed in, the metadata (``<log seq>.json``) last: a kill leaves an
-index whole or not there; older indexes are deleted once a newer one is in place.
+- **doc_ids** (``DOC_IDS``). Every ingest and crawl skips documents the store already holds, so it starts by
+  learning every stored doc_id. Reading them from the document files costs time and memory in proportion to the
+  corpus at every run's start (a 3M-document store: 4.6 CPU s and 16 bytes a document, twice that while sorting).
+- **captures** (``CAPTURES``). An import that meets a stored document records its capture at a new time
+  (``KnownCaptures``), so it must know every (doc_id, fetched_at) the store holds: the documents' and the
+  recaptured fetches'. Held in memory that was 24 bytes a capture, read from every document and fetch file.
+
+An index keeps the keys, as written by an earlier run, in ``_index/<name>/``: fixed-width byte keys, sorted, in
+a ``.npy`` file the run memory-maps, with a bitmap of their leading bits beside it (most new keys are answered
+by the bitmap alone). A run reads only the files the index does not cover, those committed since it was
+written; the index's pages are the kernel's page cache, shared by every process reading it and evictable, not
+the run's own memory. When the rows read from uncovered files reach an eighth of the index's keys (and at least
+``MIN_KEYS``), the run writes a new index that covers them too, by a merge in bounded chunks, so the work of
+keeping it is linear.
+
+An index is derived data, never the truth. It names the files it was built from, and a run uses it only when
+each of them is live or was removed by a commit the snapshot knows (documents and fetches are only ever added,
+and compaction keeps every row it moves), so its keys are stored keys. Anything else (a store restored from an
+older copy, a hand-edited log) makes the run ignore it and read the files, as without one. Its files are written
+under temporary names and renamed in, the metadata (``<log seq>.json``) last: a kill leaves an index whole or not
+there; older indexes are deleted once a newer one is in place.
 """
 
 from __future__ import annotations
@@ -34,14 +41,36 @@ from provenance.store import Snapshot, atomic_write_text, make_dirs
 
 log = logging.getLogger(__name__)
 
-INDEX_DIR = Path("_index") / "doc_ids"
 FORMAT = 1
-WIDTH = 16  # bytes of a key: a doc_id of 32 hex digits
-MIN_KEYS = 100_000  # no index is written for fewer uncovered doc_ids than this (small stores read their files)
-REWRITE_SHARE = 8  # a new index once the uncovered doc_ids are 1/REWRITE_SHARE of the index's
-MAX_OTHER = 10_000  # doc_ids that are not 32 hex digits, kept in the metadata; a store with more gets no index
+MIN_KEYS = 100_000  # no index is written for fewer uncovered rows than this (small stores read their files)
+REWRITE_SHARE = 8  # a new index once the uncovered rows are 1/REWRITE_SHARE of the index's keys
+MAX_OTHER = 10_000  # values with no fixed-width key (a doc_id not of 32 hex digits), kept in the metadata;
+                    # a store with more gets no index
 MERGE_CHUNK = 1 << 20  # keys of the old index per step of a merge (16 MB)
 STALE_TEMP_S = 3600.0  # a temporary file this old belongs to a killed writer
+
+
+@dataclass(frozen=True)
+class IndexKind:
+    """What one index holds: where it lives, how wide its keys are, which kinds of store file it is built from,
+    and how its problems name them."""
+
+    name: str
+    directory: Path
+    width: int
+    file_kinds: tuple[str, ...]
+    keys_noun: str
+    files_noun: str
+
+
+# The 16 bytes of each doc_id of 32 hex digits (all that ``make_doc_id`` makes), from the document files.
+DOC_IDS = IndexKind("doc_id", Path("_index") / "doc_ids", 16, ("documents",), "doc_ids", "document files")
+# A doc_id's 16 bytes, then 8 of microseconds since the epoch (big-endian): every capture of a document, from the
+# document files and the ``recaptured`` rows of the fetch files (``documents.KnownCaptures``).
+CAPTURES = IndexKind("capture", Path("_index") / "captures", 24, ("documents", "fetches"), "captures",
+                     "document and fetch files")
+INDEX_DIR = DOC_IDS.directory
+WIDTH = DOC_IDS.width
 
 
 def bitmap_bits(n_keys: int) -> int:
@@ -95,28 +124,24 @@ class FrozenKeys:
 
 
 @dataclass
-class DocIdIndex:
-    """An index as read: its keys, the document files it covers, and its doc_ids that are not hex."""
+class KeyIndex:
+    """An index as read: its keys, the files it covers, and its values with no key (as JSON gave them back)."""
 
     keys: FrozenKeys
     files: frozenset[str]
-    other: list[str]
+    other: list
     log_seq: int
 
 
-def _directory(root: Path) -> Path:
-    return root / INDEX_DIR
-
-
-def _usable(meta: dict, snapshot: Snapshot) -> bool:
-    """Every file the index covers is a live document file, or one a commit the snapshot knows removed."""
-    return all((f in snapshot.files and snapshot.files[f].kind == "documents") or f in snapshot.removed
+def _usable(meta: dict, snapshot: Snapshot, kind: IndexKind) -> bool:
+    """Every file the index covers is a live file of its kinds, or one a commit the snapshot knows removed."""
+    return all((f in snapshot.files and snapshot.files[f].kind in kind.file_kinds) or f in snapshot.removed
                for f in meta["files"])
 
 
-def open_index(snapshot: Snapshot) -> DocIdIndex | None:
-    """The newest index this snapshot can use, memory-mapped; None when there is none."""
-    directory = _directory(snapshot.root)
+def open_index(snapshot: Snapshot, kind: IndexKind = DOC_IDS) -> KeyIndex | None:
+    """The newest index of ``kind`` this snapshot can use, memory-mapped; None when there is none."""
+    directory = snapshot.root / kind.directory
     for _attempt in range(3):  # a writer may replace the newest index while we read it: look again
         try:
             metas = sorted((p for p in directory.iterdir() if p.suffix == ".json" and not p.name.startswith(".")),
@@ -127,56 +152,57 @@ def open_index(snapshot: Snapshot) -> DocIdIndex | None:
         for meta_path in metas:
             try:
                 meta = json.loads(meta_path.read_text())
-                if meta.get("format") != FORMAT or not _usable(meta, snapshot):
+                if meta.get("format") != FORMAT or not _usable(meta, snapshot, kind):
                     continue
                 keys = np.load(directory / meta["keys"], mmap_mode="r")
                 bits = np.load(directory / meta["bits"], mmap_mode="r")
-                if keys.dtype != np.dtype(f"S{WIDTH}") or keys.ndim != 1 or len(keys) != meta["n_keys"] \
+                if keys.dtype != np.dtype(f"S{kind.width}") or keys.ndim != 1 or len(keys) != meta["n_keys"] \
                         or bits.dtype != np.uint8 or len(bits) != 1 << (meta["index_bits"] - 3):
                     raise ValueError("keys or bitmap not as the metadata says")
-                return DocIdIndex(FrozenKeys(keys, bits, 32 - meta["index_bits"]), frozenset(meta["files"]),
+                return KeyIndex(FrozenKeys(keys, bits, 32 - meta["index_bits"]), frozenset(meta["files"]),
                                   list(meta["other"]), int(meta["log_seq"]))
             except FileNotFoundError:
                 replaced = True
                 break
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                log.warning(f"{meta_path}: doc_id index unreadable ({exc}); reading the document files instead")
+                log.warning(f"{meta_path}: {kind.name} index unreadable ({exc}); reading the {kind.files_noun} instead")
         if not replaced:
             return None
     return None
 
 
-def should_rewrite(index: DocIdIndex | None, uncovered_keys: int) -> bool:
-    """Whether a run that read ``uncovered_keys`` doc_ids beside ``index`` writes a new index."""
+def should_rewrite(index: KeyIndex | None, uncovered_rows: int) -> bool:
+    """Whether a run that read ``uncovered_rows`` rows of files beside ``index`` writes a new index."""
     have = len(index.keys) if index is not None else 0
-    return uncovered_keys >= max(MIN_KEYS, have // REWRITE_SHARE)
+    return uncovered_rows >= max(MIN_KEYS, have // REWRITE_SHARE)
 
 
 def _temp(directory: Path, name: str) -> Path:
     return directory / f".{name}.{os.getpid()}.tmp"
 
 
-def write_index(snapshot: Snapshot, old: DocIdIndex | None, new_keys: np.ndarray, other: list[str]) -> None:
-    """Write an index of ``old``'s keys and ``new_keys`` (sorted, distinct, none of them in ``old``; dtype
-    ``S16``) covering every live document file of ``snapshot``, then delete older indexes.
+def write_index(snapshot: Snapshot, old: KeyIndex | None, new_keys: np.ndarray, other: list,
+                kind: IndexKind = DOC_IDS) -> None:
+    """Write an index of ``kind`` of ``old``'s keys and ``new_keys`` (sorted, distinct, none of them in ``old``;
+    dtype ``S<kind.width>``) covering every live file of its kinds in ``snapshot``, then delete older indexes.
 
     The old keys are merged in chunks of ``MERGE_CHUNK`` into the new memory-mapped file, so this holds at most
-    a chunk of them besides ``new_keys``. Nothing is written when ``other`` (doc_ids not of 32 hex digits) is
-    longer than ``MAX_OTHER``.
+    a chunk of them besides ``new_keys``. ``other`` (values with no key, as JSON values, sorted) goes into the
+    metadata; nothing is written when it is longer than ``MAX_OTHER``.
     """
     if len(other) > MAX_OTHER:
         return
-    directory = _directory(snapshot.root)
+    directory = snapshot.root / kind.directory
     make_dirs(directory)
     _drop_stale_temps(directory)
     name = f"{snapshot.log_seq:020d}"
-    old_keys = old.keys.keys if old is not None else np.zeros(0, f"S{WIDTH}")
+    old_keys = old.keys.keys if old is not None else np.zeros(0, f"S{kind.width}")
     n = len(old_keys) + len(new_keys)
     index_bits = bitmap_bits(n)
     shift = 32 - index_bits
     keys_tmp, bits_tmp = _temp(directory, f"{name}.keys.npy"), _temp(directory, f"{name}.bits.npy")
     try:
-        out = np.lib.format.open_memmap(keys_tmp, mode="w+", dtype=f"S{WIDTH}", shape=(n,))
+        out = np.lib.format.open_memmap(keys_tmp, mode="w+", dtype=f"S{kind.width}", shape=(n,))
         bits = np.zeros(1 << (index_bits - 3), np.uint8)
         # Where each new key goes among the old ones; then the old keys chunk by chunk, each with its new ones.
         where = old_keys.searchsorted(new_keys) if len(old_keys) else np.zeros(len(new_keys), np.int64)
@@ -187,7 +213,7 @@ def write_index(snapshot: Snapshot, old: DocIdIndex | None, new_keys: np.ndarray
             upto = len(new_keys) if last else int(np.searchsorted(where, end, side="left"))
             chunk = np.insert(np.asarray(old_keys[start:end]), where[taken:upto] - start, new_keys[taken:upto])
             out[written:written + len(chunk)] = chunk
-            mark_prefixes(bits, chunk, WIDTH, shift)
+            mark_prefixes(bits, chunk, kind.width, shift)
             written, taken = written + len(chunk), upto
         if written != n:
             raise AssertionError(f"merged {written} keys of {n}")
@@ -205,9 +231,9 @@ def write_index(snapshot: Snapshot, old: DocIdIndex | None, new_keys: np.ndarray
         keys_tmp.unlink(missing_ok=True)
         bits_tmp.unlink(missing_ok=True)
         raise
-    files = sorted(f.path for f in snapshot.files.values() if f.kind == "documents")
+    files = sorted(f.path for f in snapshot.files.values() if f.kind in kind.file_kinds)
     meta = {"format": FORMAT, "log_seq": snapshot.log_seq, "n_keys": n, "index_bits": index_bits,
-            "keys": f"{name}.keys.npy", "bits": f"{name}.bits.npy", "other": sorted(other), "files": files,
+            "keys": f"{name}.keys.npy", "bits": f"{name}.bits.npy", "other": other, "files": files,
             "written_at_unix": time.time()}
     atomic_write_text(directory / f"{name}.json", json.dumps(meta))
     _drop_older(directory, name)
@@ -231,35 +257,36 @@ def _drop_stale_temps(directory: Path) -> None:
             pass
 
 
-def verify(snapshot: Snapshot, read_keys) -> list[str]:
-    """Problems of the index the snapshot would use (one line each): keys out of order or repeated, keys the
-    store does not hold, doc_ids of files it covers that it lacks. ``read_keys(path)`` gives a document file's
-    hex doc_ids as sorted distinct keys (dtype ``S16``). Reads every document file's doc_ids (as ``store
-    check`` reads every file)."""
-    index = open_index(snapshot)
+def verify(snapshot: Snapshot, read_keys, kind: IndexKind = DOC_IDS) -> list[str]:
+    """Problems of the index of ``kind`` the snapshot would use (one line each): keys out of order or repeated,
+    keys the store does not hold, keys of files it covers that it lacks. ``read_keys(path, file_kind)`` gives a
+    file's keys as sorted distinct keys (dtype ``S<kind.width>``). Reads every file of the index's kinds (as
+    ``store check`` reads every file)."""
+    index = open_index(snapshot, kind)
     if index is None:
         return []
-    where = snapshot.root / INDEX_DIR / f"{index.log_seq:020d}.json"
-    fix = f"delete {snapshot.root / INDEX_DIR} (the next ingest or crawl writes a new one)"
+    where = snapshot.root / kind.directory / f"{index.log_seq:020d}.json"
+    fix = f"delete {snapshot.root / kind.directory} (the next run that needs it writes a new one)"
     keys = index.keys.keys
     problems = []
     for start in range(0, max(len(keys) - 1, 0), MERGE_CHUNK):
         chunk = np.asarray(keys[start:start + MERGE_CHUNK + 1])
         if not (chunk[1:] > chunk[:-1]).all():
-            problems.append(f"{where}: its doc_ids are not sorted and distinct; {fix}")
+            problems.append(f"{where}: its {kind.keys_noun} are not sorted and distinct; {fix}")
             break
     held = np.zeros(len(keys), bool)
     lacking = 0
-    for entry in snapshot.entries("documents"):
-        stored = read_keys(snapshot.root / entry.path)
-        known = index.keys.known(stored)
-        if entry.path in index.files:
-            lacking += int((~known).sum())
-        if len(keys):
-            found = keys.searchsorted(stored[known])
-            held[found] = True
+    for file_kind in kind.file_kinds:
+        for entry in snapshot.entries(file_kind):
+            stored = read_keys(snapshot.root / entry.path, file_kind)
+            known = index.keys.known(stored)
+            if entry.path in index.files:
+                lacking += int((~known).sum())
+            if len(keys):
+                found = keys.searchsorted(stored[known])
+                held[found] = True
     if lacking:
-        problems.append(f"{where}: lacks {lacking} doc_ids of the document files it covers; {fix}")
+        problems.append(f"{where}: lacks {lacking} {kind.keys_noun} of the {kind.files_noun} it covers; {fix}")
     if not held.all():
-        problems.append(f"{where}: holds {int((~held).sum())} doc_ids the store does not; {fix}")
+        problems.append(f"{where}: holds {int((~held).sum())} {kind.keys_noun} the store does not; {fix}")
     return problems

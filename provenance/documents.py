@@ -299,7 +299,7 @@ class DocIdSet:
     corpus: a Python set of them takes about 120 bytes each, 1.2 GB at 10M documents.
     """
 
-    def __init__(self, doc_ids: Iterable[str] = (), index: doc_index.DocIdIndex | None = None):
+    def __init__(self, doc_ids: Iterable[str] = (), index: doc_index.KeyIndex | None = None):
         self._keys = CompactKeySet(16, base=index.keys if index is not None else None)
         self._other: set[str] = set(index.other) if index is not None else set()
         self._last: tuple = (None, None)
@@ -388,12 +388,14 @@ class KnownCaptures:
 
     A crawl's own fetch rows are left out: they would make the set grow with every re-crawl, and a crawl's
     fetch and an import's capture at the very same microsecond are no real case (the versions view counts such
-    a pair once anyway).
+    a pair once anyway). Rows without a fetched_at are left out too: only dated captures are ever asked about.
 
     Read from the store the first time an import meets a document it already holds (an import of new pages
-    never reads it), so importing the same WARC twice records each capture once. Kept compact: 24 bytes per
-    capture of a hex doc_id at a time with a time zone (16 bytes of doc_id, 8 of microseconds since the
-    epoch), a plain set for any other.
+    never reads it), so importing the same WARC twice records each capture once. The store's captures come from
+    its capture index (``doc_index.CAPTURES``, memory-mapped: the kernel's page cache, not this run's memory)
+    and the files it does not cover; the run keeps in its own memory only those and its own, 24 bytes each
+    (16 bytes of doc_id, 8 of microseconds since the epoch) for a hex doc_id at a time with a time zone, a plain
+    set for any other.
     """
 
     def __init__(self, store):
@@ -435,34 +437,74 @@ class KnownCaptures:
                 self._add(doc_id, fetched_at)
 
     def _load_table(self, t: pa.Table) -> np.ndarray:
-        """The keys of a table of (doc_id, fetched_at) as uint8 rows; the rows of no key go to the plain set."""
-        t = t.combine_chunks()
-        doc_ids = t.column("doc_id").chunk(0) if t.num_rows else pa.array([], pa.string())
-        times = t.column("fetched_at").chunk(0) if t.num_rows else pa.array([], pa.timestamp("us", "UTC"))
-        rows, hexed = _hex_keys(doc_ids)
-        zoned = pa.types.is_timestamp(times.type) and times.type.tz is not None
-        dated = hexed & times.is_valid().to_numpy(zero_copy_only=False) if zoned else np.zeros(len(t), bool)
-        micros = pc.cast(pc.cast(times.filter(pa.array(dated)), pa.timestamp("us", "UTC")), pa.int64()) \
-            if dated.any() else pa.array([], pa.int64())
-        keys = np.empty((int(dated.sum()), 24), np.uint8)
-        keys[:, :16] = rows[dated[hexed]]
-        keys[:, 16:] = micros.to_numpy().astype(">i8").view(np.uint8).reshape(-1, 8)
-        if not dated.all():
-            rest = t.filter(pa.array(~dated))
-            self._other.update(zip(rest.column("doc_id").to_pylist(), rest.column("fetched_at").to_pylist()))
-        return keys
+        """The keys of a table of (doc_id, fetched_at) as uint8 rows; the dated rows of no key go to the plain set."""
+        rows, other = file_capture_keys(t)
+        self._other.update(other)
+        return rows
 
     def _load(self) -> None:
-        self._seen, self._other = CompactKeySet(24), set()
-        snapshot, keys = self.store.snapshot(), []
-        for path in snapshot.paths("documents"):
-            keys.append(self._load_table(pq.read_table(path, columns=["doc_id", "fetched_at"])))
-        for path in snapshot.paths("fetches"):
-            t = pq.read_table(path, columns=["doc_id", "fetched_at", "outcome"])
-            t = t.filter(pc.equal(t.column("outcome"), "recaptured")).select(["doc_id", "fetched_at"])
-            keys.append(self._load_table(t))
+        snapshot = self.store.snapshot()
+        index = doc_index.open_index(snapshot, doc_index.CAPTURES)
+        self._other = {_capture_from_json(v) for v in index.other} if index is not None else set()
+        keys, read = [], 0
+        for kind in doc_index.CAPTURES.file_kinds:
+            for entry in snapshot.entries(kind):
+                if index is None or entry.path not in index.files:
+                    keys.append(self._load_table(read_captures(snapshot.root / entry.path, kind)))
+                    read += entry.rows
+        self._seen = CompactKeySet(24, base=index.keys if index is not None else None)
         if keys:
-            self._seen.add_rows(np.concatenate(keys))  # one sort for the whole store
+            self._seen.add_rows(np.concatenate(keys))  # one sort for every file the index does not cover
+        if read and doc_index.should_rewrite(index, read):
+            other = sorted((_capture_to_json(c) for c in self._other), key=json.dumps)
+            try:
+                doc_index.write_index(snapshot, index, self._seen.own_keys(), other, doc_index.CAPTURES)
+            except OSError as exc:  # e.g. a full disk: the run goes on with what it read
+                log.warning(f"{snapshot.root}: could not write the capture index ({exc}); imports read the "
+                            f"document and fetch files until one can")
+                return
+            fresh = doc_index.open_index(snapshot, doc_index.CAPTURES)
+            if fresh is not None and fresh.log_seq == snapshot.log_seq:
+                self._seen = CompactKeySet(24, base=fresh.keys)  # the keys read are in the index now
+
+
+def read_captures(path, kind: str) -> pa.Table:
+    """A file's captures as (doc_id, fetched_at): every document of a document file, the ``recaptured`` rows of a
+    fetch file (a crawl's own fetches are not captures ``KnownCaptures`` is asked about)."""
+    if kind == "documents":
+        return pq.read_table(path, columns=["doc_id", "fetched_at"])
+    t = pq.read_table(path, columns=["doc_id", "fetched_at", "outcome"])
+    return t.filter(pc.equal(t.column("outcome"), "recaptured")).select(["doc_id", "fetched_at"])
+
+
+def file_capture_keys(t: pa.Table) -> tuple[np.ndarray, list[tuple]]:
+    """The captures of a table of (doc_id, fetched_at): the keyed ones (hex doc_id, a time with a zone) as uint8
+    rows of 24 bytes, the other dated ones as (doc_id, fetched_at) pairs. Rows without a time are left out."""
+    t = t.filter(t.column("fetched_at").is_valid()).combine_chunks()
+    doc_ids = t.column("doc_id").chunk(0) if t.num_rows else pa.array([], pa.string())
+    times = t.column("fetched_at").chunk(0) if t.num_rows else pa.array([], pa.timestamp("us", "UTC"))
+    rows, hexed = _hex_keys(doc_ids)
+    zoned = pa.types.is_timestamp(times.type) and times.type.tz is not None
+    dated = hexed if zoned else np.zeros(len(t), bool)
+    micros = pc.cast(pc.cast(times.filter(pa.array(dated)), pa.timestamp("us", "UTC")), pa.int64()) \
+        if dated.any() else pa.array([], pa.int64())
+    keys = np.empty((int(dated.sum()), 24), np.uint8)
+    keys[:, :16] = rows[dated[hexed]]
+    keys[:, 16:] = micros.to_numpy().astype(">i8").view(np.uint8).reshape(-1, 8)
+    other = []
+    if not dated.all():
+        rest = t.filter(pa.array(~dated))
+        other = list(zip(rest.column("doc_id").to_pylist(), rest.column("fetched_at").to_pylist()))
+    return keys, other
+
+
+def _capture_to_json(capture: tuple) -> list:
+    doc_id, fetched_at = capture
+    return [doc_id, fetched_at.isoformat()]
+
+
+def _capture_from_json(value: list) -> tuple:
+    return value[0], datetime.fromisoformat(value[1])
 
 
 @dataclass

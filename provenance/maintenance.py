@@ -92,15 +92,22 @@ def check_store(store: Store) -> tuple[list[str], dict]:
                 problems.append(f"{rel}: orphan (no commit names it: a run died before committing it); "
                                 f"`provenance store vacuum` deletes it")
         problems.extend(doc_index.verify(snap, _doc_id_keys))
+        problems.extend(doc_index.verify(snap, _capture_keys, doc_index.CAPTURES))
         counts = {"entries": snap.log_seq, "checkpoints": len(checkpoints), "live_files": len(snap.files),
                   "verified": verified, "removed_on_disk": removed_on_disk}
         return problems, counts
 
 
-def _doc_id_keys(path: Path) -> np.ndarray:
+def _doc_id_keys(path: Path, _kind: str = "documents") -> np.ndarray:
     """A document file's hex doc_ids as sorted distinct 16-byte keys (what the doc_id index holds)."""
     rows, _others = documents.file_doc_id_keys(path)
     return unique_sorted(np.ascontiguousarray(rows).view("S16").reshape(-1))
+
+
+def _capture_keys(path: Path, kind: str) -> np.ndarray:
+    """A document or fetch file's keyed captures as sorted distinct 24-byte keys (what the capture index holds)."""
+    rows, _others = documents.file_capture_keys(documents.read_captures(path, kind))
+    return unique_sorted(np.ascontiguousarray(rows).view("S24").reshape(-1))
 
 
 def _data_files(root: Path) -> list[str]:

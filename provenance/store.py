@@ -16,6 +16,7 @@ Layout::
       runs/<run_id>.json              run records (status, stats, config)
       _tmp/                           staging; emptied by a writer that takes the lock alone
       _index/doc_ids/                 every stored doc_id, sorted (derived data: provenance/doc_index.py)
+      _index/captures/                every stored (doc_id, fetched_at) capture, sorted (derived data, the same)
       .lock                           POSIX record locks: shared by writing runs, exclusive for maintenance
 
 Why a log: a data file becomes visible only when a commit entry naming it is

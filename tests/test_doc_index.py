@@ -190,3 +190,104 @@ def test_store_check_verifies_the_index(tmp_path, small_index):
     assert "holds 1 doc_ids the store does not" in problems[1] and "delete" in problems[1]
     np.save(keys_path, keys[::-1])
     assert any("not sorted and distinct" in p for p in check_store(store)[0])
+
+
+# ----- the capture index (KnownCaptures) ---------------------------------------------------------------
+def dated(start: int, stop: int, day: int) -> list[dict]:
+    """Documents docs(start, stop) would make (same URL, same text: same doc_ids), captured on ``day``."""
+    return [{**d, "fetched_at": f"2024-01-{day:02d}T00:00:00Z"} for d in docs(start, stop)]
+
+
+def import_jsonl(store, tmp_path, rows: list[dict], name: str):
+    from provenance.ingest import run_ingest
+
+    path = tmp_path / f"{name}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run_ingest(store, [path], crawl_id=name, flush_rows=10)
+
+
+def every_capture(store) -> set[tuple]:
+    """(doc_id, fetched_at) of every stored document and recaptured fetch, read from the files themselves."""
+    snapshot, pairs = store.snapshot(), set()
+    for kind in ("documents", "fetches"):
+        for path in snapshot.paths(kind):
+            t = documents.read_captures(path, kind)
+            pairs.update(zip(t.column("doc_id").to_pylist(), t.column("fetched_at").to_pylist()))
+    return pairs
+
+
+def capture_index_files(store) -> list[str]:
+    directory = store.root / doc_index.CAPTURES.directory
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def test_known_captures_come_from_the_capture_index_and_the_files_it_does_not_cover(tmp_path, small_index,
+                                                                                      monkeypatch):
+    from datetime import datetime, timezone
+
+    store = make_store(tmp_path / "s", dated(0, 30, 1), rows_per_file=10)
+    assert import_jsonl(store, tmp_path, dated(0, 25, 2), "again").to_json()["stored"] == 0  # 25 recaptures
+    assert capture_index_files(store) != [] and len(every_capture(store)) == 55  # the import's load wrote one
+    assert doc_index.open_index(store.snapshot(), doc_index.CAPTURES) is not None
+    covered = set(map(str, store.snapshot().paths("documents") + store.snapshot().paths("fetches")))
+    import_jsonl(store, tmp_path, dated(28, 35, 3), "more")  # 5 new documents, 2 recaptures since the index
+
+    stored = every_capture(store)
+    assert len(stored) == 62
+    read = []
+    real = documents.read_captures
+    monkeypatch.setattr(documents, "read_captures", lambda path, kind: read.append(str(path)) or real(path, kind))
+    captures = documents.KnownCaptures(store)
+    for doc_id, at in stored:  # every stored capture is known, at that instant in any zone
+        assert not captures.is_new(doc_id, at) and not captures.is_new(doc_id, at.astimezone())
+    snapshot = store.snapshot()
+    assert sorted(read) == sorted(set(map(str, snapshot.paths("documents") + snapshot.paths("fetches"))) - covered)
+    doc_id = next(iter(stored))[0]
+    later = datetime(2025, 6, 1, tzinfo=timezone.utc)
+    assert captures.is_new(doc_id, later) and not captures.is_new(doc_id, later)  # noted once asked
+    assert len(captures._seen.own_keys()) <= 8  # what the index does not hold: the files since, and the one asked
+
+
+def test_an_import_that_meets_stored_documents_writes_each_capture_once_with_an_index(tmp_path, small_index):
+    store = make_store(tmp_path / "s", dated(0, 30, 1), rows_per_file=10)
+    for name in ("first", "second"):  # the same captures twice: the second import records nothing
+        import_jsonl(store, tmp_path, dated(0, 30, 2), name)
+    assert len(every_capture(store)) == 60
+    from provenance.sql import connect
+
+    con = connect(store)
+    assert con.execute("SELECT count(*) FROM fetches WHERE outcome = 'recaptured'").fetchone()[0] == 30
+    from provenance.maintenance import check_store
+
+    assert check_store(store)[0] == []
+
+
+def test_the_capture_index_keeps_times_without_a_key_and_store_check_verifies_it(tmp_path, small_index):
+    from provenance.maintenance import check_store
+
+    store = make_store(tmp_path / "s", dated(0, 30, 1), rows_per_file=10)
+    with store.run("ingest", config={}) as run:  # a capture of a doc_id that is not hex: kept in the metadata
+        sink = documents.DocumentSink(run, "odd", existing_doc_ids(store.snapshot()))
+        sink.add({**documents.build_document(url="https://odd.example/", body=b"odd", content_type="text/plain",
+                                             source="jsonl", crawl_id="odd", run_id=run.run_id,
+                                             fetched_at=datetime_utc(2024, 2, 1)), "doc_id": "custom-1"})
+        sink.flush()
+    captures = documents.KnownCaptures(store)
+    assert not captures.is_new("custom-1", datetime_utc(2024, 2, 1))
+    meta = json.loads(next((store.root / doc_index.CAPTURES.directory).glob("*.json")).read_text())
+    assert meta["other"] == [["custom-1", "2024-02-01T00:00:00+00:00"]] and meta["n_keys"] == 30
+    again = documents.KnownCaptures(store)  # from the index alone
+    assert not again.is_new("custom-1", datetime_utc(2024, 2, 1)) and again.is_new("custom-1", datetime_utc(2024, 2, 2))
+    assert check_store(store)[0] == []
+    keys_path = next((store.root / doc_index.CAPTURES.directory).glob("*.keys.npy"))
+    keys = np.load(keys_path)
+    np.save(keys_path, np.concatenate([keys[1:], np.array([b"\xff" * 24], "S24")]))
+    problems = check_store(store)[0]
+    assert any("lacks 1 captures of the document and fetch files it covers" in p for p in problems), problems
+    assert any("holds 1 captures the store does not" in p for p in problems), problems
+
+
+def datetime_utc(*args):
+    from datetime import datetime, timezone
+
+    return datetime(*args, tzinfo=timezone.utc)
