@@ -6,12 +6,14 @@ fresh process, as an ingest or crawl starts (``--kind doc_ids``) or as an import
 (``--kind captures``):
 
 - ``files``: no index, every file's doc_id column read (as before the index);
-- ``write``: the same, and the index written (what the first run after the store has grown pays);
+- ``write``: the same, and the index written, in steps of ``doc_index.STEP_ROWS`` (what the first run after
+  the store has grown pays);
 - ``index``: with the index and one file of 10,000 documents committed since (every later run).
 
-Each reports CPU and wall seconds, the process's peak RSS beyond what it held before, its RSS after in anonymous
-memory (its own) and in file pages (the memory-mapped index: the kernel's page cache, shared, evictable), then the microseconds
-of 200,000 membership tests (half stored doc_ids or captures, half new ones) against the set it built, as
+Each reports CPU and wall seconds, the process's peak RSS beyond what it held before (all of it, and its
+anonymous part alone, sampled every 5 ms: what the run itself holds), its RSS after in anonymous memory (its
+own) and in file pages (the memory-mapped index: the kernel's page cache, shared, evictable), then the
+microseconds of 200,000 membership tests (half stored doc_ids or captures, half new ones) against the set it built, as
 ``DocumentSink.add`` makes them. Ratios are against ``files`` in the same run of this script.
 
     .venv/bin/python bench/doc_index.py [--docs 10000000] [--dir DIR] [--kind doc_ids|captures]
@@ -25,6 +27,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -77,6 +80,31 @@ def add_file(root: Path, rows: int, seed: int) -> None:
         run.commit(add=[run.write("documents", documents(run, ids, times), "bench-new")])
 
 
+def rss_anon_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class AnonPeak(threading.Thread):
+    """The highest anonymous RSS (the process's own memory, not file pages such as a memory-mapped index it reads
+    or writes, which the kernel's page cache holds and can evict) seen every 5 ms while it runs."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak, self._done = rss_anon_mb(), threading.Event()
+
+    def run(self):
+        while not self._done.wait(0.005):
+            self.peak = max(self.peak, rss_anon_mb())
+
+    def stop(self) -> float:
+        self._done.set()
+        self.join()
+        return max(self.peak, rss_anon_mb())
+
+
 def load(kind: str, store):
     """What a run loads at its start: the doc_id set, or the captures (loaded as an import's first question)."""
     from provenance.documents import KnownCaptures, existing_doc_ids
@@ -100,9 +128,12 @@ def child(root: Path, mode: str, kind: str) -> dict:
     snapshot = store.snapshot()
     pq.read_table(snapshot.paths("documents")[0], columns=["doc_id"])
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    anon_before, sampler = rss_anon_mb(), AnonPeak()
+    sampler.start()
     t0, c0 = time.perf_counter(), time.process_time()
     held = load(kind, store)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    anon_extra = sampler.stop() - anon_before
     extra = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
     rss_mb = {k: round(int(status[k].split()[0]) / 1024) for k in ("RssAnon", "RssFile") if k in status}
@@ -121,7 +152,7 @@ def child(root: Path, mode: str, kind: str) -> dict:
     found = sum(map(contains, probes))
     lookup_us = (time.perf_counter() - t1) / len(probes) * 1e6
     return {"kind": kind, "mode": mode, "cpu_s": round(cpu, 2), "wall_s": round(wall, 2),
-            "peak_extra_mb": round(extra), "rss_anon_mb": rss_mb.get("RssAnon"), "rss_file_mb": rss_mb.get("RssFile"),
+            "peak_extra_mb": round(extra), "peak_anon_extra_mb": round(anon_extra), "rss_anon_mb": rss_mb.get("RssAnon"), "rss_file_mb": rss_mb.get("RssFile"),
             "in_memory_keys": in_memory, "lookup_us": round(lookup_us, 2), "found": found,
             "expected_found": last.num_rows}
 
@@ -153,6 +184,7 @@ def main(argv=None) -> int:
         for mode in ("write", "index"):
             print(f"{mode} against files: CPU {results[mode]['cpu_s'] / results['files']['cpu_s']:.3f}x, "
                   f"peak RSS {results[mode]['peak_extra_mb'] / max(1, results['files']['peak_extra_mb']):.2f}x, "
+                  f"peak anonymous RSS {results[mode]['peak_anon_extra_mb'] / max(1, results['files']['peak_anon_extra_mb']):.2f}x, "
                   f"lookup {results[mode]['lookup_us'] / results['files']['lookup_us']:.2f}x")
     return 0
 

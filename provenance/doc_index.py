@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from provenance.arrays import unique_sorted
 from provenance.store import Snapshot, atomic_write_text, make_dirs
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 MIN_KEYS = 100_000  # no index is written for fewer uncovered rows than this (small stores read their files)
 REWRITE_SHARE = 8  # a new index once the uncovered rows are 1/REWRITE_SHARE of the index's keys
+STEP_ROWS = 2_000_000  # a run that has read this many uncovered rows (and a rewrite's share) writes an index
+                       # before it reads on, so it never holds all of a large store's keys at once
 MAX_OTHER = 10_000  # values with no fixed-width key (a doc_id not of 32 hex digits), kept in the metadata;
                     # a store with more gets no index
 MERGE_CHUNK = 1 << 20  # keys of the old index per step of a merge (16 MB)
@@ -131,6 +134,7 @@ class KeyIndex:
     files: frozenset[str]
     other: list
     log_seq: int
+    name: str  # its files' common stem: ``<log seq>-<number of keys>``
 
 
 def _usable(meta: dict, snapshot: Snapshot, kind: IndexKind) -> bool:
@@ -160,7 +164,7 @@ def open_index(snapshot: Snapshot, kind: IndexKind = DOC_IDS) -> KeyIndex | None
                         or bits.dtype != np.uint8 or len(bits) != 1 << (meta["index_bits"] - 3):
                     raise ValueError("keys or bitmap not as the metadata says")
                 return KeyIndex(FrozenKeys(keys, bits, 32 - meta["index_bits"]), frozenset(meta["files"]),
-                                  list(meta["other"]), int(meta["log_seq"]))
+                                  list(meta["other"]), int(meta["log_seq"]), meta_path.name.split(".")[0])
             except FileNotFoundError:
                 replaced = True
                 break
@@ -177,26 +181,97 @@ def should_rewrite(index: KeyIndex | None, uncovered_rows: int) -> bool:
     return uncovered_rows >= max(MIN_KEYS, have // REWRITE_SHARE)
 
 
+def read_uncovered(snapshot: Snapshot, kind: IndexKind, read_file) -> tuple[KeyIndex | None, np.ndarray, list]:
+    """What a run knows of the store's keys of ``kind``: (the index it uses, the keys of the files that index does
+    not cover as sorted distinct ``S<width>`` keys not in it, their values with no key), reading only those files.
+
+    ``read_file(path, file_kind)`` gives a file's keys as uint8 rows of ``kind.width`` bytes and its values with
+    no key as JSON values. Whenever the rows read reach ``STEP_ROWS`` and ``should_rewrite``'s share of the
+    index, a new index that covers the files read so far is written and used from then on, so even a store with
+    no index yet (one grown by an older version, or a capture index's first build) is read holding at most
+    that many keys at a time, not all of them; the rows left at the end are written in when ``should_rewrite``
+    says so. A failed write (a full disk) is logged and the run goes on with what it read, in memory.
+    """
+    index = open_index(snapshot, kind)
+    rows: list[np.ndarray] = []
+    other: list = []
+    read_files: list[str] = []
+    n_read, writable = 0, True
+    for file_kind in kind.file_kinds:
+        for entry in snapshot.entries(file_kind):
+            if index is not None and entry.path in index.files:
+                continue
+            file_rows, file_other = read_file(snapshot.root / entry.path, file_kind)
+            rows.append(file_rows)
+            other.extend(file_other)
+            read_files.append(entry.path)
+            n_read += entry.rows  # counted as read, not as new: after a compaction the index's keys come back
+            if writable and n_read >= STEP_ROWS and should_rewrite(index, n_read):
+                fresh = _absorb(snapshot, kind, index, rows, other, read_files)
+                if fresh is None:
+                    writable = False
+                else:
+                    index, rows, other, read_files, n_read = fresh, [], [], [], 0
+    if writable and n_read and should_rewrite(index, n_read):
+        fresh = _absorb(snapshot, kind, index, rows, other, read_files)
+        if fresh is not None:
+            index, rows, other = fresh, [], []
+    keys = _new_keys(index, rows, kind.width)
+    return index, keys, _distinct_json(other)
+
+
+def _new_keys(index: KeyIndex | None, rows: list[np.ndarray], width: int) -> np.ndarray:
+    if not rows:
+        return np.zeros(0, f"S{width}")
+    keys = unique_sorted(np.ascontiguousarray(np.concatenate(rows), dtype=np.uint8).view(f"S{width}").reshape(-1))
+    return keys[~index.keys.known(keys)] if index is not None else keys
+
+
+def _distinct_json(values: list) -> list:
+    return [json.loads(v) for v in sorted({json.dumps(v) for v in values})]
+
+
+def _absorb(snapshot: Snapshot, kind: IndexKind, index: KeyIndex | None, rows: list[np.ndarray], other: list,
+            read_files: list[str]) -> KeyIndex | None:
+    """Write an index of ``index`` and the keys read from ``read_files``, and open it; None when it could not be
+    written or is not the one opened (another writer's newer index: the caller keeps what it read)."""
+    covered = set(read_files) | (index.files if index is not None else set())
+    merged_other = _distinct_json((index.other if index is not None else []) + other)
+    try:
+        name = write_index(snapshot, index, _new_keys(index, rows, kind.width), merged_other, kind, covered)
+    except OSError as exc:  # e.g. a full disk
+        log.warning(f"{snapshot.root}: could not write the {kind.name} index ({exc}); runs read the "
+                    f"{kind.files_noun} until one can")
+        return None
+    if name is None:
+        return None
+    fresh = open_index(snapshot, kind)
+    return fresh if fresh is not None and fresh.name == name else None
+
+
 def _temp(directory: Path, name: str) -> Path:
     return directory / f".{name}.{os.getpid()}.tmp"
 
 
 def write_index(snapshot: Snapshot, old: KeyIndex | None, new_keys: np.ndarray, other: list,
-                kind: IndexKind = DOC_IDS) -> None:
+                kind: IndexKind = DOC_IDS, covered: set[str] | None = None) -> str | None:
     """Write an index of ``kind`` of ``old``'s keys and ``new_keys`` (sorted, distinct, none of them in ``old``;
-    dtype ``S<kind.width>``) covering every live file of its kinds in ``snapshot``, then delete older indexes.
+    dtype ``S<kind.width>``) covering the live files of its kinds in ``snapshot`` (those in ``covered``, when
+    given), then delete older indexes; its name, or None when nothing was written.
 
     The old keys are merged in chunks of ``MERGE_CHUNK`` into the new memory-mapped file, so this holds at most
     a chunk of them besides ``new_keys``. ``other`` (values with no key, as JSON values, sorted) goes into the
     metadata; nothing is written when it is longer than ``MAX_OTHER``.
     """
     if len(other) > MAX_OTHER:
-        return
+        return None
     directory = snapshot.root / kind.directory
     make_dirs(directory)
     _drop_stale_temps(directory)
-    name = f"{snapshot.log_seq:020d}"
     old_keys = old.keys.keys if old is not None else np.zeros(0, f"S{kind.width}")
+    # A run that reads a large store without an index writes several, one per step: the number of keys tells
+    # them apart and orders them after the log seq.
+    name = f"{snapshot.log_seq:020d}-{len(old_keys) + len(new_keys):012d}"
     n = len(old_keys) + len(new_keys)
     index_bits = bitmap_bits(n)
     shift = 32 - index_bits
@@ -231,12 +306,14 @@ def write_index(snapshot: Snapshot, old: KeyIndex | None, new_keys: np.ndarray, 
         keys_tmp.unlink(missing_ok=True)
         bits_tmp.unlink(missing_ok=True)
         raise
-    files = sorted(f.path for f in snapshot.files.values() if f.kind in kind.file_kinds)
+    files = sorted(f.path for f in snapshot.files.values()
+                   if f.kind in kind.file_kinds and (covered is None or f.path in covered))
     meta = {"format": FORMAT, "log_seq": snapshot.log_seq, "n_keys": n, "index_bits": index_bits,
             "keys": f"{name}.keys.npy", "bits": f"{name}.bits.npy", "other": other, "files": files,
             "written_at_unix": time.time()}
     atomic_write_text(directory / f"{name}.json", json.dumps(meta))
     _drop_older(directory, name)
+    return name
 
 
 def _drop_older(directory: Path, name: str) -> None:
@@ -265,7 +342,7 @@ def verify(snapshot: Snapshot, read_keys, kind: IndexKind = DOC_IDS) -> list[str
     index = open_index(snapshot, kind)
     if index is None:
         return []
-    where = snapshot.root / kind.directory / f"{index.log_seq:020d}.json"
+    where = snapshot.root / kind.directory / f"{index.name}.json"
     fix = f"delete {snapshot.root / kind.directory} (the next run that needs it writes a new one)"
     keys = index.keys.keys
     problems = []

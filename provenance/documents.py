@@ -357,29 +357,11 @@ def existing_doc_ids(snapshot: Snapshot) -> DocIdSet:
     """Every doc_id in the store, as a compact set: the store's doc_id index (memory-mapped) and the doc_id
     column of the document files it does not cover; writes a new index when those have grown
     (``provenance.doc_index``)."""
-    index = doc_index.open_index(snapshot)
-    rows, others = [], []
-    for entry in snapshot.entries("documents"):
-        if index is None or entry.path not in index.files:
-            file_rows, file_others = file_doc_id_keys(snapshot.root / entry.path)
-            rows.append(file_rows)
-            others.extend(file_others)
+    index, keys, others = doc_index.read_uncovered(snapshot, doc_index.DOC_IDS,
+                                                   lambda path, _kind: file_doc_id_keys(path))
     ids = DocIdSet(index=index)
-    if rows:
-        ids._keys.add_rows(np.concatenate(rows))  # one sort for all the files the index does not cover
+    ids._keys.add_rows(keys.view(np.uint8).reshape(-1, 16))
     ids._other.update(others)
-    # Counted as read, not as new: after a compaction the index's doc_ids come back in files it does not name.
-    uncovered = sum(len(r) for r in rows) + len(others)
-    if uncovered and doc_index.should_rewrite(index, uncovered):
-        try:
-            doc_index.write_index(snapshot, index, ids._keys.own_keys(), sorted(ids._other))
-        except OSError as exc:  # e.g. a full disk: the run goes on with what it read
-            log.warning(f"{snapshot.root}: could not write the doc_id index ({exc}); runs read the document "
-                        f"files until one can")
-        else:
-            fresh = doc_index.open_index(snapshot)
-            if fresh is not None and fresh.log_seq == snapshot.log_seq:
-                ids = DocIdSet(index=fresh)  # the keys read are in the index now: drop them from memory
     return ids
 
 
@@ -436,36 +418,15 @@ class KnownCaptures:
             for doc_id, fetched_at in keys:
                 self._add(doc_id, fetched_at)
 
-    def _load_table(self, t: pa.Table) -> np.ndarray:
-        """The keys of a table of (doc_id, fetched_at) as uint8 rows; the dated rows of no key go to the plain set."""
-        rows, other = file_capture_keys(t)
-        self._other.update(other)
-        return rows
-
     def _load(self) -> None:
-        snapshot = self.store.snapshot()
-        index = doc_index.open_index(snapshot, doc_index.CAPTURES)
-        self._other = {_capture_from_json(v) for v in index.other} if index is not None else set()
-        keys, read = [], 0
-        for kind in doc_index.CAPTURES.file_kinds:
-            for entry in snapshot.entries(kind):
-                if index is None or entry.path not in index.files:
-                    keys.append(self._load_table(read_captures(snapshot.root / entry.path, kind)))
-                    read += entry.rows
+        def read(path, kind):
+            rows, other = file_capture_keys(read_captures(path, kind))
+            return rows, [_capture_to_json(c) for c in other]
+
+        index, keys, other = doc_index.read_uncovered(self.store.snapshot(), doc_index.CAPTURES, read)
         self._seen = CompactKeySet(24, base=index.keys if index is not None else None)
-        if keys:
-            self._seen.add_rows(np.concatenate(keys))  # one sort for every file the index does not cover
-        if read and doc_index.should_rewrite(index, read):
-            other = sorted((_capture_to_json(c) for c in self._other), key=json.dumps)
-            try:
-                doc_index.write_index(snapshot, index, self._seen.own_keys(), other, doc_index.CAPTURES)
-            except OSError as exc:  # e.g. a full disk: the run goes on with what it read
-                log.warning(f"{snapshot.root}: could not write the capture index ({exc}); imports read the "
-                            f"document and fetch files until one can")
-                return
-            fresh = doc_index.open_index(snapshot, doc_index.CAPTURES)
-            if fresh is not None and fresh.log_seq == snapshot.log_seq:
-                self._seen = CompactKeySet(24, base=fresh.keys)  # the keys read are in the index now
+        self._seen.add_rows(keys.view(np.uint8).reshape(-1, 24))
+        self._other = {_capture_from_json(v) for v in (index.other if index is not None else []) + other}
 
 
 def read_captures(path, kind: str) -> pa.Table:

@@ -112,6 +112,28 @@ def test_the_index_survives_compaction(tmp_path, small_index, monkeypatch):
     assert read == [] and set(again) == stored_ids(store)
 
 
+def test_a_large_store_without_an_index_is_read_in_steps_each_written_in(tmp_path, monkeypatch):
+    store = make_store(tmp_path / "s", docs(0, 95), rows_per_file=10)  # MIN_KEYS as shipped: no index
+    assert index_files(store) == []
+    monkeypatch.setattr(doc_index, "MIN_KEYS", 10)
+    monkeypatch.setattr(doc_index, "STEP_ROWS", 20)
+    held, real = [], doc_index.write_index
+    monkeypatch.setattr(doc_index, "write_index",
+                        lambda snapshot, old, new_keys, *rest: held.append(len(new_keys)) or real(snapshot, old,
+                                                                                                  new_keys, *rest))
+    ids = existing_doc_ids(store.snapshot())
+    # Steps of 20 rows while the index is small, then an eighth of it; never all 95 doc_ids in memory at once.
+    assert held[:2] == [20, 20] and max(held) < 40 and sum(held) == 95, held
+    assert set(ids) == stored_ids(store) and len(ids._keys.own_keys()) == 0
+    metas = [n for n in index_files(store) if n.endswith(".json")]
+    assert len(metas) == 1  # each step's index replaced the one before
+    meta = json.loads((store.root / doc_index.INDEX_DIR / metas[0]).read_text())
+    assert meta["n_keys"] == 95 and len(meta["files"]) == 10
+    stored = stored_ids(store)
+    read = files_read(monkeypatch)
+    assert set(existing_doc_ids(store.snapshot())) == stored and read == []
+
+
 def test_an_index_that_does_not_match_the_store_is_ignored(tmp_path, small_index, caplog):
     store = make_store(tmp_path / "s", docs(0, 30), rows_per_file=10)
     existing_doc_ids(store.snapshot())
