@@ -152,7 +152,8 @@ def child(root: Path, mode: str, kind: str) -> dict:
     found = sum(map(contains, probes))
     lookup_us = (time.perf_counter() - t1) / len(probes) * 1e6
     return {"kind": kind, "mode": mode, "cpu_s": round(cpu, 2), "wall_s": round(wall, 2),
-            "peak_extra_mb": round(extra), "peak_anon_extra_mb": round(anon_extra), "rss_anon_mb": rss_mb.get("RssAnon"), "rss_file_mb": rss_mb.get("RssFile"),
+            "peak_extra_mb": round(extra), "peak_anon_extra_mb": round(anon_extra),
+            "rss_anon_mb": rss_mb.get("RssAnon"), "rss_file_mb": rss_mb.get("RssFile"),
             "in_memory_keys": in_memory, "lookup_us": round(lookup_us, 2), "found": found,
             "expected_found": last.num_rows}
 
@@ -181,11 +182,13 @@ def main(argv=None) -> int:
                                  capture_output=True, text=True, check=True)
             results[mode] = json.loads(out.stdout)
             print(json.dumps(results[mode]), flush=True)
+        files = results["files"]
         for mode in ("write", "index"):
-            print(f"{mode} against files: CPU {results[mode]['cpu_s'] / results['files']['cpu_s']:.3f}x, "
-                  f"peak RSS {results[mode]['peak_extra_mb'] / max(1, results['files']['peak_extra_mb']):.2f}x, "
-                  f"peak anonymous RSS {results[mode]['peak_anon_extra_mb'] / max(1, results['files']['peak_anon_extra_mb']):.2f}x, "
-                  f"lookup {results[mode]['lookup_us'] / results['files']['lookup_us']:.2f}x")
+            r = results[mode]
+            print(f"{mode} against files: CPU {r['cpu_s'] / files['cpu_s']:.3f}x, "
+                  f"peak RSS {r['peak_extra_mb'] / max(1, files['peak_extra_mb']):.2f}x, "
+                  f"peak anonymous RSS {r['peak_anon_extra_mb'] / max(1, files['peak_anon_extra_mb']):.2f}x, "
+                  f"lookup {r['lookup_us'] / files['lookup_us']:.2f}x")
     return 0
 
 
