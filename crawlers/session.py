@@ -48,8 +48,10 @@ import pyarrow.parquet as pq
 
 import provenance
 from provenance import exitcodes
+from provenance.crawlers import known_index
 from provenance.crawlers.items import FetchedPage
 from provenance.crawlers.journal import url_key
+from provenance.crawlers.known_index import URL_HOST_SQL
 from provenance.crawlers.sitepolicy import POLICY_COLUMNS
 from provenance.documents import DocumentSink, domains_of, existing_doc_ids
 from provenance.progress import Progress
@@ -89,9 +91,14 @@ class Known:
 # The latest version per URL: the newest of (documents stored, fetches that confirmed a document), so a
 # page that went back to an older version (A -> B -> A) is compared with A, not B. {scope} keeps the URLs on the
 # crawl's sites (``known_scope``). It filters the documents joined for their headers by the same test of their own
-# URL: a doc_id hashes its document's URL, so the document a fetch row names has that row's URL.
+# URL: a doc_id hashes its document's URL, so the document a fetch row names has that row's URL. ``indexed`` is the
+# URL version index's rows on the crawl's sites and ``documents`` and ``fetches`` the files it does not cover
+# (``crawlers/known_index.py``); without an index, ``indexed`` is empty and they are every file.
 _KNOWN_SQL = f"""
-WITH seen AS (
+WITH idx AS (SELECT * FROM indexed WHERE {{scope}}),
+seen AS (
+    SELECT url, doc_id, seen_at AS fetched_at FROM idx
+    UNION ALL
     SELECT url, doc_id, fetched_at FROM documents WHERE {{scope}}
     UNION ALL
     SELECT url, doc_id, fetched_at FROM fetches
@@ -103,7 +110,10 @@ latest AS (
 )
 SELECT l.url, d.doc_id, d.etag, d.last_modified, d.raw_sha256, d.text_sha256
 FROM latest l JOIN (SELECT DISTINCT ON (doc_id) doc_id, etag, last_modified, raw_sha256, text_sha256
-                    FROM documents WHERE {{scope}}) d USING (doc_id)
+                    FROM (SELECT doc_id, etag, last_modified, raw_sha256, text_sha256 FROM idx WHERE documented
+                          UNION ALL
+                          SELECT doc_id, etag, last_modified, raw_sha256, text_sha256 FROM documents WHERE {{scope}})
+                   ) d USING (doc_id)
 """
 
 # URLs this crawl_id fetched successfully before: a re-crawl requests them again (conditionally), so a page
@@ -120,10 +130,6 @@ KNOWN_BATCH_ROWS = 65_536
 # Up to this many sites, a URL is kept when it contains one of them (its host ends with its site, so it does):
 # a substring test per site is cheaper than parsing the host, until there are many sites.
 KNOWN_SCOPE_SUBSTRING_SITES = 16
-# The host of a URL as urlsplit(url).hostname gives it (after any user info, before any port, without an IPv6
-# literal's brackets), lower case and without a trailing dot.
-_URL_HOST = (r"trim(lower(regexp_extract(url, '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#]*@)?(\[[^\]/?#]*\]|[^:/?#]*)', 1)),"
-             r" '[].')")
 
 
 def crawl_sites(urls: Iterable[str]) -> list[str]:
@@ -154,7 +160,7 @@ def known_scope(con, sites: list[str] | None) -> str:
     if len(sites) <= KNOWN_SCOPE_SUBSTRING_SITES:
         return " OR ".join(f"contains(lower(url), {sql_string(site)})" for site in sites)
     con.execute("CREATE OR REPLACE TEMP TABLE crawl_sites AS SELECT unnest(?::VARCHAR[]) AS site", [sites])
-    labels = f"string_split({_URL_HOST}, '.')"
+    labels = f"string_split({URL_HOST_SQL}, '.')"
     # A host is on a site of n labels when its last n labels are that site.
     return " OR ".join(f"array_to_string({labels}[-{n}:], '.') IN (SELECT site FROM crawl_sites)"
                        for n in sorted({site.count(".") + 1 for site in sites}))
@@ -238,15 +244,21 @@ def load_known(store: Store, crawl_id: str, directory: Path,
     """(latest known version of each URL on ``sites``, URLs previously fetched by ``crawl_id``), read with DuckDB;
     ``directory`` is the crawl's scratch directory for the first (see ``KnownVersions``). ``sites`` (see
     ``crawl_sites``) keeps a crawl's start in proportion to the sites it crawls, not to the store; None reads
-    every URL."""
-    from provenance.sql import connect_parquet_views
+    every URL. The versions come from the store's URL version index (its rows on ``sites``) and the files it does
+    not cover; when those have grown, a new index is written first (``crawlers/known_index.py``)."""
+    from provenance.sql import parquet_view
 
     snapshot = store.snapshot()
     if not (snapshot.paths("documents") or snapshot.paths("fetches")):
         return KnownVersions(), []  # a new store: nothing to read, no DuckDB to start
-    con = connect_parquet_views(store, ("documents", "fetches"), snapshot)
+    index = known_index.open_index(snapshot)
+    if known_index.should_rewrite(index, known_index.uncovered_rows(snapshot, index)):
+        index = known_index.write_index(snapshot, index, directory) or index
+    con = known_index.connect_uncovered(snapshot, index)
     try:
+        known_index.indexed_view(con, index, sites)
         known = KnownVersions.load(con, directory, sites)
+        parquet_view(con, "fetches", "fetches", snapshot.paths("fetches"))  # every fetch, for the URLs before
         previous = [r[0] for r in con.execute(_PREVIOUS_URLS_SQL, [crawl_id]).fetchall()]
     finally:
         con.close()

@@ -137,10 +137,12 @@ class KeyIndex:
     name: str  # its files' common stem: ``<log seq>-<number of keys>``
 
 
-def _usable(meta: dict, snapshot: Snapshot, kind: IndexKind) -> bool:
-    """Every file the index covers is a live file of its kinds, or one a commit the snapshot knows removed."""
-    return all((f in snapshot.files and snapshot.files[f].kind in kind.file_kinds) or f in snapshot.removed
-               for f in meta["files"])
+def covers_live_files(files: list[str], snapshot: Snapshot, file_kinds: tuple[str, ...]) -> bool:
+    """Every file an index covers is a live file of its kinds, or one a commit the snapshot knows removed: what
+    makes a derived index's rows rows of the store (files of these kinds are only added; compaction keeps every
+    row it moves)."""
+    return all((f in snapshot.files and snapshot.files[f].kind in file_kinds) or f in snapshot.removed
+               for f in files)
 
 
 def open_index(snapshot: Snapshot, kind: IndexKind = DOC_IDS) -> KeyIndex | None:
@@ -156,7 +158,7 @@ def open_index(snapshot: Snapshot, kind: IndexKind = DOC_IDS) -> KeyIndex | None
         for meta_path in metas:
             try:
                 meta = json.loads(meta_path.read_text())
-                if meta.get("format") != FORMAT or not _usable(meta, snapshot, kind):
+                if meta.get("format") != FORMAT or not covers_live_files(meta["files"], snapshot, kind.file_kinds):
                     continue
                 keys = np.load(directory / meta["keys"], mmap_mode="r")
                 bits = np.load(directory / meta["bits"], mmap_mode="r")
@@ -267,7 +269,7 @@ def write_index(snapshot: Snapshot, old: KeyIndex | None, new_keys: np.ndarray, 
         return None
     directory = snapshot.root / kind.directory
     make_dirs(directory)
-    _drop_stale_temps(directory)
+    drop_stale_temps(directory)
     old_keys = old.keys.keys if old is not None else np.zeros(0, f"S{kind.width}")
     # A run that reads a large store without an index writes several, one per step: the number of keys tells
     # them apart and orders them after the log seq.
@@ -312,11 +314,11 @@ def write_index(snapshot: Snapshot, old: KeyIndex | None, new_keys: np.ndarray, 
             "keys": f"{name}.keys.npy", "bits": f"{name}.bits.npy", "other": other, "files": files,
             "written_at_unix": time.time()}
     atomic_write_text(directory / f"{name}.json", json.dumps(meta))
-    _drop_older(directory, name)
+    drop_older(directory, name)
     return name
 
 
-def _drop_older(directory: Path, name: str) -> None:
+def drop_older(directory: Path, name: str) -> None:
     """Delete the indexes older than ``name``: their metadata first, so none is ever read without its arrays,
     then every array file older than ``name`` (also those of a writer killed before its metadata)."""
     older = sorted(p for p in directory.iterdir() if not p.name.startswith(".") and p.name.split(".")[0] < name)
@@ -324,7 +326,7 @@ def _drop_older(directory: Path, name: str) -> None:
         path.unlink(missing_ok=True)
 
 
-def _drop_stale_temps(directory: Path) -> None:
+def drop_stale_temps(directory: Path) -> None:
     now = time.time()
     for tmp in directory.glob(".*.tmp"):
         try:

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from provenance import doc_index, documents
 from provenance import store as store_mod
 from provenance.arrays import unique_sorted
+from provenance.crawlers import known_index
 from provenance.store import DATA_KINDS, FileEntry, Snapshot, Store, new_run_id
 
 COMPACT_ROWS = 100_000
@@ -93,6 +94,7 @@ def check_store(store: Store) -> tuple[list[str], dict]:
                                 f"`provenance store vacuum` deletes it")
         problems.extend(doc_index.verify(snap, _doc_id_keys))
         problems.extend(doc_index.verify(snap, _capture_keys, doc_index.CAPTURES))
+        problems.extend(known_index.verify(snap))
         counts = {"entries": snap.log_seq, "checkpoints": len(checkpoints), "live_files": len(snap.files),
                   "verified": verified, "removed_on_disk": removed_on_disk}
         return problems, counts

@@ -122,7 +122,9 @@ def sql_list(paths: list[Path]) -> str:
     return "[" + ", ".join(sql_string(p) for p in paths) + "]"
 
 
-def _parquet_view(con: duckdb.DuckDBPyConnection, name: str, kind: str, paths: list[Path]) -> None:
+def parquet_view(con: duckdb.DuckDBPyConnection, name: str, kind: str, paths: list[Path]) -> None:
+    """The view ``name`` on ``con`` over the Parquet files ``paths`` of ``kind``, with every column of its current
+    schema (files of an older version lack some; no file at all: an empty, typed view)."""
     if paths:
         source = f"read_parquet({sql_list(paths)}, union_by_name=true)"
         # Files of an older schema version lack the columns a later version added (all nullable): union_by_name
@@ -537,7 +539,7 @@ def flagging_tag_sql() -> str:
 def create_views(con: duckdb.DuckDBPyConnection, store: Store, snapshot: Snapshot | None = None) -> Snapshot:
     snapshot = snapshot or store.snapshot()
     for view, kind in PARQUET_VIEWS.items():
-        _parquet_view(con, view, kind, snapshot.paths(kind))
+        parquet_view(con, view, kind, snapshot.paths(kind))
     con.register("_runs", _runs_table(store))
     con.execute("CREATE OR REPLACE VIEW runs AS SELECT * FROM _runs")
     con.execute(FIRST_SEEN_SQL.format(fetch_source=FETCH_SOURCE_SQL,
@@ -568,7 +570,7 @@ def connect_parquet_views(store: Store, kinds: tuple[str, ...], snapshot: Snapsh
     snapshot = snapshot or store.snapshot()
     con = duckdb.connect()
     for kind in kinds:
-        _parquet_view(con, kind, kind, snapshot.paths(kind))
+        parquet_view(con, kind, kind, snapshot.paths(kind))
     return con
 
 

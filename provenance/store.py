@@ -17,6 +17,7 @@ Layout::
       _tmp/                           staging; emptied by a writer that takes the lock alone
       _index/doc_ids/                 every stored doc_id, sorted (derived data: provenance/doc_index.py)
       _index/captures/                every stored (doc_id, fetched_at) capture, sorted (derived data, the same)
+      _index/url_versions/            every version of every URL, sorted by host (derived: crawlers/known_index.py)
       .lock                           POSIX record locks: shared by writing runs, exclusive for maintenance
 
 Why a log: a data file becomes visible only when a commit entry naming it is
