@@ -2,7 +2,7 @@
 
 A crawl starts by working out the latest version the store holds of each URL on its sites (``KnownVersions`` in
 ``crawlers/session.py``). Over the store's files that query reads the URL column of every document and capture
-fetch (8 s at 10M documents for a crawl of one site), because a store's files mix sites: a file of 5,000
+fetch (6 to 8 s at 10M documents for a crawl of one site), because a store's files mix sites: a file of 5,000
 imported pages holds hundreds of them, so no choice of files avoids reading most of the store.
 
 This index keeps, for each (URL, doc_id), the latest time the store saw that document at that URL (documents and
@@ -48,8 +48,6 @@ MAX_RUNS = 8  # with this many runs, the next write merges them into one
 ROW_GROUP_ROWS = 8_192  # a crawl of one site reads about one row group of its pages' neighbours on each side
 MEMORY_MB = 512  # DuckDB's limit while it writes an index (it spills beyond)
 FILE_KINDS = ("documents", "fetches")
-COLUMNS = ("host_key", "url", "doc_id", "seen_at", "etag", "last_modified", "raw_sha256", "text_sha256",
-           "documented")
 
 # The host of a URL as urlsplit(url).hostname gives it (after any user info, before any port, without an IPv6
 # literal's brackets), lower case and without a trailing dot.
