@@ -246,6 +246,8 @@ def load_known(store: Store, crawl_id: str, directory: Path,
     ``crawl_sites``) keeps a crawl's start in proportion to the sites it crawls, not to the store; None reads
     every URL. The versions come from the store's URL version index (its rows on ``sites``) and the files it does
     not cover; when those have grown, a new index is written first (``crawlers/known_index.py``)."""
+    import duckdb
+
     from provenance.sql import parquet_view
 
     snapshot = store.snapshot()
@@ -254,15 +256,22 @@ def load_known(store: Store, crawl_id: str, directory: Path,
     index = known_index.open_index(snapshot)
     if known_index.should_rewrite(index, known_index.uncovered_rows(snapshot, index)):
         index = known_index.write_index(snapshot, index, directory) or index
-    con = known_index.connect_uncovered(snapshot, index)
-    try:
-        known_index.indexed_view(con, index, sites)
-        known = KnownVersions.load(con, directory, sites)
-        parquet_view(con, "fetches", "fetches", snapshot.paths("fetches"))  # every fetch, for the URLs before
-        previous = [r[0] for r in con.execute(_PREVIOUS_URLS_SQL, [crawl_id]).fetchall()]
-    finally:
-        con.close()
-    return known, previous
+    while True:
+        con = known_index.connect_uncovered(snapshot, index)
+        try:
+            known_index.indexed_view(con, index, sites)
+            known = KnownVersions.load(con, directory, sites)
+            parquet_view(con, "fetches", "fetches", snapshot.paths("fetches"))  # every fetch, for the URLs before
+            previous = [r[0] for r in con.execute(_PREVIOUS_URLS_SQL, [crawl_id]).fetchall()]
+            return known, previous
+        except duckdb.IOException as exc:
+            if index is None:
+                raise
+            # Another crawl replaced the index and deleted a run of it before this one opened it: read the files.
+            log.info(f"the URL version index changed while this crawl read it ({exc}); reading the store's files")
+            index = None
+        finally:
+            con.close()
 
 
 # How a failure is named in fetches.error and stats.errors_by_kind: exception class names anywhere in the

@@ -231,3 +231,25 @@ def test_store_check_verifies_the_url_version_index(tmp_path, monkeypatch):
     assert any("lacks 1 URL versions" in p for p in problems), problems
     assert any("holds 1 URL versions the store does not" in p for p in problems), problems
     assert any("not sorted by host" in p for p in problems), problems  # the stranger went last
+
+
+def test_a_run_deleted_by_another_crawl_before_this_one_read_it_means_reading_the_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(known_index, "MIN_ROWS", 1)
+    docs = [{"url": f"https://h{i % 3}.example/{i}", "text": f"page {i}"} for i in range(20)]
+    store = make_store(tmp_path / "s", docs, rows_per_file=6)
+    load_known(store, "test", tmp_path / "scratch")[0].close()
+    real = known_index.open_index
+
+    def opened_then_replaced(snapshot):  # another crawl's merge deletes this run right after this crawl opened it
+        index = real(snapshot)
+        index.runs[0].unlink()
+        return index
+
+    monkeypatch.setattr(known_index, "open_index", opened_then_replaced)
+    monkeypatch.setattr(known_index, "MIN_ROWS", 1 << 40)
+    expected = expected_versions(store)
+    known, _ = load_known(store, "test", tmp_path / "scratch")
+    try:
+        assert len(expected) == 20 and all(known.get(url) == version for url, version in expected.items())
+    finally:
+        known.close()
