@@ -239,30 +239,26 @@ def verify(snapshot: Snapshot) -> list[str]:
 
     fix = f"delete {snapshot.root / INDEX_DIR} (the next crawl writes a new one)"
     where = snapshot.root / INDEX_DIR / f"{index.name}.json"
-    versions = f"""
-        SELECT url, doc_id, NULL AS etag, NULL AS last_modified, NULL AS raw_sha256, NULL AS text_sha256,
-               false AS documented, in_index FROM ({{fetches}}) WHERE doc_id IS NOT NULL AND outcome IN ({_CAPTURES})
-        UNION ALL
-        SELECT url, doc_id, etag, last_modified, raw_sha256, text_sha256, true, in_index FROM ({{documents}})"""
     con = duckdb.connect()
     try:
+        # Per kind, a view of every file and one of the files the index covers.
         for kind in FILE_KINDS:
-            paths = snapshot.paths(kind)
-            parquet_view(con, kind, kind, paths)
-        covered = sql_list([snapshot.root / f for f in sorted(index.files)])
-        sources = {kind: f"SELECT *, filename IN (SELECT unnest({covered})) AS in_index FROM "
-                         f"read_parquet({sql_list(snapshot.paths(kind) or [])}, union_by_name = true, filename = true)"
-                   if snapshot.paths(kind) else f"SELECT *, false AS in_index FROM {kind}" for kind in FILE_KINDS}
-        con.execute(f"CREATE TEMP TABLE store_versions AS {versions.format(**sources)}")
+            parquet_view(con, kind, kind, snapshot.paths(kind))
+            parquet_view(con, f"covered_{kind}", kind, [snapshot.root / e.path for e in snapshot.entries(kind)
+                                                        if e.path in index.files])
+
+        def keys(views: str) -> str:  # the (URL, doc_id) pairs of the views named ``<views>documents``, ``...fetches``
+            return (f"SELECT url, doc_id FROM {views}documents UNION SELECT url, doc_id FROM {views}fetches "
+                    f"WHERE doc_id IS NOT NULL AND outcome IN ({_CAPTURES})")
+
+        validators = "doc_id, etag, last_modified, raw_sha256, text_sha256"
         con.execute(f"CREATE TEMP TABLE stored AS SELECT * FROM read_parquet({sql_list(index.runs)})")
-        missing = con.execute("SELECT count(*) FROM (SELECT url, doc_id FROM store_versions WHERE in_index "
-                              "EXCEPT SELECT url, doc_id FROM stored)").fetchall()[0][0]
-        extra = con.execute("SELECT count(*) FROM (SELECT url, doc_id FROM stored EXCEPT "
-                            "SELECT url, doc_id FROM store_versions)").fetchall()[0][0]
-        wrong = con.execute(
-            "SELECT count(*) FROM (SELECT doc_id, etag, last_modified, raw_sha256, text_sha256 FROM stored "
-            "WHERE documented EXCEPT SELECT doc_id, etag, last_modified, raw_sha256, text_sha256 FROM store_versions "
-            "WHERE documented)").fetchall()[0][0]
+        missing = con.execute(f"SELECT count(*) FROM ({keys('covered_')} "
+                              f"EXCEPT SELECT url, doc_id FROM stored)").fetchall()[0][0]
+        extra = con.execute(f"SELECT count(*) FROM (SELECT url, doc_id FROM stored "
+                            f"EXCEPT ({keys('')}))").fetchall()[0][0]
+        wrong = con.execute(f"SELECT count(*) FROM (SELECT {validators} FROM stored WHERE documented "
+                            f"EXCEPT SELECT {validators} FROM documents)").fetchall()[0][0]
         unordered = con.execute(
             f"SELECT count(*) FROM (SELECT host_key, lag(host_key) OVER (PARTITION BY filename ORDER BY "
             f"file_row_number) AS before FROM read_parquet({sql_list(index.runs)}, filename = true, "
