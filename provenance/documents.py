@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -28,8 +27,6 @@ from provenance import extract as extraction
 from provenance.arrays import unique_sorted
 from provenance.doc_index import FrozenKeys, bitmap_bits, mark_prefixes
 from provenance.store import FileEntry, Run, Snapshot, safe_name
-
-log = logging.getLogger(__name__)
 
 SOURCES = ("crawl", "warc", "wet", "jsonl", "parquet")
 
@@ -446,15 +443,15 @@ def file_capture_keys(t: pa.Table) -> tuple[np.ndarray, list[tuple]]:
     times = t.column("fetched_at").chunk(0) if t.num_rows else pa.array([], pa.timestamp("us", "UTC"))
     rows, hexed = _hex_keys(doc_ids)
     zoned = pa.types.is_timestamp(times.type) and times.type.tz is not None
-    dated = hexed if zoned else np.zeros(len(t), bool)
-    micros = pc.cast(pc.cast(times.filter(pa.array(dated)), pa.timestamp("us", "UTC")), pa.int64()) \
-        if dated.any() else pa.array([], pa.int64())
-    keys = np.empty((int(dated.sum()), 24), np.uint8)
-    keys[:, :16] = rows[dated[hexed]]
+    keyed = hexed if zoned else np.zeros(len(t), bool)
+    micros = pc.cast(pc.cast(times.filter(pa.array(keyed)), pa.timestamp("us", "UTC")), pa.int64()) \
+        if keyed.any() else pa.array([], pa.int64())
+    keys = np.empty((int(keyed.sum()), 24), np.uint8)
+    keys[:, :16] = rows[keyed[hexed]]
     keys[:, 16:] = micros.to_numpy().astype(">i8").view(np.uint8).reshape(-1, 8)
     other = []
-    if not dated.all():
-        rest = t.filter(pa.array(~dated))
+    if not keyed.all():
+        rest = t.filter(pa.array(~keyed))
         other = list(zip(rest.column("doc_id").to_pylist(), rest.column("fetched_at").to_pylist()))
     return keys, other
 
