@@ -180,11 +180,11 @@ def write_index(snapshot: Snapshot, old: UrlIndex | None, scratch: Path) -> UrlI
     doc_index.drop_stale_temps(directory)
     merge = old is not None and len(old.runs) >= MAX_RUNS
     kept = [] if old is None or merge else list(old.runs)
-    rows_before = old.rows if old is not None else 0
-    name = f"{snapshot.log_seq:020d}-{rows_before + uncovered_rows(snapshot, old):012d}"
+    rows_before, rows_new = (old.rows if old is not None else 0), uncovered_rows(snapshot, old)
+    name = f"{snapshot.log_seq:020d}-{rows_before + rows_new:012d}"
     tmp = directory / f".{name}.parquet.{os.getpid()}.tmp"
     log.info(f"writing the URL version index: {'all runs merged with ' if merge else ''}"
-             f"{uncovered_rows(snapshot, old):,} rows of files it does not cover")
+             f"{rows_new:,} rows of files it does not cover")
     con = connect_uncovered(snapshot, old)
     try:
         indexed_view(con, old if merge else None, None)
@@ -213,18 +213,11 @@ def write_index(snapshot: Snapshot, old: UrlIndex | None, scratch: Path) -> UrlI
     meta = {"format": FORMAT, "log_seq": snapshot.log_seq, "rows": rows, "runs": [r.name for r in runs],
             "files": files, "written_at_unix": time.time()}
     atomic_write_text(directory / f"{name}.json", json.dumps(meta))
-    _drop_unused(directory, name, {r.name for r in runs})
+    # Older metadata and the runs the new index no longer names go. A crawl that opened an older index keeps
+    # reading its runs (a deleted file stays readable to a process that has it open); one that had not opened a
+    # run yet reads the store's files instead (``load_known``).
+    doc_index.drop_older(directory, name, keep=frozenset(r.name for r in runs))
     return UrlIndex(runs, frozenset(files), rows, name)
-
-
-def _drop_unused(directory: Path, name: str, runs: set[str]) -> None:
-    """Delete the metadata older than ``name``, then every run older than it that it does not name (also those of
-    a writer killed before its metadata). A crawl that opened an older index keeps reading its runs: a deleted
-    file stays readable to a process that has it open, and one not yet opened makes that crawl read the files."""
-    older = [p for p in directory.iterdir() if not p.name.startswith(".") and p.name.split(".")[0] < name]
-    for path in sorted(older, key=lambda p: p.suffix != ".json"):
-        if path.name not in runs:
-            path.unlink(missing_ok=True)
 
 
 def verify(snapshot: Snapshot) -> list[str]:

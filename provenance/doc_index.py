@@ -73,7 +73,6 @@ DOC_IDS = IndexKind("doc_id", Path("_index") / "doc_ids", 16, ("documents",), "d
 CAPTURES = IndexKind("capture", Path("_index") / "captures", 24, ("documents", "fetches"), "captures",
                      "document and fetch files")
 INDEX_DIR = DOC_IDS.directory
-WIDTH = DOC_IDS.width
 
 
 def bitmap_bits(n_keys: int) -> int:
@@ -271,10 +270,10 @@ def write_index(snapshot: Snapshot, old: KeyIndex | None, new_keys: np.ndarray, 
     make_dirs(directory)
     drop_stale_temps(directory)
     old_keys = old.keys.keys if old is not None else np.zeros(0, f"S{kind.width}")
+    n = len(old_keys) + len(new_keys)
     # A run that reads a large store without an index writes several, one per step: the number of keys tells
     # them apart and orders them after the log seq.
-    name = f"{snapshot.log_seq:020d}-{len(old_keys) + len(new_keys):012d}"
-    n = len(old_keys) + len(new_keys)
+    name = f"{snapshot.log_seq:020d}-{n:012d}"
     index_bits = bitmap_bits(n)
     shift = 32 - index_bits
     keys_tmp, bits_tmp = _temp(directory, f"{name}.keys.npy"), _temp(directory, f"{name}.bits.npy")
@@ -318,12 +317,14 @@ def write_index(snapshot: Snapshot, old: KeyIndex | None, new_keys: np.ndarray, 
     return name
 
 
-def drop_older(directory: Path, name: str) -> None:
-    """Delete the indexes older than ``name``: their metadata first, so none is ever read without its arrays,
-    then every array file older than ``name`` (also those of a writer killed before its metadata)."""
+def drop_older(directory: Path, name: str, keep: frozenset[str] = frozenset()) -> None:
+    """Delete the indexes older than ``name``: their metadata first, so none is ever read without its data files,
+    then every data file older than ``name`` (also those of a writer killed before its metadata) but those named
+    in ``keep`` (files the new index still uses)."""
     older = sorted(p for p in directory.iterdir() if not p.name.startswith(".") and p.name.split(".")[0] < name)
     for path in sorted(older, key=lambda p: p.suffix != ".json"):
-        path.unlink(missing_ok=True)
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
 
 
 def drop_stale_temps(directory: Path) -> None:
