@@ -568,7 +568,8 @@ def _print_table(columns, shown, total) -> None:
 @click.option("--where", default="NOT flagged", show_default=True,
               help="One boolean SQL expression over the columns of documents and doc_flags choosing what to keep.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Output directory (documents.parquet, manifest.json, README.md), or an s3://BUCKET/PREFIX "
+              help="Output directory (documents.parquet or its shards, manifest.json, README.md), or an "
+                   "s3://BUCKET/PREFIX "
                    "(see docs/SCALE.md).")
 @click.option("--include-raw", is_flag=True, help="Keep the raw body bytes in the export.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in the output directory (nothing else).")
@@ -581,17 +582,22 @@ def _print_table(columns, shown, total) -> None:
 @click.option("--respect-opt-out/--no-respect-opt-out", default=None,
               help="Leave out documents whose publisher reserved text-and-data mining (TDMRep or noai, as tagged "
                    "by the consent detector). Default: [export] respect_opt_out (false).")
+@click.option("--shard-rows", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Write the documents as files of at most N rows (documents-00000-of-00012.parquet ..., in "
+                   "doc_id order one after another) instead of one documents.parquet. Default: [export] "
+                   "shard_rows (one file).")
 @handle_errors
 def export(store_dir, config_file, where, out_dir, include_raw, overwrite, respect_opt_out, with_tags,
-           absolute_paths):
+           absolute_paths, shard_rows):
     """Export the documents a predicate keeps, with a manifest of what was kept, excluded and why."""
     from provenance.export import run_export
 
     settings, store = settings_and_store(config_file, store_dir,
-                                         overrides={"export": {"respect_opt_out": respect_opt_out}})
+                                         overrides={"export": {"respect_opt_out": respect_opt_out,
+                                                               "shard_rows": shard_rows}})
     manifest = run_export(store, out_dir, where=where, include_raw=include_raw, overwrite=overwrite,
                           respect_opt_out=settings["export"]["respect_opt_out"], with_tags=with_tags,
-                          absolute_paths=absolute_paths)
+                          absolute_paths=absolute_paths, shard_rows=settings["export"]["shard_rows"])
     c = manifest["counts"]
     click.echo(f"export: kept {c['kept']} of {c['documents_in_store']} documents "
                f"({c['excluded']} excluded) -> {manifest.get('location', out_dir)}")

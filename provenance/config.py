@@ -188,6 +188,10 @@ class ExportSettings(_Section):
                                   "mining (a TDMRep `tdm-reservation: 1` or a `noai` robots directive, as the "
                                   "`consent` detector tagged them); the manifest and dataset card say which "
                                   "signals were honoured and how many documents each excluded.")
+    shard_rows: int | None = Field(None, ge=1, description="Cut the exported documents into files of at most this "
+                                   "many rows, `documents-00000-of-00012.parquet` ..., in doc_id order one after "
+                                   "another (Hugging Face's names for a split's files), each listed in the "
+                                   "manifest with its sha256. Not set: one `documents.parquet`.")
 
 
 class Settings(_Section):
@@ -223,6 +227,7 @@ FLAGS: dict[tuple[str, str], str] = {
     ("tag", "ray_address"): "--address",
     ("tag", "ray_stage"): "--stage",
     ("export", "respect_opt_out"): "--respect-opt-out",
+    ("export", "shard_rows"): "--shard-rows",
 }
 
 # What a key with a ``pattern`` must look like, in words (pydantic's message would show the regular expression).

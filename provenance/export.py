@@ -4,8 +4,10 @@ The predicate is SQL over ``documents`` joined with ``doc_flags`` (e.g.
 ``NOT flagged``, ``coalesce(llm_score, 0) < 0.5 AND domain = 'example.org'``).
 The output directory gets:
 
-  documents.parquet   the selected documents (without the raw body unless asked; with their
-                      flags and scores from doc_flags under ``--with-tags``)
+  documents.parquet   the selected documents in doc_id order (without the raw body unless asked;
+                      with their flags and scores from doc_flags under ``--with-tags``); with
+                      ``--shard-rows N``, files of at most N rows instead,
+                      documents-00000-of-00012.parquet ..., one after another in doc_id order
   manifest.json       query, input files and their sha256, counts kept and
                       excluded by category and tag, every detector that vetted
                       the set (plugin, versions, config hash, how many kept
@@ -35,6 +37,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -91,7 +94,10 @@ EXPORT_SETTINGS = {"enable_progress_bar": False}  # DuckDB's bar on stderr, once
 EXPORT_JOIN_ROW_BYTES = 64
 EXPORT_EARLY_FILTER_SHARE = 1 / 8
 SELECTED_FROM = "documents JOIN doc_flags USING (doc_id)"
-EXPORT_FILES = ("documents.parquet", "manifest.json", "README.md")  # everything an export directory holds
+EXPORT_FILES = ("documents.parquet", "manifest.json", "README.md")  # what an export directory holds, and shards:
+SHARD_NAME = "documents-{index:05d}-of-{count:05d}.parquet"  # Hugging Face's names for a split's files
+SHARD_GLOB = "documents-*-of-*.parquet"
+SHARD_PATTERN = re.compile(r"documents-\d{5,}-of-\d{5,}\.parquet")
 # --with-tags: the doc_flags columns added to each exported document.
 TAG_COLUMNS = ("flagged", "flags", "n_tags", "categories", "category_scores",
                *(f"{c}_score" for c in SCORE_CATEGORIES))
@@ -121,6 +127,11 @@ class ExportUsageError(ExportError):
     exit_code = exitcodes.USAGE
 
 
+def is_export_file(name: str) -> bool:
+    """Whether a file of this name belongs in an export directory (``--overwrite`` replaces nothing else)."""
+    return name in EXPORT_FILES or SHARD_PATTERN.fullmatch(name) is not None
+
+
 def check_output_dir(out_dir: Path, overwrite: bool) -> None:
     """Refuse an output directory that is in the way; ``--overwrite`` may replace an earlier export only.
 
@@ -134,7 +145,7 @@ def check_output_dir(out_dir: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise ExportUsageError(f"{out_dir}: exists and is not empty (use --overwrite to replace an earlier export)")
-    others = sorted(p.name for p in out_dir.iterdir() if p.name not in EXPORT_FILES)
+    others = sorted(p.name for p in out_dir.iterdir() if not is_export_file(p.name))
     if others or not _is_manifest_of_this_tool(out_dir / "manifest.json"):
         found = f"it also holds {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}" if others else \
             "it has no manifest.json written by provenance export"
@@ -185,13 +196,16 @@ def _detector_descriptions(store: Store) -> dict[tuple[str, str], dict]:
 
 def run_export(store: Store, out_dir: Path, where: str = DEFAULT_WHERE, include_raw: bool = False,
                overwrite: bool = False, respect_opt_out: bool = False, with_tags: bool = False,
-               absolute_paths: bool = False, memory_mb: int | None = None) -> dict:
-    """Export what ``where`` selects to ``out_dir``; ``memory_mb`` bounds DuckDB (default EXPORT_MEMORY_MB).
+               absolute_paths: bool = False, memory_mb: int | None = None, shard_rows: int | None = None) -> dict:
+    """Export what ``where`` selects to ``out_dir``; ``memory_mb`` bounds DuckDB (default EXPORT_MEMORY_MB);
+    ``shard_rows`` cuts the documents into files of at most that many rows (default: one file).
     ``out_dir`` may be an ``s3://BUCKET/PREFIX`` (see ``_export_to_object_store``)."""
+    if shard_rows is not None and shard_rows < 1:
+        raise ExportUsageError(f"--shard-rows must be at least 1, not {shard_rows}")
     if objectstore.is_uri(str(out_dir)):
         return _export_to_object_store(store, str(out_dir), where=where, include_raw=include_raw,
                                        overwrite=overwrite, respect_opt_out=respect_opt_out, with_tags=with_tags,
-                                       memory_mb=memory_mb)
+                                       memory_mb=memory_mb, shard_rows=shard_rows)
     out_dir = Path(out_dir).absolute()
     recover_interrupted_export(out_dir)
     check_output_dir(out_dir, overwrite)
@@ -206,7 +220,7 @@ def run_export(store: Store, out_dir: Path, where: str = DEFAULT_WHERE, include_
         with _memory_pool():
             manifest = _export_into(store, snapshot, doc_paths, tmp_dir, out_dir, where, include_raw,
                                     respect_opt_out, with_tags, absolute_paths,
-                                    memory_mb if memory_mb is not None else EXPORT_MEMORY_MB)
+                                    memory_mb if memory_mb is not None else EXPORT_MEMORY_MB, shard_rows)
         _replace_dir(tmp_dir, out_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -259,7 +273,7 @@ def _export_to_object_store(store: Store, uri: str, overwrite: bool, **options) 
     if names:
         if not overwrite:
             raise ExportUsageError(f"{label}: holds objects (use --overwrite to replace an earlier export)")
-        others = sorted(n for n in names if n not in EXPORT_FILES)
+        others = sorted(n for n in names if not is_export_file(n))
         if others or not _is_manifest_of_this_tool(objectstore.join(uri, "manifest.json")):
             found = f"it also holds {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}" if others else \
                 "it has no manifest.json written by provenance export"
@@ -270,15 +284,23 @@ def _export_to_object_store(store: Store, uri: str, overwrite: bool, **options) 
         manifest = run_export(store, local, overwrite=False, absolute_paths=True, **options)
         manifest["location"] = label
         (local / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        for name in ("documents.parquet", "README.md", "manifest.json"):  # the manifest last: it marks a whole export
+        data = [o["path"] for o in manifest["outputs"]]
+        if "manifest.json" in names:  # the earlier export is incomplete from now on: say so first
+            objectstore.delete(objectstore.join(uri, "manifest.json"))
+        for name in data:
+            objectstore.upload(local / name, objectstore.join(uri, name))
+        for name in sorted(set(names) - set(data) - {"README.md", "manifest.json"}):  # the earlier export's shards
+            objectstore.delete(objectstore.join(uri, name))
+        for name in ("README.md", "manifest.json"):  # the manifest last: it marks a whole export
             objectstore.upload(local / name, objectstore.join(uri, name))
     return manifest
 
 
 def _export_into(store: Store, snapshot, doc_paths: list[Path], tmp_dir: Path, out_dir: Path, where: str,
                  include_raw: bool, respect_opt_out: bool, with_tags: bool, absolute_paths: bool,
-                 memory_mb: int) -> dict:
-    """Write documents.parquet, manifest.json and README.md into ``tmp_dir`` (which exists) and return the manifest.
+                 memory_mb: int, shard_rows: int | None = None) -> dict:
+    """Write documents.parquet (or its shards), manifest.json and README.md into ``tmp_dir`` (which exists) and
+    return the manifest.
 
     The predicate runs on a connection that can write nothing but ``tmp_dir`` (our own COPY below). DuckDB's
     memory is bounded; what does not fit (joins, aggregates) spills to ``tmp_dir/.spill``, which is created
@@ -317,22 +339,22 @@ def _export_into(store: Store, snapshot, doc_paths: list[Path], tmp_dir: Path, o
         if with_tags:
             columns += "".join(f", f.{c}" for c in TAG_COLUMNS)
             source += " JOIN doc_flags f USING (doc_id)"
-        data_path = tmp_dir / "documents.parquet"
+        output = _DocumentFiles(tmp_dir, shard_rows)
         # The selection as a semi-join: on the way in when its hash table is small, else in each sorted range
         # (at 10M documents the join of the whole selection spilled every document's text to disk, 10 GB).
         kept = con.execute("SELECT count(*) FROM selected").fetchall()[0][0]  # all: con.sql below needs it done
         if kept * EXPORT_JOIN_ROW_BYTES <= memory_mb * 2**20 * EXPORT_EARLY_FILTER_SHARE:
             _write_sorted(con, f"SELECT {columns} FROM {source} WHERE d.doc_id IN (SELECT doc_id FROM selected)",
-                          data_path, buckets_dir, levels, memory_mb << 20, batch_rows)
+                          output, buckets_dir, levels, memory_mb << 20, batch_rows)
         else:
-            _write_sorted(con, f"SELECT {columns} FROM {source}", data_path, buckets_dir, levels, memory_mb << 20,
+            _write_sorted(con, f"SELECT {columns} FROM {source}", output, buckets_dir, levels, memory_mb << 20,
                           batch_rows, keep="selected")
-        manifest = _manifest(con, store, snapshot, where, selection, data_path, respect_opt_out,
+        manifest = _manifest(con, store, snapshot, where, selection, output.paths, respect_opt_out,
                              out_dir=None if absolute_paths else out_dir, with_tags=with_tags)
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
         (tmp_dir / "README.md").write_text(dataset_card(manifest, out_dir.name))
     finally:
-        con.close()  # DuckDB's spill files go with it; the export directory holds EXPORT_FILES only
+        con.close()  # DuckDB's spill files go with it; the export directory holds export files only
         shutil.rmtree(spill_dir, ignore_errors=True)
         shutil.rmtree(buckets_dir, ignore_errors=True)
     return manifest
@@ -360,9 +382,55 @@ def _range_levels(expected_bytes: float, bucket_bytes: float) -> int:
     return k
 
 
-def _write_sorted(con, select_sql: str, data_path: Path, buckets_dir: Path, levels: int, memory_bytes: int,
+class _DocumentFiles:
+    """Where the sorted documents go: ``documents.parquet``, or with ``shard_rows`` files of at most that many
+    rows, each begun when the one before is full, so that read one after another they are in doc_id order.
+    Shards are named when the last is closed (``SHARD_NAME``: their number is known only then)."""
+
+    def __init__(self, directory: Path, shard_rows: int | None):
+        self.directory, self.shard_rows = directory, shard_rows
+        self.paths: list[Path] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._rows = 0  # in the file being written
+
+    def _next_path(self) -> Path:
+        name = "documents.parquet" if self.shard_rows is None else f"documents-{len(self.paths):05d}.parquet"
+        self.paths.append(self.directory / name)
+        return self.paths[-1]
+
+    def write(self, table: pa.Table) -> None:
+        """Append rows that follow every row written so far in doc_id order."""
+        while table.num_rows:
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(self._next_path(), table.schema, compression="zstd")
+                self._rows = 0
+            room = table.num_rows if self.shard_rows is None else self.shard_rows - self._rows
+            self._writer.write_table(table.slice(0, room), row_group_size=EXPORT_ROW_GROUP_ROWS)
+            self._rows += min(room, table.num_rows)
+            table = table.slice(room)
+            if self._rows == self.shard_rows:
+                self._writer.close()
+                self._writer = None
+
+    def write_empty(self, con, select_sql: str) -> None:
+        """Nothing was selected: one file with the columns and no rows."""
+        con.execute(f"COPY ({select_sql} LIMIT 0) TO {sql_string(self._next_path())} "
+                    f"(FORMAT parquet, COMPRESSION zstd)")
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self.shard_rows is not None:
+            named = [self.directory / SHARD_NAME.format(index=i, count=len(self.paths)) for i in range(len(self.paths))]
+            for old, new in zip(self.paths, named):
+                os.replace(old, new)
+            self.paths = named
+
+
+def _write_sorted(con, select_sql: str, output: _DocumentFiles, buckets_dir: Path, levels: int, memory_bytes: int,
                   batch_rows: int, keep: str | None = None) -> None:
-    """Write the rows of ``select_sql`` (which has a doc_id column) to ``data_path`` ordered by doc_id, in memory
+    """Write the rows of ``select_sql`` (which has a doc_id column) to ``output`` ordered by doc_id, in memory
     bounded by two ranges whatever their number: an external sort by range.
 
     doc_ids are hex digests, so their first ``levels`` characters split the rows into 16**levels ranges of about
@@ -370,14 +438,12 @@ def _write_sorted(con, select_sql: str, data_path: Path, buckets_dir: Path, leve
     and appends each row to its range's Arrow IPC file (``_split_by_prefix``): one pass for up to two characters
     (256 ranges), so the rows are written and read once more than a sort in memory up to 16**2 ranges (10M
     documents of 2 KB under the default limit), twice beyond. Each range, in order, is then read back, sorted
-    in memory and written on to one Parquet writer, and its file deleted; the next range is read and sorted by
+    in memory and written on to the output, and its file deleted; the next range is read and sorted by
     a second thread while one is written. Ranges in order, each in order: the
     whole in doc_id order. With ``keep`` (a relation with a doc_id column), only its doc_ids are written: they
     are split the same way and each range is filtered by its own share of them (a join of the whole selection
     spilled every document's text at 10M documents).
     """
-    writer = None
-
     def read_range(docs: Path, kept: Path | None) -> pa.Table:
         """A range read back, filtered to the kept doc_ids and sorted: one take of the whole range (a take of
         each row group from the range's many chunks joined the chunks again every time: 2x the CPU), with the
@@ -389,12 +455,6 @@ def _write_sorted(con, select_sql: str, data_path: Path, buckets_dir: Path, leve
             order = order.filter(keep.take(order))
         return table.take(order)
 
-    def write_range(table: pa.Table) -> None:
-        nonlocal writer
-        if writer is None:
-            writer = pq.ParquetWriter(data_path, table.schema, compression="zstd")
-        writer.write_table(table, row_group_size=EXPORT_ROW_GROUP_ROWS)
-
     def write_ranges(ranges: list[tuple[Path, Path | None]]) -> None:
         """Sort and write the ranges, in order; the next one is read back and sorted by a second thread while
         one is written (both release the GIL), so reading, sorting and compressing overlap; at most three ranges
@@ -404,7 +464,7 @@ def _write_sorted(con, select_sql: str, data_path: Path, buckets_dir: Path, leve
             for i, (doc_file, kept_file) in enumerate(ranges):
                 table = ahead.result()
                 ahead = reader.submit(read_range, *ranges[i + 1]) if i + 1 < len(ranges) else None
-                write_range(table)
+                output.write(table)
                 del table
                 doc_file.unlink()
                 if kept_file is not None:
@@ -440,11 +500,10 @@ def _write_sorted(con, select_sql: str, data_path: Path, buckets_dir: Path, leve
                     None if keep is None else
                     lambda: con.sql(f"SELECT doc_id FROM {keep}").to_arrow_reader(EXPORT_SPLIT_BATCH_ROWS[1]),
                     0, buckets_dir / "split")
-        if writer is None:  # nothing selected: an empty file with the columns
-            con.execute(f"COPY ({select_sql} LIMIT 0) TO {sql_string(data_path)} (FORMAT parquet, COMPRESSION zstd)")
+        if not output.paths:
+            output.write_empty(con, select_sql)
     finally:
-        if writer is not None:
-            writer.close()
+        output.close()
 
 
 def _split_by_prefix(rows, directory: Path, start: int, width: int, buffer_bytes: int,
@@ -651,13 +710,13 @@ def _opt_out(con, respect: bool) -> dict:
     }
 
 
-def _summary(con, data_path: Path) -> dict:
+def _summary(con, data_paths: list[Path]) -> dict:
     """What was kept: domains, languages (the language detector's tags), crawls or imports, and fetch dates.
 
-    Read from the export's own documents file, which holds exactly the kept documents: each query over the
+    Read from the export's own documents files, which hold exactly the kept documents: each query over the
     store's documents with ``doc_id IN (SELECT doc_id FROM selected)`` was a semi-join of the whole store,
     and at 10M documents four of them spilled and took minutes."""
-    kept = f"read_parquet({sql_string(data_path)})"
+    kept = f"read_parquet({sql_list(data_paths)})"
     n_domains, first, last = con.execute(
         f"SELECT count(DISTINCT domain), min(fetched_at), max(fetched_at) FROM {kept}").fetchone()
     return {
@@ -674,13 +733,13 @@ def _summary(con, data_path: Path) -> dict:
     }
 
 
-def _columns(data_path: Path) -> list[dict]:
+def _columns(data_paths: list[Path]) -> list[dict]:
     con = duckdb.connect()
     return [{"name": name, "type": kind} for name, kind, *_ in
-            con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_string(data_path)})").fetchall()]
+            con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_list(data_paths[:1])})").fetchall()]
 
 
-def _manifest(con, store: Store, snapshot, where: str, selection: str, data_path: Path,
+def _manifest(con, store: Store, snapshot, where: str, selection: str, data_paths: list[Path],
               respect_opt_out: bool = False, out_dir: Path | None = None, with_tags: bool = False) -> dict:
     """The manifest. Its paths are relative to ``out_dir`` (where the export will live, not its staging
     directory), or absolute when it is None: a manifest shared with others should not name the local disk."""
@@ -729,11 +788,11 @@ def _manifest(con, store: Store, snapshot, where: str, selection: str, data_path
         "store": place(store.root),
         "query": {"where": where, "sql": selection},
         "inputs": inputs,
-        "outputs": [{"path": data_path.name, "rows": kept, "bytes": data_path.stat().st_size,
-                     "sha256": file_sha256(data_path)}],
+        "outputs": [{"path": path.name, "rows": pq.ParquetFile(path).metadata.num_rows,
+                     "bytes": path.stat().st_size, "sha256": file_sha256(path)} for path in data_paths],
         "counts": counts,
-        "summary": _summary(con, data_path),
-        "columns": _columns(data_path),
+        "summary": _summary(con, data_paths),
+        "columns": _columns(data_paths),
         "with_tags": with_tags,
         "detectors": detectors,
         "opt_out": _opt_out(con, respect_opt_out),
@@ -760,8 +819,14 @@ def card_front_matter(m: dict, name: str) -> list[str]:
     lines += ["size_categories:", f"- {json.dumps(size_category(kept))}",
               "source_datasets:", "- original",
               "tags:", "- provenance-guard",
-              "configs:", "- config_name: default", "  data_files: documents.parquet", "---", ""]
+              "configs:", "- config_name: default", f"  data_files: {data_files(m)}", "---", ""]
     return lines
+
+
+def data_files(m: dict) -> str:
+    """The export's documents file, or a glob of its shards."""
+    outputs = m["outputs"]
+    return outputs[0]["path"] if len(outputs) == 1 and outputs[0]["path"] == "documents.parquet" else SHARD_GLOB
 
 
 def pretty_name(name: str) -> str:
@@ -780,7 +845,10 @@ def dataset_card(m: dict, name: str = "export") -> str:
         "## Selection", "",
         f"- Predicate over `documents JOIN doc_flags`: `{m['query']['where']}`",
         f"- Kept **{c['kept']}** of {c['documents_in_store']} documents; excluded {c['excluded']}.",
-        f"- Data: `documents.parquet` (sha256 `{m['outputs'][0]['sha256'][:16]}…`); full details in `manifest.json`.",
+        (f"- Data: `documents.parquet` (sha256 `{m['outputs'][0]['sha256'][:16]}…`); full details in `manifest.json`."
+         if data_files(m) == "documents.parquet" else
+         f"- Data: {len(m['outputs'])} files `{SHARD_GLOB}` of at most {max(o['rows'] for o in m['outputs'])} rows, "
+         f"in doc_id order one after another; each one's sha256 in `manifest.json`, with full details."),
         "", "## Why documents were excluded", "",
     ]
     # Tags that flag (the reasons a default export leaves a document out) first; descriptive ones after.
@@ -810,7 +878,7 @@ def dataset_card(m: dict, name: str = "export") -> str:
         lines += ["", f"{summary['domains']} domain(s){'; the largest' if summary['domains'] > len(shown) else ''}:",
                   "", "| domain | documents |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in shown)]
     if m.get("columns"):
-        lines += ["", "## Columns of documents.parquet", ""]
+        lines += ["", f"## Columns of {data_files(m)}", ""]
         if m.get("with_tags"):
             lines.append(f"With `--with-tags`: {', '.join(f'`{t}`' for t in TAG_COLUMNS)} are each document's "
                          f"row of the `doc_flags` view.\n")

@@ -264,6 +264,15 @@ def upload(local: Path, uri: str) -> None:
         raise failure(uri, exc, "write") from None
 
 
+def delete(uri: str) -> None:
+    """Delete the object ``uri``."""
+    fs, path = filesystem(uri)
+    try:
+        fs.delete_file(path)
+    except Exception as exc:
+        raise failure(uri, exc, "delete") from None
+
+
 def check_bucket(uri: str) -> None:
     """ObjectStoreError unless the bucket of ``uri`` exists and answers (the credentials are accepted)."""
     from pyarrow import fs as pafs

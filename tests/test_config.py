@@ -230,6 +230,7 @@ ray_stage = "s3://stage-bucket/runs"
 
 [export]
 respect_opt_out = true
+shard_rows = 100000
 
 [detectors.exact_duplicate]
 min_chars = 2

@@ -13,6 +13,7 @@ import random
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow import fs as pafs
 import pytest
 from s3server import s3  # noqa: F401  (the fixture)
 from test_warc import build_sample
@@ -157,7 +158,6 @@ def test_refused_credentials_are_one_line_and_store_nothing(s3, cli, tmp_path): 
     """With the server checking signatures (moto's IAM simulation: the test keys belong to no user), an ingest
     and an export are refused with one line naming the URI and the credentials; nothing is stored."""
     from moto.core.authorization import enable_iam_authentication
-    from pyarrow import fs as pafs
 
     s3.bucket("crawl-auth")
     s3.put("crawl-auth/a.jsonl", jsonl([{"url": "https://example.org/a", "text": "A page of words."}]))
@@ -213,3 +213,40 @@ def test_export_to_a_bucket_writes_the_clean_set_and_its_manifest(s3, cli, tmp_p
     assert foreign.returncode == exitcodes.USAGE and "notes.txt" in foreign.stderr
     with fs.open_input_file("exports/mine/notes.txt") as fh:
         assert fh.read() == b"a user's file"
+
+
+def test_a_sharded_export_to_a_bucket_leaves_no_shard_of_the_export_it_replaces(s3, cli, tmp_path):  # noqa: F811
+    """Shards are uploaded as a local export writes them; replacing that export with one of fewer shards deletes
+    the earlier export's others (its manifest first, so a prefix never claims a whole export it does not hold),
+    and the prefix then holds exactly what the new manifest lists."""
+    import hashlib
+
+    from provenance.testing import make_store
+
+    make_store(tmp_path / "s", [f"Ledger line {i}: grain, salt and wool." for i in range(45)])
+    s3.bucket("exports")
+    out = f"s3://exports/sharded{s3.query()}"
+    cli("export", "--store", tmp_path / "s", "--out", out, "--shard-rows", "10", env=s3.env, check=exitcodes.OK)
+    fs = s3.filesystem()
+
+    def listed() -> list[str]:
+        return sorted(f.path.rsplit("/", 1)[1] for f in fs.get_file_info(pafs.FileSelector("exports/sharded")))
+
+    def manifest() -> dict:
+        with fs.open_input_file("exports/sharded/manifest.json") as fh:
+            return json.loads(fh.read())
+
+    shards = [f"documents-0000{i}-of-00005.parquet" for i in range(5)]
+    assert listed() == sorted([*shards, "README.md", "manifest.json"])
+    first = manifest()
+    assert [o["path"] for o in first["outputs"]] == shards
+    for o in first["outputs"]:
+        with fs.open_input_file(f"exports/sharded/{o['path']}") as fh:
+            assert hashlib.sha256(fh.read()).hexdigest() == o["sha256"]
+
+    cli("export", "--store", tmp_path / "s", "--out", out, "--shard-rows", "20", "--overwrite", env=s3.env,
+        check=exitcodes.OK)
+    second = manifest()
+    assert [o["path"] for o in second["outputs"]] == [f"documents-0000{i}-of-00003.parquet" for i in range(3)]
+    assert listed() == sorted([*(o["path"] for o in second["outputs"]), "README.md", "manifest.json"])
+    assert sum(o["rows"] for o in second["outputs"]) == 45

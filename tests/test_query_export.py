@@ -379,6 +379,69 @@ def test_export_of_a_store_larger_than_its_memory_limit(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "store"]
 
 
+def test_a_sharded_export_cuts_the_sorted_documents_into_files_of_at_most_n_rows(tmp_path, cli):
+    """--shard-rows N: the documents of the one-file export, in the same order, cut into files of N rows (the
+    last fewer) whose boundaries fall inside the sort's ranges; each file in the manifest with its rows and
+    sha256, the card's data_files a glob of them. Replacing a sharded export with another leaves none of the
+    earlier shards; a count that divides the rows makes no empty file; an empty selection makes one file."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    from provenance import export
+    from provenance.testing import make_store
+
+    store = make_store(tmp_path / "store", [f"Page {i} of the parish records, entry {i * 7}." for i in range(2500)])
+    whole = export.run_export(store, tmp_path / "whole")  # 16 ranges of about 156 rows: shards of 700 cut them
+    expected = pq.read_table(tmp_path / "whole" / "documents.parquet").to_pylist()
+    assert len(expected) == 2500 and [r["doc_id"] for r in expected] == sorted(r["doc_id"] for r in expected)
+
+    out = tmp_path / "sharded"
+    proc = cli("export", "--store", store.root, "--out", out, "--shard-rows", "700", check=0)
+    assert "kept 2500 of 2500" in proc.stdout
+    names = [f"documents-0000{i}-of-00004.parquet" for i in range(4)]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*names, "manifest.json", "README.md"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    jsonschema.validate(manifest, json.loads(schemas.MANIFEST_SCHEMA_PATH.read_text()))
+    assert [(o["path"], o["rows"]) for o in manifest["outputs"]] == list(zip(names, [700, 700, 700, 400]))
+    for o in manifest["outputs"]:
+        assert o["sha256"] == hashlib.sha256((out / o["path"]).read_bytes()).hexdigest()
+        assert o["bytes"] == (out / o["path"]).stat().st_size
+    assert [r for name in names for r in pq.read_table(out / name).to_pylist()] == expected
+    assert manifest["counts"] == whole["counts"] and manifest["summary"] == whole["summary"]
+    card = (out / "README.md").read_text()
+    assert _front_matter(card)["configs"] == [{"config_name": "default", "data_files": "documents-*-of-*.parquet"}]
+    assert "4 files `documents-*-of-*.parquet` of at most 700 rows" in card
+
+    # From the settings file, a count that divides the rows: five full files, no empty sixth.
+    config = tmp_path / "provenance.toml"
+    config.write_text("[export]\nshard_rows = 500\n")
+    cli("export", "--config", config, "--store", store.root, "--out", out, "--overwrite", check=0)
+    files = sorted(p.name for p in out.glob("documents*"))
+    assert files == [f"documents-0000{i}-of-00005.parquet" for i in range(5)]
+    assert [pq.ParquetFile(out / f).metadata.num_rows for f in files] == [500] * 5
+    # Back to one file: the shards go with the export they belonged to.
+    cli("export", "--store", store.root, "--out", out, "--overwrite", check=0)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "documents.parquet", "manifest.json"]
+    assert pq.read_table(out / "documents.parquet").to_pylist() == expected
+
+    # Nothing selected: one file of the columns and no rows.
+    none = export.run_export(store, tmp_path / "none", where="false", shard_rows=10)
+    assert [(o["path"], o["rows"]) for o in none["outputs"]] == [("documents-00000-of-00001.parquet", 0)]
+    assert pq.read_schema(tmp_path / "none" / "documents-00000-of-00001.parquet").names == \
+        pq.read_schema(tmp_path / "whole" / "documents.parquet").names
+
+    # Mistakes: one line each, and nothing replaced; --overwrite still refuses a directory with another file.
+    bad = cli("export", "--store", store.root, "--out", tmp_path / "bad", "--shard-rows", "0")
+    assert bad.returncode == 2 and "--shard-rows" in bad.stderr and not (tmp_path / "bad").exists()
+    config.write_text("[export]\nshard_rows = 'many'\n")
+    bad = cli("export", "--config", config, "--store", store.root, "--out", tmp_path / "bad")
+    assert bad.returncode == 2 and "shard_rows" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    (out / "notes.txt").write_text("mine")
+    refused = cli("export", "--store", store.root, "--out", out, "--overwrite", "--shard-rows", "100")
+    assert refused.returncode == 2 and "notes.txt" in refused.stderr and (out / "documents.parquet").exists()
+
+
 def test_export_ranges_follow_byte_order_whatever_the_characters():
     """The split's range numbers order the strings as a byte-wise sort does (DuckDB's and Arrow's), for hex
     doc_ids and for any others: a shorter string first, bytes above ASCII after it, a sliced array's own rows."""
