@@ -9,6 +9,12 @@ system: the kernel's reading, writing and page cache work) and the bytes it read
 (``/proc/self/io``: bytes that came from the page cache are not counted). ``--bucket-share 0.01`` makes a
 1M-document store take 256 ranges, as 10M does under the default.
 
+``--memory-limit-gb G`` runs both in a memory cgroup of G GB (root, cgroup v1's memory controller or v2), which
+bounds the page cache with the process's own memory: a machine whose memory holds neither a 1M nor a 10M
+export's working set, so that the two sizes are compared in the same regime (on this VM the 1M export fits in
+its page cache and the 10M does not, and memory beyond the page cache costs more here than it would elsewhere;
+docs/SCALE.md).
+
 ``--peer`` first runs, in the same process, DuckDB's own ``COPY`` of the same selection and columns with the same
 compression and row groups, in no order (the export sorts by doc_id), its file fsynced as the export's are:
 what DuckDB alone takes for the same work, less the order, as a peer whose ratio cancels this machine's speed
@@ -16,6 +22,7 @@ of the day. Before each of the two, the store's files are dropped from the page 
 on each; no root needed), so both read the store from disk.
 
     .venv/bin/python bench/export_phases.py --store STORE [--out DIR] [--memory-mb 1024] [--bucket-share S] [--peer]
+        [--memory-limit-gb G]
 """
 
 from __future__ import annotations
@@ -78,6 +85,35 @@ def drop_store_pages(root: Path) -> None:
             os.close(fd)
 
 
+def enter_memory_cgroup(limit_gb: float) -> Path:
+    """Move this process into a new memory cgroup of ``limit_gb`` beneath its own; returns the cgroup's directory.
+    Page cache is charged to the cgroup of the process that reads or writes it, so the limit bounds both."""
+    limit = int(limit_gb * 2**30)
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):  # v1
+            group, limit_file = Path("/sys/fs/cgroup/memory") / path.lstrip("/"), "memory.limit_in_bytes"
+            break
+    else:  # v2: one unified hierarchy
+        path = next(line.split(":", 2)[2] for line in Path("/proc/self/cgroup").read_text().splitlines()
+                    if line.startswith("0::"))
+        group, limit_file = Path("/sys/fs/cgroup") / path.lstrip("/"), "memory.max"
+    child = group / f"export-phases-{os.getpid()}"
+    try:
+        child.mkdir()
+        (child / limit_file).write_text(str(limit))
+        (child / "cgroup.procs").write_text(str(os.getpid()))
+    except OSError as exc:
+        sys.exit(f"--memory-limit-gb: cannot make a memory cgroup under {group} ({exc}); it needs root and a "
+                 f"memory controller")
+    return child
+
+
+def leave_memory_cgroup(child: Path) -> None:
+    (child.parent / "cgroup.procs").write_text(str(os.getpid()))
+    child.rmdir()
+
+
 def peer_copy(store: Store, out: Path, memory_mb: int | None) -> tuple[list[float], int]:
     """DuckDB's COPY of what the export selects by default, unsorted: (wall, user, system, read, written), rows."""
     out.mkdir()
@@ -105,7 +141,10 @@ def main(argv=None) -> int:
                     help=f"the share of the memory limit a range may take (default {export.EXPORT_BUCKET_SHARE})")
     ap.add_argument("--peer", action="store_true",
                     help="first run DuckDB's unsorted COPY of the same selection, and report the ratio")
+    ap.add_argument("--memory-limit-gb", type=float, default=None,
+                    help="run in a memory cgroup of this size, page cache included (root)")
     args = ap.parse_args(argv)
+    cgroup = enter_memory_cgroup(args.memory_limit_gb) if args.memory_limit_gb else None
     if args.bucket_share is not None:
         export.EXPORT_BUCKET_SHARE = args.bucket_share
     export._split_by_prefix = timed("split pass (DuckDB scan, cut, range files written)", export._split_by_prefix)
@@ -124,6 +163,13 @@ def main(argv=None) -> int:
         end = sample()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if cgroup is not None:
+            peak = next((cgroup / f for f in ("memory.max_usage_in_bytes", "memory.peak") if (cgroup / f).exists()),
+                        None)  # v1, v2
+            if peak is not None:
+                print(f"memory cgroup of {args.memory_limit_gb} GB: peak use, page cache included, "
+                      f"{int(peak.read_text()) / 2**30:.2f} GB")
+            leave_memory_cgroup(cgroup)
     whole = [end[i] - start[i] for i in range(FIELDS)]
     inner = [sum(t[i] for name, t in totals.items() if name != OVERLAPPING) for i in range(FIELDS)]
     rows = [(name, *t) for name, t in totals.items()]
