@@ -75,9 +75,13 @@ EXPORT_ROW_GROUP_ROWS = 10_000
 # 1M-document export 2.1 million page faults and 8.6 s in the kernel, 2,048 rows (4 MB) 0.8 million and 3.9 s.
 EXPORT_SPLIT_BATCH_ROWS = (1024, 8192)
 EXPORT_SPLIT_BATCH_BYTES = 4 << 20
-# Characters of doc_id per pass (16**2 = 256 range files open at once), and the range files' compression: LZ4
-# writes 56% of the bytes for the least CPU (1M documents in 256 ranges: 38 s in all, against 41 s uncompressed
-# and 45 s with zstd level 1, which writes 33%).
+# A pass of more ranges takes batches of enough rows to give each range this many on average, up to
+# EXPORT_SPLIT_BATCH_MAX_BYTES: cutting and joining costs per slice and column, so 2,048-row batches cut 256 ways
+# (slices of 8 rows) made the split of 1M documents 2.7x as slow as cut 16 ways; with 16,384-row batches (32 MB)
+# 1.3x (10.4 s against 3.8 s, then 5.0 s; 64 MB gained nothing more). The faults of the larger buffers cost less.
+EXPORT_SPLIT_SLICE_ROWS = 64
+EXPORT_SPLIT_BATCH_MAX_BYTES = 32 << 20
+# Characters of doc_id per pass (16**2 = 256 range files open at once).
 EXPORT_SPLIT_CHARS = 2
 # Each range's rows are held until this many bytes, written as one batch; all ranges' held rows together take
 # at most EXPORT_SPLIT_HELD_SHARE of the memory limit (256 ranges under 1 GB: 512 KB each).
@@ -87,7 +91,12 @@ EXPORT_SPLIT_HELD_SHARE = 1 / 8
 EXPORT_JEMALLOC_DECAY_MS = 10_000
 # Held batches handed to the split's writing thread and not yet written (each at most EXPORT_SPLIT_HELD_BYTES).
 EXPORT_SPLIT_PENDING_WRITES = 16
-EXPORT_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4", use_threads=True)
+# The range files are not compressed. LZ4 wrote 56% of the bytes, but compressed each column's buffer of each
+# held batch as a frame of its own, and with 256 ranges a held batch is 512 KB of 33 columns: at 10M documents
+# the split then spent more time in LZ4 than it saved in writing (an export of 10M in a 3 GB memory cgroup,
+# page cache included: 344.8 s with LZ4, 257.1 s without, though 25 GB of range files were written instead of
+# 14.5 GB; 1M: 20.9 and 16.8 s; docs/SCALE.md). zstd level 1 (33% of the bytes) was slower still.
+EXPORT_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression=None)
 EXPORT_SETTINGS = {"enable_progress_bar": False}  # DuckDB's bar on stderr, once per long statement
 # The selection (doc_ids) is joined on the way into the sort when its hash table, at about this many bytes a
 # row, takes at most this share of the memory limit; a bigger one is joined range by range.
@@ -310,7 +319,7 @@ def _export_into(store: Store, snapshot, doc_paths: list[Path], tmp_dir: Path, o
     # Ranges of the external sort (_write_sorted): sized by the whole store, an upper bound of the selection.
     doc_bytes, doc_rows = _document_size(doc_paths, include_raw)
     levels = _range_levels(doc_bytes, memory_mb * 2**20 * EXPORT_BUCKET_SHARE)
-    batch_rows = _split_batch_rows(doc_bytes, doc_rows)
+    batch_rows = _split_batch_rows(doc_bytes, doc_rows, 16 ** min(EXPORT_SPLIT_CHARS, levels))
     con = connect(store, sandbox=True, snapshot=snapshot, writable_dirs=[tmp_dir], spill_dir=spill_dir,
                   memory_limit_mb=memory_mb, settings=EXPORT_SETTINGS)
     try:
@@ -514,9 +523,9 @@ def _split_by_prefix(rows, directory: Path, start: int, width: int, buffer_bytes
     range order.
 
     Each batch is reordered once by range (a stable argsort of the numbers) and cut into one slice per range.
-    A range's slices are held until they reach ``buffer_bytes`` and written as one batch (compression works
-    per buffer: small ones cost more and gain less). Files stay open for the whole pass, at most 16**width
-    of hex doc_ids (256: one pass per two characters). A second thread compresses and writes the held batches
+    A range's slices are held until they reach ``buffer_bytes`` and written as one batch (a batch joined and
+    written costs per column, whatever its rows). Files stay open for the whole pass, at most 16**width
+    of hex doc_ids (256: one pass per two characters). A second thread joins and writes the held batches
     while this one reads and cuts the next rows (at 10M documents the pass waited on the disk for a third of
     its time); at most EXPORT_SPLIT_PENDING_WRITES of them wait for it, and one thread writes every file, so
     each range's batches stay in order."""
@@ -588,10 +597,14 @@ def _batches_of(reader, rows: int):
         yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
 
 
-def _split_batch_rows(nbytes: int, rows: int) -> int:
-    """Rows of a split batch for documents of ``nbytes`` bytes in ``rows`` rows (see EXPORT_SPLIT_BATCH_ROWS)."""
+def _split_batch_rows(nbytes: int, rows: int, ranges: int = 16) -> int:
+    """Rows of a split batch for documents of ``nbytes`` bytes in ``rows`` rows, cut into ``ranges`` by the first
+    pass (see EXPORT_SPLIT_BATCH_ROWS and EXPORT_SPLIT_SLICE_ROWS)."""
     fewest, most = EXPORT_SPLIT_BATCH_ROWS
-    return max(fewest, min(most, EXPORT_SPLIT_BATCH_BYTES * max(rows, 1) // max(nbytes, 1)))
+    row_bytes = max(nbytes, 1) / max(rows, 1)
+    by_bytes = max(fewest, min(most, int(EXPORT_SPLIT_BATCH_BYTES / row_bytes)))
+    by_ranges = min(ranges * EXPORT_SPLIT_SLICE_ROWS, max(fewest, int(EXPORT_SPLIT_BATCH_MAX_BYTES / row_bytes)))
+    return max(by_bytes, by_ranges)
 
 
 def _prefix_numbers(ids: pa.Array, start: int, width: int) -> np.ndarray:

@@ -499,6 +499,10 @@ def test_the_split_cuts_batches_of_about_4_mb_of_the_stores_average_document():
     assert export._split_batch_rows(200 * 1_000_000, 1_000_000) == 8192  # short ones: the most rows
     assert export._split_batch_rows(50_000 * 1_000, 1_000) == 1024  # long ones: the fewest
     assert export._split_batch_rows(0, 0) == 8192  # an empty store
+    # Cut 256 ways: enough rows for 64 a range on average, up to 32 MB (a cost per slice and column).
+    assert export._split_batch_rows(2048 * 1_000_000, 1_000_000, 256) == 16384
+    assert export._split_batch_rows(4096 * 1_000_000, 1_000_000, 256) == 8192  # 32 MB of 4 KB documents
+    assert export._split_batch_rows(50_000 * 1_000, 1_000, 256) == 1024  # long ones: still the fewest
     import pyarrow as pa
 
     two = pa.record_batch({"doc_id": pa.array(["a", "b"])})
