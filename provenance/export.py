@@ -76,9 +76,9 @@ EXPORT_ROW_GROUP_ROWS = 10_000
 EXPORT_SPLIT_BATCH_ROWS = (1024, 8192)
 EXPORT_SPLIT_BATCH_BYTES = 4 << 20
 # A pass of more ranges takes batches of enough rows to give each range this many on average, up to
-# EXPORT_SPLIT_BATCH_MAX_BYTES: cutting and joining costs per slice and column, so 2,048-row batches cut 256 ways
-# (slices of 8 rows) made the split of 1M documents 2.7x as slow as cut 16 ways; with 16,384-row batches (32 MB)
-# 1.3x (10.4 s against 3.8 s, then 5.0 s; 64 MB gained nothing more). The faults of the larger buffers cost less.
+# EXPORT_SPLIT_BATCH_MAX_BYTES: cutting and joining cost per slice and column, so 2,048-row batches cut 256 ways
+# (slices of 8 rows) made the split of 1M documents 2.7x as slow as cut 16 ways (10.4 s against 3.8 s); batches
+# of 16,384 rows (32 MB) brought it to 5.0 s, and 64 MB gained nothing more. Their faults cost less than that.
 EXPORT_SPLIT_SLICE_ROWS = 64
 EXPORT_SPLIT_BATCH_MAX_BYTES = 32 << 20
 # Characters of doc_id per pass (16**2 = 256 range files open at once).
