@@ -1,10 +1,13 @@
-"""Where an export's time goes: the split pass, reading ranges back, writing the Parquet, and the rest.
+"""Where an export's time goes: merging sorted files or the split pass and reading ranges back, writing the
+Parquet, and the rest.
 
 Runs ``run_export`` on an existing store (what nothing flagged, as ``bench/scale.py`` exports) with the
-export's steps wrapped: ``_split_by_prefix`` (DuckDB's scan and the cut into range files), ``_read_range``
+export's steps wrapped. A store whose document files are in doc_id order is merged: ``_SortedStream.take_below``
+(a file's or the selection's rows of one step read, on the second thread that then sorts them while the main
+one writes the previous step). Else, or with ``--sort``, it is sorted through range files: ``_split_by_prefix`` (DuckDB's scan and the cut into range files), ``_read_range``
 (a range file read back, on the second thread that then sorts it while the main one writes the previous)
 and ``ParquetWriter.write_table`` (a sorted range written); what is left of the export is the selection and
-the manifest's queries. For each: wall seconds, CPU seconds of the whole process (all threads; user, and
+the manifest's queries. Peak RSS is the process's. For each: wall seconds, CPU seconds of the whole process (all threads; user, and
 system: the kernel's reading, writing and page cache work) and the bytes it read from and wrote to the disk
 (``/proc/self/io``: bytes that came from the page cache are not counted). ``--bucket-share 0.01`` makes a
 1M-document store take 256 ranges, as 10M does under the default.
@@ -22,7 +25,7 @@ of the day. Before each of the two, the store's files are dropped from the page 
 on each; no root needed), so both read the store from disk.
 
     .venv/bin/python bench/export_phases.py --store STORE [--out DIR] [--memory-mb 1024] [--bucket-share S] [--peer]
-        [--memory-limit-gb G]
+        [--memory-limit-gb G] [--sort]
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -55,9 +59,11 @@ def sample() -> tuple[float, float, float, int, int]:
 
 
 FIELDS = 5  # wall, user CPU, system CPU, bytes read, bytes written
-# Timed on the second thread while the main one writes: not in the sum the rest is worked out from (and its
+# Timed on the second thread while the main one writes: not in the sum the rest is worked out from (and their
 # CPU and bytes are the whole process's over those intervals).
-OVERLAPPING = "(range files read back, on the second thread)"
+READ_BACK = "(range files read back, on the second thread)"
+MERGE_READ = "(merge: rows of a step read, on the second thread)"
+OVERLAPPING = (READ_BACK, MERGE_READ)
 totals: dict[str, list[float]] = defaultdict(lambda: [0.0] * FIELDS + [0])
 
 
@@ -143,12 +149,17 @@ def main(argv=None) -> int:
                     help="first run DuckDB's unsorted COPY of the same selection, and report the ratio")
     ap.add_argument("--memory-limit-gb", type=float, default=None,
                     help="run in a memory cgroup of this size, page cache included (root)")
+    ap.add_argument("--sort", action="store_true",
+                    help="sort through range files even when the store's document files could be merged")
     args = ap.parse_args(argv)
+    if args.sort:
+        export._mergeable = lambda *_args: False
     cgroup = enter_memory_cgroup(args.memory_limit_gb) if args.memory_limit_gb else None
     if args.bucket_share is not None:
         export.EXPORT_BUCKET_SHARE = args.bucket_share
     export._split_by_prefix = timed("split pass (DuckDB scan, cut, range files written)", export._split_by_prefix)
-    export._read_range = timed(OVERLAPPING, export._read_range)
+    export._read_range = timed(READ_BACK, export._read_range)
+    export._SortedStream.take_below = timed(MERGE_READ, export._SortedStream.take_below)
     pq.ParquetWriter.write_table = timed("Parquet written", pq.ParquetWriter.write_table)
     tmp = Path(tempfile.mkdtemp(dir=args.out, prefix="export-phases-"))
     peer = None
@@ -171,15 +182,15 @@ def main(argv=None) -> int:
                       f"{int(peak.read_text()) / 2**30:.2f} GB")
             leave_memory_cgroup(cgroup)
     whole = [end[i] - start[i] for i in range(FIELDS)]
-    inner = [sum(t[i] for name, t in totals.items() if name != OVERLAPPING) for i in range(FIELDS)]
+    inner = [sum(t[i] for name, t in totals.items() if name not in OVERLAPPING) for i in range(FIELDS)]
     rows = [(name, *t) for name, t in totals.items()]
-    rows.append(("the rest (selection, manifest, waits for a range)", *[whole[i] - inner[i] for i in range(FIELDS)],
+    rows.append(("the rest (selection, manifest, waits for the second thread)", *[whole[i] - inner[i] for i in range(FIELDS)],
                  0))
     rows.append(("whole export", *whole, 1))
     if peer is not None:
         rows.append((f"peer: DuckDB's COPY, unsorted ({peer[1]} rows)", *peer[0], 1))
     kept = manifest.get("counts", {}).get("kept", manifest.get("kept"))
-    print(f"exported {kept} documents")
+    print(f"exported {kept} documents; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
     print(f"{'step':<55} {'wall s':>8} {'user s':>8} {'system s':>9} {'disk read MB':>13} {'disk write MB':>14} "
           f"{'calls':>6}")
     for name, wall, user, system, read, written, calls in rows:

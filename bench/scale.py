@@ -7,7 +7,9 @@ answers carrying an artefact (``--llm-share``). Written as JSONL shards (untimed
 each stage a fresh process of the real CLI timed by /usr/bin/time (wall seconds, and peak RSS of its largest
 process, detector workers included):
 
-1. ``provenance ingest`` of the shards;
+1. ``provenance ingest`` of the shards, then ``provenance store compact --target-mb 512`` (ingest commits files
+   of 5,000 documents; compacted, a shard's are one file in doc_id order, which the export merges: an export
+   merges at most about 110 files of 2 KB documents under its default memory, provenance/export.py);
 2. ``provenance tag --plugins D`` for each detector D on its own (the cost of each; with ``--together`` one run
    of them all, the cost and memory of a nightly job), per engine: ``local``,
    ``workers2`` (``--workers 2``), ``ray`` (``--engine ray``, a local Ray instance); each engine on its own
@@ -188,11 +190,15 @@ def stage(result: dict, name: str, args: list[str]) -> None:
           f"{units:6.2f} units/doc  load {load()}", flush=True)
 
 
+COMPACT_MB = 512  # files of up to 512 MB: a shard of 100,000 documents of 2 KB is one
+
+
 def run_size(n: int, engines: list[str], detectors: list[str], work: Path, args) -> dict:
     result: dict = {"docs": n, "stages": {}}
     shards = corpus(n, work, args)
     base = work / "store"
     stage(result, "ingest", ["ingest", "--store", str(base), *map(str, shards)])
+    stage(result, "compact", ["store", "compact", "--store", str(base), "--target-mb", str(COMPACT_MB)])
     for engine in engines:
         store = work / f"store-{engine}"
         if len(engines) == 1:

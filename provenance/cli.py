@@ -296,7 +296,9 @@ def store_check(store_dir, config_file):
 def store_compact(store_dir, config_file, target_rows, target_mb):
     """Merge small tag, error, fetch and (untagged) document files, one commit per merged file.
 
-    Documents that a detector has covered and state files are left as they are: coverage names them by
+    Merged document files are in doc_id order, and an untagged document file an earlier version wrote
+    unsorted is rewritten sorted: an export merges sorted files instead of sorting every document
+    through temporary files. Documents that a detector has covered and state files are left as they are: coverage names them by
     path and row. Removed small files stay on disk for readers until vacuumed.
     """
     from provenance.maintenance import compact_store

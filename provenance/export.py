@@ -49,11 +49,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import provenance
-from provenance import exitcodes, objectstore
+from provenance import exitcodes, objectstore, schemas
 from provenance.plugins.consent import RESERVATION_TAGS
 from provenance.sql import (NOT_FLAG_CATEGORIES, NOT_FLAG_TAGS, SCORE_CATEGORIES, UserSQLError, boolean_predicate,
                             connect, first_line, sql_list, sql_string)
-from provenance.store import Store, coverage_kind, file_sha256, fsync_dir, utcnow
+from provenance.store import Store, coverage_kind, file_sha256, fsync_dir, is_sorted_file, utcnow
 
 MANIFEST_VERSION = 2  # 2: paths relative to the export directory; summary, columns, with_tags
 TOOL_NAME = "provenance-guard"
@@ -102,6 +102,22 @@ EXPORT_SETTINGS = {"enable_progress_bar": False}  # DuckDB's bar on stderr, once
 # row, takes at most this share of the memory limit; a bigger one is joined range by range.
 EXPORT_JOIN_ROW_BYTES = 64
 EXPORT_EARLY_FILTER_SHARE = 1 / 8
+# A store whose document files are each in doc_id order (store.SORTED_BY) is exported by merging them
+# (_write_merged): no temporary files, each document read once. Each file being read holds one row group
+# decoded (pyarrow decodes a whole row group, then hands it out a batch at a time) and its pages' buffers: at
+# 100 open files of 1,024-row groups of 2 KB documents (2.3 MB decoded), 5 MB of Arrow memory and 10 MB of
+# RSS each, hence EXPORT_MERGE_GROUP_FACTOR times the largest row group a file. All of them together take at
+# most EXPORT_MERGE_SHARE of the memory limit (DuckDB, which only streams the selection meanwhile, takes its
+# own); a store of more files is sorted through range files (``provenance store compact`` merges small files,
+# ``--target-mb`` into bigger ones; docs/SCALE.md).
+EXPORT_MERGE_GROUP_FACTOR = 4
+EXPORT_MERGE_SHARE = 1
+EXPORT_MERGE_BATCH_ROWS = 1024  # rows a batch from a file (a slice of its decoded row group: no copy)
+EXPORT_MERGE_READ_BUFFER = 1 << 20  # bytes read from a file at a time, not a row group's column chunks at once
+# Each merge step takes the documents of one doc_id range of about this share of the memory limit from
+# every file, sorts and writes them; the next step is read and sorted by a second thread meanwhile.
+EXPORT_MERGE_STEP_SHARE = 1 / 16
+EXPORT_MERGE_BOUND_CHARS = 12  # hex characters of the steps' doc_id bounds
 SELECTED_FROM = "documents JOIN doc_flags USING (doc_id)"
 EXPORT_FILES = ("documents.parquet", "manifest.json", "README.md")  # what an export directory holds, and shards:
 SHARD_NAME = "documents-{index:05d}-of-{count:05d}.parquet"  # Hugging Face's names for a split's files
@@ -317,7 +333,7 @@ def _export_into(store: Store, snapshot, doc_paths: list[Path], tmp_dir: Path, o
     """
     spill_dir, buckets_dir = tmp_dir / ".spill", tmp_dir / ".buckets"
     # Ranges of the external sort (_write_sorted): sized by the whole store, an upper bound of the selection.
-    doc_bytes, doc_rows = _document_size(doc_paths, include_raw)
+    doc_bytes, doc_rows, group_bytes = _document_size(doc_paths, include_raw)
     levels = _range_levels(doc_bytes, memory_mb * 2**20 * EXPORT_BUCKET_SHARE)
     batch_rows = _split_batch_rows(doc_bytes, doc_rows, 16 ** min(EXPORT_SPLIT_CHARS, levels))
     con = connect(store, sandbox=True, snapshot=snapshot, writable_dirs=[tmp_dir], spill_dir=spill_dir,
@@ -352,7 +368,13 @@ def _export_into(store: Store, snapshot, doc_paths: list[Path], tmp_dir: Path, o
         # The selection as a semi-join: on the way in when its hash table is small, else in each sorted range
         # (at 10M documents the join of the whole selection spilled every document's text to disk, 10 GB).
         kept = con.execute("SELECT count(*) FROM selected").fetchall()[0][0]  # all: con.sql below needs it done
-        if kept * EXPORT_JOIN_ROW_BYTES <= memory_mb * 2**20 * EXPORT_EARLY_FILTER_SHARE:
+        tags = "".join(f", f.{c}" for c in TAG_COLUMNS) if with_tags else ""
+        if _mergeable(doc_paths, group_bytes, memory_mb << 20) and _write_merged(
+                con, doc_paths, f"SELECT {columns} FROM {source}",
+                f"SELECT s.doc_id{tags} FROM selected s{' JOIN doc_flags f USING (doc_id)' * with_tags} "
+                f"ORDER BY s.doc_id", output, doc_bytes, memory_mb << 20):
+            pass
+        elif kept * EXPORT_JOIN_ROW_BYTES <= memory_mb * 2**20 * EXPORT_EARLY_FILTER_SHARE:
             _write_sorted(con, f"SELECT {columns} FROM {source} WHERE d.doc_id IN (SELECT doc_id FROM selected)",
                           output, buckets_dir, levels, memory_mb << 20, batch_rows)
         else:
@@ -369,17 +391,19 @@ def _export_into(store: Store, snapshot, doc_paths: list[Path], tmp_dir: Path, o
     return manifest
 
 
-def _document_size(doc_paths: list[Path], include_raw: bool) -> tuple[int, int]:
-    """(uncompressed bytes of the columns an export writes, rows) of the documents files, from their footers."""
-    total, rows = 0, 0
+def _document_size(doc_paths: list[Path], include_raw: bool) -> tuple[int, int, int]:
+    """(uncompressed bytes of the columns an export writes, rows, the most of those bytes in one row group) of the
+    documents files, from their footers."""
+    total, rows, most = 0, 0, 0
     for path in doc_paths:
         meta = pq.ParquetFile(path).metadata
         rows += meta.num_rows
         for g in range(meta.num_row_groups):
             group = meta.row_group(g)
-            total += sum(group.column(c).total_uncompressed_size for c in range(group.num_columns)
-                         if include_raw or group.column(c).path_in_schema != "raw")
-    return total, rows
+            size = sum(group.column(c).total_uncompressed_size for c in range(group.num_columns)
+                       if include_raw or group.column(c).path_in_schema != "raw")
+            total, most = total + size, max(most, size)
+    return total, rows, most
 
 
 def _range_levels(expected_bytes: float, bucket_bytes: float) -> int:
@@ -513,6 +537,141 @@ def _write_sorted(con, select_sql: str, output: _DocumentFiles, buckets_dir: Pat
             output.write_empty(con, select_sql)
     finally:
         output.close()
+
+
+def _mergeable(doc_paths: list[Path], group_bytes: int, memory_bytes: int) -> bool:
+    """Whether the export can merge the document files: each is in doc_id order, and they can be open together,
+    each holding a row group of at most ``group_bytes`` (EXPORT_MERGE_SHARE of the memory limit, half the
+    open-file limit)."""
+    import resource
+
+    fits = len(doc_paths) * group_bytes * EXPORT_MERGE_GROUP_FACTOR <= memory_bytes * EXPORT_MERGE_SHARE
+    if not fits or len(doc_paths) > resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2:
+        return False
+    return all(is_sorted_file(p, "documents") for p in doc_paths)
+
+
+class _SortedStream:
+    """Record batches in doc_id order (a sorted document file, or DuckDB's ordered selection), taken one doc_id
+    range after another: ``take_below(bound)`` reads on until a row at ``bound`` or past it, and returns the
+    rows before it; what it read past stays for the next range."""
+
+    def __init__(self, batches):
+        self._batches = batches
+        self._held: collections.deque[pa.RecordBatch] = collections.deque()
+        self._done = False
+
+    def take_below(self, bound: str | None) -> list[pa.RecordBatch]:
+        """The rows whose doc_id is below ``bound`` (all that are left, with None)."""
+        while not self._done and (bound is None or not self._held or self._last_id() < bound):
+            batch = next(self._batches, None)
+            if batch is None:
+                self._done = True
+            elif batch.num_rows:
+                self._held.append(batch)
+        if bound is None:
+            taken, self._held = list(self._held), collections.deque()
+            return taken
+        taken = []
+        while self._held:
+            batch = self._held[0]
+            if batch.column("doc_id")[-1].as_py() < bound:
+                taken.append(self._held.popleft())
+                continue
+            below = pc.sum(pc.less(batch.column("doc_id"), bound)).as_py() or 0  # sorted: the first rows
+            if below:
+                taken.append(batch.slice(0, below))
+                self._held[0] = batch.slice(below)
+            break
+        return taken
+
+    def _last_id(self) -> str:
+        return self._held[-1].column("doc_id")[-1].as_py()
+
+
+def _file_batches(path: Path, schema: pa.Schema):
+    """The rows of the document file ``path`` with the columns of ``schema``, a few at a time: as they are
+    when the file has the store's current columns, else conformed (an older schema's file lacks some)."""
+    parquet = pq.ParquetFile(path, pre_buffer=False, buffer_size=EXPORT_MERGE_READ_BUFFER)
+    have = parquet.schema_arrow
+    same = all(have.get_field_index(f.name) >= 0 and have.field(f.name).type == f.type for f in schema)
+    batches = parquet.iter_batches(EXPORT_MERGE_BATCH_ROWS, columns=[f.name for f in schema if f.name in have.names],
+                                   use_threads=False)
+    for batch in batches:
+        if same:
+            yield batch.select(schema.names)
+        else:
+            yield pa.RecordBatch.from_arrays(
+                [batch.column(f.name).cast(f.type) if f.name in batch.schema.names else pa.nulls(batch.num_rows, f.type)
+                 for f in schema], schema=schema)
+
+
+def _write_merged(con, doc_paths: list[Path], select_sql: str, selection_sql: str, output: _DocumentFiles,
+                  doc_bytes: int, memory_bytes: int) -> bool:
+    """Write the documents ``selection_sql`` selects (its doc_id, and any other columns appended to each
+    document) to ``output`` in doc_id order, by merging the document files, each in doc_id order: no
+    temporary files, every document read once, in memory bounded by the open files and two steps.
+
+    Step by step, each the documents of one doc_id range (hex bounds: doc_ids are hex digests, so the ranges
+    are about equal; any other string is still placed right), the rows of the range are taken from every file
+    and from the selection, which DuckDB streams in doc_id order; they are sorted, filtered to the selection
+    and written. The next step is read and sorted by a second thread while one is written. The columns are
+    those of ``select_sql`` (the documents view's, with DuckDB's Arrow types, as the sorting path writes).
+    False, having written nothing, when a column of the documents view is not of the store's schema."""
+    out_schema = con.sql(f"{select_sql} LIMIT 0").to_arrow_table().schema
+    appended = con.sql(selection_sql).columns[1:]
+    stored = schemas.load("documents").arrow  # what the files hold (one of an older version: conformed)
+    if any(n not in stored.names and n not in appended for n in out_schema.names):
+        return False
+    doc_schema = pa.schema([stored.field(n) for n in out_schema.names if n not in appended])
+    files = [_SortedStream(_file_batches(p, doc_schema)) for p in doc_paths]
+    selection = con.sql(selection_sql).to_arrow_reader(EXPORT_SPLIT_BATCH_ROWS[1])
+    chosen = _SortedStream(iter(selection))
+    steps = max(1, int(np.ceil(doc_bytes / (memory_bytes * EXPORT_MERGE_STEP_SHARE))))
+    space = 16 ** EXPORT_MERGE_BOUND_CHARS
+    bounds = [f"{i * space // steps:0{EXPORT_MERGE_BOUND_CHARS}x}" for i in range(1, steps)] + [None]
+
+    def step(bound: str | None) -> pa.Table | None:
+        """The selected documents of the files below ``bound`` (and past the last step's), sorted."""
+        pieces = [b for f in files for b in f.take_below(bound)]
+        picked = chosen.take_below(bound)
+        if not pieces or not picked:
+            return None
+        docs = pa.Table.from_batches(pieces, doc_schema)
+        picked = pa.Table.from_batches(picked)
+        order = pc.sort_indices(docs, sort_keys=[("doc_id", "ascending")])
+        ids = docs.column("doc_id").take(order)
+        order = order.filter(pc.is_in(ids, value_set=picked.column("doc_id")))
+        table = docs.take(order).cast(pa.schema([out_schema.field(n) for n in doc_schema.names]))
+        if picked.num_columns > 1:  # columns the selection appends (--with-tags)
+            extra = picked.take(pc.index_in(table.column("doc_id"), value_set=picked.column("doc_id")))
+            for name in picked.column_names[1:]:
+                table = table.append_column(extra.schema.field(name), extra.column(name))
+        return table.select(out_schema.names)
+
+    pending: list[pa.Table] = []
+    try:
+        try:
+            with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="export-merge") as reader:
+                ahead = reader.submit(step, bounds[0])
+                for i in range(len(bounds)):
+                    table = ahead.result()
+                    ahead = reader.submit(step, bounds[i + 1]) if i + 1 < len(bounds) else None
+                    if table is not None and table.num_rows:
+                        pending.append(table)
+                    rows = sum(t.num_rows for t in pending)  # written in whole row groups, but for the last
+                    if rows >= EXPORT_ROW_GROUP_ROWS or (ahead is None and rows):
+                        joined = pa.concat_tables(pending)
+                        whole = rows if ahead is None else rows // EXPORT_ROW_GROUP_ROWS * EXPORT_ROW_GROUP_ROWS
+                        output.write(joined.slice(0, whole))
+                        pending = [joined.slice(whole)]
+        finally:
+            selection.close()  # DuckDB's reader holds its connection until closed
+        if not output.paths:
+            output.write_empty(con, select_sql)
+    finally:
+        output.close()
+    return True
 
 
 def _split_by_prefix(rows, directory: Path, start: int, width: int, buffer_bytes: int,

@@ -6,7 +6,9 @@ check    replays the whole log (no checkpoint), compares every checkpoint with t
          names). Read-only: it takes the lock so that a writer's staged files are not reported as orphans,
          and does none of a writer's repairs.
 compact  merges small live files of one kind, directory and meta into files of about COMPACT_ROWS rows or
-         COMPACT_BYTES bytes, each group in one commit that adds the merged file and removes the small ones.
+         COMPACT_BYTES bytes, each group in one commit that adds the merged file and removes the small ones;
+         document files are written in doc_id order (``store.SORTED_BY``), and one written unsorted by an
+         earlier version is rewritten sorted even alone.
          Kinds: tags, errors, fetches; documents only when nothing names them (see ``_named_doc_files``);
          state and references never:
            * coverage records name document files by path and *row position* (``doc_file`` + ``ranges``),
@@ -131,26 +133,32 @@ def _named_doc_files(snap: Snapshot) -> set[str]:
 
 def compaction_plan(snap: Snapshot, target_rows: int = COMPACT_ROWS,
                     target_bytes: int = COMPACT_BYTES) -> list[tuple[str, str, dict, list[FileEntry]]]:
-    """Groups to merge: (kind, directory, meta, files), each of two or more small files."""
+    """Groups to merge: (kind, directory, meta, files), each of two or more small files, or of one document file
+    not yet in doc_id order (written before document files were sorted: rewritten sorted, an export merges it)."""
     named_docs = _named_doc_files(snap)
     groups: dict[tuple, list[FileEntry]] = defaultdict(list)
+    unsorted: set[str] = set()
+    plan = []
     for entry in sorted(snap.files.values(), key=lambda f: f.path):
-        if entry.kind not in COMPACT_KINDS or entry.rows >= target_rows // 2 or entry.bytes >= target_bytes // 2:
-            continue
-        if entry.kind == "documents" and entry.path in named_docs:
+        if entry.kind not in COMPACT_KINDS or (entry.kind == "documents" and entry.path in named_docs):
             continue
         meta = {k: v for k, v in entry.meta.items() if k != "doc_file"}  # per source file: not kept when merged
-        groups[(entry.kind, entry.path.rsplit("/", 1)[0], json.dumps(meta, sort_keys=True))].append(entry)
-    plan = []
+        key = (entry.kind, entry.path.rsplit("/", 1)[0], json.dumps(meta, sort_keys=True))
+        if entry.kind in store_mod.SORTED_BY and not store_mod.is_sorted_file(snap.root / entry.path, entry.kind):
+            unsorted.add(entry.path)
+        if entry.rows < target_rows // 2 and entry.bytes < target_bytes // 2:
+            groups[key].append(entry)
+        elif entry.path in unsorted:  # big, but not sorted: rewritten alone
+            plan.append((key[0], key[1], meta, [entry]))
     for (kind, directory, meta), files in groups.items():
         bin_: list[FileEntry] = []
         for entry in files:
             bin_.append(entry)
             if sum(f.rows for f in bin_) >= target_rows or sum(f.bytes for f in bin_) >= target_bytes:
-                if len(bin_) > 1:
+                if len(bin_) > 1 or bin_[0].path in unsorted:
                     plan.append((kind, directory, json.loads(meta), bin_))
                 bin_ = []
-        if len(bin_) > 1:
+        if len(bin_) > 1 or (bin_ and bin_[0].path in unsorted):
             plan.append((kind, directory, json.loads(meta), bin_))
     return plan
 

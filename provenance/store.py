@@ -93,6 +93,11 @@ DATA_KINDS = ("documents", "tags", "errors", "fetches", "references", "state")
 DETECTOR_DEFINED_KINDS = ("state",)
 # Files removed from the live set stay on disk this long, for readers still using an older snapshot.
 REMOVED_FILE_GRACE_S = 3600
+# Files of these kinds are written in the order of this column, and say so in their Parquet footer
+# (``sorting_columns``, which any Parquet reader can see): an export merges such files in doc_id order instead of
+# sorting every document through temporary files (provenance/export.py). Files written before are not sorted;
+# ``provenance store compact`` rewrites them.
+SORTED_BY = {"documents": "doc_id"}
 
 
 _HELD: dict[Path, str] = {}  # stores whose lock this process holds -> command
@@ -137,6 +142,17 @@ def safe_name(value: str) -> str:
     """A path component made of letters, digits, '.', '_' and '-'."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", value).strip("._")
     return cleaned or "_"
+
+
+def is_sorted_file(path: Path, kind: str) -> bool:
+    """Whether the Parquet file ``path`` of ``kind`` says in its footer that its rows are in ``SORTED_BY[kind]``
+    order, as every file of that kind written since is."""
+    meta = pq.ParquetFile(path).metadata
+    want = ((SORTED_BY[kind], "ascending"),)
+    schema = meta.schema.to_arrow_schema()
+    return all(meta.row_group(g).sorting_columns and
+               pq.SortingColumn.to_ordering(schema, meta.row_group(g).sorting_columns)[0] == want
+               for g in range(meta.num_row_groups))
 
 
 def file_sha256(path: Path) -> str:
@@ -895,6 +911,9 @@ class Run:
             **schema_metadata,
             b"provenance.run_id": self.run_id.encode(),
         })
+        sort_key = SORTED_BY.get(kind)
+        if sort_key is not None:
+            conformed = conformed.sort_by(sort_key)  # byte order, as DuckDB's ORDER BY
         self._seq += 1
         rel = f"{kind}/{subdir.strip('/')}/{self.run_id}-{self._seq:05d}.parquet" if subdir else \
             f"{kind}/{self.run_id}-{self._seq:05d}.parquet"
@@ -903,7 +922,9 @@ class Run:
         # State rows are mostly hashes and ids, unique values: dictionary encoding only makes them bigger and
         # slower to write (a third of a tag run's commit time for near_duplicate's signatures).
         pq.write_table(conformed, tmp, compression="zstd", row_group_size=row_group_size,
-                       use_dictionary=kind not in DETECTOR_DEFINED_KINDS)
+                       use_dictionary=kind not in DETECTOR_DEFINED_KINDS,
+                       sorting_columns=None if sort_key is None else
+                       pq.SortingColumn.from_ordering(conformed.schema, [(sort_key, "ascending")]))
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         make_dirs(final.parent)

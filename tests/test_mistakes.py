@@ -328,19 +328,25 @@ def test_disk_full_during_ingest_is_one_line_and_the_rerun_completes(tmp_path):
 
 
 @pytest.mark.slow
-def test_disk_full_during_export_is_one_line_and_keeps_the_earlier_export(tmp_path):
-    """The export's directory is on a 12 MB tmpfs. A first export of a tenth of a 24 MB store fits; the whole
-    store does not (its sort's range files, written by the split's own thread, fill the disk): one line, exit 1,
-    the earlier export untouched and nothing of the failed one left; with room, the rerun completes."""
+@pytest.mark.parametrize("sorted_files", [False, True], ids=["sorted-through-range-files", "merged"])
+def test_disk_full_during_export_is_one_line_and_keeps_the_earlier_export(tmp_path, monkeypatch, sorted_files):
+    """The export's directory is on a small tmpfs. A first export of a tenth of a 24 MB store fits; the whole
+    store does not: one line, exit 1, the earlier export untouched and nothing of the failed one left; with
+    room, the rerun completes. Document files written unsorted (as by an earlier version) are sorted through
+    range files, written by the split's own thread, which fill 12 MB; sorted ones are merged, and the output
+    itself fills 6 MB."""
     if not _private_tmpfs_available():
         pytest.skip("needs `unshare -rm` and tmpfs mounts (a private mount namespace) to fill a disk safely")
     import random
     import sys
 
+    import provenance.store
     from provenance.testing import make_store
 
     rng = random.Random(18)
     store = tmp_path / "store"
+    if not sorted_files:
+        monkeypatch.setattr(provenance.store, "SORTED_BY", {})
     make_store(store, [{"url": f"https://{'small' if i % 10 == 0 else 'big'}.example/{i}",
                         "text": "".join(rng.choice("abcdefghij ") for _ in range(8000))} for i in range(3000)])
     disk = tmp_path / "disk"
@@ -348,7 +354,7 @@ def test_disk_full_during_export_is_one_line_and_keeps_the_earlier_export(tmp_pa
     out = disk / "clean"
     cli = f"{sys.executable} -c 'from provenance.cli import main; main()'"
     script = f"""
-        mount -t tmpfs -o size=12m tmpfs {disk} || exit 99
+        mount -t tmpfs -o size={6 if sorted_files else 12}m tmpfs {disk} || exit 99
         {cli} export --store {store} --out {out} --where "domain = 'small.example'" > /dev/null || exit 98
         {cli} export --store {store} --out {out} --overwrite 2>{tmp_path}/full.err; echo $? > {tmp_path}/full.rc
         ls -a {disk} > {tmp_path}/after_full.ls

@@ -336,10 +336,11 @@ def test_manifest_paths_are_relative_to_the_export_unless_asked(tagged_store, tm
 
 def test_export_of_a_store_larger_than_its_memory_limit(tmp_path, monkeypatch):
     """38 MB of text exported under a 96 MB DuckDB limit: DuckDB's own ORDER BY of the wide rows ran out of memory
-    here (and a spill before the COPY failed: the spill directory did not exist yet). The external sort writes
-    every selected document once, in doc_id order, the same rows a query without a limit gives; with ranges
-    forced down to two levels of split too, and with the selection joined range by range. Nothing of the sort is
-    left in the export."""
+    here (and a spill before the COPY failed: the spill directory did not exist yet). The merge of the sorted
+    document files, in steps of 1/16 of the limit, and the external sort (for files that cannot be merged) each
+    write every selected document once, in doc_id order, the same rows a query without a limit gives; the sort
+    with ranges forced down to two levels of split too, and with the selection joined range by range. Nothing of
+    either is left in the export."""
     import random
 
     import pyarrow.parquet as pq
@@ -357,11 +358,20 @@ def test_export_of_a_store_larger_than_its_memory_limit(tmp_path, monkeypatch):
         "ORDER BY doc_id").to_arrow_table()
     assert expected.num_rows == 8000 and sum(len(t) for t in expected.column("text").to_pylist()) > 36e6
     monkeypatch.setattr(export, "EXPORT_MEMORY_MB", 96)
+    paths = store.snapshot().paths("documents")
+    group_bytes = export._document_size(paths, False)[2]  # a file's one row group: 500 rows of 5 KB
+    monkeypatch.setattr(export, "EXPORT_MERGE_GROUP_FACTOR", 1)  # 16 open files of 2.5 MB within 96 MB
+    monkeypatch.setattr(export, "_write_sorted", None)  # merged: not sorted through range files
     manifest = export.run_export(store, tmp_path / "out")
     assert manifest["counts"]["kept"] == 8000
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(export.EXPORT_FILES)
     got = pq.read_table(tmp_path / "out" / "documents.parquet")
     assert got.column_names == expected.column_names and got.to_pylist() == expected.to_pylist()
+    monkeypatch.undo()
+    monkeypatch.setattr(export, "EXPORT_MEMORY_MB", 96)  # 16 files of 4 x 2.5 MB take more than it: sorted
+    assert export._mergeable(paths, group_bytes, 192 << 20) and not export._mergeable(paths, group_bytes, 96 << 20)
+    export.run_export(store, tmp_path / "out", overwrite=True)
+    assert pq.read_table(tmp_path / "out" / "documents.parquet").to_pylist() == expected.to_pylist()
     monkeypatch.setattr(export, "EXPORT_BUCKET_SHARE", 5e-3)  # 256 ranges: two characters, in one pass
     assert export._range_levels(export._document_size(store.snapshot().paths("documents"), False)[0],
                                 96 * 2**20 * 5e-3) == 2
@@ -379,6 +389,60 @@ def test_export_of_a_store_larger_than_its_memory_limit(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "store"]
 
 
+def test_an_export_merges_sorted_document_files_and_writes_what_the_sort_writes(tmp_path, monkeypatch, cli):
+    """Document files are written in doc_id order and say so in their footer; the export then merges them, in
+    many steps here, with no range files: the same table, columns and types as the external sort writes, with
+    a predicate, --with-tags and --include-raw alike, in row groups of EXPORT_ROW_GROUP_ROWS. A file written
+    unsorted (by an earlier version) makes the export sort; `provenance store compact` rewrites it in order,
+    and the export merges again."""
+    import pyarrow.parquet as pq
+
+    from provenance import export
+    from provenance import store as store_mod
+    from provenance.testing import make_store
+
+    texts = [f"Minutes of meeting {i}: the committee discussed item {i * 13 % 97}." for i in range(3000)]
+    store = make_store(tmp_path / "store", texts[:2400], rows_per_file=300)
+    with monkeypatch.context() as m:  # as a version before sorted files wrote them
+        m.setattr(store_mod, "SORTED_BY", {})
+        make_store(tmp_path / "store", texts[2400:], rows_per_file=600)
+    paths = store.snapshot().paths("documents")
+    assert [store_mod.is_sorted_file(p, "documents") for p in paths].count(False) == 1 and len(paths) == 9
+    for path in paths:
+        ids = pq.read_table(path, columns=["doc_id"]).column("doc_id").to_pylist()
+        assert (ids == sorted(ids)) == store_mod.is_sorted_file(path, "documents")
+
+    def exported(name: str, **options) -> "pa.Table":
+        export.run_export(store, tmp_path / name, overwrite=True, **options)
+        return pq.read_table(tmp_path / name / "documents.parquet")
+
+    def fail(*_args, **_kwargs):
+        raise AssertionError("sorted through range files")
+
+    options = [{}, {"where": "domain = 'example.test' AND url LIKE '%1%'"}, {"with_tags": True},
+               {"include_raw": True, "with_tags": True}]
+    sorted_tables = [exported("sorted", **o) for o in options]  # one file unsorted: sorted, as before
+    assert sorted_tables[0].num_rows == 3000 and 0 < sorted_tables[1].num_rows < 3000
+    cli("store", "compact", "--store", store.root, "--target-rows", "1000", check=0)
+    paths = store.snapshot().paths("documents")
+    assert all(store_mod.is_sorted_file(p, "documents") for p in paths) and len(paths) == 3  # 2 merged, 1 alone
+    monkeypatch.setattr(export, "_write_sorted", fail)
+    monkeypatch.setattr(export, "EXPORT_MERGE_STEP_SHARE", 1e-4)  # steps of about 100 KB: many of them
+    monkeypatch.setattr(export, "EXPORT_ROW_GROUP_ROWS", 700)
+    for o, expected in zip(options, sorted_tables):
+        got = exported("merged", **o)
+        assert got.schema == expected.schema and got.equals(expected), o
+    groups = pq.ParquetFile(tmp_path / "merged" / "documents.parquet").metadata
+    assert [groups.row_group(g).num_rows for g in range(groups.num_row_groups)] == [700] * 4 + [200]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged", "sorted", "store"]
+    # Nothing selected: one file of the columns, no rows.
+    assert exported("merged", where="false").column_names == sorted_tables[0].column_names
+    # More files than the memory limit lets the merge open: sorted.
+    monkeypatch.setattr(export, "EXPORT_MERGE_GROUP_FACTOR", 1e6)
+    with pytest.raises(AssertionError, match="range files"):
+        exported("merged")
+
+
 def test_a_sharded_export_cuts_the_sorted_documents_into_files_of_at_most_n_rows(tmp_path, cli):
     """--shard-rows N: the documents of the one-file export, in the same order, cut into files of N rows (the
     last fewer) whose boundaries fall inside the sort's ranges; each file in the manifest with its rows and
@@ -392,7 +456,7 @@ def test_a_sharded_export_cuts_the_sorted_documents_into_files_of_at_most_n_rows
     from provenance.testing import make_store
 
     store = make_store(tmp_path / "store", [f"Page {i} of the parish records, entry {i * 7}." for i in range(2500)])
-    whole = export.run_export(store, tmp_path / "whole")  # 16 ranges of about 156 rows: shards of 700 cut them
+    whole = export.run_export(store, tmp_path / "whole")
     expected = pq.read_table(tmp_path / "whole" / "documents.parquet").to_pylist()
     assert len(expected) == 2500 and [r["doc_id"] for r in expected] == sorted(r["doc_id"] for r in expected)
 

@@ -91,6 +91,40 @@ def test_compact_merges_small_files_and_changes_no_row_and_no_coverage(tmp_path)
     assert _check(root, tmp_path, 0) == []
 
 
+def test_compact_rewrites_document_files_an_earlier_version_wrote_unsorted_in_doc_id_order(tmp_path, monkeypatch):
+    """Document files are written in doc_id order and say so in their footer. One written unsorted (by a version
+    before) is rewritten sorted by `store compact`: merged with small ones, or alone when it is big; a sorted big
+    file is left as it is, and a second compact has nothing to do. No row changes."""
+    import pyarrow.parquet as pq
+
+    from provenance.maintenance import compact_store, compaction_plan
+    from provenance.testing import make_store
+
+    texts = [f"Ledger entry {i}: {i * 31 % 211} bushels of wheat." for i in range(900)]
+    make_store(tmp_path / "s", texts[:400], crawl_id="new", rows_per_file=400)  # sorted, big for target 600
+    with monkeypatch.context() as m:
+        m.setattr(provenance.store, "SORTED_BY", {})
+        make_store(tmp_path / "s", texts[400:], crawl_id="old", rows_per_file=400)  # unsorted: 400 and 100
+    store = Store(tmp_path / "s")
+    before = document_rows(store.root)
+
+    def sorted_flags() -> dict[str, bool]:
+        return {f.path: provenance.store.is_sorted_file(store.root / f.path, "documents")
+                for f in store.snapshot().entries("documents")}
+
+    assert sorted(sorted_flags().values()) == [False, False, True]
+    plan = compaction_plan(store.snapshot(), target_rows=600)
+    assert sorted(len(files) for *_, files in plan) == [1, 1]  # old's 400 (big) alone, old's 100 alone
+    summary = compact_store(store, target_rows=600)
+    assert summary == {"merged_files": 2, "into": 2, "rows": 500}
+    flags = sorted_flags()
+    assert list(flags.values()) == [True] * 3 and document_rows(store.root) == before
+    for path in flags:
+        ids = pq.read_table(store.root / path, columns=["doc_id"]).column("doc_id").to_pylist()
+        assert ids == sorted(ids)
+    assert compaction_plan(store.snapshot(), target_rows=600) == []
+
+
 KILLED_COMPACT = textwrap.dedent("""
     import sys, time
     import provenance.store as store
