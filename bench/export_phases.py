@@ -2,12 +2,12 @@
 Parquet, and the rest.
 
 Runs ``run_export`` on an existing store (what nothing flagged, as ``bench/scale.py`` exports) with the
-export's steps wrapped. A store whose document files are in doc_id order is merged: ``_SortedStream.take_below``
-(a file's or the selection's rows of one step read, on the second thread that then sorts them while the main
-one writes the previous step). Else, or with ``--sort``, it is sorted through range files: ``_split_by_prefix`` (DuckDB's scan and the cut into range files), ``_read_range``
+export's steps wrapped. A store whose document files are in doc_id order is merged: ``_merge_step`` (one step's
+rows read from every file and the selection, sorted and filtered, on the second thread while the main one
+writes the previous step). Else, or with ``--sort``, it is sorted through range files: ``_split_by_prefix`` (DuckDB's scan and the cut into range files), ``_read_range``
 (a range file read back, on the second thread that then sorts it while the main one writes the previous)
 and ``ParquetWriter.write_table`` (a sorted range written); what is left of the export is the selection and
-the manifest's queries. Peak RSS is the process's. For each: wall seconds, CPU seconds of the whole process (all threads; user, and
+the manifest's queries, timed apart too. Peak RSS is the process's. For each: wall seconds, CPU seconds of the whole process (all threads; user, and
 system: the kernel's reading, writing and page cache work) and the bytes it read from and wrote to the disk
 (``/proc/self/io``: bytes that came from the page cache are not counted). ``--bucket-share 0.01`` makes a
 1M-document store take 256 ranges, as 10M does under the default.
@@ -62,7 +62,7 @@ FIELDS = 5  # wall, user CPU, system CPU, bytes read, bytes written
 # Timed on the second thread while the main one writes: not in the sum the rest is worked out from (and their
 # CPU and bytes are the whole process's over those intervals).
 READ_BACK = "(range files read back, on the second thread)"
-MERGE_READ = "(merge: rows of a step read, on the second thread)"
+MERGE_READ = "(merge steps read and sorted, on the second thread)"
 OVERLAPPING = (READ_BACK, MERGE_READ)
 totals: dict[str, list[float]] = defaultdict(lambda: [0.0] * FIELDS + [0])
 
@@ -159,7 +159,8 @@ def main(argv=None) -> int:
         export.EXPORT_BUCKET_SHARE = args.bucket_share
     export._split_by_prefix = timed("split pass (DuckDB scan, cut, range files written)", export._split_by_prefix)
     export._read_range = timed(READ_BACK, export._read_range)
-    export._SortedStream.take_below = timed(MERGE_READ, export._SortedStream.take_below)
+    export._merge_step = timed(MERGE_READ, export._merge_step)
+    export._manifest = timed("manifest (queries, the outputs' sha256)", export._manifest)
     pq.ParquetWriter.write_table = timed("Parquet written", pq.ParquetWriter.write_table)
     tmp = Path(tempfile.mkdtemp(dir=args.out, prefix="export-phases-"))
     peer = None
@@ -184,7 +185,7 @@ def main(argv=None) -> int:
     whole = [end[i] - start[i] for i in range(FIELDS)]
     inner = [sum(t[i] for name, t in totals.items() if name not in OVERLAPPING) for i in range(FIELDS)]
     rows = [(name, *t) for name, t in totals.items()]
-    rows.append(("the rest (selection, manifest, waits for the second thread)", *[whole[i] - inner[i] for i in range(FIELDS)],
+    rows.append(("the rest (selection, waits for the second thread)", *[whole[i] - inner[i] for i in range(FIELDS)],
                  0))
     rows.append(("whole export", *whole, 1))
     if peer is not None:

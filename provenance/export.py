@@ -59,7 +59,8 @@ MANIFEST_VERSION = 2  # 2: paths relative to the export directory; summary, colu
 TOOL_NAME = "provenance-guard"
 DEFAULT_WHERE = "NOT flagged"
 EXPORT_MEMORY_MB = 1024  # DuckDB's memory for one export; a 1M-document export peaked at 5 GB without a bound
-# The documents go out sorted by doc_id through an external sort of our own (_write_sorted): DuckDB's ORDER BY
+# The documents go out in doc_id order: merged from the document files when each is sorted (_write_merged, below),
+# else through an external sort of our own (_write_sorted): DuckDB's ORDER BY
 # of ~35 columns of 2 KB rows fails to pin a block once the rows outgrow its memory limit, spilling or not.
 # They are first split by doc_id prefix into ranges of at most this share of the memory limit (uncompressed),
 # each then sorted in memory (the range, and one row group of it in order at a time).
@@ -113,7 +114,7 @@ EXPORT_EARLY_FILTER_SHARE = 1 / 8
 EXPORT_MERGE_GROUP_FACTOR = 4
 EXPORT_MERGE_SHARE = 1
 EXPORT_MERGE_BATCH_ROWS = 1024  # rows a batch from a file (a slice of its decoded row group: no copy)
-EXPORT_MERGE_READ_BUFFER = 1 << 20  # bytes read from a file at a time, not a row group's column chunks at once
+EXPORT_MERGE_READ_BUFFER = 256 << 10  # bytes read from a file at a time, not a row group's column chunks at once
 # Each merge step takes the documents of one doc_id range of about this share of the memory limit from
 # every file, sorts and writes them; the next step is read and sorted by a second thread meanwhile.
 EXPORT_MERGE_STEP_SHARE = 1 / 16
@@ -631,32 +632,15 @@ def _write_merged(con, doc_paths: list[Path], select_sql: str, selection_sql: st
     space = 16 ** EXPORT_MERGE_BOUND_CHARS
     bounds = [f"{i * space // steps:0{EXPORT_MERGE_BOUND_CHARS}x}" for i in range(1, steps)] + [None]
 
-    def step(bound: str | None) -> pa.Table | None:
-        """The selected documents of the files below ``bound`` (and past the last step's), sorted."""
-        pieces = [b for f in files for b in f.take_below(bound)]
-        picked = chosen.take_below(bound)
-        if not pieces or not picked:
-            return None
-        docs = pa.Table.from_batches(pieces, doc_schema)
-        picked = pa.Table.from_batches(picked)
-        order = pc.sort_indices(docs, sort_keys=[("doc_id", "ascending")])
-        ids = docs.column("doc_id").take(order)
-        order = order.filter(pc.is_in(ids, value_set=picked.column("doc_id")))
-        table = docs.take(order).cast(pa.schema([out_schema.field(n) for n in doc_schema.names]))
-        if picked.num_columns > 1:  # columns the selection appends (--with-tags)
-            extra = picked.take(pc.index_in(table.column("doc_id"), value_set=picked.column("doc_id")))
-            for name in picked.column_names[1:]:
-                table = table.append_column(extra.schema.field(name), extra.column(name))
-        return table.select(out_schema.names)
-
     pending: list[pa.Table] = []
     try:
         try:
             with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="export-merge") as reader:
-                ahead = reader.submit(step, bounds[0])
+                ahead = reader.submit(_merge_step, files, chosen, bounds[0], doc_schema, out_schema)
                 for i in range(len(bounds)):
                     table = ahead.result()
-                    ahead = reader.submit(step, bounds[i + 1]) if i + 1 < len(bounds) else None
+                    ahead = reader.submit(_merge_step, files, chosen, bounds[i + 1], doc_schema, out_schema) \
+                        if i + 1 < len(bounds) else None
                     if table is not None and table.num_rows:
                         pending.append(table)
                     rows = sum(t.num_rows for t in pending)  # written in whole row groups, but for the last
@@ -672,6 +656,27 @@ def _write_merged(con, doc_paths: list[Path], select_sql: str, selection_sql: st
     finally:
         output.close()
     return True
+
+
+def _merge_step(files: list[_SortedStream], chosen: _SortedStream, bound: str | None, doc_schema: pa.Schema,
+                out_schema: pa.Schema) -> pa.Table | None:
+    """One step of ``_write_merged``: the documents of ``files`` below ``bound`` (and past the last step's) that
+    ``chosen`` selects, sorted, with the columns the selection appends, as ``out_schema``."""
+    pieces = [b for f in files for b in f.take_below(bound)]
+    picked = chosen.take_below(bound)
+    if not pieces or not picked:
+        return None
+    docs = pa.Table.from_batches(pieces, doc_schema)
+    picked = pa.Table.from_batches(picked)
+    order = pc.sort_indices(docs, sort_keys=[("doc_id", "ascending")])
+    ids = docs.column("doc_id").take(order)
+    order = order.filter(pc.is_in(ids, value_set=picked.column("doc_id")))
+    table = docs.take(order).cast(pa.schema([out_schema.field(n) for n in doc_schema.names]))
+    if picked.num_columns > 1:  # columns the selection appends (--with-tags)
+        extra = picked.take(pc.index_in(table.column("doc_id"), value_set=picked.column("doc_id")))
+        for name in picked.column_names[1:]:
+            table = table.append_column(extra.schema.field(name), extra.column(name))
+    return table.select(out_schema.names)
 
 
 def _split_by_prefix(rows, directory: Path, start: int, width: int, buffer_bytes: int,
