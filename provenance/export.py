@@ -366,19 +366,19 @@ def _export_into(store: Store, snapshot, doc_paths: list[Path], tmp_dir: Path, o
             columns += "".join(f", f.{c}" for c in TAG_COLUMNS)
             source += " JOIN doc_flags f USING (doc_id)"
         output = _DocumentFiles(tmp_dir, shard_rows)
-        # The selection as a semi-join: on the way in when its hash table is small, else in each sorted range
-        # (at 10M documents the join of the whole selection spilled every document's text to disk, 10 GB).
+        # Sorted document files are merged with the selection in doc_id order, step by step. Else the selection
+        # is a semi-join: on the way in when its hash table is small, else in each sorted range (at 10M
+        # documents the join of the whole selection spilled every document's text to disk, 10 GB).
         kept = con.execute("SELECT count(*) FROM selected").fetchall()[0][0]  # all: con.sql below needs it done
         tags = "".join(f", f.{c}" for c in TAG_COLUMNS) if with_tags else ""
-        if _mergeable(doc_paths, group_bytes, memory_mb << 20) and _write_merged(
-                con, doc_paths, f"SELECT {columns} FROM {source}",
-                f"SELECT s.doc_id{tags} FROM selected s{' JOIN doc_flags f USING (doc_id)' * with_tags} "
-                f"ORDER BY s.doc_id", output, doc_bytes, memory_mb << 20):
-            pass
-        elif kept * EXPORT_JOIN_ROW_BYTES <= memory_mb * 2**20 * EXPORT_EARLY_FILTER_SHARE:
+        merged = _mergeable(doc_paths, group_bytes, memory_mb << 20) and _write_merged(
+            con, doc_paths, f"SELECT {columns} FROM {source}",
+            f"SELECT s.doc_id{tags} FROM selected s{' JOIN doc_flags f USING (doc_id)' * with_tags} "
+            f"ORDER BY s.doc_id", output, doc_bytes, memory_mb << 20)
+        if not merged and kept * EXPORT_JOIN_ROW_BYTES <= memory_mb * 2**20 * EXPORT_EARLY_FILTER_SHARE:
             _write_sorted(con, f"SELECT {columns} FROM {source} WHERE d.doc_id IN (SELECT doc_id FROM selected)",
                           output, buckets_dir, levels, memory_mb << 20, batch_rows)
-        else:
+        elif not merged:
             _write_sorted(con, f"SELECT {columns} FROM {source}", output, buckets_dir, levels, memory_mb << 20,
                           batch_rows, keep="selected")
         manifest = _manifest(con, store, snapshot, where, selection, output.paths, respect_opt_out,
