@@ -479,15 +479,8 @@ def _write_sorted(con, select_sql: str, output: _DocumentFiles, buckets_dir: Pat
     spilled every document's text at 10M documents).
     """
     def read_range(docs: Path, kept: Path | None) -> pa.Table:
-        """A range read back, filtered to the kept doc_ids and sorted: one take of the whole range (a take of
-        each row group from the range's many chunks joined the chunks again every time: 2x the CPU), with the
-        filter folded into its order (no copy of the range before the sort)."""
-        table = _read_range(docs)
-        order = pc.sort_indices(table, sort_keys=[("doc_id", "ascending")])  # stable: byte order, as DuckDB's
-        if kept is not None:
-            keep = pc.is_in(table.column("doc_id"), value_set=_read_range(kept).column("doc_id"))
-            order = order.filter(keep.take(order))
-        return table.take(order)
+        """A range read back, filtered to the kept doc_ids and sorted."""
+        return _sorted_selected(_read_range(docs), None if kept is None else _read_range(kept).column("doc_id"))
 
     def write_ranges(ranges: list[tuple[Path, Path | None]]) -> None:
         """Sort and write the ranges, in order; the next one is read back and sorted by a second thread while
@@ -666,17 +659,25 @@ def _merge_step(files: list[_SortedStream], chosen: _SortedStream, bound: str | 
     picked = chosen.take_below(bound)
     if not pieces or not picked:
         return None
-    docs = pa.Table.from_batches(pieces, doc_schema)
     picked = pa.Table.from_batches(picked)
-    order = pc.sort_indices(docs, sort_keys=[("doc_id", "ascending")])
-    ids = docs.column("doc_id").take(order)
-    order = order.filter(pc.is_in(ids, value_set=picked.column("doc_id")))
-    table = docs.take(order).cast(pa.schema([out_schema.field(n) for n in doc_schema.names]))
+    table = _sorted_selected(pa.Table.from_batches(pieces, doc_schema), picked.column("doc_id"))
+    table = table.cast(pa.schema([out_schema.field(n) for n in doc_schema.names]))
     if picked.num_columns > 1:  # columns the selection appends (--with-tags)
         extra = picked.take(pc.index_in(table.column("doc_id"), value_set=picked.column("doc_id")))
         for name in picked.column_names[1:]:
             table = table.append_column(extra.schema.field(name), extra.column(name))
     return table.select(out_schema.names)
+
+
+def _sorted_selected(table: pa.Table, kept: pa.ChunkedArray | pa.Array | None) -> pa.Table:
+    """The rows of ``table`` whose doc_id is in ``kept`` (all with None), in doc_id order: one take of the
+    whole table (a take of each of its many chunks joined the chunks again every time: 2x the CPU), with the
+    filter folded into its order (no copy before the sort)."""
+    order = pc.sort_indices(table, sort_keys=[("doc_id", "ascending")])  # stable: byte order, as DuckDB's
+    if kept is not None:
+        keep = pc.is_in(table.column("doc_id"), value_set=kept)
+        order = order.filter(keep.take(order))
+    return table.take(order)
 
 
 def _split_by_prefix(rows, directory: Path, start: int, width: int, buffer_bytes: int,
