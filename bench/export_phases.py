@@ -25,7 +25,7 @@ of the day. Before each of the two, the store's files are dropped from the page 
 on each; no root needed), so both read the store from disk.
 
     .venv/bin/python bench/export_phases.py --store STORE [--out DIR] [--memory-mb 1024] [--bucket-share S] [--peer]
-        [--memory-limit-gb G] [--sort]
+        [--memory-limit-gb G] [--sort] [--drop-behind auto|on|off]
 """
 
 from __future__ import annotations
@@ -151,7 +151,11 @@ def main(argv=None) -> int:
                     help="run in a memory cgroup of this size, page cache included (root)")
     ap.add_argument("--sort", action="store_true",
                     help="sort through range files even when the store's document files could be merged")
+    ap.add_argument("--drop-behind", choices=("auto", "on", "off"), default="auto",
+                    help="drop the store's and the output's pages from the page cache as the export goes "
+                         "(default: auto, when the store's document files exceed a quarter of the memory)")
     args = ap.parse_args(argv)
+    export.EXPORT_DROP_BEHIND = {"auto": None, "on": True, "off": False}[args.drop_behind]
     if args.sort:
         export._mergeable = lambda *_args: False
     cgroup = enter_memory_cgroup(args.memory_limit_gb) if args.memory_limit_gb else None
@@ -160,7 +164,8 @@ def main(argv=None) -> int:
     export._split_by_prefix = timed("split pass (DuckDB scan, cut, range files written)", export._split_by_prefix)
     export._read_range = timed(READ_BACK, export._read_range)
     export._merge_step = timed(MERGE_READ, export._merge_step)
-    export._manifest = timed("manifest (queries, the outputs' sha256)", export._manifest)
+    export._manifest = timed("manifest (queries)", export._manifest)
+    export._replace_dir = timed("output fsynced and renamed in", export._replace_dir)
     pq.ParquetWriter.write_table = timed("Parquet written", pq.ParquetWriter.write_table)
     tmp = Path(tempfile.mkdtemp(dir=args.out, prefix="export-phases-"))
     peer = None

@@ -35,6 +35,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -53,7 +54,7 @@ from provenance import exitcodes, objectstore, schemas
 from provenance.plugins.consent import RESERVATION_TAGS
 from provenance.sql import (NOT_FLAG_CATEGORIES, NOT_FLAG_TAGS, SCORE_CATEGORIES, UserSQLError, boolean_predicate,
                             connect, first_line, sql_list, sql_string)
-from provenance.store import Store, coverage_kind, file_sha256, fsync_dir, is_sorted_file, utcnow
+from provenance.store import Store, coverage_kind, fsync_dir, is_sorted_file, utcnow
 
 MANIFEST_VERSION = 2  # 2: paths relative to the export directory; summary, columns, with_tags
 TOOL_NAME = "provenance-guard"
@@ -119,6 +120,13 @@ EXPORT_MERGE_READ_BUFFER = 256 << 10  # bytes read from a file at a time, not a 
 # every file, sorts and writes them; the next step is read and sorted by a second thread meanwhile.
 EXPORT_MERGE_STEP_SHARE = 1 / 16
 EXPORT_MERGE_BOUND_CHARS = 12  # hex characters of the steps' doc_id bounds
+# An export whose store's document files take more than this share of the machine's memory drops the pages it
+# has read from the store, and those it has written, from the page cache as it goes (POSIX_FADV_DONTNEED, as
+# HDFS's datanodes drop cache behind reads and writes): it reads each byte once and writes the output once, so
+# caching them only evicts everything else, and on a VM an over-full page cache costs the kernel more per byte
+# (docs/SCALE.md). True or False forces it either way.
+EXPORT_DROP_BEHIND: bool | None = None
+EXPORT_DROP_BEHIND_SHARE = 1 / 4
 SELECTED_FROM = "documents JOIN doc_flags USING (doc_id)"
 EXPORT_FILES = ("documents.parquet", "manifest.json", "README.md")  # what an export directory holds, and shards:
 SHARD_NAME = "documents-{index:05d}-of-{count:05d}.parquet"  # Hugging Face's names for a split's files
@@ -365,7 +373,7 @@ def _export_into(store: Store, snapshot, doc_paths: list[Path], tmp_dir: Path, o
         if with_tags:
             columns += "".join(f", f.{c}" for c in TAG_COLUMNS)
             source += " JOIN doc_flags f USING (doc_id)"
-        output = _DocumentFiles(tmp_dir, shard_rows)
+        output = _DocumentFiles(tmp_dir, shard_rows, drop_behind=_drop_behind(doc_paths))
         # Sorted document files are merged with the selection in doc_id order, step by step. Else the selection
         # is a semi-join: on the way in when its hash table is small, else in each sorted range (at 10M
         # documents the join of the whole selection spilled every document's text to disk, 10 GB).
@@ -381,7 +389,7 @@ def _export_into(store: Store, snapshot, doc_paths: list[Path], tmp_dir: Path, o
         elif not merged:
             _write_sorted(con, f"SELECT {columns} FROM {source}", output, buckets_dir, levels, memory_mb << 20,
                           batch_rows, keep="selected")
-        manifest = _manifest(con, store, snapshot, where, selection, output.paths, respect_opt_out,
+        manifest = _manifest(con, store, snapshot, where, selection, output, respect_opt_out,
                              out_dir=None if absolute_paths else out_dir, with_tags=with_tags)
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
         (tmp_dir / "README.md").write_text(dataset_card(manifest, out_dir.name))
@@ -416,20 +424,66 @@ def _range_levels(expected_bytes: float, bucket_bytes: float) -> int:
     return k
 
 
+def _drop_behind(doc_paths: list[Path]) -> bool:
+    """Whether this export drops the pages it reads and writes from the page cache (EXPORT_DROP_BEHIND)."""
+    if not hasattr(os, "posix_fadvise"):
+        return False
+    if EXPORT_DROP_BEHIND is not None:
+        return EXPORT_DROP_BEHIND
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return sum(p.stat().st_size for p in doc_paths) > memory * EXPORT_DROP_BEHIND_SHARE
+
+
+def _drop_pages(path: Path, start: int, end: int) -> None:
+    """Tell the kernel the bytes ``start`` to ``end`` of ``path`` will not be read again: their clean pages leave
+    the page cache, and the writing back of dirty ones begins (they leave at a later call)."""
+    if end > start:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+class _GrowingFileHash:
+    """The sha256 of a file being appended to, taken as it grows: ``update()`` after each write reads the bytes
+    written since the last, still in the page cache. Hashing the file once written read it all again, from the
+    disk once it outgrew the page cache (8 GB at 10M documents)."""
+
+    def __init__(self, path: Path):
+        self.path, self._digest, self.hashed = path, hashlib.sha256(), 0
+
+    def update(self) -> None:
+        with open(self.path, "rb") as fh:
+            fh.seek(self.hashed)
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                self._digest.update(chunk)
+                self.hashed += len(chunk)
+
+    def hexdigest(self) -> str:
+        self.update()
+        return self._digest.hexdigest()
+
+
 class _DocumentFiles:
     """Where the sorted documents go: ``documents.parquet``, or with ``shard_rows`` files of at most that many
     rows, each begun when the one before is full, so that read one after another they are in doc_id order.
-    Shards are named when the last is closed (``SHARD_NAME``: their number is known only then)."""
+    Shards are named when the last is closed (``SHARD_NAME``: their number is known only then). Each file's
+    sha256 is taken as it is written."""
 
-    def __init__(self, directory: Path, shard_rows: int | None):
-        self.directory, self.shard_rows = directory, shard_rows
+    def __init__(self, directory: Path, shard_rows: int | None, drop_behind: bool = False):
+        self.directory, self.shard_rows, self.drop_behind = directory, shard_rows, drop_behind
         self.paths: list[Path] = []
         self._writer: pq.ParquetWriter | None = None
+        self._hashes: list[_GrowingFileHash] = []
         self._rows = 0  # in the file being written
+        self._written_back = self._dropped = 0  # bytes of the file being written (drop_behind)
 
     def _next_path(self) -> Path:
         name = "documents.parquet" if self.shard_rows is None else f"documents-{len(self.paths):05d}.parquet"
         self.paths.append(self.directory / name)
+        self._hashes.append(_GrowingFileHash(self.paths[-1]))
+        self._written_back = self._dropped = 0
         return self.paths[-1]
 
     def write(self, table: pa.Table) -> None:
@@ -440,6 +494,12 @@ class _DocumentFiles:
                 self._rows = 0
             room = table.num_rows if self.shard_rows is None else self.shard_rows - self._rows
             self._writer.write_table(table.slice(0, room), row_group_size=EXPORT_ROW_GROUP_ROWS)
+            self._hashes[-1].update()  # the writer's file stream is unbuffered: its row groups are in the file
+            if self.drop_behind:  # what the last write began writing back is likely on disk: drop it
+                path, end = self.paths[-1], self._hashes[-1].hashed
+                _drop_pages(path, self._dropped, self._written_back)
+                _drop_pages(path, self._written_back, end)
+                self._dropped, self._written_back = self._written_back, end
             self._rows += min(room, table.num_rows)
             table = table.slice(room)
             if self._rows == self.shard_rows:
@@ -457,9 +517,14 @@ class _DocumentFiles:
             self._writer = None
         if self.shard_rows is not None:
             named = [self.directory / SHARD_NAME.format(index=i, count=len(self.paths)) for i in range(len(self.paths))]
-            for old, new in zip(self.paths, named):
+            for old, new, digest in zip(self.paths, named, self._hashes):
                 os.replace(old, new)
+                digest.path = new
             self.paths = named
+
+    def sha256(self, path: Path) -> str:
+        """The sha256 of the written file ``path``, once closed."""
+        return self._hashes[self.paths.index(path)].hexdigest()
 
 
 def _write_sorted(con, select_sql: str, output: _DocumentFiles, buckets_dir: Path, levels: int, memory_bytes: int,
@@ -583,14 +648,21 @@ class _SortedStream:
         return self._held[-1].column("doc_id")[-1].as_py()
 
 
-def _file_batches(path: Path, schema: pa.Schema):
+def _file_batches(path: Path, schema: pa.Schema, drop_behind: bool = False):
     """The rows of the document file ``path`` with the columns of ``schema``, a few at a time: as they are
-    when the file has the store's current columns, else conformed (an older schema's file lacks some)."""
+    when the file has the store's current columns, else conformed (an older schema's file lacks some). With
+    ``drop_behind``, the pages of each row group leave the page cache once it has been read."""
     parquet = pq.ParquetFile(path, pre_buffer=False, buffer_size=EXPORT_MERGE_READ_BUFFER)
     have = parquet.schema_arrow
     same = all(have.get_field_index(f.name) >= 0 and have.field(f.name).type == f.type for f in schema)
     batches = parquet.iter_batches(EXPORT_MERGE_BATCH_ROWS, columns=[f.name for f in schema if f.name in have.names],
                                    use_threads=False)
+    if drop_behind:  # after each row group, its bytes and all before it: where the next one begins
+        meta = parquet.metadata
+        group_ends = zip(np.cumsum([meta.row_group(g).num_rows for g in range(meta.num_row_groups)]),
+                         [_row_group_offset(meta.row_group(g)) for g in range(1, meta.num_row_groups)]
+                         + [path.stat().st_size])
+        rows, (group_rows, group_end), dropped = 0, next(group_ends, (None, 0)), 0
     for batch in batches:
         if same:
             yield batch.select(schema.names)
@@ -598,6 +670,19 @@ def _file_batches(path: Path, schema: pa.Schema):
             yield pa.RecordBatch.from_arrays(
                 [batch.column(f.name).cast(f.type) if f.name in batch.schema.names else pa.nulls(batch.num_rows, f.type)
                  for f in schema], schema=schema)
+        if drop_behind:  # the batch's row group is decoded: once handed out whole, its bytes are not read again
+            rows += batch.num_rows
+            while group_rows is not None and rows >= group_rows:
+                _drop_pages(path, dropped, group_end)
+                dropped = group_end
+                group_rows, group_end = next(group_ends, (None, group_end))
+
+
+def _row_group_offset(group) -> int:
+    """Where a row group's bytes begin in its Parquet file: its first column chunk's first page (writers write
+    the chunks in the schema's order; were it not so, a drop would only make a page be read again)."""
+    column = group.column(0)
+    return column.dictionary_page_offset if column.has_dictionary_page else column.data_page_offset
 
 
 def _write_merged(con, doc_paths: list[Path], select_sql: str, selection_sql: str, output: _DocumentFiles,
@@ -618,7 +703,7 @@ def _write_merged(con, doc_paths: list[Path], select_sql: str, selection_sql: st
     if any(n not in stored.names and n not in appended for n in out_schema.names):
         return False
     doc_schema = pa.schema([stored.field(n) for n in out_schema.names if n not in appended])
-    files = [_SortedStream(_file_batches(p, doc_schema)) for p in doc_paths]
+    files = [_SortedStream(_file_batches(p, doc_schema, output.drop_behind)) for p in doc_paths]
     selection = con.sql(selection_sql).to_arrow_reader(EXPORT_SPLIT_BATCH_ROWS[1])
     chosen = _SortedStream(iter(selection))
     steps = max(1, int(np.ceil(doc_bytes / (memory_bytes * EXPORT_MERGE_STEP_SHARE))))
@@ -917,13 +1002,15 @@ def _columns(data_paths: list[Path]) -> list[dict]:
             con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_list(data_paths[:1])})").fetchall()]
 
 
-def _manifest(con, store: Store, snapshot, where: str, selection: str, data_paths: list[Path],
+def _manifest(con, store: Store, snapshot, where: str, selection: str, output: _DocumentFiles,
               respect_opt_out: bool = False, out_dir: Path | None = None, with_tags: bool = False) -> dict:
     """The manifest. Its paths are relative to ``out_dir`` (where the export will live, not its staging
     directory), or absolute when it is None: a manifest shared with others should not name the local disk."""
     def place(path: Path) -> str:
         path = Path(path).absolute()
         return str(path) if out_dir is None else os.path.relpath(path, out_dir)
+
+    data_paths = output.paths
 
     total = con.execute("SELECT count(*) FROM documents").fetchone()[0]
     kept = con.execute("SELECT count(*) FROM selected").fetchone()[0]
@@ -967,7 +1054,7 @@ def _manifest(con, store: Store, snapshot, where: str, selection: str, data_path
         "query": {"where": where, "sql": selection},
         "inputs": inputs,
         "outputs": [{"path": path.name, "rows": pq.ParquetFile(path).metadata.num_rows,
-                     "bytes": path.stat().st_size, "sha256": file_sha256(path)} for path in data_paths],
+                     "bytes": path.stat().st_size, "sha256": output.sha256(path)} for path in data_paths],
         "counts": counts,
         "summary": _summary(con, data_paths),
         "columns": _columns(data_paths),

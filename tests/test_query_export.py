@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 from pathlib import Path
 
@@ -392,8 +393,8 @@ def test_export_of_a_store_larger_than_its_memory_limit(tmp_path, monkeypatch):
 def test_an_export_merges_sorted_document_files_and_writes_what_the_sort_writes(tmp_path, monkeypatch, cli):
     """Document files are written in doc_id order and say so in their footer; the export then merges them, in
     many steps here, with no range files: the same table, columns and types as the external sort writes, with
-    a predicate, --with-tags and --include-raw alike, in row groups of EXPORT_ROW_GROUP_ROWS. A file written
-    unsorted (by an earlier version) makes the export sort; `provenance store compact` rewrites it in order,
+    a predicate, --with-tags and --include-raw alike, in row groups of EXPORT_ROW_GROUP_ROWS, each output's
+    sha256 in the manifest taken as it was written. A file written unsorted (by an earlier version) makes the export sort; `provenance store compact` rewrites it in order,
     and the export merges again."""
     import pyarrow.parquet as pq
 
@@ -413,7 +414,9 @@ def test_an_export_merges_sorted_document_files_and_writes_what_the_sort_writes(
         assert (ids == sorted(ids)) == store_mod.is_sorted_file(path, "documents")
 
     def exported(name: str, **options) -> "pa.Table":
-        export.run_export(store, tmp_path / name, overwrite=True, **options)
+        manifest = export.run_export(store, tmp_path / name, overwrite=True, **options)
+        # the sha256 taken as the file was written, row group by row group, is the written file's
+        assert manifest["outputs"][0]["sha256"] == store_mod.file_sha256(tmp_path / name / "documents.parquet")
         return pq.read_table(tmp_path / name / "documents.parquet")
 
     def fail(*_args, **_kwargs):
@@ -434,6 +437,18 @@ def test_an_export_merges_sorted_document_files_and_writes_what_the_sort_writes(
         assert got.schema == expected.schema and got.equals(expected), o
     groups = pq.ParquetFile(tmp_path / "merged" / "documents.parquet").metadata
     assert [groups.row_group(g).num_rows for g in range(groups.num_row_groups)] == [700] * 4 + [200]
+    # A store too big for the page cache (here: forced): each file's pages are dropped behind the merge, every
+    # byte once, and the output's behind its writes; the same table.
+    dropped = collections.defaultdict(list)
+    monkeypatch.setattr(export, "EXPORT_DROP_BEHIND", True)
+    monkeypatch.setattr(export, "_drop_pages", lambda path, start, end: dropped[path].append((start, end)))
+    assert exported("merged").equals(sorted_tables[0])
+    for path in paths:
+        assert [s for s, _ in dropped[path]] == [0] + [e for _, e in dropped[path][:-1]]  # in order, no gap
+        assert dropped[path][-1][1] == path.stat().st_size
+    output = [ranges for path, ranges in dropped.items() if path not in paths]
+    assert len(output) == 1 and output[0][-1][1] < (tmp_path / "merged" / "documents.parquet").stat().st_size
+    monkeypatch.setattr(export, "EXPORT_DROP_BEHIND", None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged", "sorted", "store"]
     # Nothing selected: one file of the columns, no rows.
     assert exported("merged", where="false").column_names == sorted_tables[0].column_names
