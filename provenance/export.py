@@ -120,11 +120,11 @@ EXPORT_MERGE_READ_BUFFER = 256 << 10  # bytes read from a file at a time, not a 
 # every file, sorts and writes them; the next step is read and sorted by a second thread meanwhile.
 EXPORT_MERGE_STEP_SHARE = 1 / 16
 EXPORT_MERGE_BOUND_CHARS = 12  # hex characters of the steps' doc_id bounds
-# An export whose store's document files take more than this share of the machine's memory drops the pages it
-# has read from the store, and those it has written, from the page cache as it goes (POSIX_FADV_DONTNEED, as
-# HDFS's datanodes drop cache behind reads and writes): it reads each byte once and writes the output once, so
-# caching them only evicts everything else, and on a VM an over-full page cache costs the kernel more per byte
-# (docs/SCALE.md). True or False forces it either way.
+# An export whose store's document files take more than this share of its memory (memory_bytes: the machine's,
+# or its cgroup's when lower) drops the pages it has read from the store, and those it has written, from the page
+# cache as it goes (POSIX_FADV_DONTNEED, as HDFS's datanodes drop cache behind reads and writes): it reads each
+# byte once and writes the output once, so caching them only evicts everything else, and on a VM an over-full
+# page cache costs the kernel more per byte (docs/SCALE.md). True or False forces it either way.
 EXPORT_DROP_BEHIND: bool | None = None
 EXPORT_DROP_BEHIND_SHARE = 1 / 4
 SELECTED_FROM = "documents JOIN doc_flags USING (doc_id)"
@@ -430,8 +430,27 @@ def _drop_behind(doc_paths: list[Path]) -> bool:
         return False
     if EXPORT_DROP_BEHIND is not None:
         return EXPORT_DROP_BEHIND
+    return sum(p.stat().st_size for p in doc_paths) > memory_bytes() * EXPORT_DROP_BEHIND_SHARE
+
+
+def memory_bytes(proc_cgroup: Path = Path("/proc/self/cgroup"), cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """The memory this process may fill, page cache included: the machine's, or its memory cgroup's limit when
+    lower (a container's; the page cache of the files it reads and writes is charged to it)."""
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return sum(p.stat().st_size for p in doc_paths) > memory * EXPORT_DROP_BEHIND_SHARE
+    try:
+        for line in proc_cgroup.read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controllers == "":  # v2: one hierarchy
+                limit = cgroup_root / path.lstrip("/") / "memory.max"
+            elif "memory" in controllers.split(","):  # v1
+                limit = cgroup_root / "memory" / path.lstrip("/") / "memory.limit_in_bytes"
+            else:
+                continue
+            if limit.exists() and limit.read_text().strip() != "max":
+                memory = min(memory, int(limit.read_text()))
+    except (OSError, ValueError):  # no cgroups here (not Linux), or one we cannot read: the machine's
+        pass
+    return memory
 
 
 def _drop_pages(path: Path, start: int, end: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 from pathlib import Path
 
 import duckdb
@@ -456,6 +457,28 @@ def test_an_export_merges_sorted_document_files_and_writes_what_the_sort_writes(
     monkeypatch.setattr(export, "EXPORT_MERGE_GROUP_FACTOR", 1e6)
     with pytest.raises(AssertionError, match="range files"):
         exported("merged")
+
+
+def test_an_exports_memory_is_the_machines_or_its_memory_cgroups_when_lower(tmp_path):
+    """Whether an export drops its pages from the page cache depends on the memory it may fill: a container's
+    cgroup limit (v1 or v2) when lower than the machine's, the machine's when unlimited or unreadable."""
+    from provenance.export import memory_bytes
+
+    machine = memory_bytes(tmp_path / "no-such-file", tmp_path)
+    assert machine == os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    root, proc = tmp_path / "cgroup", tmp_path / "proc-self-cgroup"
+    (root / "memory" / "job").mkdir(parents=True)
+    (root / "memory" / "job" / "memory.limit_in_bytes").write_text(f"{3 << 30}\n")
+    proc.write_text("4:memory:/job\n1:cpu:/\n")
+    assert memory_bytes(proc, root) == min(machine, 3 << 30)  # v1
+    (root / "pod").mkdir()
+    (root / "pod" / "memory.max").write_text("max\n")
+    proc.write_text("0::/pod\n")
+    assert memory_bytes(proc, root) == machine  # v2, no limit
+    (root / "pod" / "memory.max").write_text(f"{1 << 30}\n")
+    assert memory_bytes(proc, root) == min(machine, 1 << 30)
+    (root / "pod" / "memory.max").write_text("garbage\n")
+    assert memory_bytes(proc, root) == machine
 
 
 def test_a_sharded_export_cuts_the_sorted_documents_into_files_of_at_most_n_rows(tmp_path, cli):
