@@ -1,16 +1,18 @@
 """Where an export's time goes: merging sorted files or the split pass and reading ranges back, writing the
 Parquet, and the rest.
 
-Runs ``run_export`` on an existing store (what nothing flagged, as ``bench/scale.py`` exports) with the
-export's steps wrapped. A store whose document files are in doc_id order is merged: ``_merge_step`` (one step's
-rows read from every file and the selection, sorted and filtered, on the second thread while the main one
-writes the previous step). Else, or with ``--sort``, it is sorted through range files: ``_split_by_prefix`` (DuckDB's scan and the cut into range files), ``_read_range``
-(a range file read back, on the second thread that then sorts it while the main one writes the previous)
-and ``ParquetWriter.write_table`` (a sorted range written); what is left of the export is the selection and
-the manifest's queries, timed apart too. Peak RSS is the process's. For each: wall seconds, CPU seconds of the whole process (all threads; user, and
-system: the kernel's reading, writing and page cache work) and the bytes it read from and wrote to the disk
-(``/proc/self/io``: bytes that came from the page cache are not counted). ``--bucket-share 0.01`` makes a
-1M-document store take 256 ranges, as 10M does under the default.
+Runs ``run_export`` on an existing store (what nothing flagged, as ``bench/scale.py`` exports) with the export's
+steps wrapped. A store whose document files are in doc_id order is merged: ``_merge_step`` (one step's rows read
+from every file and the selection, sorted and filtered, on the second thread while the main one writes the previous
+step). Else, or with ``--sort``, it is sorted through range files: ``_split_by_prefix`` (DuckDB's scan and the cut
+into range files), ``_read_range`` (a range file read back, on the second thread that then sorts it while the main
+one writes the previous) and ``ParquetWriter.write_table`` (a sorted range written); what is left of the export is
+the selection and the manifest's queries, timed apart too; and the main thread's waits on the second
+(``Future.result``). Peak RSS is the process's. For each: wall seconds, CPU seconds of the whole process (all
+threads; user, and system: the kernel's reading, writing and page cache work) and the bytes it read from and wrote
+to the disk (``/proc/self/io``: bytes that came from the page cache are not counted), and the CPU of the thread
+that ran the step (``time.thread_time``: what the step itself cost, where the process's columns add the other
+thread's). ``--bucket-share 0.01`` makes a 1M-document store take 256 ranges, as 10M does under the default.
 
 ``--memory-limit-gb G`` runs both in a memory cgroup of G GB (root, cgroup v1's memory controller or v2), which
 bounds the page cache with the process's own memory: a machine whose memory holds neither a 1M nor a 10M
@@ -31,12 +33,14 @@ on each; no root needed), so both read the store from disk.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import resource
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -53,26 +57,34 @@ def io_bytes() -> tuple[int, int]:
     return int(fields["read_bytes"]), int(fields["write_bytes"])
 
 
-def sample() -> tuple[float, float, float, int, int]:
+def sample() -> tuple[float, float, float, int, int, float]:
     times = os.times()  # the process's CPU: user (our code, Arrow, DuckDB) and system (the kernel: I/O, page cache)
-    return (time.perf_counter(), times.user, times.system, *io_bytes())
+    return (time.perf_counter(), times.user, times.system, *io_bytes(), time.thread_time())
 
 
-FIELDS = 5  # wall, user CPU, system CPU, bytes read, bytes written
+FIELDS = 6  # wall, user CPU, system CPU, bytes read, bytes written, CPU of the calling thread
 # Timed on the second thread while the main one writes: not in the sum the rest is worked out from (and their
 # CPU and bytes are the whole process's over those intervals).
 READ_BACK = "(range files read back, on the second thread)"
 MERGE_READ = "(merge steps read and sorted, on the second thread)"
 OVERLAPPING = (READ_BACK, MERGE_READ)
+WAITS = "main thread waiting for the second"
 totals: dict[str, list[float]] = defaultdict(lambda: [0.0] * FIELDS + [0])
+
+
+_in_step = threading.local()
 
 
 def timed(name: str, fn):
     def wrapper(*args, **kwargs):
+        if getattr(_in_step, "name", None):  # within a timed step of this thread (a wait inside the split): its own
+            return fn(*args, **kwargs)
         before = sample()
+        _in_step.name = name
         try:
             return fn(*args, **kwargs)
         finally:
+            _in_step.name = None
             after = sample()
             t = totals[name]
             for i in range(FIELDS):
@@ -166,6 +178,7 @@ def main(argv=None) -> int:
     export._merge_step = timed(MERGE_READ, export._merge_step)
     export._manifest = timed("manifest (queries)", export._manifest)
     export._replace_dir = timed("output fsynced and renamed in", export._replace_dir)
+    concurrent.futures.Future.result = timed(WAITS, concurrent.futures.Future.result)
     pq.ParquetWriter.write_table = timed("Parquet written", pq.ParquetWriter.write_table)
     tmp = Path(tempfile.mkdtemp(dir=args.out, prefix="export-phases-"))
     peer = None
@@ -190,21 +203,21 @@ def main(argv=None) -> int:
     whole = [end[i] - start[i] for i in range(FIELDS)]
     inner = [sum(t[i] for name, t in totals.items() if name not in OVERLAPPING) for i in range(FIELDS)]
     rows = [(name, *t) for name, t in totals.items()]
-    rows.append(("the rest (selection, waits for the second thread)", *[whole[i] - inner[i] for i in range(FIELDS)],
+    rows.append(("the rest (selection, opening, closing)", *[whole[i] - inner[i] for i in range(FIELDS)],
                  0))
     rows.append(("whole export", *whole, 1))
     if peer is not None:
         rows.append((f"peer: DuckDB's COPY, unsorted ({peer[1]} rows)", *peer[0], 1))
     kept = manifest.get("counts", {}).get("kept", manifest.get("kept"))
     print(f"exported {kept} documents; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
-    print(f"{'step':<55} {'wall s':>8} {'user s':>8} {'system s':>9} {'disk read MB':>13} {'disk write MB':>14} "
-          f"{'calls':>6}")
-    for name, wall, user, system, read, written, calls in rows:
-        print(f"{name:<55} {wall:8.1f} {user:8.1f} {system:9.1f} {read / 2**20:13.0f} {written / 2**20:14.0f} "
-              f"{int(calls):6d}")
+    print(f"{'step':<55} {'wall s':>8} {'user s':>8} {'system s':>9} {'thread CPU s':>13} {'disk read MB':>13} "
+          f"{'disk write MB':>14} {'calls':>6}")
+    for name, wall, user, system, read, written, thread, calls in rows:
+        print(f"{name:<55} {wall:8.1f} {user:8.1f} {system:9.1f} {thread:13.1f} {read / 2**20:13.0f} "
+              f"{written / 2**20:14.0f} {int(calls):6d}")
     print(json.dumps({name: {"wall_s": round(w, 2), "user_s": round(u, 2), "system_s": round(sy, 2),
-                             "read_mb": round(r / 2**20), "write_mb": round(wr / 2**20)}
-                      for name, w, u, sy, r, wr, _ in rows}))
+                             "thread_cpu_s": round(th, 2), "read_mb": round(r / 2**20), "write_mb": round(wr / 2**20)}
+                      for name, w, u, sy, r, wr, th, _ in rows}))
     if peer is not None:
         print(f"export / peer, wall: {whole[0] / peer[0][0]:.2f}x")
     return 0
