@@ -77,7 +77,8 @@ _in_step = threading.local()
 
 def timed(name: str, fn):
     def wrapper(*args, **kwargs):
-        if getattr(_in_step, "name", None):  # within a timed step of this thread (a wait inside the split): its own
+        if getattr(_in_step, "name", None):  # inside another timed step of this thread (the split's waits): its
+            # time is that step's, counted once
             return fn(*args, **kwargs)
         before = sample()
         _in_step.name = name
