@@ -438,10 +438,10 @@ def test_an_export_merges_sorted_document_files_and_writes_what_the_sort_writes(
         assert got.schema == expected.schema and got.equals(expected), o
     groups = pq.ParquetFile(tmp_path / "merged" / "documents.parquet").metadata
     assert [groups.row_group(g).num_rows for g in range(groups.num_row_groups)] == [700] * 4 + [200]
-    for ahead in (1, 4):  # however many steps are read ahead of the writing, they are written in order
+    # However many steps are read ahead of the writing, they are written in order (the default last: it stays).
+    for ahead in (1, 4, export.EXPORT_MERGE_AHEAD):
         monkeypatch.setattr(export, "EXPORT_MERGE_AHEAD", ahead)
         assert exported("merged", with_tags=True).equals(sorted_tables[2]), ahead
-    monkeypatch.setattr(export, "EXPORT_MERGE_AHEAD", 2)
     # A store too big for the page cache (here: forced): each file's pages are dropped behind the merge, every
     # byte once, and the output's behind its writes; the same table.
     dropped = collections.defaultdict(list)
